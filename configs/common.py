@@ -1,0 +1,107 @@
+"""Shared config pieces: argument parsing and the DOS defaults every experiment starts from.
+
+Configs are small Python files with `get_config(arg=None) -> ml_collections.ConfigDict`. The `arg` string takes
+typed options, e.g. `--config configs/scannet.py:variant=base,smoke`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg, **spec):
+  """Parses 'a=1,b,c=x' into a ConfigDict typed by the defaults in `spec` (a bare name sets a bool True)."""
+  out = ml_collections.ConfigDict(dict(spec))
+  if not arg:
+    return out
+  for item in arg.split(","):
+    if not item:
+      continue
+    key, _, value = item.partition("=")
+    if key not in spec:
+      raise ValueError(f"unknown config argument {key!r}; accepted: {sorted(spec)}")
+    default = spec[key]
+    if not value:
+      out[key] = True
+    elif isinstance(default, bool):
+      out[key] = value.lower() in ("1", "true", "yes")
+    else:
+      out[key] = type(default)(value) if default is not None else value
+  return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """DOS defaults (paper / Sonata values); experiment configs override a few fields."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 1000
+  c.batch_size = 2            # scenes per step (each gives `data.num_views` views)
+  c.log_every = 10
+  c.checkpoint_every = 200
+  c.keep_checkpoints = 3
+  c.eval_every = 0            # 0 = only at the end
+
+  # --- method switches (DOS) ---
+  c.zipf_alpha = 1.3
+  c.num_prototypes = 1024
+  c.mask_ratio = 0.7          # 0.7 segmentation pretraining, 0.6 detection
+  c.supervision = "observable"        # observable | masked_tokens | token_jitter
+  c.normalization = "softmap"         # softmap | clustering
+  c.cross_view = True
+  c.sinkhorn_iters = 3
+  c.teacher_temp_start = 0.04
+  c.teacher_temp_end = 0.07
+  c.teacher_temp_warmup_frac = 0.05   # fraction of total_steps
+  c.student_temp = 0.1
+  c.ema_momentum_start = 0.994
+  c.ema_momentum_end = 1.0
+  c.nonfinite = "skip"                # skip | stop: what the step does on a non-finite loss or gradient
+
+  # --- optimiser ---
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 2e-3
+  c.optim.warmup_frac = 0.05
+  c.optim.min_lr_ratio = 0.01
+  c.optim.weight_decay_start = 0.04
+  c.optim.weight_decay_end = 0.2
+  c.optim.clip_norm = 3.0
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+
+  # --- data ---
+  c.data = ml_collections.ConfigDict()
+  c.data.format = "synthetic"         # synthetic | pointcept | tfds
+  c.data.root = ""
+  c.data.kind = "indoor"              # indoor | outdoor (synthetic generator and augmentation defaults)
+  c.data.dataset = "synthetic"        # synthetic | scannet | scannet200 | s3dis | nuscenes | semantickitti
+  c.data.num_scenes = 64              # synthetic scenes in the training set
+  c.data.grid_size = 0.08             # metres (0.08 indoor, 0.2 outdoor)
+  c.data.mask_cell = 0.4              # metres (0.4 indoor, 1.0 outdoor)
+  c.data.num_views = 2
+  c.data.crop_ratio = 0.6             # fraction of the scene's points each view keeps (random crop & duplicate)
+  c.data.capacity = 8192              # stage-0 points per teacher view (padded)
+  c.data.student_capacity = 4096      # stage-0 points per student view (visible only, padded)
+  c.data.overflow = "downsample"      # downsample | error: a view larger than its capacity
+  c.data.feat_keys = ("coord", "color", "normal")
+  c.data.num_workers = 2
+  c.data.prefetch = 4
+  c.data.ignore_index = -1
+
+  # --- model ---
+  c.model = ml_collections.ConfigDict()
+  c.model.variant = "tiny"            # tiny | small | base (dos_jax.models.variants)
+  c.model.dtype = "float32"           # float32 | bfloat16 (compute dtype; params stay float32)
+  c.model.drop_path = 0.0
+  c.model.mlp_ratio = 4
+  c.model.head_hidden = 256           # projector hidden width
+  c.model.head_dim = 64               # projector output (prototype) dimension
+
+  # --- linear probe ---
+  c.probe = ml_collections.ConfigDict()
+  c.probe.steps = 300
+  c.probe.lr = 1e-2
+  c.probe.batch_points = 65536
+  c.probe.class_balanced = False
+  c.probe.num_classes = 20
+  c.probe.train_fraction = 0.7
+  return c

@@ -1,0 +1,117 @@
+"""The fixed-shape batch contract between the host pipeline and the device.
+
+Everything irregular (grid sampling, masking, serialization, sorting, neighbour search, pooling) is done on the
+host in numpy; the device sees only these pytrees of fixed-shape arrays plus validity masks, so one compiled
+function serves every batch of a config.
+
+Shapes are written for ONE point set (one view of one scene). Batches stack sets along leading axes: a batch of B
+scenes x V views has leading axes [B, V] in `TrainBatch` and the encoder sees them flattened to [B*V].
+
+Padding conventions (all stages):
+  * Real points occupy arbitrary slots; `valid` marks them. Padded slots hold zeros in float arrays.
+  * Index arrays that point *into* an array of capacity M use M as the "absent" sentinel, so device code can
+    gather from an array padded with one extra zero row (`jnp.pad(x, ((0, 1), (0, 0)))`) or scatter with
+    `mode="drop"` / `num_segments=M + 1`.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import flax.struct
+import numpy as np
+
+# Serialization orders, cycled across attention blocks (PTv3): block i uses ORDERS[i % len(ORDERS)].
+ORDERS = ("z", "z-trans", "hilbert", "hilbert-trans")
+# Offsets of the 3x3x3 voxel neighbourhood used by the conditional positional encoding, in this fixed order.
+NEIGHBOR_OFFSETS = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), -1).reshape(27, 3)
+
+
+@flax.struct.dataclass
+class Stage:
+  """One resolution level of a padded point set (capacity N_s, a multiple of that stage's patch size).
+
+  Attributes:
+    grid: i32[N_s, 3] integer voxel coordinates at this stage (stage 0: floor(coord / grid_size) shifted to be
+      >= 0; stage s+1: grid_s // 2). Padded slots are 0.
+    valid: bool[N_s] real points.
+    order: i32[O, N_s] for each serialization order o in ORDERS, order[o, j] is the slot of the j-th point in
+      code order. Real points come first (ascending code), padded slots after, so patch boundaries of real
+      points do not depend on the capacity.
+    inverse: i32[O, N_s] inverse permutation: inverse[o, order[o, j]] = j.
+    neighbors: i32[N_s, 27] slot of the real point at grid + NEIGHBOR_OFFSETS[k], or N_s when there is none
+      (and for every entry of a padded slot). Entry 13 is the point itself for real points.
+  """
+
+  grid: np.ndarray
+  valid: np.ndarray
+  order: np.ndarray
+  inverse: np.ndarray
+  neighbors: np.ndarray
+
+
+@flax.struct.dataclass
+class PointSet:
+  """A padded, serialized point set with its stage hierarchy: the encoder's input.
+
+  Attributes:
+    coord: f32[N, 3] continuous (augmented) coordinates in metres of the stage-0 points, 0 in padded slots.
+    feat: f32[N, C_in] input features (e.g. concat of coord, colour in [0,1], normal), 0 in padded slots.
+    stages: tuple of S `Stage`s, stage 0 has capacity N.
+    parent: tuple of S-1 arrays, parent[s]: i32[N_s] slot in stage s+1 of the pooled cluster containing point
+      slot i of stage s, or N_{s+1} for padded slots. Grid pooling with stride 2.
+    point_index: i32[N] index of the original scene point each stage-0 point represents (the grid-sample
+      representative), -1 in padded slots. Used for cross-view matching and for mapping back to every point.
+  """
+
+  coord: np.ndarray
+  feat: np.ndarray
+  stages: Tuple[Stage, ...]
+  parent: Tuple[np.ndarray, ...]
+  point_index: np.ndarray
+
+  @property
+  def valid(self):
+    return self.stages[0].valid
+
+
+@flax.struct.dataclass
+class TrainBatch:
+  """One pretraining batch: B scenes x V views (leading axes [B, V]).
+
+  Attributes:
+    teacher: PointSet, the full (unmasked) views, capacity N_t.
+    student: PointSet, ONLY the visible points of each view, capacity N_v (masked points are gathered out on the
+      host; their coordinates never enter the student). Under supervision='masked_tokens'|'token_jitter' the
+      student set holds the full view instead (capacity N_t) and `mask_token` marks the masked points.
+    mask_token: bool[N_student] True where the student sees a learnable mask token instead of the point's
+      features (all False under 'observable').
+    target_index: i32[N_student] slot in the SAME view's teacher set holding the same point (N_t if padded).
+    target_valid: bool[N_student] points that receive a target (observable points under 'observable'; masked
+      points under the token variants).
+    cross_index: i32[N_student] slot in the OTHER view's teacher set (view 1-v) of the point nearest to this
+      point's original position, N_t when none within the matching radius.
+    cross_valid: bool[N_student] whether cross_index is a real match.
+  """
+
+  teacher: PointSet
+  student: PointSet
+  mask_token: np.ndarray
+  target_index: np.ndarray
+  target_valid: np.ndarray
+  cross_index: np.ndarray
+  cross_valid: np.ndarray
+
+
+@flax.struct.dataclass
+class LabeledBatch:
+  """An evaluation batch: B scenes, one unaugmented view each (leading axis [B]).
+
+  Attributes:
+    points: PointSet (capacity N).
+    segment: i32[N] semantic label of each stage-0 point (its grid-sample representative's label), -1 = ignore
+      and in padded slots.
+  """
+
+  points: PointSet
+  segment: np.ndarray
