@@ -1,0 +1,227 @@
+"""Padding a grid-sampled point set into the fixed-shape `structs.PointSet`: stages, orders, neighbours, pooling.
+
+All host-side and numpy. The input is one view (or one scene) already grid-sampled to one point per voxel; the
+output has static shapes that depend only on (capacity, num_stages, patch_size, ratio, C_in), so one compiled
+device function serves every batch of a config.
+
+Stage capacities: N_0 = capacity, and each later stage gets about `ratio` times the previous one, rounded up to a
+multiple of that stage's patch size min(patch_size, N_s) (see `stage_capacities`). Grid pooling with stride 2 maps
+a surface-like cloud to roughly 1/4 of its voxels and a volume to 1/8, so ratio=0.5 leaves ample headroom for
+scans; a degenerate cloud (e.g. isolated points, a line) can still overflow a later stage, which raises a
+`DataError` asking for a larger `data.stage_ratio` (1.0 never overflows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from dos_jax.batching import serialization
+from dos_jax.batching import structs
+from dos_jax.errors import ConfigError, DataError
+
+# Above this many cells the neighbour lookup uses a sorted key table instead of a dense voxel array.
+_DENSE_LOOKUP_MAX_CELLS = 1 << 22
+
+
+def stage_capacities(capacity: int, num_stages: int, patch_size: int, ratio: float = 0.5) -> List[int]:
+  """Per-stage capacities N_s of a point set.
+
+  N_0 = capacity (which must be a multiple of min(patch_size, capacity)); for s >= 1,
+  raw = max(1, ceil(ratio * N_{s-1})) and N_s = raw if raw <= patch_size (the whole stage is one patch), else raw
+  rounded up to a multiple of patch_size. So every N_s is a multiple of its stage's patch size min(patch_size, N_s).
+
+  Args:
+    capacity: stage-0 capacity (`data.capacity` or `data.student_capacity`).
+    num_stages: number of encoder stages (len(channels) of the model variant).
+    patch_size: attention patch size of the model variant.
+    ratio: capacity ratio between consecutive stages, in (0, 1].
+
+  Returns:
+    [N_0, ..., N_{S-1}].
+  """
+  if capacity < 1 or patch_size < 1 or num_stages < 1:
+    raise ConfigError(f"capacity={capacity}, patch_size={patch_size}, num_stages={num_stages} must all be >= 1")
+  if not 0.0 < ratio <= 1.0:
+    raise ConfigError(f"data.stage_ratio={ratio}: expected a value in (0, 1]")
+  if capacity % min(patch_size, capacity):
+    raise ConfigError(f"capacity {capacity} (data.capacity / data.student_capacity) must be a multiple of the "
+                      f"model's patch size {patch_size}")
+  caps = [int(capacity)]
+  for _ in range(1, num_stages):
+    raw = max(1, int(math.ceil(ratio * caps[-1])))
+    if raw > patch_size:
+      raw = int(math.ceil(raw / patch_size)) * patch_size
+    caps.append(raw)
+  return caps
+
+
+def stage_patch_sizes(capacities: Sequence[int], patch_size: int) -> List[int]:
+  """Patch size actually used at each stage: min(patch_size, N_s) (divides N_s by construction)."""
+  return [min(patch_size, n) for n in capacities]
+
+
+def voxelize(coord: np.ndarray, grid_size: float) -> np.ndarray:
+  """Voxel index of each point: floor(coord / grid_size) as i64[n, 3] (the one formula used everywhere)."""
+  return np.floor(np.asarray(coord, np.float64) / grid_size).astype(np.int64)
+
+
+def _cell_keys(grid: np.ndarray, extent: np.ndarray) -> np.ndarray:
+  """Scalar key of each voxel of `grid: i64[n, 3]` (with a 1-voxel margin, so +-1 offsets never alias)."""
+  g = grid + 1
+  return (g[:, 0] * extent[1] + g[:, 1]) * extent[2] + g[:, 2]
+
+
+def _neighbors(grid: np.ndarray, capacity: int) -> np.ndarray:
+  """i32[capacity, 27] slot of the real point at grid + NEIGHBOR_OFFSETS[k], `capacity` where none.
+
+  `grid: i64[n, 3]` holds the real points in slots 0..n-1. If two points share a voxel (possible only when the
+  caller passes non-grid-sampled input), lookups return one of them; entry 13 is always the point itself.
+  """
+  n = grid.shape[0]
+  out = np.full((capacity, 27), capacity, dtype=np.int32)
+  extent = grid.max(0) + 3
+  keys = _cell_keys(grid, extent)
+  offsets = structs.NEIGHBOR_OFFSETS.astype(np.int64)
+  offset_keys = (offsets[:, 0] * extent[1] + offsets[:, 1]) * extent[2] + offsets[:, 2]
+  query = keys[:, None] + offset_keys[None, :]  # [n, 27]; in range thanks to the margin
+  slots = np.arange(n, dtype=np.int32)
+  num_cells = int(np.prod(extent))
+  if num_cells <= _DENSE_LOOKUP_MAX_CELLS:
+    table = np.full(num_cells, capacity, dtype=np.int32)
+    table[keys] = slots
+    found = table[query]
+  else:
+    sort = np.argsort(keys, kind="stable")
+    sorted_keys = keys[sort]
+    pos = np.searchsorted(sorted_keys, query).clip(0, n - 1)
+    found = np.where(sorted_keys[pos] == query, sort[pos].astype(np.int32), capacity)
+  found[:, 13] = slots
+  out[:n] = found
+  return out
+
+
+def _orders(grid: np.ndarray, capacity: int) -> Tuple[np.ndarray, np.ndarray]:
+  """(order, inverse), both i32[len(ORDERS), capacity]: real slots in ascending code, then the padded slots."""
+  n = grid.shape[0]
+  depth = serialization.required_depth(grid)
+  order = np.empty((len(structs.ORDERS), capacity), dtype=np.int32)
+  pad = np.arange(n, capacity, dtype=np.int32)
+  for o, name in enumerate(structs.ORDERS):
+    code = serialization.encode(grid, name, depth)
+    order[o, :n] = np.argsort(code, kind="stable")
+    order[o, n:] = pad
+  inverse = np.empty_like(order)
+  rows = np.arange(len(structs.ORDERS))[:, None]
+  inverse[rows, order] = np.arange(capacity, dtype=np.int32)[None, :]
+  return order, inverse
+
+
+def _pool(grid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """Grid pooling with stride 2: (coarse grid i64[m, 3] of the unique parent voxels, parent slot i64[n])."""
+  coarse = grid // 2
+  extent = coarse.max(0) + 3
+  keys = _cell_keys(coarse, extent)
+  _, first, parent = np.unique(keys, return_index=True, return_inverse=True)
+  return coarse[first], parent.reshape(-1)
+
+
+def build_point_set(coord: np.ndarray, feat: np.ndarray, point_index: np.ndarray, grid_size: float, capacity: int,
+                    num_stages: int, patch_size: int, name: str = "", ratio: float = 0.5) -> structs.PointSet:
+  """Pads one grid-sampled point set into a `PointSet` (unbatched).
+
+  Real stage-0 points occupy slots 0..n-1 in input order; real points of stage s+1 occupy slots 0..n_{s+1}-1 in
+  ascending order of their coarse voxel. Stage-0 grid coordinates are floor(coord / grid_size) shifted so the
+  minimum is 0; stage s+1 is grid_s // 2.
+
+  Args:
+    coord: f32[n, 3] coordinates in metres, one point per voxel of size `grid_size`.
+    feat: f32[n, C] input features.
+    point_index: i32[n] original scene index of each point.
+    grid_size: voxel size in metres (`data.grid_size`).
+    capacity: stage-0 capacity N (>= n).
+    num_stages: number of stages S.
+    patch_size: the model's attention patch size (capacities are padded to multiples of it).
+    name: scene name used in error messages.
+    ratio: stage capacity ratio (see `stage_capacities`).
+
+  Returns:
+    A `structs.PointSet` of numpy arrays with static shapes.
+
+  Raises:
+    DataError: n == 0, n > capacity, or a pooled stage exceeds its capacity.
+  """
+  label = name or "<unnamed scene>"
+  coord = np.asarray(coord, dtype=np.float32)
+  feat = np.asarray(feat, dtype=np.float32)
+  point_index = np.asarray(point_index, dtype=np.int32)
+  n = coord.shape[0]
+  if coord.ndim != 2 or coord.shape[1] != 3 or feat.ndim != 2 or feat.shape[0] != n or point_index.shape != (n,):
+    raise DataError(f"{label}: expected coord [n, 3], feat [n, C], point_index [n]; got {coord.shape}, "
+                    f"{feat.shape}, {point_index.shape}")
+  if n == 0:
+    raise DataError(f"{label}: the point set is empty (no points left after cropping/masking/grid sampling)")
+  if n > capacity:
+    raise DataError(f"{label}: {n} points exceed the capacity {capacity}; downsample first "
+                    f"(data.overflow='downsample') or raise data.capacity / data.student_capacity")
+  if not np.all(np.isfinite(coord)):
+    raise DataError(f"{label}: non-finite coordinates")
+  caps = stage_capacities(capacity, num_stages, patch_size, ratio)
+
+  grid = voxelize(coord, grid_size)
+  grid -= grid.min(0)
+  stages = []
+  parents = []
+  for s, cap in enumerate(caps):
+    n_s = grid.shape[0]
+    if n_s > cap:
+      raise DataError(f"{label}: stage {s} has {n_s} pooled voxels but capacity {cap} (stage capacities {caps}); "
+                      f"raise data.stage_ratio (now {ratio}, at most 1.0) or data.grid_size")
+    padded_grid = np.zeros((cap, 3), dtype=np.int32)
+    padded_grid[:n_s] = grid
+    valid = np.zeros(cap, dtype=bool)
+    valid[:n_s] = True
+    order, inverse = _orders(grid, cap)
+    stages.append(structs.Stage(grid=padded_grid, valid=valid, order=order, inverse=inverse,
+                                neighbors=_neighbors(grid, cap)))
+    if s + 1 < len(caps):
+      grid, parent_real = _pool(grid)
+      parent = np.full(cap, caps[s + 1], dtype=np.int32)
+      parent[:n_s] = parent_real
+      parents.append(parent)
+
+  pad_coord = np.zeros((capacity, 3), dtype=np.float32)
+  pad_coord[:n] = coord
+  pad_feat = np.zeros((capacity, feat.shape[1]), dtype=np.float32)
+  pad_feat[:n] = feat
+  pad_index = np.full(capacity, -1, dtype=np.int32)
+  pad_index[:n] = point_index
+  return structs.PointSet(coord=pad_coord, feat=pad_feat, stages=tuple(stages), parent=tuple(parents),
+                          point_index=pad_index)
+
+
+def _stack(items):
+  """Stacks a list of equal-structure pytrees of numpy arrays (dataclasses, tuples, arrays) along a new axis 0."""
+  first = items[0]
+  if isinstance(first, np.ndarray):
+    return np.stack(items)
+  if isinstance(first, tuple):
+    return tuple(_stack([it[i] for it in items]) for i in range(len(first)))
+  if dataclasses.is_dataclass(first):
+    return type(first)(**{f.name: _stack([getattr(it, f.name) for it in items]) for f in dataclasses.fields(first)})
+  raise TypeError(f"cannot stack {type(first)}")
+
+
+def stack_point_sets(sets: Sequence[structs.PointSet]) -> structs.PointSet:
+  """Stacks point sets of identical shapes along a new leading axis (call twice for [B, V])."""
+  if not sets:
+    raise ValueError("stack_point_sets needs at least one PointSet")
+  return _stack(list(sets))
+
+
+def stack_tree(items):
+  """Stacks any equal-structure pytrees of numpy arrays (e.g. TrainBatch pieces) along a new axis 0."""
+  return _stack(list(items))

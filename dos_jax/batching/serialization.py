@@ -1,0 +1,120 @@
+"""Space-filling-curve codes for voxel grids: z-order (Morton) and 3D Hilbert, plus their transposed variants.
+
+PTv3 serializes a point cloud by sorting its voxels along a space-filling curve, so that points that are
+consecutive in the sorted order are close in space and fixed-size patches of consecutive points are local
+neighbourhoods. The "-trans" variants swap the x and y axes before encoding (as PTv3 does), which gives a
+differently shaped curve and hence different patch boundaries; attention blocks cycle through the orders.
+
+Everything here is vectorised numpy: loops run over the `depth` bits, never over points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Largest depth whose 3 * depth bits fit in a non-negative int64.
+MAX_DEPTH = 21
+
+# Axis permutation of the transposed variants (swap x and y, as in PTv3).
+_TRANS_AXES = (1, 0, 2)
+
+
+def required_depth(grid: np.ndarray) -> int:
+  """Number of bits per axis needed to encode `grid: i32[N, 3]` (>= 1; 1 for an empty grid)."""
+  if grid.size == 0:
+    return 1
+  return max(1, int(np.max(grid)).bit_length())
+
+
+def morton_encode(grid: np.ndarray, depth: int) -> np.ndarray:
+  """Z-order code: interleaves the bits of x, y, z (x most significant within each 3-bit group).
+
+  Args:
+    grid: int[N, 3] non-negative voxel coordinates, each < 2**depth.
+    depth: bits per axis.
+
+  Returns:
+    i64[N] codes, a bijection from the cube [0, 2**depth)^3 onto [0, 8**depth).
+  """
+  g = np.asarray(grid, dtype=np.int64)
+  code = np.zeros(g.shape[0], dtype=np.int64)
+  for bit in range(depth):
+    for axis in range(3):
+      code |= ((g[:, axis] >> bit) & 1) << (3 * bit + 2 - axis)
+  return code
+
+
+def hilbert_encode(grid: np.ndarray, depth: int) -> np.ndarray:
+  """3D Hilbert code, after J. Skilling, "Programming the Hilbert curve" (AIP Conf. Proc. 707, 2004).
+
+  The coordinates are first turned into the "transposed" Hilbert index (bit-plane by bit-plane rotations and
+  reflections, then a Gray code); interleaving the bits of the transposed form gives the scalar index.
+  Consecutive codes on a full cube are face-adjacent voxels (tested).
+
+  Args:
+    grid: int[N, 3] non-negative voxel coordinates, each < 2**depth.
+    depth: bits per axis.
+
+  Returns:
+    i64[N] codes, a bijection from the cube [0, 2**depth)^3 onto [0, 8**depth).
+  """
+  x = [np.array(grid[:, a], dtype=np.int64) for a in range(3)]
+  # Undo the excess work of the inverse transform, from the most significant bit plane down.
+  q = 1 << (depth - 1)
+  while q > 1:
+    p = q - 1
+    for i in range(3):
+      high = (x[i] & q) != 0
+      # Where the bit is set, invert the low bits of x[0]; otherwise exchange the low bits of x[0] and x[i].
+      t = (x[0] ^ x[i]) & p
+      swap = np.where(high, 0, t)
+      x[0] = np.where(high, x[0] ^ p, x[0] ^ swap)
+      if i != 0:
+        x[i] = x[i] ^ swap
+    q >>= 1
+  # Gray encode.
+  for i in range(1, 3):
+    x[i] = x[i] ^ x[i - 1]
+  t = np.zeros_like(x[0])
+  q = 1 << (depth - 1)
+  while q > 1:
+    t = np.where((x[2] & q) != 0, t ^ (q - 1), t)
+    q >>= 1
+  for i in range(3):
+    x[i] = x[i] ^ t
+  # Interleave: bit plane b of (x0, x1, x2) becomes bits (3b+2, 3b+1, 3b) of the index.
+  code = np.zeros_like(x[0])
+  for bit in range(depth):
+    for i in range(3):
+      code |= ((x[i] >> bit) & 1) << (3 * bit + 2 - i)
+  return code
+
+
+def encode(grid: np.ndarray, order: str, depth: int) -> np.ndarray:
+  """Serialization code of each voxel for one of `structs.ORDERS`.
+
+  Args:
+    grid: int[N, 3] non-negative voxel coordinates, each < 2**depth.
+    order: 'z' | 'z-trans' | 'hilbert' | 'hilbert-trans'.
+    depth: bits per axis, 1..MAX_DEPTH (see `required_depth`).
+
+  Returns:
+    i64[N] codes; sorting by them gives the serialization order.
+  """
+  grid = np.asarray(grid)
+  if grid.ndim != 2 or grid.shape[1] != 3:
+    raise ValueError(f"grid must be [N, 3], got shape {grid.shape}")
+  if not 1 <= depth <= MAX_DEPTH:
+    raise ValueError(f"depth must be in [1, {MAX_DEPTH}], got {depth}")
+  if grid.size and (grid.min() < 0 or grid.max() >= (1 << depth)):
+    raise ValueError(f"grid coordinates must lie in [0, 2**{depth}), got [{grid.min()}, {grid.max()}]")
+  if order.endswith("-trans"):
+    grid = grid[:, _TRANS_AXES]
+    base = order[:-len("-trans")]
+  else:
+    base = order
+  if base == "z":
+    return morton_encode(grid, depth)
+  if base == "hilbert":
+    return hilbert_encode(grid, depth)
+  raise ValueError(f"unknown serialization order {order!r}; expected z, z-trans, hilbert or hilbert-trans")
