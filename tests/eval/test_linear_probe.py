@@ -1,0 +1,64 @@
+"""Linear probe on features with a known answer."""
+
+import numpy as np
+import pytest
+
+from dos_jax.errors import DataError
+from dos_jax.eval import linear_probe
+from dos_jax.eval import miou
+
+
+def _separable(num_classes=5, per_class=200, dim=8, seed=0):
+  """Gaussian blobs around orthogonal-ish centres, far apart relative to their spread: linearly separable."""
+  rng = np.random.default_rng(seed)
+  centres = rng.normal(size=(num_classes, dim)) * 10.0
+  labels = np.repeat(np.arange(num_classes), per_class)
+  feats = centres[labels] + rng.normal(size=(labels.size, dim)) * 0.3
+  return feats.astype(np.float32), labels.astype(np.int32)
+
+
+def test_separable_features_reach_miou_one():
+  feats, labels = _separable()
+  # Some points are unlabelled: they must be ignored in training.
+  labels_train = labels.copy()
+  labels_train[::17] = -1
+  params = linear_probe.fit_linear_probe(feats, labels_train, num_classes=5, steps=150, lr=0.05, seed=0,
+                                         batch_points=256)
+  test_feats, test_labels = _separable(seed=0)
+  pred = linear_probe.predict(params, test_feats)
+  score = miou.mean_iou(miou.confusion_matrix(pred, test_labels, 5))
+  assert score > 0.99
+
+
+def test_class_weights_balance_total_mass():
+  labels = np.array([0] * 90 + [1] * 9 + [2] * 1 + [-1] * 5)
+  w = linear_probe.class_weights(labels, num_classes=4, class_balanced=True)
+  counts = np.array([90, 9, 1, 0])
+  # Each present class carries the same total weight; absent class gets 0; mean weight over points is 1.
+  np.testing.assert_allclose(w[:3] * counts[:3], [100 / 3] * 3, rtol=1e-6)
+  assert w[3] == 0.0
+  assert (w * counts).sum() / counts.sum() == pytest.approx(1.0)
+  np.testing.assert_array_equal(linear_probe.class_weights(labels, 4, False), np.ones(4))
+
+
+def test_class_balanced_raises_minority_recall():
+  # Overlapping 1-D classes, 95:5: the unweighted optimum sacrifices the minority; the balanced one does not.
+  rng = np.random.default_rng(1)
+  labels = np.array([0] * 950 + [1] * 50, np.int32)
+  feats = (rng.normal(size=(1000, 1)) + 1.5 * labels[:, None]).astype(np.float32)
+  recalls = []
+  for balanced in (False, True):
+    params = linear_probe.fit_linear_probe(feats, labels, 2, steps=200, lr=0.05, class_balanced=balanced,
+                                           batch_points=None)
+    pred = linear_probe.predict(params, feats)
+    recalls.append(np.mean(pred[labels == 1] == 1))
+  assert recalls[1] > recalls[0] + 0.3
+  assert recalls[1] > 0.6
+
+
+def test_bad_labels_raise():
+  feats = np.zeros((4, 2), np.float32)
+  with pytest.raises(DataError, match="num_classes"):
+    linear_probe.fit_linear_probe(feats, np.array([0, 1, 2, 7]), 3, steps=1)
+  with pytest.raises(DataError, match="no labelled"):
+    linear_probe.fit_linear_probe(feats, np.full(4, -1), 3, steps=1)
