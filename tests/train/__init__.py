@@ -1,0 +1,118 @@
+"""Tests of dos_jax.train. Helpers here build tiny hand-made TrainBatches (independent of the host pipeline).
+
+A test scene is a set of unique voxels in a small box (so every stage fits its capacity), two views of it that
+share the points (view 1 in a shuffled slot order, so teacher slots differ between views) and one block mask per
+view (cells of 4 voxels). The student set holds the visible points ('observable') or the full view with mask
+tokens (token variants).
+"""
+
+import dataclasses
+
+import numpy as np
+
+from configs import synthetic_tiny
+from dos_jax.batching import patches
+from dos_jax.batching import structs
+from dos_jax.models import variants
+
+GRID = 0.1          # metres per voxel
+TEACHER_CAP = 128
+STUDENT_CAP = 64
+
+
+def tiny_config(**overrides):
+  """synthetic_tiny:smoke shrunk further: 16 prototypes, small head, capacities 128 / 64."""
+  c = synthetic_tiny.get_config("smoke")
+  c.num_prototypes = 16
+  c.model.head_hidden = 32
+  c.model.head_dim = 16
+  c.data.capacity = TEACHER_CAP
+  c.data.student_capacity = STUDENT_CAP
+  c.data.grid_size = GRID
+  c.total_steps = 100
+  c.optim.warmup_frac = 0.0
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+@dataclasses.dataclass
+class Scene:
+  grid: np.ndarray    # i64[n, 3] unique voxels
+  color: np.ndarray   # f32[n, 3]
+  masks: tuple        # V bool[n] arrays, True = masked
+
+
+def make_scene(rng: np.random.Generator, n: int = 90) -> Scene:
+  """n unique voxels in a 10 x 10 x 2 box, two block masks (about half the 4-voxel cells each)."""
+  box = np.stack(np.meshgrid(np.arange(10), np.arange(10), np.arange(2), indexing="ij"), -1).reshape(-1, 3)
+  grid = box[rng.choice(len(box), n, replace=False)]
+  cells = grid[:, :2] // 4
+  cell_id = cells[:, 0] * 3 + cells[:, 1]
+  masks = []
+  for _ in range(2):
+    while True:
+      masked_cells = rng.random(9) < 0.5
+      mask = masked_cells[cell_id]
+      if 0 < (~mask).sum() <= STUDENT_CAP and mask.sum() > 0:
+        break
+    masks.append(mask)
+  return Scene(grid=grid, color=rng.random((n, 3)).astype(np.float32), masks=tuple(masks))
+
+
+def _feat(coord, color):
+  return np.concatenate([coord, color], axis=1).astype(np.float32)
+
+
+def build_batch(scenes, config, supervision: str = "observable") -> structs.TrainBatch:
+  """TrainBatch [B, V=2] from `Scene`s (B = len(scenes))."""
+  spec = variants.decode_variant(config.model.variant)
+  num_stages, patch = len(spec["channels"]), spec["patch_size"]
+  student_cap = STUDENT_CAP if supervision == "observable" else TEACHER_CAP
+  items = []
+  for b, scene in enumerate(scenes):
+    n = len(scene.grid)
+    coord = (scene.grid * GRID + GRID / 2).astype(np.float32)
+    # View v lists the points in its own slot order: slot_of[v][i] = slot of original point i.
+    perms = [np.arange(n), np.random.default_rng(b).permutation(n)]
+    slot_of = [np.argsort(p) for p in perms]
+    teachers, students, fields = [], [], []
+    for v in range(2):
+      p = perms[v]
+      teachers.append(patches.build_point_set(coord[p], _feat(coord[p], scene.color[p]), p, GRID, TEACHER_CAP,
+                                              num_stages, patch))
+      if supervision == "observable":
+        ids = p[~scene.masks[v][p]]
+        tvalid = np.ones(len(ids), bool)
+        token = np.zeros(student_cap, bool)
+      else:
+        ids = p
+        tvalid = scene.masks[v][p]
+        token = np.zeros(student_cap, bool)
+        token[:n] = scene.masks[v][p]
+      students.append(patches.build_point_set(coord[ids], _feat(coord[ids], scene.color[ids]), ids, GRID,
+                                              student_cap, num_stages, patch))
+      m = len(ids)
+      target_index = np.full(student_cap, TEACHER_CAP, np.int32)
+      target_index[:m] = slot_of[v][ids]
+      target_valid = np.zeros(student_cap, bool)
+      target_valid[:m] = tvalid
+      cross_index = np.full(student_cap, TEACHER_CAP, np.int32)
+      cross_index[:m] = slot_of[1 - v][ids]
+      cross_valid = np.zeros(student_cap, bool)
+      cross_valid[:m] = True
+      fields.append((token, target_index, target_valid, cross_index, cross_valid))
+    token, ti, tv, ci, cv = (np.stack(f) for f in zip(*fields))
+    items.append(structs.TrainBatch(teacher=patches.stack_point_sets(teachers),
+                                    student=patches.stack_point_sets(students), mask_token=token,
+                                    target_index=ti, target_valid=tv, cross_index=ci, cross_valid=cv))
+  return patches.stack_tree(items)
+
+
+def make_batch(config, batch_size: int, seed: int = 0, supervision: str = "observable") -> structs.TrainBatch:
+  rng = np.random.default_rng(seed)
+  return build_batch([make_scene(rng) for _ in range(batch_size)], config, supervision)
