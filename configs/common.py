@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 200
   c.keep_checkpoints = 3
   c.eval_every = 0            # 0 = only at the end
+  c.num_devices = 0           # devices on the 'data' mesh axis; 0 = all (tests/debugging use fewer)
 
   # --- method switches (DOS) ---
   c.zipf_alpha = 1.3

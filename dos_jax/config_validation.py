@@ -1,0 +1,236 @@
+"""Config validation: every key, type and value checked on the host, before any data is read or anything compiles.
+
+`validate_config(config)` raises `dos_jax.errors.ConfigError` naming the key (`config.data.capacity`) and the
+accepted range, so a typo or an impossible value fails in a second instead of after a minute of compilation or an
+hour of training. The schema is `configs.common.base_config()`: a key it does not hold is unknown, and its default
+gives the expected type. Value ranges live in `_RULES` below, one line per key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+import ml_collections
+
+from configs import common
+from dos_jax.errors import ConfigError
+from dos_jax.models import variants
+
+SUPERVISIONS = ("observable", "masked_tokens", "token_jitter")
+NORMALIZATIONS = ("softmap", "clustering")
+NONFINITE_POLICIES = ("skip", "stop")
+DATA_FORMATS = ("synthetic", "pointcept", "tfds")
+DATA_KINDS = ("indoor", "outdoor")
+DATASETS = ("synthetic", "scannet", "scannet200", "s3dis", "nuscenes", "semantickitti")
+OVERFLOW_POLICIES = ("downsample", "error")
+FEAT_KEYS = ("coord", "color", "normal")
+DTYPES = ("float32", "bfloat16")
+
+
+class _Rule:
+  """A value check: `check(value) -> bool` and the accepted range in words for the error message."""
+
+  def __init__(self, check: Callable[[Any], bool], accepted: str):
+    self.check = check
+    self.accepted = accepted
+
+
+def _number(value, integer: bool) -> bool:
+  if isinstance(value, bool):  # bool is an int subclass; True is never a valid step count or rate
+    return False
+  if integer:
+    return isinstance(value, int)
+  return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _range(lo=None, hi=None, *, lo_open=False, hi_open=False, integer=False) -> _Rule:
+  """A numeric interval; `lo_open`/`hi_open` exclude the bound."""
+
+  def check(v):
+    if not _number(v, integer):
+      return False
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+      return False
+    if hi is not None and (v > hi or (hi_open and v == hi)):
+      return False
+    return True
+
+  kind = "an integer" if integer else "a finite number"
+  left = "(" if lo_open else "["
+  right = ")" if hi_open else "]"
+  lo_s = "-inf" if lo is None else repr(lo)
+  hi_s = "inf" if hi is None else repr(hi)
+  if lo is None:
+    left = "("
+  if hi is None:
+    right = ")"
+  return _Rule(check, f"{kind} in {left}{lo_s}, {hi_s}{right}")
+
+
+def _one_of(*choices) -> _Rule:
+  return _Rule(lambda v: isinstance(v, str) and v in choices, f"one of {list(choices)}")
+
+
+def _boolean() -> _Rule:
+  return _Rule(lambda v: isinstance(v, bool), "a bool (True or False)")
+
+
+def _string() -> _Rule:
+  return _Rule(lambda v: isinstance(v, str), "a string")
+
+
+def _feat_keys() -> _Rule:
+  def check(v):
+    return (isinstance(v, (tuple, list)) and len(v) > 0 and len(set(v)) == len(v)
+            and all(isinstance(k, str) and k in FEAT_KEYS for k in v))
+
+  return _Rule(check, f"a non-empty tuple of distinct names from {list(FEAT_KEYS)}")
+
+
+_POSITIVE_INT = _range(1, integer=True)
+_NON_NEGATIVE_INT = _range(0, integer=True)
+_FRACTION = _range(0.0, 1.0)
+
+# One rule per leaf key of configs.common.base_config(). A key added to the schema needs a rule here (a test checks).
+_RULES: Dict[str, _Rule] = {
+    "seed": _range(0, 2**31 - 1, integer=True),
+    "total_steps": _POSITIVE_INT,
+    "batch_size": _POSITIVE_INT,
+    "log_every": _POSITIVE_INT,
+    "checkpoint_every": _NON_NEGATIVE_INT,  # 0: only the final checkpoint (and on SIGTERM)
+    "keep_checkpoints": _POSITIVE_INT,
+    "eval_every": _NON_NEGATIVE_INT,
+    "num_devices": _NON_NEGATIVE_INT,  # 0: all devices
+    "zipf_alpha": _range(0.0),
+    "num_prototypes": _POSITIVE_INT,
+    "mask_ratio": _range(0.0, 1.0, hi_open=True),
+    "supervision": _one_of(*SUPERVISIONS),
+    "normalization": _one_of(*NORMALIZATIONS),
+    "cross_view": _boolean(),
+    "sinkhorn_iters": _POSITIVE_INT,
+    "teacher_temp_start": _range(0.0, lo_open=True),
+    "teacher_temp_end": _range(0.0, lo_open=True),
+    "teacher_temp_warmup_frac": _FRACTION,
+    "student_temp": _range(0.0, lo_open=True),
+    "ema_momentum_start": _FRACTION,
+    "ema_momentum_end": _FRACTION,
+    "nonfinite": _one_of(*NONFINITE_POLICIES),
+    "optim.lr": _range(0.0, lo_open=True),
+    "optim.warmup_frac": _FRACTION,
+    "optim.min_lr_ratio": _FRACTION,
+    "optim.weight_decay_start": _range(0.0),
+    "optim.weight_decay_end": _range(0.0),
+    "optim.clip_norm": _range(0.0),  # 0: no clipping
+    "optim.b1": _range(0.0, 1.0, hi_open=True),
+    "optim.b2": _range(0.0, 1.0, hi_open=True),
+    "data.format": _one_of(*DATA_FORMATS),
+    "data.root": _string(),
+    "data.kind": _one_of(*DATA_KINDS),
+    "data.dataset": _one_of(*DATASETS),
+    "data.num_scenes": _POSITIVE_INT,
+    "data.grid_size": _range(0.0, lo_open=True),
+    "data.mask_cell": _range(0.0, lo_open=True),
+    "data.num_views": _POSITIVE_INT,
+    "data.crop_ratio": _range(0.0, 1.0, lo_open=True),
+    "data.capacity": _POSITIVE_INT,
+    "data.student_capacity": _POSITIVE_INT,
+    "data.overflow": _one_of(*OVERFLOW_POLICIES),
+    "data.feat_keys": _feat_keys(),
+    "data.num_workers": _NON_NEGATIVE_INT,
+    "data.prefetch": _NON_NEGATIVE_INT,
+    "data.ignore_index": _range(integer=True),
+    "model.variant": _one_of(*variants.VARIANTS),
+    "model.dtype": _one_of(*DTYPES),
+    "model.drop_path": _range(0.0, 1.0, hi_open=True),
+    "model.mlp_ratio": _range(0.0, lo_open=True),
+    "model.head_hidden": _POSITIVE_INT,
+    "model.head_dim": _POSITIVE_INT,
+    "probe.steps": _POSITIVE_INT,
+    "probe.lr": _range(0.0, lo_open=True),
+    "probe.batch_points": _POSITIVE_INT,
+    "probe.class_balanced": _boolean(),
+    "probe.num_classes": _POSITIVE_INT,
+    "probe.train_fraction": _range(0.0, 1.0, lo_open=True, hi_open=True),
+}
+
+
+def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+  """Yields (dotted key, value) for every leaf of a (nested) ConfigDict, in sorted key order."""
+  for key in sorted(config.keys()):
+    value = config[key]
+    name = f"{prefix}{key}"
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      yield from flatten(value, name + ".")
+    else:
+      yield name, value
+
+
+def _check_keys(config, schema, prefix: str = "") -> None:
+  """Raises ConfigError for the first key of `config` that `schema` lacks (with close matches as a hint)."""
+  for key in sorted(config.keys()):
+    name = f"{prefix}{key}"
+    if key not in schema:
+      hint = difflib.get_close_matches(key, list(schema.keys()), n=3)
+      did_you_mean = f" Did you mean {', '.join(repr(prefix + h) for h in hint)}?" if hint else ""
+      raise ConfigError(
+          f"config.{name}: unknown key.{did_you_mean} Known keys here: {sorted(schema.keys())} "
+          "(a new key must first be added to configs/common.py:base_config).")
+    sub, ref = config[key], schema[key]
+    if isinstance(ref, ml_collections.ConfigDict):
+      if not isinstance(sub, (ml_collections.ConfigDict, dict)):
+        raise ConfigError(f"config.{name}: expected a group of keys {sorted(ref.keys())}, got {sub!r}")
+      _check_keys(sub, ref, name + ".")
+    elif isinstance(sub, (ml_collections.ConfigDict, dict)):
+      raise ConfigError(f"config.{name}: expected a single value like {ref!r}, got a group of keys")
+
+
+def _check_capacity(name: str, capacity: int, patch_size: int) -> None:
+  """Stage 0 must be whole attention patches; later stages are rounded up to patches by the batching
+  (`dos_jax.batching.patches.stage_capacities`), so stage 0 is the only constraint on the config."""
+  if capacity % min(patch_size, capacity):
+    lower = (capacity // patch_size) * patch_size
+    options = [c for c in (lower, lower + patch_size) if c > 0]
+    raise ConfigError(
+        f"config.{name}={capacity}: must be a multiple of the model's attention patch size {patch_size} "
+        f"(model.variant), or at most one patch; e.g. {' or '.join(map(str, options))}.")
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int] = None) -> None:
+  """Checks a config before anything expensive happens; raises ConfigError naming the key and the accepted range.
+
+  Args:
+    config: a full experiment config (as returned by a `configs/*.py:get_config`, with command-line overrides).
+    num_devices: devices on the data axis of the mesh; when given, `batch_size` must be a multiple of it.
+  """
+  schema = common.base_config()
+  _check_keys(config, schema)
+  values = dict(flatten(config))
+  for name, rule in _RULES.items():
+    if name not in values:
+      raise ConfigError(f"config.{name}: missing; expected {rule.accepted} (default "
+                        f"{dict(flatten(schema))[name]!r} in configs/common.py)")
+    value = values[name]
+    if not rule.check(value):
+      raise ConfigError(f"config.{name}={value!r}: expected {rule.accepted}.")
+
+  # Cross-key constraints.
+  patch_size = variants.decode_variant(values["model.variant"])["patch_size"]
+  _check_capacity("data.capacity", values["data.capacity"], patch_size)
+  _check_capacity("data.student_capacity", values["data.student_capacity"], patch_size)
+  if values["data.format"] in ("pointcept", "tfds") and not values["data.root"]:
+    raise ConfigError(f"config.data.root is empty but data.format={values['data.format']!r} reads from disk: set "
+                      "--config.data.root=PATH (a folder of scene folders), or use --config.data.format=synthetic.")
+  if values["cross_view"] and values["data.num_views"] != 2:
+    raise ConfigError(f"config.data.num_views={values['data.num_views']}: cross_view=True pairs view v with view "
+                      "1-v, so num_views must be 2 (or set --config.cross_view=False).")
+  if values["data.student_capacity"] > values["data.capacity"]:
+    raise ConfigError(f"config.data.student_capacity={values['data.student_capacity']}: must be <= "
+                      f"data.capacity={values['data.capacity']} (the student sees a subset of the teacher's view).")
+  if values["ema_momentum_start"] > values["ema_momentum_end"]:
+    raise ConfigError(f"config.ema_momentum_start={values['ema_momentum_start']}: must be <= ema_momentum_end="
+                      f"{values['ema_momentum_end']} (the teacher momentum rises over training).")
+  if num_devices is not None and values["batch_size"] % num_devices:
+    raise ConfigError(f"config.batch_size={values['batch_size']}: must be a multiple of the {num_devices} devices on "
+                      f"the data axis (each device gets whole scenes), e.g. {num_devices * max(1, values['batch_size'] // num_devices)}.")
