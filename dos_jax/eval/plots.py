@@ -1,0 +1,166 @@
+"""PNG figures for the results: alpha vs group mIoU, loss curves, prototype rank-frequency, top-down renders.
+
+matplotlib runs on the non-interactive Agg backend (no display needed); every figure is written atomically
+(temp file in the target folder, then rename), so a reader never sees a half-written PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Dict, Mapping, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from dos_jax.errors import DataError  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def save_figure(fig, path: str, dpi: int = 120) -> str:
+  """Writes `fig` to `path` as PNG atomically and closes it; returns the path."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=folder)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, path)
+  finally:
+    plt.close(fig)
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def zipf_prior(num_prototypes: int, alpha: float) -> np.ndarray:
+  """f64[K] w_k = k^-alpha / sum_j j^-alpha (same formula as dos_jax.objective.zipf_prior, on the host)."""
+  w = np.arange(1, num_prototypes + 1, dtype=np.float64) ** (-float(alpha))
+  return w / w.sum()
+
+
+def plot_alpha_vs_miou(rows: Sequence[Mapping[str, float]], path: str,
+                       keys: Sequence[str] = ("head", "common", "tail", "miou")) -> str:
+  """Mean +- std (over seeds) of each metric in `keys` against alpha.
+
+  Args:
+    rows: one dict per run with 'alpha' and the metric keys (None/NaN values are skipped), e.g. probe.json rows.
+    path: output PNG.
+  """
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  alphas = sorted({float(r["alpha"]) for r in rows})
+  for key in keys:
+    means, stds, xs = [], [], []
+    for a in alphas:
+      vals = [float(r[key]) for r in rows if float(r["alpha"]) == a and r.get(key) is not None
+              and np.isfinite(float(r[key]))]
+      if vals:
+        xs.append(a)
+        means.append(np.mean(vals))
+        stds.append(np.std(vals))
+    if xs:
+      ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=key)
+  ax.set_xlabel("Zipf exponent alpha")
+  ax.set_ylabel("linear-probe mIoU")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  return save_figure(fig, path)
+
+
+def read_metrics(path: str) -> list:
+  """Rows of a metrics.jsonl file (bad lines raise DataError naming the file and line)."""
+  rows = []
+  with open(path) as f:
+    for i, line in enumerate(f, 1):
+      line = line.strip()
+      if not line:
+        continue
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{i}: not a JSON line ({e.msg})") from e
+  return rows
+
+
+def plot_loss_curves(metrics_files: Mapping[str, str], path: str, key: str = "loss",
+                     logy: bool = False) -> str:
+  """`key` against `step` for each run.
+
+  Args:
+    metrics_files: {label: path to a metrics.jsonl (one JSON object per logged step with 'step' and `key`)}.
+    path: output PNG.
+    key: metric to plot.
+    logy: log-scale y axis.
+  """
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  for label, file in metrics_files.items():
+    rows = [r for r in read_metrics(file) if key in r and "step" in r and r[key] is not None]
+    if rows:
+      ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=label)
+  ax.set_xlabel("step")
+  ax.set_ylabel(key)
+  if logy:
+    ax.set_yscale("log")
+  ax.grid(alpha=0.3)
+  if metrics_files:
+    ax.legend(fontsize=7)
+  return save_figure(fig, path)
+
+
+def plot_rank_frequency(usage: Mapping[str, Sequence[float]] | Sequence[float], alpha: float, path: str,
+                        num_prototypes: Optional[int] = None) -> str:
+  """Prototype usage frequency by rank (log-log) against the Zipf prior with exponent `alpha`.
+
+  Args:
+    usage: counts per prototype (any order; sorted here), or {label: counts} for several runs.
+    alpha: exponent of the prior line.
+    path: output PNG.
+    num_prototypes: K for the prior (default: length of the counts).
+  """
+  runs: Dict[str, Sequence[float]] = dict(usage) if isinstance(usage, Mapping) else {"observed": usage}
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  k = num_prototypes
+  for label, counts in runs.items():
+    counts = np.sort(np.asarray(counts, np.float64))[::-1]
+    k = k or counts.size
+    freq = counts / max(counts.sum(), 1e-12)
+    ranks = np.arange(1, counts.size + 1)
+    nz = freq > 0
+    ax.loglog(ranks[nz], freq[nz], marker=".", linestyle="-", label=label)
+  if k:
+    ax.loglog(np.arange(1, k + 1), zipf_prior(k, alpha), "k--", label=f"Zipf prior alpha={alpha:g}")
+  ax.set_xlabel("prototype rank")
+  ax.set_ylabel("share of points (arg-max)")
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(fontsize=7)
+  return save_figure(fig, path)
+
+
+def plot_topdown(coord, assignment, path: str, title: str = "", point_size: float = 1.0) -> str:
+  """Top-down (x-y) scatter of a scene coloured by each point's arg-max prototype (or class).
+
+  Args:
+    coord: f32[N, 3] coordinates; drawn from low to high z so upper surfaces stay visible.
+    assignment: int[N] prototype (or class) id per point; ids are mapped to a fixed 20-colour cycle.
+    path: output PNG.
+  """
+  coord = np.asarray(coord, np.float32)
+  assignment = np.asarray(assignment).reshape(-1)
+  if coord.ndim != 2 or coord.shape[1] < 2 or coord.shape[0] != assignment.shape[0]:
+    raise DataError(f"plot_topdown: coord {coord.shape} and assignment {assignment.shape} do not match")
+  order = np.argsort(coord[:, 2]) if coord.shape[1] > 2 else np.arange(coord.shape[0])
+  # Shuffle ids through a fixed permutation so neighbouring prototype ids get distinct colours.
+  ids = np.unique(assignment, return_inverse=True)[1]
+  perm = np.random.default_rng(0).permutation(max(int(ids.max()) + 1, 1)) if ids.size else np.zeros(1, int)
+  colours = plt.get_cmap("tab20")(perm[ids] % 20)
+  fig, ax = plt.subplots(figsize=(5, 5))
+  ax.scatter(coord[order, 0], coord[order, 1], c=colours[order], s=point_size, linewidths=0)
+  ax.set_aspect("equal")
+  ax.set_xlabel("x (m)")
+  ax.set_ylabel("y (m)")
+  ax.set_title(title or f"{len(np.unique(assignment))} prototypes")
+  return save_figure(fig, path)
+
