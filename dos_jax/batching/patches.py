@@ -27,6 +27,14 @@ from dos_jax.errors import ConfigError, DataError
 _DENSE_LOOKUP_MAX_CELLS = 1 << 22
 
 
+class StageOverflowError(DataError):
+  """A pooled stage has more voxels than its capacity (`count` > `capacity` at `stage`)."""
+
+  def __init__(self, message: str, stage: int, count: int, capacity: int):
+    super().__init__(message)
+    self.stage, self.count, self.capacity = stage, count, capacity
+
+
 def stage_capacities(capacity: int, num_stages: int, patch_size: int, ratio: float = 0.5) -> List[int]:
   """Per-stage capacities N_s of a point set.
 
@@ -152,7 +160,7 @@ def build_point_set(coord: np.ndarray, feat: np.ndarray, point_index: np.ndarray
     A `structs.PointSet` of numpy arrays with static shapes.
 
   Raises:
-    DataError: n == 0, n > capacity, or a pooled stage exceeds its capacity.
+    DataError: n == 0 or n > capacity; StageOverflowError (a DataError) when a pooled stage exceeds its capacity.
   """
   label = name or "<unnamed scene>"
   coord = np.asarray(coord, dtype=np.float32)
@@ -178,8 +186,9 @@ def build_point_set(coord: np.ndarray, feat: np.ndarray, point_index: np.ndarray
   for s, cap in enumerate(caps):
     n_s = grid.shape[0]
     if n_s > cap:
-      raise DataError(f"{label}: stage {s} has {n_s} pooled voxels but capacity {cap} (stage capacities {caps}); "
-                      f"raise data.stage_ratio (now {ratio}, at most 1.0) or data.grid_size")
+      raise StageOverflowError(
+          f"{label}: stage {s} has {n_s} pooled voxels but capacity {cap} (stage capacities {caps}); raise "
+          f"data.stage_ratio (now {ratio}, at most 1.0) or data.grid_size", stage=s, count=n_s, capacity=cap)
     padded_grid = np.zeros((cap, 3), dtype=np.int32)
     padded_grid[:n_s] = grid
     valid = np.zeros(cap, dtype=bool)

@@ -1,0 +1,276 @@
+"""Point-cloud transforms: grid sampling and named dict -> dict augmentation ops (Pointcept names and parameters).
+
+A point cloud travels as a dict of per-point numpy arrays (`POINT_KEYS`: coord f32[n, 3], color f32[n, 3] in
+[0, 1], normal f32[n, 3], strength f32[n], segment i32[n], instance i32[n], point_index i32[n]). Every op is a
+factory returning `op(data, rng) -> data` that never mutates its input; randomness comes only from the explicit
+`numpy.random.Generator`, so a view is a pure function of (scene, rng state).
+
+Ops are registered by name in `OPS` and built from a list of `(name, kwargs)` pairs (`build`), e.g. the defaults
+in `default_augmentations(kind)`. Geometric ops transform normals consistently (rotation and flips act on normals
+as on directions; anisotropic scaling uses the inverse-transpose and renormalises).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from dos_jax.errors import ConfigError
+
+Data = Dict[str, Any]
+Op = Callable[[Data, np.random.Generator], Data]
+
+# Per-point arrays: subsetting a cloud indexes all of these that are present.
+POINT_KEYS = ("coord", "color", "normal", "strength", "segment", "instance", "point_index")
+
+
+def from_scene(scene) -> Data:
+  """The dict form of a `Scene`, with point_index = arange(n) (the original index of every point)."""
+  data = {"coord": np.asarray(scene.coord, np.float32), "color": np.asarray(scene.color, np.float32),
+          "point_index": np.arange(scene.num_points, dtype=np.int32), "name": scene.name}
+  for key in ("normal", "strength", "segment", "instance"):
+    value = getattr(scene, key, None)
+    if value is not None:
+      data[key] = np.asarray(value)
+  return data
+
+
+def take(data: Data, index: np.ndarray) -> Data:
+  """Subset of a cloud: every per-point array indexed by `index` (int[m] or bool[n]); other entries copied."""
+  return {k: (v[index] if k in POINT_KEYS and v is not None else v) for k, v in data.items()}
+
+
+def voxel_keys(coord: np.ndarray, cell_size: float, offset: Optional[np.ndarray] = None) -> np.ndarray:
+  """Scalar id i64[n] of each point's cell floor((coord + offset) / cell_size); equal ids <=> same cell."""
+  shifted = np.asarray(coord, np.float64) if offset is None else np.asarray(coord, np.float64) + offset
+  grid = np.floor(shifted / cell_size).astype(np.int64)
+  grid -= grid.min(0)
+  extent = grid.max(0) + 1
+  return (grid[:, 0] * extent[1] + grid[:, 1]) * extent[2] + grid[:, 2]
+
+
+def grid_sample(coord: np.ndarray, grid_size: float,
+                rng: Optional[np.random.Generator] = None) -> Tuple[np.ndarray, np.ndarray]:
+  """Voxel grid sampling: one representative point per occupied voxel floor(coord / grid_size).
+
+  Args:
+    coord: f32[n, 3] coordinates in metres (n >= 1).
+    grid_size: voxel edge in metres.
+    rng: when given (training), each voxel's representative is a uniformly random member; when None
+      (evaluation), the member with the smallest index.
+
+  Returns:
+    keep: i32[m] indices of the representatives, one per occupied voxel (in ascending voxel-key order).
+    inverse: i32[n] for every original point, the position in `keep` of its voxel's representative, so
+      `keep[inverse[i]]` is in the same voxel as point i.
+  """
+  # The same floor(coord / grid_size) formula as batching.patches.voxelize, so voxels agree downstream.
+  keys = voxel_keys(coord, grid_size)
+  sort = np.argsort(keys, kind="stable")
+  sorted_keys = keys[sort]
+  start = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+  count = np.diff(np.r_[start, len(keys)])
+  if rng is None:
+    pick = start
+  else:
+    pick = start + (rng.random(len(start)) * count).astype(np.int64)
+  keep = sort[pick].astype(np.int32)
+  inverse = np.empty(len(keys), dtype=np.int32)
+  inverse[sort] = np.repeat(np.arange(len(start), dtype=np.int32), count)
+  return keep, inverse
+
+
+# ----------------------------------------------------------------------------------------------------- geometry
+
+
+def _rotation(axis: str, angle: float) -> np.ndarray:
+  c, s = np.cos(angle), np.sin(angle)
+  if axis == "x":
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+  if axis == "y":
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+  if axis == "z":
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+  raise ConfigError(f"random_rotate axis={axis!r}: expected 'x', 'y' or 'z'")
+
+
+def _apply_linear(data: Data, matrix: np.ndarray, center: np.ndarray) -> Data:
+  """coord -> (coord - center) @ M^T + center; normals -> normalise(n @ M^-1) (the inverse-transpose rule)."""
+  out = dict(data)
+  out["coord"] = ((data["coord"] - center) @ matrix.T + center).astype(np.float32)
+  if data.get("normal") is not None:
+    normal = data["normal"] @ np.linalg.inv(matrix)
+    norm = np.linalg.norm(normal, axis=1, keepdims=True)
+    out["normal"] = (normal / np.maximum(norm, 1e-12)).astype(np.float32)
+  return out
+
+
+def random_rotate(angle: Sequence[float] = (-180.0, 180.0), axis: str = "z", center: Optional[Sequence[float]] = None,
+                  p: float = 1.0) -> Op:
+  """Rotation about `axis` by an angle drawn uniformly from `angle` (degrees), about `center` (default: the
+  bounding-box centre), with probability p."""
+  _rotation(axis, 0.0)  # validate early
+
+  def op(data, rng):
+    if rng.random() >= p:
+      return data
+    theta = np.deg2rad(rng.uniform(angle[0], angle[1]))
+    c = _bbox_center(data["coord"]) if center is None else np.asarray(center, np.float64)
+    return _apply_linear(data, _rotation(axis, theta), c)
+  return op
+
+
+def random_scale(scale: Sequence[float] = (0.9, 1.1), anisotropic: bool = False, p: float = 1.0) -> Op:
+  """Scaling about the origin by factors drawn uniformly from `scale` (one per axis when anisotropic)."""
+  def op(data, rng):
+    if rng.random() >= p:
+      return data
+    factor = rng.uniform(scale[0], scale[1], size=3 if anisotropic else 1)
+    return _apply_linear(data, np.diag(np.broadcast_to(factor, (3,))), np.zeros(3))
+  return op
+
+
+def random_flip(p: float = 0.5) -> Op:
+  """Mirrors x and, independently, y about the bounding-box centre, each with probability p."""
+  def op(data, rng):
+    signs = np.where(rng.random(2) < p, -1.0, 1.0)
+    if (signs == 1.0).all():
+      return data
+    return _apply_linear(data, np.diag([signs[0], signs[1], 1.0]), _bbox_center(data["coord"]))
+  return op
+
+
+def random_jitter(sigma: float = 0.005, clip: float = 0.02, p: float = 1.0) -> Op:
+  """Adds clip(N(0, sigma^2), -clip, clip) metres to every coordinate."""
+  def op(data, rng):
+    if rng.random() >= p:
+      return data
+    noise = np.clip(sigma * rng.standard_normal(data["coord"].shape), -clip, clip)
+    return {**data, "coord": (data["coord"] + noise).astype(np.float32)}
+  return op
+
+
+def center_shift(apply_z: bool = True) -> Op:
+  """Moves the bounding-box centre of x, y to 0 and (if apply_z) the minimum z to 0."""
+  def op(data, rng):
+    del rng
+    coord = data["coord"]
+    lo, hi = coord.min(0), coord.max(0)
+    shift = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2] if apply_z else 0.0], np.float32)
+    return {**data, "coord": coord - shift}
+  return op
+
+
+def normalize_coord() -> Op:
+  """Centres at the centroid and scales into the unit ball (object-level data)."""
+  def op(data, rng):
+    del rng
+    coord = data["coord"] - data["coord"].mean(0)
+    radius = max(float(np.linalg.norm(coord, axis=1).max()), 1e-12)
+    return {**data, "coord": (coord / radius).astype(np.float32)}
+  return op
+
+
+def _bbox_center(coord: np.ndarray) -> np.ndarray:
+  return (coord.min(0).astype(np.float64) + coord.max(0)) / 2
+
+
+# ------------------------------------------------------------------------------------------------------- colour
+
+
+def chromatic_auto_contrast(p: float = 0.2, blend_factor: Optional[float] = None) -> Op:
+  """Stretches each colour channel to [0, 1] and blends with the original (random blend unless given)."""
+  def op(data, rng):
+    if data.get("color") is None or rng.random() >= p:
+      return data
+    color = data["color"]
+    lo, hi = color.min(0), color.max(0)
+    stretched = (color - lo) / np.maximum(hi - lo, 1e-6)
+    blend = rng.random() if blend_factor is None else blend_factor
+    return {**data, "color": ((1 - blend) * color + blend * stretched).astype(np.float32)}
+  return op
+
+
+def chromatic_translation(p: float = 0.95, ratio: float = 0.05) -> Op:
+  """Adds one random offset in [-ratio, ratio] per channel (colour in [0, 1]), clipped to [0, 1]."""
+  def op(data, rng):
+    if data.get("color") is None or rng.random() >= p:
+      return data
+    shift = (rng.random(3) - 0.5) * 2 * ratio
+    return {**data, "color": np.clip(data["color"] + shift, 0, 1).astype(np.float32)}
+  return op
+
+
+def chromatic_jitter(p: float = 0.95, std: float = 0.005) -> Op:
+  """Adds per-point gaussian noise of standard deviation `std` (colour in [0, 1]), clipped to [0, 1]."""
+  def op(data, rng):
+    if data.get("color") is None or rng.random() >= p:
+      return data
+    noise = std * rng.standard_normal(data["color"].shape)
+    return {**data, "color": np.clip(data["color"] + noise, 0, 1).astype(np.float32)}
+  return op
+
+
+# ------------------------------------------------------------------------------------------------- composition
+
+OPS: Dict[str, Callable[..., Op]] = {
+    "random_rotate": random_rotate,
+    "random_scale": random_scale,
+    "random_flip": random_flip,
+    "random_jitter": random_jitter,
+    "center_shift": center_shift,
+    "normalize_coord": normalize_coord,
+    "chromatic_auto_contrast": chromatic_auto_contrast,
+    "chromatic_translation": chromatic_translation,
+    "chromatic_jitter": chromatic_jitter,
+}
+
+
+def compose(ops: Sequence[Op]) -> Op:
+  """Applies `ops` left to right with the same Generator."""
+  def op(data, rng):
+    for f in ops:
+      data = f(data, rng)
+    return data
+  return op
+
+
+def build(spec: Sequence[Tuple[str, Dict[str, Any]]]) -> Op:
+  """Builds a composed op from [(name, kwargs), ...] (names from `OPS`); raises ConfigError on unknown names."""
+  ops = []
+  for item in spec:
+    name, kwargs = (item, {}) if isinstance(item, str) else (item[0], dict(item[1]) if len(item) > 1 else {})
+    if name not in OPS:
+      raise ConfigError(f"data.augmentations: unknown op {name!r}; expected one of {sorted(OPS)}")
+    try:
+      ops.append(OPS[name](**kwargs))
+    except TypeError as e:
+      raise ConfigError(f"data.augmentations: bad parameters for {name!r}: {e}") from e
+  return compose(ops)
+
+
+def default_augmentations(kind: str) -> List[Tuple[str, Dict[str, Any]]]:
+  """Per-view augmentation spec (Sonata / Pointcept defaults): 'indoor' (with colour) or 'outdoor' (LiDAR)."""
+  if kind == "indoor":
+    return [
+        ("center_shift", dict(apply_z=True)),
+        ("random_rotate", dict(angle=(-180.0, 180.0), axis="z", p=0.5)),
+        ("random_rotate", dict(angle=(-2.8125, 2.8125), axis="x", p=0.5)),  # pi/64
+        ("random_rotate", dict(angle=(-2.8125, 2.8125), axis="y", p=0.5)),
+        ("random_scale", dict(scale=(0.9, 1.1))),
+        ("random_flip", dict(p=0.5)),
+        ("random_jitter", dict(sigma=0.005, clip=0.02)),
+        ("chromatic_auto_contrast", dict(p=0.2)),
+        ("chromatic_translation", dict(p=0.95, ratio=0.05)),
+        ("chromatic_jitter", dict(p=0.95, std=0.005)),
+    ]
+  if kind == "outdoor":
+    return [
+        ("center_shift", dict(apply_z=False)),
+        ("random_rotate", dict(angle=(-180.0, 180.0), axis="z", p=1.0)),
+        ("random_scale", dict(scale=(0.9, 1.1))),
+        ("random_flip", dict(p=0.5)),
+        ("random_jitter", dict(sigma=0.005, clip=0.02)),
+    ]
+  raise ConfigError(f"data.kind={kind!r}: expected 'indoor' or 'outdoor'")

@@ -1,0 +1,127 @@
+"""Views and masks: random crop & duplicate into views, and per-view spatial block masking.
+
+A view is a cloud dict (see `transforms`) holding a random crop of the scene, independently augmented, then grid
+sampled to one point per voxel. Every point keeps `point_index`, its index in the original scene, which is how
+the student's points find their teacher targets (same view) and their cross-view matches (other view, by the
+original, un-augmented coordinates).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from dos_jax.data import transforms
+
+
+def random_crop(data: transforms.Data, ratio: float, rng: np.random.Generator) -> transforms.Data:
+  """Keeps the ceil(ratio * n) points nearest to a random scene point (a ball-shaped crop around it).
+
+  Args:
+    data: cloud dict with coord f32[n, 3].
+    ratio: fraction of points kept, in (0, 1]; 1 keeps everything (in the original order).
+    rng: randomness for the centre.
+
+  Returns:
+    The cropped cloud (points in ascending original order).
+  """
+  coord = data["coord"]
+  n = coord.shape[0]
+  keep_n = max(1, min(n, int(np.ceil(ratio * n))))
+  if keep_n >= n:
+    return dict(data)
+  center = coord[rng.integers(n)]
+  dist = np.square(coord - center).sum(1)
+  keep = np.sort(np.argpartition(dist, keep_n - 1)[:keep_n])
+  return transforms.take(data, keep)
+
+
+def make_views(data: transforms.Data, num_views: int, crop_ratio: float, grid_size: float, augment: transforms.Op,
+               rng: np.random.Generator) -> List[transforms.Data]:
+  """Random crop & duplicate: `num_views` independently cropped, augmented and grid-sampled views of one scene.
+
+  Args:
+    data: the scene as a cloud dict (`transforms.from_scene`), point_index = original indices.
+    num_views: V.
+    crop_ratio: fraction of the scene's points each view keeps before grid sampling (`data.crop_ratio`).
+    grid_size: voxel size in metres (`data.grid_size`), applied after augmentation.
+    augment: per-view spatial + photometric augmentation (e.g. `transforms.build(default_augmentations(kind))`).
+    rng: randomness.
+
+  Returns:
+    V cloud dicts, each with one point per voxel; `point_index` gives each point's original scene index.
+  """
+  views = []
+  for _ in range(num_views):
+    view = random_crop(data, crop_ratio, rng)
+    view = augment(view, rng)
+    keep, _ = transforms.grid_sample(view["coord"], grid_size, rng)
+    views.append(transforms.take(view, keep))
+  return views
+
+
+def block_mask(coord: np.ndarray, cell_size: float, ratio: float, rng: np.random.Generator,
+               min_visible: int = 1, offset: Optional[np.ndarray] = None) -> np.ndarray:
+  """Spatial block masking: the cloud is cut into cubic cells of `cell_size` metres (with a random grid offset)
+  and round(ratio * num_cells) random cells are masked.
+
+  The visible and masked sets are disjoint and, when the cloud spans at least two cells, both non-empty (strict
+  subsets). The fraction of masked *points* varies around `ratio` with the cells' occupancy; see `mask_ratio`.
+
+  Args:
+    coord: f32[n, 3] coordinates of one view (metres).
+    cell_size: cell edge in metres (`data.mask_cell`: 0.4 indoor, 1.0 outdoor).
+    ratio: fraction of cells masked, in [0, 1).
+    rng: randomness (the grid offset and the cells).
+    min_visible: if fewer points than this would stay visible, masked cells are unmasked one by one (random
+      order) until that many are visible.
+    offset: f[3] grid offset in metres; default uniform in [0, cell_size)^3.
+
+  Returns:
+    masked: bool[n].
+  """
+  n = coord.shape[0]
+  if n == 0:
+    return np.zeros(0, dtype=bool)
+  if offset is None:
+    offset = rng.uniform(0.0, cell_size, size=3)
+  cells = transforms.voxel_keys(coord, cell_size, offset)
+  unique, cell_of_point = np.unique(cells, return_inverse=True)
+  num_cells = len(unique)
+  if num_cells < 2:
+    return np.zeros(n, dtype=bool)
+  num_masked = int(np.clip(np.round(ratio * num_cells), 1 if ratio > 0 else 0, num_cells - 1))
+  perm = rng.permutation(num_cells)
+  cell_masked = np.zeros(num_cells, dtype=bool)
+  cell_masked[perm[:num_masked]] = True
+  masked = cell_masked[cell_of_point.reshape(-1)]
+  if n - masked.sum() < min_visible:
+    counts = np.bincount(cell_of_point.reshape(-1), minlength=num_cells)
+    visible = n - masked.sum()
+    for c in perm[:num_masked][::-1]:
+      if visible >= min_visible:
+        break
+      cell_masked[c] = False
+      visible += counts[c]
+    masked = cell_masked[cell_of_point.reshape(-1)]
+  return masked
+
+
+def mask_ratio(masked: np.ndarray) -> float:
+  """Achieved fraction of masked points (what the loss actually sees), for logging."""
+  return float(masked.mean()) if masked.size else 0.0
+
+
+def split_visible(view: transforms.Data, masked: np.ndarray) -> Tuple[transforms.Data, np.ndarray]:
+  """(visible cloud, visible positions i32[m] in the view): the student's points, masked ones gathered out."""
+  visible = np.flatnonzero(~masked).astype(np.int32)
+  return transforms.take(view, visible), visible
+
+
+def crop_and_mask_summary(views: List[transforms.Data], masks: Optional[List[np.ndarray]] = None) -> dict:
+  """Small dict of view sizes and achieved mask ratios (for logging and the benchmark)."""
+  out = {"view_points": [int(v["coord"].shape[0]) for v in views]}
+  if masks is not None:
+    out["mask_ratio"] = [mask_ratio(m) for m in masks]
+  return out
