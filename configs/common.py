@@ -106,3 +106,27 @@ def base_config() -> ml_collections.ConfigDict:
   c.probe.num_classes = 20
   c.probe.train_fraction = 0.7
   return c
+
+
+def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks an experiment config in place for CI: synthetic scenes of the same kind (indoor/outdoor), the tiny
+  encoder, small capacities and a few steps. The method switches (alpha, mask ratio and cell, grid, supervision,
+  normalization) are kept, so the smoke run exercises the experiment's recipe on data every machine has."""
+  c.total_steps = 6
+  c.batch_size = 2
+  c.log_every = 2
+  c.checkpoint_every = 3
+  c.num_prototypes = 64
+  c.data.format = "synthetic"
+  c.data.root = ""
+  c.data.dataset = "synthetic"
+  c.data.num_scenes = 4
+  c.data.capacity = 1024
+  c.data.student_capacity = 512
+  c.data.num_workers = 0
+  c.model.variant = "tiny"
+  c.model.head_hidden = 64
+  c.model.head_dim = 32
+  c.probe.steps = 20
+  c.probe.num_classes = 20
+  return c

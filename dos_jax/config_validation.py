@@ -25,7 +25,7 @@ DATA_FORMATS = ("synthetic", "pointcept", "tfds")
 DATA_KINDS = ("indoor", "outdoor")
 DATASETS = ("synthetic", "scannet", "scannet200", "s3dis", "nuscenes", "semantickitti")
 OVERFLOW_POLICIES = ("downsample", "error")
-FEAT_KEYS = ("coord", "color", "normal")
+FEAT_KEYS = ("coord", "color", "normal", "strength")
 DTYPES = ("float32", "bfloat16")
 
 
@@ -156,6 +156,20 @@ _RULES: Dict[str, _Rule] = {
 }
 
 
+def _type_rule(default: Any) -> _Rule:
+  """For a schema key without an entry in _RULES: the type of its default (int accepted where float is)."""
+  if isinstance(default, bool):
+    return _boolean()
+  if isinstance(default, int):
+    return _range(integer=True)
+  if isinstance(default, float):
+    return _range()
+  if isinstance(default, str):
+    return _string()
+  kind = type(default)
+  return _Rule(lambda v: isinstance(v, kind), f"a {kind.__name__}")
+
+
 def flatten(config: ml_collections.ConfigDict, prefix: str = "") -> Iterator[Tuple[str, Any]]:
   """Yields (dotted key, value) for every leaf of a (nested) ConfigDict, in sorted key order."""
   for key in sorted(config.keys()):
@@ -207,10 +221,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
   schema = common.base_config()
   _check_keys(config, schema)
   values = dict(flatten(config))
-  for name, rule in _RULES.items():
+  defaults = dict(flatten(schema))
+  for name, default in defaults.items():
+    rule = _RULES.get(name) or _type_rule(default)
     if name not in values:
-      raise ConfigError(f"config.{name}: missing; expected {rule.accepted} (default "
-                        f"{dict(flatten(schema))[name]!r} in configs/common.py)")
+      raise ConfigError(f"config.{name}: missing; expected {rule.accepted} (default {default!r} in "
+                        "configs/common.py)")
     value = values[name]
     if not rule.check(value):
       raise ConfigError(f"config.{name}={value!r}: expected {rule.accepted}.")

@@ -1,0 +1,253 @@
+"""Checkpoints and workdir safety: orbax CheckpointManager, the run's config fingerprint, preemption (SIGTERM).
+
+Workdir layout (`python -m launch.train ... --workdir DIR`):
+  DIR/config.json       the full config of the run + a fingerprint of the keys that define it (written atomically).
+  DIR/checkpoints/<step>/  orbax checkpoints of the whole TrainState (params, teacher, optimizer, rng, step).
+  DIR/metrics.jsonl, DIR/events.out.tfevents.*   (see `writers.py`).
+
+Resume order (automatic, `train_and_evaluate`): (1) `prepare_workdir` refuses a workdir whose checkpoints belong to
+a different config; (2) the latest finalized checkpoint is restored into the abstract state of THIS config; (3) the
+data iterator restarts at the restored `state.step` (batches are a pure function of (seed, step, host), so the
+step is the whole iterator position); (4) the per-step RNG is folded from the restored state. No checkpoint:
+fresh start at step 0.
+
+Crash safety: orbax writes each checkpoint into a temporary directory and renames it when complete, so a process
+killed mid-save (SIGKILL, OOM, preemption without notice) leaves only a temporary directory that `all_steps` never
+lists and that the next start deletes (`cleanup_tmp_directories`). SIGTERM (the notice preemptible TPU/GPU
+schedulers send) only sets a flag; the loop saves at the end of the current step and exits 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import tempfile
+import threading
+from typing import Any, Dict, Optional
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from dos_jax.errors import ConfigError
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+# Keys that may change when a run is resumed: they change how long / how verbosely it runs, not what it trains.
+# Everything else (method, model, data, optimizer, seed) is part of the fingerprint.
+RESUMABLE_KEYS = ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every",
+                  "num_devices", "data.num_workers", "data.prefetch", "data.root")
+RESUMABLE_PREFIXES = ("probe.",)  # the probe reads checkpoints, it does not shape them
+
+
+# ----------------------------------------------------------------------------------------------- workdir safety
+
+
+def _flat(tree: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+  out = {}
+  for key in sorted(tree):
+    value = tree[key]
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """A JSON round trip of the config (tuples become lists), so stored and live configs compare equal."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def _defining_keys(flat: Dict[str, Any]) -> Dict[str, Any]:
+  return {k: v for k, v in flat.items()
+          if k not in RESUMABLE_KEYS and not k.startswith(RESUMABLE_PREFIXES)}
+
+
+def config_fingerprint(config: ml_collections.ConfigDict) -> str:
+  """sha256 (16 hex digits) of the keys that define what a run trains (all but `RESUMABLE_KEYS`)."""
+  blob = json.dumps(_defining_keys(_flat(config_to_dict(config))), sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def write_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` via a temporary file in the same directory and an atomic rename."""
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path) or ".")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _has_checkpoints(ckpt_dir: str) -> bool:
+  if not os.path.isdir(ckpt_dir):
+    return False
+  return any(name.isdigit() for name in os.listdir(ckpt_dir))
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, write: bool = True) -> None:
+  """Creates/validates the workdir and records the config; raises ConfigError for an unusable workdir.
+
+  Refuses: an empty path, a missing parent directory (a typo should not silently create a tree), a path that is
+  a file, a directory that cannot be written, and a directory holding checkpoints of a different config (which
+  would mix two runs). Only `RESUMABLE_KEYS` may differ from the stored config.
+
+  Args:
+    workdir: the run directory.
+    config: the validated config of this run.
+    write: write DIR/config.json (False on non-zero hosts of a multi-host job: host 0 writes it).
+  """
+  if not workdir:
+    raise ConfigError("--workdir is empty: pass the directory that holds (or will hold) this run's checkpoints.")
+  workdir = os.path.abspath(workdir)
+  parent = os.path.dirname(workdir)
+  if not os.path.isdir(workdir):
+    if os.path.exists(workdir):
+      raise ConfigError(f"--workdir={workdir} exists and is not a directory.")
+    if not os.path.isdir(parent):
+      raise ConfigError(f"--workdir={workdir}: the parent directory {parent} does not exist; create it first "
+                        "(the workdir itself is created for you).")
+    try:
+      os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+      raise ConfigError(f"--workdir={workdir}: cannot create it ({e.strerror}); choose a writable location.") from e
+  try:  # os.access lies for root and on some network filesystems: really write a file.
+    fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=workdir)
+    os.close(fd)
+    os.unlink(probe)
+  except OSError as e:
+    raise ConfigError(f"--workdir={workdir} is not writable ({e.strerror}); checkpoints and metrics go there. "
+                      "Choose a writable directory.") from e
+
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+  current = config_to_dict(config)
+  if _has_checkpoints(ckpt_dir):
+    if not os.path.exists(config_path):
+      raise ConfigError(f"--workdir={workdir} holds checkpoints but no {CONFIG_FILE}, so they cannot be matched to "
+                        "this config; use a new --workdir.")
+    try:
+      with open(config_path) as f:
+        stored = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ConfigError(f"{config_path}: unreadable ({e}); cannot check that the checkpoints in {ckpt_dir} belong "
+                        "to this config. Use a new --workdir.") from e
+    if stored.get("fingerprint") != config_fingerprint(config):
+      old = _defining_keys(_flat(stored.get("config", {})))
+      new = _defining_keys(_flat(current))
+      diffs = [f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
+               for k in sorted(set(old) | set(new)) if old.get(k, "<absent>") != new.get(k, "<absent>")]
+      raise ConfigError(
+          f"--workdir={workdir} holds checkpoints of a different config (stored in {config_path}); resuming would "
+          f"mix two runs. Differences (stored -> now): {'; '.join(diffs) or 'fingerprint only'}. Use a new "
+          f"--workdir, or restore those values (only {', '.join(RESUMABLE_KEYS)} may change on resume).")
+  if write:
+    payload = {"fingerprint": config_fingerprint(config), "config": current}
+    write_atomic(config_path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------- preemption
+
+
+class PreemptionFlag:
+  """Catches SIGTERM (and optionally SIGINT) as a flag the loop polls once per step.
+
+  The handler only records the signal: saving inside a signal handler could interrupt a half-written batch or a
+  running save. Use as a context manager; the previous handlers come back on exit. Outside the main thread (where
+  Python cannot install handlers) it stays a flag that never sets.
+  """
+
+  def __init__(self, signals=(signal.SIGTERM,)):
+    self._signals = tuple(signals)
+    self._previous = {}
+    self._event = threading.Event()
+    self.signum: Optional[int] = None
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+    self._event.set()
+
+  def __enter__(self) -> "PreemptionFlag":
+    if threading.current_thread() is threading.main_thread():
+      for sig in self._signals:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous.clear()
+
+  def set(self) -> None:
+    self._event.set()
+
+  def is_set(self) -> bool:
+    return self._event.is_set()
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+
+class Checkpointer:
+  """A thin wrapper of `orbax.checkpoint.CheckpointManager` for one TrainState pytree.
+
+  Keeps the last `keep` checkpoints, saves every `every` steps (`maybe_save`) or on demand (`save`), asynchronously
+  where orbax supports it (the state's arrays are copied off the device before `save` returns, so the next step
+  may donate them), and restores the latest checkpoint into a given abstract state (`jax.eval_shape` of the
+  state, with shardings, so every host restores its own shards).
+  """
+
+  def __init__(self, workdir: str, *, keep: int = 3, every: int = 0, async_save: bool = True):
+    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    self.every = int(every)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+        enable_async_checkpointing=async_save)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def all_steps(self):
+    return list(self._manager.all_steps())
+
+  def restore(self, abstract_state: Any, step: Optional[int] = None) -> Any:
+    """Restores checkpoint `step` (default: latest) into the structure, dtypes and shardings of `abstract_state`."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+  def save(self, step: int, state: Any) -> bool:
+    """Saves `state` as checkpoint `step` now (unless that step is already saved); returns whether it saved."""
+    if step in self._manager.all_steps():
+      return False
+    return bool(self._manager.save(step, args=ocp.args.StandardSave(state), force=True))
+
+  def maybe_save(self, step: int, state: Any) -> bool:
+    """Saves at every `every`-th step (never when `every` is 0)."""
+    if self.every > 0 and step % self.every == 0:
+      return self.save(step, state)
+    return False
+
+  def reached_preemption(self, step: int) -> bool:
+    """Multi-host: whether the coordination service saw a preemption notice (all hosts agree on the step)."""
+    if jax.process_count() == 1:
+      return False
+    return bool(self._manager.reached_preemption(step))
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,212 @@
+"""Checkpoints and workdir safety: round trips, keep-N, kill during a save, SIGTERM flag, config fingerprints."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import synthetic_tiny
+from dos_jax.errors import ConfigError
+from dos_jax.train import checkpoint
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+@flax.struct.dataclass
+class _State:
+  """A TrainState-shaped pytree (params, optax state, PRNG key, counters) for checkpoint mechanics only."""
+  step: jax.Array
+  params: dict
+  opt_state: object
+  rng: jax.Array
+
+
+def _state(step: int, seed: int = 0) -> _State:
+  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+  params = {"w": jax.random.normal(k1, (5, 3)), "b": jax.random.normal(k2, (3,))}
+  tx = optax.adamw(1e-3)
+  opt_state = tx.init(params)
+  # One real update, so the moments are non-trivial and a restore that zeroed them would be caught.
+  _, opt_state = tx.update(jax.tree.map(jnp.ones_like, params), opt_state, params)
+  return _State(step=jnp.asarray(step, jnp.int32), params=params, opt_state=opt_state,
+                rng=jax.random.PRNGKey(seed + 100))
+
+
+def _assert_trees_equal(a, b):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_save_restore_round_trip_and_keep_n(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2, every=2)
+  states = {s: _state(s, seed=s) for s in range(1, 6)}
+  saved = [s for s in range(1, 6) if ckpt.maybe_save(s, states[s])]
+  assert saved == [2, 4]
+  assert ckpt.save(5, states[5]) and not ckpt.save(5, states[5])  # an explicit save; a second one is a no-op
+  ckpt.wait_until_finished()
+  assert ckpt.all_steps() == [4, 5] and ckpt.latest_step() == 5
+  abstract = jax.eval_shape(lambda: states[5])
+  _assert_trees_equal(ckpt.restore(abstract), states[5])
+  _assert_trees_equal(ckpt.restore(abstract, step=4), states[4])
+  ckpt.close()
+
+
+def test_restore_places_arrays_on_the_requested_sharding(tmp_path):
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:2]), ("data",))
+  rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = _state(3)
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  ckpt.save(3, state)
+  ckpt.wait_until_finished()
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), jax.eval_shape(lambda: state))
+  restored = ckpt.restore(abstract)
+  _assert_trees_equal(restored, state)
+  assert all(x.sharding == rep for x in jax.tree.leaves(restored))
+  ckpt.close()
+
+
+_KILL_CHILD = textwrap.dedent("""
+    import sys
+    import jax.numpy as jnp
+    from dos_jax.train import checkpoint
+    ckpt = checkpoint.Checkpointer(sys.argv[1], keep=2, every=1)
+    big = jnp.zeros((8 * 1024 * 1024,), jnp.float32)  # 32 MB: a save takes long enough to be interrupted
+    for step in range(1, 1000):
+      ckpt.save(step, {"w": big + step, "step": jnp.asarray(step)})
+      print(f"issued {step}", flush=True)
+      ckpt.wait_until_finished()
+""")
+
+
+def test_sigkill_during_save_never_leaves_a_visible_corrupt_checkpoint(tmp_path):
+  workdir = str(tmp_path)
+  proc = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, workdir], stdout=subprocess.PIPE, text=True,
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+  for line in proc.stdout:
+    if line.startswith("issued 3"):  # the async write of step 3 is in flight
+      proc.kill()
+      break
+  proc.wait(timeout=60)
+  ckpt_dir = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
+  leftovers = [n for n in os.listdir(ckpt_dir) if not n.isdigit()]
+  assert any("tmp" in n for n in leftovers), f"the kill should have interrupted a save: {os.listdir(ckpt_dir)}"
+
+  ckpt = checkpoint.Checkpointer(workdir, keep=2)
+  steps = ckpt.all_steps()
+  assert steps and 3 not in steps and max(steps) == 2
+  for step in steps:  # every visible checkpoint is complete and holds exactly what was saved
+    abstract = {"w": jax.ShapeDtypeStruct((8 * 1024 * 1024,), jnp.float32),
+                "step": jax.ShapeDtypeStruct((), jnp.int32)}
+    restored = ckpt.restore(abstract, step)
+    assert int(restored["step"]) == step and np.all(np.asarray(restored["w"]) == step)
+  assert all(n.isdigit() for n in os.listdir(ckpt_dir)), "temporary directories are cleaned up on start"
+  ckpt.close()
+
+
+def test_preemption_flag_catches_sigterm_and_restores_the_handler():
+  before = signal.getsignal(signal.SIGTERM)
+  with checkpoint.PreemptionFlag() as flag:
+    assert not flag.is_set()
+    os.kill(os.getpid(), signal.SIGTERM)  # would kill pytest without the handler
+    assert flag.is_set() and flag.signum == signal.SIGTERM
+  assert signal.getsignal(signal.SIGTERM) is before
+
+
+# ------------------------------------------------------------------------------------------- workdir safety
+
+
+def _config(**overrides):
+  c = synthetic_tiny.get_config("smoke")
+  for key, value in overrides.items():
+    *groups, leaf = key.split(".")
+    node = c
+    for g in groups:
+      node = node[g]
+    node[leaf] = value
+  return c
+
+
+def _fake_checkpoint(workdir):
+  os.makedirs(os.path.join(workdir, checkpoint.CHECKPOINT_DIR, "3"))
+
+
+def test_prepare_workdir_records_the_config_atomically(tmp_path):
+  workdir = str(tmp_path / "run")
+  checkpoint.prepare_workdir(workdir, _config())
+  with open(os.path.join(workdir, checkpoint.CONFIG_FILE)) as f:
+    stored = json.load(f)
+  assert stored["fingerprint"] == checkpoint.config_fingerprint(_config())
+  assert stored["config"]["zipf_alpha"] == 1.3 and stored["config"]["data"]["capacity"] == 1024
+  assert sorted(os.listdir(workdir)) == [checkpoint.CONFIG_FILE]  # no temp or probe files left behind
+
+
+def test_fingerprint_ignores_run_length_but_not_the_method():
+  base = checkpoint.config_fingerprint(_config())
+  assert checkpoint.config_fingerprint(_config(total_steps=500, log_every=7, checkpoint_every=9)) == base
+  for key, value in [("zipf_alpha", 1.6), ("model.variant", "small"), ("data.grid_size", 0.05), ("seed", 1),
+                     ("optim.lr", 1e-3), ("num_prototypes", 32)]:
+    assert checkpoint.config_fingerprint(_config(**{key: value})) != base, key
+
+
+def test_workdir_with_another_configs_checkpoints_is_refused(tmp_path):
+  workdir = str(tmp_path)
+  checkpoint.prepare_workdir(workdir, _config())
+  _fake_checkpoint(workdir)
+  with pytest.raises(ConfigError, match=r"different config.*zipf_alpha: 1\.3 -> 1\.6.*new --workdir"):
+    checkpoint.prepare_workdir(workdir, _config(zipf_alpha=1.6))
+  # The stored config is untouched by the refused run.
+  with open(os.path.join(workdir, checkpoint.CONFIG_FILE)) as f:
+    assert json.load(f)["config"]["zipf_alpha"] == 1.3
+  # Extending the run (more steps, other logging) is fine and is recorded.
+  checkpoint.prepare_workdir(workdir, _config(total_steps=12, log_every=1))
+  with open(os.path.join(workdir, checkpoint.CONFIG_FILE)) as f:
+    assert json.load(f)["config"]["total_steps"] == 12
+
+
+def test_config_change_before_any_checkpoint_is_allowed(tmp_path):
+  workdir = str(tmp_path)
+  checkpoint.prepare_workdir(workdir, _config())
+  checkpoint.prepare_workdir(workdir, _config(zipf_alpha=1.6))  # nothing to mix yet
+
+
+def test_checkpoints_without_a_config_record_are_refused(tmp_path):
+  _fake_checkpoint(str(tmp_path))
+  with pytest.raises(ConfigError, match=r"holds checkpoints but no config\.json"):
+    checkpoint.prepare_workdir(str(tmp_path), _config())
+
+
+def test_missing_parent_and_file_workdirs_are_refused(tmp_path):
+  with pytest.raises(ConfigError, match=r"parent directory .*nope does not exist"):
+    checkpoint.prepare_workdir(str(tmp_path / "nope" / "run"), _config())
+  assert not (tmp_path / "nope").exists()
+  (tmp_path / "afile").write_text("x")
+  with pytest.raises(ConfigError, match=r"exists and is not a directory"):
+    checkpoint.prepare_workdir(str(tmp_path / "afile"), _config())
+  with pytest.raises(ConfigError, match=r"--workdir is empty"):
+    checkpoint.prepare_workdir("", _config())
+
+
+def test_read_only_workdir_is_refused(tmp_path):
+  if os.geteuid() == 0:
+    # root ignores permission bits; sysfs refuses writes even to root.
+    existing, missing = "/sys/kernel", "/sys/dos_jax_test_run"
+  else:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    existing, missing = str(ro), str(ro / "run")
+  with pytest.raises(ConfigError, match=r"is not writable"):
+    checkpoint.prepare_workdir(existing, _config())
+  with pytest.raises(ConfigError, match=r"cannot create it"):
+    checkpoint.prepare_workdir(missing, _config())
