@@ -15,8 +15,9 @@ on raw features would need a per-run learning rate.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -174,3 +175,169 @@ def predict(params: Params, features, chunk: int = 262144) -> np.ndarray:
   features = np.asarray(features, np.float32)
   out = [np.asarray(_predict_chunk(params, features[i:i + chunk])) for i in range(0, features.shape[0], chunk)]
   return np.concatenate(out) if out else np.zeros((0,), np.int32)
+
+
+# --------------------------------------------------------------------------------------- frozen-encoder features
+
+
+@dataclasses.dataclass
+class Features:
+  """Frozen-encoder features of a list of scenes.
+
+  Attributes:
+    features: f32[M, D] feature of every ORIGINAL point (its stage-0 voxel representative's feature), scenes
+      concatenated in order.
+    labels: i32[M] label of every original point (-1 = ignore / unlabelled scene).
+    offsets: i64[S + 1] scene s owns rows offsets[s]:offsets[s+1].
+    stage0: per scene f32[m_s, D] features of the real stage-0 points (one per voxel), for prototype metrics.
+    stage0_labels: per scene i32[m_s] labels of those points.
+    coords: per scene f32[n_s, 3] original coordinates (for renders).
+  """
+
+  features: np.ndarray
+  labels: np.ndarray
+  offsets: np.ndarray
+  stage0: List[np.ndarray]
+  stage0_labels: List[np.ndarray]
+  coords: List[np.ndarray]
+
+
+def _scene_batches(scenes: Sequence, batch_size: int):
+  """Groups of `batch_size` scenes; the last group is padded by repeating its last scene (fixed shapes)."""
+  for start in range(0, len(scenes), batch_size):
+    group = list(scenes[start:start + batch_size])
+    real = len(group)
+    group += [group[-1]] * (batch_size - real)
+    yield group, real
+
+
+def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, cfg, batch_size: int = 2,
+                     capacity: Optional[int] = None, progress: bool = False) -> Features:
+  """Runs a frozen encoder over `scenes` and maps its stage-0 features back to every original point.
+
+  Args:
+    apply_fn: (params, points: batched PointSet) -> f32[B, N_0, D] (e.g. encoder.apply with train=False and
+      model_cfg bound); jitted here.
+    params: encoder params.
+    scenes: list of `Scene` (segment may be None: labels are then -1).
+    cfg: experiment config (batching keys data.*, model.variant).
+    batch_size: scenes per encoder call.
+    capacity: stage-0 capacity of each scene's set (default data.capacity; larger scenes keep a deterministic
+      voxel subset and dropped voxels map to their nearest kept point, see make_labeled_batch).
+    progress: tqdm bar over scenes.
+  """
+  from dos_jax.batching import pipeline  # pylint: disable=g-import-not-at-top
+  fn = jax.jit(apply_fn)
+  feats, labels, offsets, stage0, stage0_labels, coords = [], [], [0], [], [], []
+  bar = _bar(progress, len(scenes), "features")
+  for group, real in _scene_batches(scenes, batch_size):
+    batch, inverses = pipeline.make_labeled_batch(group, cfg, capacity=capacity)
+    out = np.asarray(fn(params, batch.points), np.float32)
+    valid = np.asarray(batch.points.valid)
+    for b in range(real):
+      scene = group[b]
+      feats.append(out[b][inverses[b]])
+      n = scene.num_points
+      seg = np.full(n, -1, np.int32) if scene.segment is None else np.asarray(scene.segment, np.int32)
+      labels.append(seg)
+      offsets.append(offsets[-1] + n)
+      stage0.append(out[b][valid[b]])
+      stage0_labels.append(np.asarray(batch.segment[b])[valid[b]])
+      coords.append(np.asarray(scene.coord, np.float32))
+    if bar is not None:
+      bar.update(real)
+  if bar is not None:
+    bar.close()
+  if not feats:
+    raise DataError("extract_features: no scenes given")
+  return Features(np.concatenate(feats), np.concatenate(labels), np.asarray(offsets, np.int64), stage0,
+                  stage0_labels, coords)
+
+
+def _bar(progress: bool, total: int, desc: str):
+  if not progress:
+    return None
+  import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm.tqdm(total=total, desc=desc, unit="scene" if desc == "features" else "step", leave=False)
+
+
+# --------------------------------------------------------------------------------------- supervised baseline
+
+
+def train_supervised(config, scenes: Sequence, steps: int, num_classes: int, lr: Optional[float] = None,
+                     seed: int = 0, capacity: Optional[int] = None, progress: bool = False) -> Dict[str, Any]:
+  """The supervised reference: the same encoder + a linear head trained end to end with cross-entropy.
+
+  Each step takes `config.batch_size` scenes (a seeded epoch permutation), one unaugmented view each, and
+  trains on the labelled stage-0 points (AdamW, cosine-decayed `lr`, default config.optim.lr, weight decay
+  config.optim.weight_decay_start, gradient clipping config.optim.clip_norm).
+
+  Returns:
+    params {'encoder': ..., 'linear': {'w': f32[D, C], 'b': f32[C]}}; `supervised_logits` applies them.
+  """
+  from dos_jax.batching import pipeline  # pylint: disable=g-import-not-at-top
+  from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
+  if not scenes:
+    raise DataError("train_supervised: no training scenes")
+  model_cfg = config.model
+  batch_size = max(1, min(int(config.batch_size), len(scenes)))
+  # Views are unaugmented, so each scene's padded point set is built once.
+  cached = [pipeline.make_labeled_batch([s], config, capacity=capacity)[0] for s in scenes]
+  for b in cached:
+    seg = np.asarray(b.segment)
+    if seg.max() >= num_classes:
+      raise DataError(f"train_supervised: label {int(seg.max())} >= num_classes={num_classes}; set "
+                      "config.probe.num_classes")
+
+  def stack(idx):
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *[cached[i] for i in idx])
+
+  rng = jax.random.PRNGKey(seed)
+  first = stack(range(batch_size))
+  enc_params = encoder.init(rng, first.points, model_cfg)
+  dim = encoder.output_dim(model_cfg)
+  w = jax.random.normal(jax.random.fold_in(rng, 1), (dim, num_classes), jnp.float32) / np.sqrt(dim)
+  params = {"encoder": enc_params, "linear": {"w": w, "b": jnp.zeros((num_classes,), jnp.float32)}}
+  lr = float(config.optim.lr if lr is None else lr)
+  schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, steps // 20), max(steps, 2), lr * 0.01)
+  tx = optax.chain(optax.clip_by_global_norm(float(config.optim.clip_norm)),
+                   optax.adamw(schedule, weight_decay=float(config.optim.weight_decay_start)))
+  opt_state = tx.init(params)
+
+  def loss_fn(p, batch, key):
+    logit = supervised_logits(p, batch.points, model_cfg, train=True, rng=key)
+    y = batch.segment
+    ok = (y >= 0) & batch.points.valid
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logit), jnp.where(ok, y, 0)[..., None], -1)[..., 0]
+    return jnp.sum(jnp.where(ok, nll, 0.0)) / jnp.maximum(ok.sum(), 1)
+
+  @jax.jit
+  def step(p, opt_state, batch, key):
+    loss, grads = jax.value_and_grad(loss_fn)(p, batch, key)
+    updates, opt_state = tx.update(grads, opt_state, p)
+    return optax.apply_updates(p, updates), opt_state, loss
+
+  order = np.random.default_rng(seed)
+  perm, pos = order.permutation(len(scenes)), 0
+  bar = _bar(progress, steps, "supervised")
+  for t in range(steps):
+    idx = []
+    for _ in range(batch_size):
+      if pos == len(perm):
+        perm, pos = order.permutation(len(scenes)), 0
+      idx.append(int(perm[pos]))
+      pos += 1
+    params, opt_state, loss = step(params, opt_state, stack(idx), jax.random.fold_in(rng, t + 2))
+    if bar is not None:
+      bar.update(1)
+      bar.set_postfix(loss=f"{float(loss):.4f}")
+  if bar is not None:
+    bar.close()
+  return params
+
+
+def supervised_logits(params, points, model_cfg, train: bool = False, rng=None) -> jax.Array:
+  """f32[B, N_0, C] class scores of the supervised model on a batched PointSet."""
+  from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
+  feat = encoder.apply(params["encoder"], points, train=train, rng=rng, model_cfg=model_cfg)
+  return feat @ params["linear"]["w"] + params["linear"]["b"]

@@ -165,19 +165,21 @@ def _synthetic_groups(kind: str) -> Dict[str, Tuple[int, ...]]:
   return {str(name): tuple(int(c) for c in ids) for name, ids in groups.items()}
 
 
-def class_names(dataset: str, num_classes: Optional[int] = None) -> Tuple[str, ...]:
-  """Class names for `dataset` (config.data.dataset); generic names 'class_i' for unknown/synthetic datasets."""
+def class_names(dataset: str, num_classes: Optional[int] = None, kind: str = "indoor") -> Tuple[str, ...]:
+  """Class names for `dataset` (config.data.dataset).
+
+  Synthetic scenes take the generator's names for `kind` (config.data.kind); unknown datasets get generic names
+  'class_i' for `num_classes` classes.
+  """
   if dataset in _NAMES:
     return _NAMES[dataset]
   if dataset == "synthetic":
     try:
-      synthetic = importlib.import_module("dos_jax.data.synthetic")
-      names = getattr(synthetic, "CLASS_NAMES", None)
-      if isinstance(names, dict):
-        names = next(iter(names.values())) if names else None
-      if names is not None and (num_classes is None or len(names) == num_classes):
+      names = importlib.import_module("dos_jax.data.synthetic").CLASS_NAMES
+      names = names.get(kind) if isinstance(names, dict) else names
+      if names is not None:
         return tuple(str(n) for n in names)
-    except ImportError:
+    except (ImportError, AttributeError):
       pass
   if num_classes is None:
     raise ConfigError(f"config.data.dataset={dataset!r}: no class list known; set config.probe.num_classes")
