@@ -1,0 +1,117 @@
+"""Pure init/apply functions of the encoder: the student and the teacher are `apply` with different params.
+
+  params = encoder.init(rng, points, config.model)
+  feats = encoder.apply(params, points, train=True, rng=key, model_cfg=config.model)   # f32[B, N, D]
+
+`points` is a batched `dos_jax.batching.structs.PointSet` (leading axis [B]). `model_cfg` is `config.model`
+(keys: variant, dtype, drop_path, mlp_ratio; optional attention = 'xla' | 'cudnn'). Both functions are jit-able;
+the model is rebuilt from the config on every call (cheap: a frozen dataclass), so jit them with model_cfg closed
+over (e.g. `functools.partial(encoder.apply, model_cfg=cfg)`), not as a traced argument.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from dos_jax.errors import ConfigError
+from dos_jax.models import ptv3
+from dos_jax.models import variants
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_ATTENTION = {"xla": None, "cudnn": "cudnn", None: None}
+
+
+def _get(cfg: Any, key: str, default: Any) -> Any:
+  # config.model is an ml_collections.ConfigDict (has .get); plain dicts work too.
+  if isinstance(cfg, Mapping) or hasattr(cfg, "get"):
+    return cfg.get(key, default)
+  return getattr(cfg, key, default)
+
+
+def build(model_cfg: Any) -> ptv3.PointTransformerV3:
+  """The Flax module described by `model_cfg` (raises ConfigError naming the bad config.model key)."""
+  spec = variants.decode_variant(_get(model_cfg, "variant", "tiny"))
+  dtype_name = _get(model_cfg, "dtype", "float32")
+  if dtype_name not in _DTYPES:
+    raise ConfigError(f"config.model.dtype={dtype_name!r}: expected one of {sorted(_DTYPES)}")
+  drop_path = float(_get(model_cfg, "drop_path", 0.0))
+  if not 0.0 <= drop_path < 1.0:
+    raise ConfigError(f"config.model.drop_path={drop_path}: expected a rate in [0, 1)")
+  mlp_ratio = float(_get(model_cfg, "mlp_ratio", 4))
+  if mlp_ratio <= 0:
+    raise ConfigError(f"config.model.mlp_ratio={mlp_ratio}: expected > 0")
+  attention = _get(model_cfg, "attention", "xla")
+  if attention not in _ATTENTION:
+    raise ConfigError(f"config.model.attention={attention!r}: expected 'xla' or 'cudnn'")
+  for c, h in zip(spec["channels"], spec["heads"]):
+    if c % h:
+      raise ConfigError(f"config.model.variant: channels {c} not divisible by heads {h}")
+  return ptv3.PointTransformerV3(
+      channels=tuple(spec["channels"]), depths=tuple(spec["depths"]), heads=tuple(spec["heads"]),
+      patch_size=int(spec["patch_size"]), mlp_ratio=mlp_ratio, drop_path=drop_path, dtype=_DTYPES[dtype_name],
+      attention=_ATTENTION[attention])
+
+
+def _check_points(model: ptv3.PointTransformerV3, points: Any) -> None:
+  if len(points.stages) != len(model.channels):
+    raise ConfigError(f"config.model.variant has {len(model.channels)} stages but the batch has "
+                      f"{len(points.stages)}: build batches with the same variant")
+  if points.feat.ndim != 3:
+    raise ConfigError(f"encoder expects a batched PointSet (feat [B, N, C_in]), got feat shape {points.feat.shape}")
+
+
+def output_dim(model_cfg: Any) -> int:
+  """Width D of the dense features `apply` returns: sum of the variant's stage widths."""
+  return build(model_cfg).out_dim
+
+
+def init(rng: jax.Array, points: Any, model_cfg: Any) -> Dict[str, Any]:
+  """Initial params (f32 pytree, the 'params' collection) for batches shaped like `points`."""
+  model = build(model_cfg)
+  _check_points(model, points)
+  variables = jax.jit(lambda r, p: model.init({"params": r}, p, train=False))(rng, points)
+  return variables["params"]
+
+
+def apply_with_aux(params: Dict[str, Any], points: Any, *, train: bool, rng: Optional[jax.Array] = None,
+                   mask_token: Optional[jax.Array] = None,
+                   model_cfg: Any) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+  """Like `apply`, also returning the aux dict (per-stage features `enc{s}`, `upcast_concat`)."""
+  model = build(model_cfg)
+  _check_points(model, points)
+  rngs = {}
+  if train and model.drop_path > 0.0:
+    if rng is None:
+      raise ValueError("encoder.apply(train=True) with drop_path > 0 needs an rng")
+    rngs["dropout"] = rng
+  return model.apply({"params": params}, points, train=train, mask_token=mask_token, rngs=rngs)
+
+
+def apply(params: Dict[str, Any], points: Any, *, train: bool, rng: Optional[jax.Array] = None,
+          mask_token: Optional[jax.Array] = None, model_cfg: Any) -> jax.Array:
+  """Dense features f32[B, N_0, D] of every stage-0 slot (exactly 0 at padded slots).
+
+  Args:
+    params: from `init`.
+    points: batched PointSet.
+    train: enables drop path (needs `rng`).
+    rng: PRNG key for drop path.
+    mask_token: optional bool[B, N_0]: where True the embedding is replaced by the learnable mask token.
+    model_cfg: config.model.
+  """
+  return apply_with_aux(params, points, train=train, rng=rng, mask_token=mask_token, model_cfg=model_cfg)[0]
+
+
+def param_count(variant: str, in_channels: int = 9, mlp_ratio: float = 4.0) -> int:
+  """Closed-form parameter count of a variant (in_channels: width of PointSet.feat, 9 = coord+colour+normal)."""
+  spec = variants.decode_variant(variant)
+  return ptv3.param_count_formula(spec["channels"], spec["depths"], in_channels, mlp_ratio)
+
+
+def count_params(params: Any) -> int:
+  """Number of scalars in a params pytree."""
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(params))

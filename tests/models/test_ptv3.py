@@ -1,0 +1,192 @@
+"""Tests of the PTv3-style encoder on padded batches built by the real host-side builder (tiny shapes)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dos_jax.batching import patches
+from dos_jax.errors import ConfigError
+from dos_jax.models import encoder
+from dos_jax.models import ptv3
+from dos_jax.models import variants
+from tests.models import reference_np
+
+GRID = 0.1
+CFG = dict(variant="tiny", dtype="float32", drop_path=0.0, mlp_ratio=4)
+TINY = variants.decode_variant("tiny")
+
+
+def scene(n, seed):
+  """A heightfield-like surface of n points, one per voxel (a surface pools to ~1/4 per stage, like scans)."""
+  r = np.random.default_rng(seed)
+  side = int(np.ceil(np.sqrt(n * 1.5)))
+  cells = r.choice(side * side, size=n, replace=False)
+  gx, gy = np.divmod(cells, side)
+  gz = np.round(2 * np.sin(gx / 3.0) + np.cos(gy / 4.0)).astype(np.int64)
+  coord = ((np.stack([gx, gy, gz], -1) + 0.5) * GRID + r.uniform(-0.04, 0.04, (n, 3))).astype(np.float32)
+  feat = np.concatenate([coord, r.random((n, 6))], 1).astype(np.float32)
+  return coord, feat
+
+
+def point_set(coord, feat, capacity, spec=TINY, ratio=0.5):
+  return patches.build_point_set(coord, feat, np.arange(len(coord)), GRID, capacity, len(spec["channels"]),
+                                 spec["patch_size"], ratio=ratio)
+
+
+def batch(scenes, capacity):
+  return patches.stack_point_sets([point_set(c, f, capacity) for c, f in scenes])
+
+
+@functools.lru_cache(maxsize=None)
+def _apply_fn(train=False):
+  return jax.jit(functools.partial(encoder.apply, train=train, model_cfg=CFG))
+
+
+@pytest.fixture(scope="module")
+def scenes():
+  return [scene(90, 0), scene(70, 1), scene(100, 2)]
+
+
+@pytest.fixture(scope="module")
+def params(scenes):
+  return encoder.init(jax.random.key(0), batch(scenes[:2], 128), CFG)
+
+
+def test_matches_independent_numpy_reference():
+  # A custom small model: 2 blocks per stage (order cycling), capacity not a multiple of the patch (partial patch).
+  spec = dict(channels=(8, 16), depths=(2, 2), heads=(2, 4), patch_size=16)
+  coord, feat = scene(30, 7)
+  points = point_set(coord, feat, 40, spec=dict(spec, patch_size=8))  # capacities multiple of 8, not of 16
+  batched = patches.stack_point_sets([points])
+  model = ptv3.PointTransformerV3(**spec)
+  mask = np.zeros((1, 40), bool)
+  mask[0, [3, 11]] = True
+  variables = model.init(jax.random.key(3), batched, mask_token=jnp.asarray(mask))
+  # Non-trivial LayerNorm affine params so that mistakes in them show.
+  leaves, tree = jax.tree.flatten(variables["params"])
+  keys = jax.random.split(jax.random.key(4), len(leaves))
+  params = jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  out, aux = jax.jit(model.apply)({"params": params}, batched, mask_token=jnp.asarray(mask))
+  ref, ref_feats = reference_np.forward(params, points, mask_token=mask[0], **spec)
+  np.testing.assert_allclose(np.asarray(out[0]), ref, atol=2e-5, rtol=1e-4)
+  for s, f in enumerate(ref_feats):
+    np.testing.assert_allclose(np.asarray(aux[f"enc{s}"][0]), f, atol=2e-5, rtol=1e-4)
+  assert out.dtype == jnp.float32 and out.shape == (1, 40, sum(spec["channels"]))
+
+
+def test_padding_and_batch_mates_do_not_change_real_outputs(params, scenes):
+  apply = _apply_fn()
+  a, b, c = scenes
+  out_ab = np.asarray(apply(params, batch([a, b], 128)))
+  out_ac = np.asarray(apply(params, batch([a, c], 128)))
+  out_ab_big = np.asarray(apply(params, batch([a, b], 256)))  # stage capacities [256, 128, 64] vs [128, 64, 32]
+  n_a, n_b = len(a[0]), len(b[0])
+  np.testing.assert_allclose(out_ac[0, :n_a], out_ab[0, :n_a], atol=1e-5)
+  np.testing.assert_allclose(out_ab_big[0, :n_a], out_ab[0, :n_a], atol=1e-5)
+  np.testing.assert_allclose(out_ab_big[1, :n_b], out_ab[1, :n_b], atol=1e-5)
+  assert np.all(out_ab[0, n_a:] == 0) and np.all(out_ab_big[1, n_b:] == 0)
+  assert np.abs(out_ab[0, :n_a]).mean() > 0.1  # real outputs are not trivially zero
+
+
+def test_invariant_to_input_point_order(params, scenes):
+  apply = _apply_fn()
+  (ca, fa), (cb, fb) = scenes[0], scenes[1]
+  perm = np.random.default_rng(5).permutation(len(ca))
+  out = np.asarray(apply(params, batch([(ca, fa), (cb, fb)], 128)))
+  out_perm = np.asarray(apply(params, batch([(ca[perm], fa[perm]), (cb, fb)], 128)))
+  # Slot i of the permuted set holds original point perm[i].
+  np.testing.assert_allclose(out_perm[0, :len(ca)], out[0, perm], atol=1e-5)
+
+
+def test_padded_slots_carry_no_information(params, scenes):
+  apply = _apply_fn()
+  points = batch(scenes[:2], 128)
+  out = np.asarray(apply(params, points))
+  r = np.random.default_rng(9)
+  pad = ~np.asarray(points.valid)
+  feat = np.where(pad[..., None], r.normal(size=points.feat.shape) * 10, points.feat).astype(np.float32)
+  coord = np.where(pad[..., None], r.normal(size=points.coord.shape) * 10, points.coord).astype(np.float32)
+  noisy = points.replace(feat=feat, coord=coord)
+  np.testing.assert_array_equal(np.asarray(apply(params, noisy)), out)
+
+
+def test_mask_token_replaces_features(params, scenes):
+  apply = jax.jit(functools.partial(encoder.apply, train=False, model_cfg=CFG))
+  points = batch(scenes[:2], 128)
+  mask = np.zeros(points.valid.shape, bool)
+  mask[0, :20] = True
+  out = np.asarray(apply(params, points, mask_token=jnp.asarray(mask)))
+  feat = np.asarray(points.feat).copy()
+  feat[0, :20] += 3.0  # features of masked points never enter
+  out2 = np.asarray(apply(params, points.replace(feat=feat), mask_token=jnp.asarray(mask)))
+  np.testing.assert_array_equal(out2, out)
+  plain = np.asarray(apply(params, points))
+  assert np.abs(plain[0, :20] - out[0, :20]).max() > 1e-3
+
+
+def test_jit_compiles_once_across_batches(params, scenes):
+  traces = []
+
+  def fn(p, pts, key):
+    traces.append(1)
+    return encoder.apply(p, pts, train=True, rng=key, model_cfg=dict(CFG, drop_path=0.2))
+
+  jitted = jax.jit(fn)
+  a, b, c = scenes
+  for i, pair in enumerate([(a, b), (b, c), (c, a)]):
+    jitted(params, batch(list(pair), 128), jax.random.key(i)).block_until_ready()
+  assert len(traces) == 1
+
+
+def test_gradients_finite_with_drop_path_and_mask_token(params, scenes):
+  cfg = dict(CFG, drop_path=0.3)
+  points = batch(scenes[:2], 128)
+  mask = jnp.asarray(np.arange(128)[None, :] % 3 == 0).repeat(2, 0)
+
+  def loss(p):
+    out = encoder.apply(p, points, train=True, rng=jax.random.key(1), mask_token=mask, model_cfg=cfg)
+    return jnp.sum(jnp.sin(out) * out)
+
+  grads = jax.jit(jax.grad(loss))(params)
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    assert np.all(np.isfinite(g)), path
+    assert np.abs(g).max() > 0, path  # every parameter is used
+
+
+def test_bfloat16_compute_keeps_float32_params(params, scenes):
+  points = batch(scenes[:2], 128)
+  cfg16 = dict(CFG, dtype="bfloat16")
+  out16 = encoder.apply(params, points, train=False, model_cfg=cfg16)
+  out32 = _apply_fn()(params, points)
+  assert out16.dtype == jnp.float32
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(encoder.init(jax.random.key(0), points, cfg16)))
+  n = len(scenes[0][0])
+  assert np.all(np.isfinite(np.asarray(out16)))
+  rel = np.linalg.norm(out16[0, :n] - out32[0, :n]) / np.linalg.norm(out32[0, :n])
+  assert rel < 0.05, rel
+
+
+@pytest.mark.parametrize("variant", ["tiny", "small", "base"])
+def test_param_count_formula(variant):
+  spec = variants.decode_variant(variant)
+  capacity = spec["patch_size"]
+  coord, feat = scene(60, 4)
+  points = patches.stack_point_sets([point_set(coord, feat, capacity, spec=spec, ratio=1.0)])
+  shapes = jax.eval_shape(lambda p: encoder.init(jax.random.key(0), p, dict(CFG, variant=variant)), points)
+  actual = encoder.count_params(shapes)
+  formula = encoder.param_count(variant, in_channels=feat.shape[1])
+  print(f"{variant}: {actual:,} parameters (formula {formula:,})")
+  assert actual == formula
+  if variant == "base":
+    assert encoder.output_dim(dict(CFG, variant="base")) == 1232
+
+
+def test_config_errors(scenes):
+  points = batch(scenes[:2], 128)
+  with pytest.raises(ConfigError, match="dtype"):
+    encoder.init(jax.random.key(0), points, dict(CFG, dtype="float16"))
+  with pytest.raises(ConfigError, match="stages"):
+    encoder.init(jax.random.key(0), points, dict(CFG, variant="small"))
