@@ -77,6 +77,13 @@ def voxelize(coord: np.ndarray, grid_size: float) -> np.ndarray:
   return np.floor(np.asarray(coord, np.float64) / grid_size).astype(np.int64)
 
 
+def _bounds(x: np.ndarray):
+  """(min, max) over axis 0 of x[n, 3]: reduce a contiguous transposed copy (numpy's axis-0 reduction of a
+  narrow array is ~100x slower)."""
+  xt = np.ascontiguousarray(x.T)
+  return xt.min(1), xt.max(1)
+
+
 def _cell_keys(grid: np.ndarray, extent: np.ndarray) -> np.ndarray:
   """Scalar key of each voxel of `grid: i64[n, 3]` (with a 1-voxel margin, so +-1 offsets never alias)."""
   g = grid + 1
@@ -91,7 +98,7 @@ def _neighbors(grid: np.ndarray, capacity: int) -> np.ndarray:
   """
   n = grid.shape[0]
   out = np.full((capacity, 27), capacity, dtype=np.int32)
-  extent = grid.max(0) + 3
+  extent = _bounds(grid)[1] + 3
   keys = _cell_keys(grid, extent)
   offsets = structs.NEIGHBOR_OFFSETS.astype(np.int64)
   offset_keys = (offsets[:, 0] * extent[1] + offsets[:, 1]) * extent[2] + offsets[:, 2]
@@ -119,8 +126,9 @@ def _orders(grid: np.ndarray, capacity: int) -> Tuple[np.ndarray, np.ndarray]:
   order = np.empty((len(structs.ORDERS), capacity), dtype=np.int32)
   pad = np.arange(n, capacity, dtype=np.int32)
   for o, name in enumerate(structs.ORDERS):
-    code = serialization.encode(grid, name, depth)
-    order[o, :n] = np.argsort(code, kind="stable")
+    code = serialization.encode(grid, name, depth, check=False)
+    # Codes of distinct voxels are distinct, so a stable sort (3x slower) is not needed.
+    order[o, :n] = np.argsort(code)
     order[o, n:] = pad
   inverse = np.empty_like(order)
   rows = np.arange(len(structs.ORDERS))[:, None]
@@ -131,7 +139,7 @@ def _orders(grid: np.ndarray, capacity: int) -> Tuple[np.ndarray, np.ndarray]:
 def _pool(grid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
   """Grid pooling with stride 2: (coarse grid i64[m, 3] of the unique parent voxels, parent slot i64[n])."""
   coarse = grid // 2
-  extent = coarse.max(0) + 3
+  extent = _bounds(coarse)[1] + 3
   keys = _cell_keys(coarse, extent)
   _, first, parent = np.unique(keys, return_index=True, return_inverse=True)
   return coarse[first], parent.reshape(-1)
@@ -180,7 +188,7 @@ def build_point_set(coord: np.ndarray, feat: np.ndarray, point_index: np.ndarray
   caps = stage_capacities(capacity, num_stages, patch_size, ratio)
 
   grid = voxelize(coord, grid_size)
-  grid -= grid.min(0)
+  grid -= _bounds(grid)[0]
   stages = []
   parents = []
   for s, cap in enumerate(caps):

@@ -26,22 +26,34 @@ def required_depth(grid: np.ndarray) -> int:
   return max(1, int(np.max(grid)).bit_length())
 
 
+def _spread_bits(v: np.ndarray) -> np.ndarray:
+  """Moves bit k of each (< 2**21) value to bit 3k ("magic numbers" bit spreading, 5 shift-and-mask steps)."""
+  v = v.astype(np.int64) & 0x1FFFFF
+  v = (v | (v << 32)) & 0x1F00000000FFFF
+  v = (v | (v << 16)) & 0x1F0000FF0000FF
+  v = (v | (v << 8)) & 0x100F00F00F00F00F
+  v = (v | (v << 4)) & 0x10C30C30C30C30C3
+  v = (v | (v << 2)) & 0x1249249249249249
+  return v
+
+
+def _interleave(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+  """Bit k of (a, b, c) -> bits (3k+2, 3k+1, 3k) of the result."""
+  return (_spread_bits(a) << 2) | (_spread_bits(b) << 1) | _spread_bits(c)
+
+
 def morton_encode(grid: np.ndarray, depth: int) -> np.ndarray:
   """Z-order code: interleaves the bits of x, y, z (x most significant within each 3-bit group).
 
   Args:
     grid: int[N, 3] non-negative voxel coordinates, each < 2**depth.
-    depth: bits per axis.
+    depth: bits per axis (<= MAX_DEPTH; the code does not otherwise depend on it).
 
   Returns:
     i64[N] codes, a bijection from the cube [0, 2**depth)^3 onto [0, 8**depth).
   """
-  g = np.asarray(grid, dtype=np.int64)
-  code = np.zeros(g.shape[0], dtype=np.int64)
-  for bit in range(depth):
-    for axis in range(3):
-      code |= ((g[:, axis] >> bit) & 1) << (3 * bit + 2 - axis)
-  return code
+  del depth
+  return _interleave(grid[:, 0], grid[:, 1], grid[:, 2])
 
 
 def hilbert_encode(grid: np.ndarray, depth: int) -> np.ndarray:
@@ -59,55 +71,46 @@ def hilbert_encode(grid: np.ndarray, depth: int) -> np.ndarray:
     i64[N] codes, a bijection from the cube [0, 2**depth)^3 onto [0, 8**depth).
   """
   x = [np.array(grid[:, a], dtype=np.int64) for a in range(3)]
-  # Undo the excess work of the inverse transform, from the most significant bit plane down.
-  q = 1 << (depth - 1)
-  while q > 1:
-    p = q - 1
+  # Undo the excess work of the inverse transform, from the most significant bit plane down. Branch-free:
+  # `high` is all ones where bit `level` of x[i] is set (then invert the low bits of x[0]), zero elsewhere (then
+  # exchange the low bits of x[0] and x[i]).
+  for level in range(depth - 1, 0, -1):
+    p = (1 << level) - 1
     for i in range(3):
-      high = (x[i] & q) != 0
-      # Where the bit is set, invert the low bits of x[0]; otherwise exchange the low bits of x[0] and x[i].
-      t = (x[0] ^ x[i]) & p
-      swap = np.where(high, 0, t)
-      x[0] = np.where(high, x[0] ^ p, x[0] ^ swap)
-      if i != 0:
-        x[i] = x[i] ^ swap
-    q >>= 1
+      high = -((x[i] >> level) & 1)
+      if i == 0:
+        x[0] ^= p & high
+        continue
+      swap = (x[0] ^ x[i]) & p & ~high
+      x[0] ^= (p & high) | swap
+      x[i] ^= swap
   # Gray encode.
-  for i in range(1, 3):
-    x[i] = x[i] ^ x[i - 1]
+  x[1] ^= x[0]
+  x[2] ^= x[1]
   t = np.zeros_like(x[0])
-  q = 1 << (depth - 1)
-  while q > 1:
-    t = np.where((x[2] & q) != 0, t ^ (q - 1), t)
-    q >>= 1
+  for level in range(depth - 1, 0, -1):
+    t ^= ((1 << level) - 1) & -((x[2] >> level) & 1)
   for i in range(3):
-    x[i] = x[i] ^ t
+    x[i] ^= t
   # Interleave: bit plane b of (x0, x1, x2) becomes bits (3b+2, 3b+1, 3b) of the index.
-  code = np.zeros_like(x[0])
-  for bit in range(depth):
-    for i in range(3):
-      code |= ((x[i] >> bit) & 1) << (3 * bit + 2 - i)
-  return code
+  return _interleave(x[0], x[1], x[2])
 
 
-def encode(grid: np.ndarray, order: str, depth: int) -> np.ndarray:
+def encode(grid: np.ndarray, order: str, depth: int, check: bool = True) -> np.ndarray:
   """Serialization code of each voxel for one of `structs.ORDERS`.
 
   Args:
     grid: int[N, 3] non-negative voxel coordinates, each < 2**depth.
     order: 'z' | 'z-trans' | 'hilbert' | 'hilbert-trans'.
     depth: bits per axis, 1..MAX_DEPTH (see `required_depth`).
+    check: validate shapes and ranges (callers that already know the range may skip it).
 
   Returns:
     i64[N] codes; sorting by them gives the serialization order.
   """
   grid = np.asarray(grid)
-  if grid.ndim != 2 or grid.shape[1] != 3:
-    raise ValueError(f"grid must be [N, 3], got shape {grid.shape}")
-  if not 1 <= depth <= MAX_DEPTH:
-    raise ValueError(f"depth must be in [1, {MAX_DEPTH}], got {depth}")
-  if grid.size and (grid.min() < 0 or grid.max() >= (1 << depth)):
-    raise ValueError(f"grid coordinates must lie in [0, 2**{depth}), got [{grid.min()}, {grid.max()}]")
+  if check:
+    _check(grid, depth)
   if order.endswith("-trans"):
     grid = grid[:, _TRANS_AXES]
     base = order[:-len("-trans")]
@@ -118,3 +121,12 @@ def encode(grid: np.ndarray, order: str, depth: int) -> np.ndarray:
   if base == "hilbert":
     return hilbert_encode(grid, depth)
   raise ValueError(f"unknown serialization order {order!r}; expected z, z-trans, hilbert or hilbert-trans")
+
+
+def _check(grid: np.ndarray, depth: int):
+  if grid.ndim != 2 or grid.shape[1] != 3:
+    raise ValueError(f"grid must be [N, 3], got shape {grid.shape}")
+  if not 1 <= depth <= MAX_DEPTH:
+    raise ValueError(f"depth must be in [1, {MAX_DEPTH}], got {depth}")
+  if grid.size and (grid.min() < 0 or grid.max() >= (1 << depth)):
+    raise ValueError(f"grid coordinates must lie in [0, 2**{depth}), got [{grid.min()}, {grid.max()}]")
