@@ -4,9 +4,10 @@ Everything is host-side numpy. Shapes depend only on the config (capacities, sta
 model variant, feature channels, batch size, views), never on the data, so one compiled step serves every batch.
 
 Config keys read (all under `cfg.data` unless noted): grid_size, capacity, student_capacity, num_views, crop_ratio,
-mask_cell, overflow (downsample | error), feat_keys, kind (augmentation defaults), and optionally augmentations
-(a list of (op name, kwargs), see `dos_jax.data.transforms`), stage_ratio (0.5), cross_radius (2 * grid_size),
-token_jitter_sigma (grid_size); top level: seed, batch_size, mask_ratio, supervision, model.variant.
+mask_cell, overflow (downsample | error), feat_keys, kind (augmentation defaults), and, when present (absent,
+None or 0 -> the default in brackets), augmentations (a list of (op name, kwargs), see `dos_jax.data.transforms`;
+[default_augmentations(kind)]), stage_ratio [0.5], cross_radius [2 * grid_size], token_jitter_sigma
+[grid_size]; top level: seed, batch_size, mask_ratio, supervision, model.variant.
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ def params_from_config(cfg) -> Params:
       num_views=int(d.num_views), crop_ratio=float(d.crop_ratio), mask_cell=float(d.mask_cell),
       mask_ratio=float(cfg.mask_ratio), supervision=str(cfg.supervision), overflow=str(d.overflow),
       feat_keys=tuple(d.feat_keys), num_stages=len(variant["channels"]), patch_size=int(variant["patch_size"]),
-      stage_ratio=float(d.get("stage_ratio", 0.5)), cross_radius=float(d.get("cross_radius", 2.0 * grid)),
-      jitter_sigma=float(d.get("token_jitter_sigma", grid)),
+      stage_ratio=float(d.get("stage_ratio", None) or 0.5),
+      cross_radius=float(d.get("cross_radius", None) or 2.0 * grid),
+      jitter_sigma=float(d.get("token_jitter_sigma", None) or grid),
       augmentations=tuple(d.get("augmentations", None) or transforms.default_augmentations(d.kind)))
   checks = [
       (p.grid_size > 0, "data.grid_size", "> 0 (metres)"),
@@ -109,6 +111,14 @@ def features(view: transforms.Data, feat_keys: Sequence[str]) -> np.ndarray:
       value = np.zeros((n, FEATURE_DIMS[key]), np.float32)
     cols.append(np.asarray(value, np.float32).reshape(n, FEATURE_DIMS[key]))
   return np.concatenate(cols, axis=1)
+
+
+def _checked_name(scene) -> str:
+  """The scene's name for messages; raises DataError for an empty scene (nothing to crop, mask or pad)."""
+  name = scene.name or "<unnamed scene>"
+  if scene.num_points == 0:
+    raise DataError(f"{name}: the scene has no points")
+  return name
 
 
 def _point_set(view: transforms.Data, capacity: int, p: Params, name: str) -> structs.PointSet:
@@ -179,7 +189,7 @@ def make_train_example(scene, cfg, rng: np.random.Generator, params: Optional[Pa
 
 def _train_views(scene, p: Params, rng: np.random.Generator) -> List[structs.TrainBatch]:
   """One scene -> V unbatched TrainBatch pieces (one per view)."""
-  name = scene.name or "<unnamed scene>"
+  name = _checked_name(scene)
   augment = transforms.build(p.augmentations)
   data = transforms.from_scene(scene)
   # Only what the features need travels through cropping and augmentation.
@@ -261,7 +271,7 @@ def make_labeled_batch(scenes: Sequence, cfg,
   cap = int(capacity or p.capacity)
   sets, segments, inverses = [], [], []
   for scene in scenes:
-    name = scene.name or "<unnamed scene>"
+    name = _checked_name(scene)
     data = transforms.center_shift(apply_z=True)(transforms.from_scene(scene), None)
     keep, inverse = transforms.grid_sample(data["coord"], p.grid_size)
     rng = np.random.default_rng(0)  # deterministic: the same scene always gives the same batch

@@ -127,3 +127,14 @@ def test_stack():
   np.testing.assert_array_equal(st.stages[1].order[1], b.stages[1].order)
   st2 = patches.stack_point_sets([st, st, st])
   assert st2.stages[0].order.shape == (3, 2, 4, 1024)
+
+
+def test_duplicate_voxels_tolerated():
+  # token_jitter can move two points into one voxel: the builder still works and entry 13 is each point itself.
+  coord, index = _room()
+  coord = np.concatenate([coord, coord[:5] + 0.001]).astype(np.float32)
+  index = np.concatenate([index, index[:5] + 100000]).astype(np.int32)
+  ps = _build(coord, index, 1024)
+  n = len(coord)
+  np.testing.assert_array_equal(ps.stages[0].neighbors[:n, 13], np.arange(n))
+  assert ps.stages[0].valid.sum() == n

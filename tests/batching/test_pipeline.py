@@ -207,3 +207,38 @@ def test_labeled_batch_and_inverse():
   assert small.points.valid[0][inv_small[0]].all()
   d = np.linalg.norm(SCENES[0].coord[kept] - SCENES[0].coord, axis=1)
   assert np.median(d) < 0.15
+
+
+def test_student_overflow_error_names_key():
+  cfg = _cfg(mask_ratio=0.1, **{"data.capacity": 1024, "data.student_capacity": 64, "data.overflow": "error"})
+  with pytest.raises(DataError, match="room0.*data.student_capacity"):
+    pipeline.make_train_batch(SCENES[:1], cfg, np.random.default_rng(0))
+
+
+def test_iterator_raises_data_errors_from_workers():
+  bad = Scene(coord=np.zeros((0, 3), np.float32), color=np.zeros((0, 3), np.float32), name="empty_scene")
+  cfg = _cfg()
+  cfg.batch_size = 1
+  with pipeline.TrainIterator(cfg, [bad], num_workers=1, prefetch=2) as it:
+    with pytest.raises(DataError, match="empty_scene"):
+      next(it)
+
+
+def test_real_scan_batch():
+  import os
+  from tests.conftest import SHARED_DATA
+  root = os.path.join(SHARED_DATA, "scannet_votenet50k")
+  if not os.path.isdir(root):
+    pytest.skip("no shared ScanNet scans")
+  from dos_jax.data import pointcept
+  scene = pointcept.read_scannet_votenet(pointcept.find_scannet_votenet(root)[0])
+  cfg = _cfg(**{"model.variant": "base", "data.grid_size": 0.08, "data.capacity": 8192,
+                "data.student_capacity": 4096})
+  batch = pipeline.make_train_batch([scene], cfg, np.random.default_rng(0))
+  assert [s.valid.shape[-1] for s in batch.teacher.stages] == [8192, 4096, 2048, 1024, 512]
+  n = batch.teacher.valid.sum(-1)
+  assert (n > 4000).all()  # a 60% crop of a 50k-point room at 8 cm
+  assert (batch.teacher.feat[..., 6:][batch.teacher.valid] == 0).all()  # no normals in this source -> zeros
+  ratio = 1 - batch.student.valid.sum(-1) / n
+  assert ((ratio > 0.5) & (ratio < 0.9)).all()
+  assert (batch.cross_valid.sum(-1) > 0.2 * batch.student.valid.sum(-1)).all()
