@@ -217,7 +217,7 @@ def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, cfg, bat
 
   Args:
     apply_fn: (params, points: batched PointSet) -> f32[B, N_0, D] (e.g. encoder.apply with train=False and
-      model_cfg bound); jitted here.
+      model_cfg bound); jitted here unless it already is.
     params: encoder params.
     scenes: list of `Scene` (segment may be None: labels are then -1).
     cfg: experiment config (batching keys data.*, model.variant).
@@ -227,7 +227,8 @@ def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, cfg, bat
     progress: tqdm bar over scenes.
   """
   from dos_jax.batching import pipeline  # pylint: disable=g-import-not-at-top
-  fn = jax.jit(apply_fn)
+  # Reuse a caller's jitted function across calls (train and eval scenes share one compilation).
+  fn = apply_fn if hasattr(apply_fn, "lower") else jax.jit(apply_fn)
   feats, labels, offsets, stage0, stage0_labels, coords = [], [], [0], [], [], []
   bar = _bar(progress, len(scenes), "features")
   for group, real in _scene_batches(scenes, batch_size):

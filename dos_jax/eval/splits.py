@@ -9,12 +9,19 @@ tail (66) groups by annotated-point frequency.
   * 'scannet200': the official head/common/tail groups.
   * 'synthetic': the synthetic generator's recorded frequency groups (`dos_jax.data.synthetic.CLASS_GROUPS`).
 Other datasets have no official groups and return {} (the probe then reports only mIoU).
+
+`split_scenes(names, train_fraction, seed)` is the probe's deterministic train/evaluation split of a scene folder:
+whole rooms go to one side, so re-scans `sceneXXXX_YY` of one room never straddle it.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Dict, Optional, Tuple
+import os
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from dos_jax.errors import ConfigError
 
@@ -140,22 +147,6 @@ SCANNET200_GROUPS: Dict[str, Tuple[int, ...]] = {
 }
 
 
-def nyu40_to_scannet20(nyu40):
-  """Maps NYU40 ids (0 = unannotated) to ScanNet-20 training labels, -1 for everything not in the benchmark.
-
-  Args:
-    nyu40: int array of any shape.
-  Returns:
-    i32 array of the same shape with values in [-1, 19].
-  """
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  table = np.full(max(NYU40_IDS_20) + 2, -1, np.int32)
-  table[list(NYU40_IDS_20)] = np.arange(len(NYU40_IDS_20), dtype=np.int32)
-  nyu40 = np.asarray(nyu40).astype(np.int64)
-  inside = (nyu40 >= 0) & (nyu40 < table.shape[0])
-  return np.where(inside, table[np.clip(nyu40, 0, table.shape[0] - 1)], -1).astype(np.int32)
-
-
 def _synthetic_groups(kind: str) -> Dict[str, Tuple[int, ...]]:
   # Imported lazily: the synthetic generator lives in the data package and pulls in its own dependencies.
   synthetic = importlib.import_module("dos_jax.data.synthetic")
@@ -201,3 +192,39 @@ def class_groups(dataset: str, kind: str = "indoor") -> Dict[str, Tuple[int, ...
     except (ImportError, AttributeError):
       return {}
   return {}
+
+
+_ROOM = re.compile(r"(scene\d{4})_\d{2}")
+
+
+def room_of(name: str) -> str:
+  """Room id of a scene: 'sceneXXXX' for ScanNet re-scans 'sceneXXXX_YY', else the folder's base name."""
+  base = os.path.basename(os.path.normpath(str(name)))
+  m = _ROOM.search(base)
+  return m.group(1) if m else base
+
+
+def split_scenes(names: Sequence[str], train_fraction: float = 0.7,
+                 seed: int = 0) -> Tuple[List[int], List[int]]:
+  """Deterministic room-level split: (probe-training indices, evaluation indices), each sorted.
+
+  Rooms are visited in a seeded permutation and go to the training side until it holds >= train_fraction of the
+  scenes; with two or more rooms both sides get at least one room. The result depends only on the sorted set of
+  names, the fraction and the seed (not on the order of `names`).
+
+  Raises:
+    ConfigError: train_fraction outside (0, 1).
+  """
+  if not 0.0 < train_fraction < 1.0:
+    raise ConfigError(f"config.probe.train_fraction={train_fraction}: expected a fraction in (0, 1)")
+  rooms = sorted({room_of(n) for n in names})
+  members = {r: [i for i, n in enumerate(names) if room_of(n) == r] for r in rooms}
+  order = [rooms[i] for i in np.random.default_rng(seed).permutation(len(rooms))]
+  train: List[int] = []
+  target = train_fraction * len(names)
+  for k, room in enumerate(order):
+    if len(train) >= target or (k == len(order) - 1 and len(order) > 1):
+      break
+    train.extend(members[room])
+  test = [i for i in range(len(names)) if i not in set(train)]
+  return sorted(train), test

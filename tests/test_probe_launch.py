@@ -1,0 +1,46 @@
+"""`python -m launch.probe` end to end: random-init encoder, 3 tiny Pointcept scenes, one subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from dos_jax.data import scene as scene_lib
+from tests import conftest
+
+
+def _write_scenes(root, num=3, n=1500):
+  rng = np.random.default_rng(0)
+  for i in range(num):
+    coord = rng.uniform(0, 3, (n, 3)).astype(np.float32)
+    # Labels from geometry (ScanNet-20 ids 0..3), so a probe on positional features can learn them.
+    seg = ((coord[:, 0] > 1.5).astype(np.int32) + 2 * (coord[:, 2] > 1.0)).astype(np.int32)
+    scene = scene_lib.Scene(coord=coord, color=rng.uniform(size=(n, 3)).astype(np.float32), segment=seg)
+    scene_lib.save_scene(scene, os.path.join(root, f"scene000{i}_00"), segment_key="segment20")
+
+
+def test_probe_cli_random_init(tmp_path):
+  data = tmp_path / "data"
+  _write_scenes(str(data))
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, "-m", "launch.probe", "--config", "configs/synthetic_tiny.py:smoke",
+         "--workdir", str(workdir), "--data", str(data), "--steps", "20", "--config.data.dataset=scannet",
+         "--noplots"]
+  proc = subprocess.run(cmd, cwd=conftest.ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  last = json.loads(proc.stdout.strip().splitlines()[-1])
+  with open(workdir / "probe.json") as f:
+    saved = json.load(f)
+  assert saved == last
+  assert 0.0 <= saved["miou"] <= 1.0
+  assert saved["encoder"].startswith("random init")
+  assert saved["train_scenes"] == 2 and saved["eval_scenes"] == 1
+  assert saved["num_classes"] == 20 and saved["num_points"] == 1500
+  assert set(saved["per_class_iou"]) >= {"wall", "floor", "cabinet", "bed"}
+  # Bad input: a missing data folder is one clear error line and exit code 2.
+  bad = subprocess.run(cmd[:7] + ["--data", str(tmp_path / "nope")], cwd=conftest.ROOT, capture_output=True,
+                       text=True, timeout=120)
+  assert bad.returncode == 2
+  assert "DataError" in bad.stderr and "nope" in bad.stderr
