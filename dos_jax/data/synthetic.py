@@ -682,7 +682,7 @@ def make_scene(seed: Seed, kind: str = "indoor", num_points: Optional[int] = Non
       None keeps the natural count.
 
   Returns:
-    Scene with coord f32[N, 3] (metres, z up), color f32[N, 3] in [0, 1], normal f32[N, 3] (unit),
+    Scene with coord f32[N, 3] (metres, z up), color f32[N, 3] in [0, 1] (multiples of 1/255), normal f32[N, 3],
     segment i32[N] in [0, NUM_CLASSES), instance i32[N] (-1 for stuff), strength f32[N] (outdoor only).
   """
   if kind not in CLASS_NAMES:
@@ -696,6 +696,8 @@ def make_scene(seed: Seed, kind: str = "indoor", num_points: Optional[int] = Non
     coord, color, normal, seg, inst = coord[idx], color[idx], normal[idx], seg[idx], inst[idx]
     strength = None if strength is None else strength[idx]
   seed_name = "-".join(str(s) for s in np.atleast_1d(seed))
+  # 8-bit colour like a real RGB sensor, divided in float32 exactly as load_scene does: storage round-trips exactly.
+  color = np.round(color * 255).astype(np.float32) / np.float32(255.0)
   return scene_lib.Scene(
       coord=coord.astype(np.float32), color=color.astype(np.float32), normal=normal.astype(np.float32),
       segment=seg.astype(np.int32), instance=inst.astype(np.int32), name=f"synthetic-{kind}-{seed_name}",

@@ -1,0 +1,218 @@
+"""Scene sources: an indexable set of scenes for one split, built from `config.data`.
+
+  source = scene_source(config.data, 'train')      # 'train' | 'val' | 'all'
+  len(source); scene = source[i]                    # a validated Scene, loaded (or generated) on access
+  source.num_classes, source.class_names, source.groups, source.name
+
+Formats (`data.format`):
+  synthetic  `data.num_scenes` training scenes `make_scene((seed, 0, i), data.kind)`; validation scenes use
+             (seed, 1, i) so the two never share a seed (`data.num_val_scenes`, default num_scenes // 4, >= 1);
+             seed = `data.seed` if set, else the `seed` argument (default 0).
+  pointcept  `data.root` is a folder of Pointcept scene folders (coord.npy, ...). With `root/train` and
+             `root/val` subfolders those are the splits; otherwise a deterministic ~70/30 room-level split of the
+             sorted names (`dos_jax.eval.splits.split_scenes`, seed 0), with ScanNet re-scans `sceneXXXX_YY` of one
+             room on the same side. Nested layouts (`root/Area_1/office_1/`) are found too.
+  tfds       `data.root` is a TFDS data_dir prepared by `dos_jax.data.tfds_builder` (see there).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import importlib
+import os
+import shutil
+import tempfile
+from typing import Callable, Dict, List, Optional, Sequence
+
+from dos_jax import errors
+from dos_jax.data import labels
+from dos_jax.data import scene as scene_lib
+from dos_jax.data import synthetic
+
+SPLITS = ("train", "val", "all")
+# data.dataset -> (label file, number of classes) for Pointcept folders.
+DATASETS = {
+    "scannet": ("segment20", 20),
+    "scannet200": ("segment200", 200),
+    "s3dis": ("segment", 13),
+    "nuscenes": ("segment", 16),
+    "semantickitti": ("segment", 19),
+    "las": ("segment", len(labels.ASPRS_NAMES)),
+}
+
+
+def _get(cfg, key, default=None):
+  """cfg.key for a ConfigDict, dict or any object, `default` when absent."""
+  if isinstance(cfg, collections.abc.Mapping):
+    return cfg.get(key, default)
+  try:
+    return cfg.get(key, default)   # ml_collections.ConfigDict
+  except AttributeError:
+    return getattr(cfg, key, default)
+
+
+class SceneSource(collections.abc.Sequence):
+  """A read-only sequence of scenes, produced on access by `load(item)` (not cached: scenes can be large).
+
+  Attributes:
+    name: a short description (format, root or kind, split).
+    num_classes: number of semantic classes (labels in [-1, num_classes)), or None when unknown.
+    class_names: tuple of class names, or None.
+    groups: {'head': [...], 'common': [...], 'tail': [...]} class ids, or None.
+    items: what `load` receives per index (paths, seeds, record ids), in order.
+  """
+
+  def __init__(self, name: str, items: Sequence, load: Callable[[object], scene_lib.Scene],
+               num_classes: Optional[int], class_names: Optional[Sequence[str]] = None,
+               groups: Optional[Dict[str, List[int]]] = None):
+    self.name, self.items, self._load = name, list(items), load
+    self.num_classes = num_classes
+    self.class_names = tuple(class_names) if class_names is not None else None
+    self.groups = groups
+
+  def __len__(self) -> int:
+    return len(self.items)
+
+  def __getitem__(self, i):
+    if isinstance(i, slice):
+      return [self[j] for j in range(*i.indices(len(self)))]
+    n = len(self.items)
+    if not -n <= i < n:
+      raise IndexError(f"{self.name}: index {i} out of range for {n} scenes")
+    return self._load(self.items[i])
+
+  def __repr__(self) -> str:
+    return f"SceneSource({self.name!r}, {len(self)} scenes, num_classes={self.num_classes})"
+
+
+# ------------------------------------------------------------------------------------------------ synthetic
+def synthetic_source(kind: str = "indoor", num_scenes: int = 64, split: str = "train", seed: int = 0,
+                     num_val_scenes: Optional[int] = None, num_points: Optional[int] = None) -> SceneSource:
+  """Synthetic scenes seeded (seed, 0, i) for train and (seed, 1, i) for val; 'all' is train then val."""
+  if kind not in synthetic.KINDS:
+    raise errors.ConfigError(f"config.data.kind={kind!r}: expected one of {synthetic.KINDS}")
+  if int(num_scenes) < 1:
+    raise errors.ConfigError(f"config.data.num_scenes={num_scenes}: expected >= 1")
+  n_val = max(1, int(num_scenes) // 4) if num_val_scenes is None else int(num_val_scenes)
+  seeds = {"train": [(seed, 0, i) for i in range(int(num_scenes))], "val": [(seed, 1, i) for i in range(n_val)]}
+  seeds["all"] = seeds["train"] + seeds["val"]
+  return SceneSource(f"synthetic-{kind}-{split}", seeds[split],
+                     lambda s: synthetic.make_scene(s, kind, num_points), synthetic.NUM_CLASSES,
+                     synthetic.CLASS_NAMES[kind], {k: list(v) for k, v in synthetic.CLASS_GROUPS[kind].items()})
+
+
+# ------------------------------------------------------------------------------------------------ pointcept
+def find_scene_dirs(root: str, max_depth: int = 3) -> List[str]:
+  """Sorted folders under `root` (itself included) that hold a coord.npy, searched `max_depth` levels deep."""
+  root = os.fspath(root)
+  if not os.path.isdir(root):
+    raise errors.DataError(f"{root}: data folder does not exist")
+  found = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    depth = os.path.relpath(dirpath, root).count(os.sep) + (dirpath != root)
+    if "coord.npy" in filenames:
+      found.append(dirpath)
+      dirnames[:] = []
+    elif depth >= max_depth:
+      dirnames[:] = []
+    dirnames.sort()
+  return sorted(found)
+
+
+def split_names(names: Sequence[str], val_fraction: float = 0.3) -> Dict[str, List[int]]:
+  """Room-level deterministic split of scene names -> {'train': idx, 'val': idx, 'all': idx}.
+
+  Uses the evaluation package's rule (`dos_jax.eval.splits.split_scenes`) so the probe and the sources agree.
+  """
+  splits = importlib.import_module("dos_jax.eval.splits")
+  train, val = splits.split_scenes(list(names), train_fraction=1.0 - val_fraction, seed=0)
+  return {"train": list(train), "val": list(val), "all": list(range(len(names)))}
+
+
+def pointcept_source(root: str, split: str = "train", dataset: str = "", segment_key: Optional[str] = None,
+                     num_classes: Optional[int] = None) -> SceneSource:
+  """Pointcept scene folders under `root` (see the module docstring for the split rules)."""
+  root = os.path.abspath(os.fspath(root))
+  default_key, default_classes = DATASETS.get(dataset, (None, None))
+  segment_key = segment_key or default_key
+  num_classes = num_classes or default_classes
+  if os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "val")):
+    dirs = {s: find_scene_dirs(os.path.join(root, s)) for s in ("train", "val")}
+    dirs["all"] = dirs["train"] + dirs["val"]
+    chosen = dirs[split]
+  else:
+    every = find_scene_dirs(root)
+    names = [os.path.relpath(d, root) for d in every]
+    chosen = [every[i] for i in split_names(names)[split]]
+  if not chosen:
+    raise errors.DataError(f"{root}: no scene folder with coord.npy for split {split!r} (expected Pointcept scene "
+                           "folders; convert raw data with dos_jax.data.pointcept)")
+
+  def load(path):
+    key = segment_key if segment_key and os.path.isfile(os.path.join(path, segment_key + ".npy")) else None
+    return scene_lib.load_scene(path, segment_key=key, num_classes=num_classes)
+
+  names = labels.CLASS_NAMES.get(dataset)
+  return SceneSource(f"pointcept:{root}:{split}", chosen, load, num_classes, names, None)
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+def scene_source(data_cfg, split: str = "train", seed: Optional[int] = None) -> SceneSource:
+  """The scenes of `split` described by `data_cfg` (= `config.data`, see configs/common.py).
+
+  Raises:
+    ConfigError for an unknown format/split or missing root; DataError for unreadable data.
+  """
+  if split not in SPLITS:
+    raise errors.ConfigError(f"split={split!r}: expected one of {SPLITS}")
+  fmt = _get(data_cfg, "format", "synthetic")
+  root = _get(data_cfg, "root", "")
+  dataset = _get(data_cfg, "dataset", "") or ""
+  if fmt == "synthetic":
+    cfg_seed = _get(data_cfg, "seed", None)
+    s = int(cfg_seed if cfg_seed is not None else (seed or 0))
+    return synthetic_source(_get(data_cfg, "kind", "indoor"), int(_get(data_cfg, "num_scenes", 64)), split, s,
+                            _get(data_cfg, "num_val_scenes", None), _get(data_cfg, "num_points", None))
+  if fmt in ("pointcept", "tfds") and not root:
+    raise errors.ConfigError(f"config.data.root is empty: format {fmt!r} needs a folder "
+                             "(--config.data.root=PATH)")
+  if fmt == "pointcept":
+    return pointcept_source(root, split, dataset, _get(data_cfg, "segment_key", None),
+                            _get(data_cfg, "num_classes", None))
+  if fmt == "tfds":
+    tfds_builder = importlib.import_module("dos_jax.data.tfds_builder")
+    return tfds_builder.tfds_source(root, split, dataset=dataset, kind=_get(data_cfg, "kind", "indoor"),
+                                    name=_get(data_cfg, "tfds_name", None))
+  raise errors.ConfigError(f"config.data.format={fmt!r}: expected synthetic | pointcept | tfds")
+
+
+# ------------------------------------------------------------------------------------------------ demo trees
+def scannet_demo_tree(src_root: str, dst_root: Optional[str] = None, scenes: Optional[Sequence[str]] = None,
+                      split_folders: bool = False) -> str:
+  """Converts the shared VoteNet ScanNet scans into a Pointcept folder tree (for tests and demos); returns it.
+
+  Args:
+    src_root: e.g. shared/data/scannet_votenet50k (read in place, never modified).
+    dst_root: where to write; a new temporary folder when None (the caller removes it).
+    scenes: scan names to convert (default: all).
+    split_folders: write `train/` and `val/` subfolders using the room-level split instead of a flat folder.
+  """
+  pointcept = importlib.import_module("dos_jax.data.pointcept")
+  dst_root = dst_root or tempfile.mkdtemp(prefix="dos_scannet_")
+  dirs = pointcept.find_scannet_votenet(src_root)
+  if scenes is not None:
+    dirs = [d for d in dirs if os.path.basename(d) in set(scenes)]
+  if not split_folders:
+    pointcept.convert_scannet_votenet(src_root, dst_root, scenes=[os.path.basename(d) for d in dirs])
+    return dst_root
+  idx = split_names([os.path.basename(d) for d in dirs])
+  for s in ("train", "val"):
+    chosen = [os.path.basename(dirs[i]) for i in idx[s]]
+    if chosen:
+      pointcept.convert_scannet_votenet(src_root, os.path.join(dst_root, s), scenes=chosen)
+  return dst_root
+
+
+def remove_tree(path: str) -> None:
+  """Removes a folder made by `scannet_demo_tree` (or any temporary tree)."""
+  shutil.rmtree(path, ignore_errors=True)
