@@ -1,6 +1,6 @@
 r"""Input pipeline throughput: scenes/s and points/s of `TrainIterator`, with 1 and 2 worker threads.
 
-  python -m benchmarks.input_pipeline [--seconds 6] [--out benchmarks/input_pipeline.json]
+  python -m benchmarks.input_pipeline [--seconds 3] [--out benchmarks/input_pipeline.json]
 
 Two workloads:
   * synthetic: the embedded default (configs/synthetic_tiny.py: tiny variant, capacity 2048), scenes from
@@ -8,8 +8,10 @@ Two workloads:
   * scannet: the real ScanNet scans in ../shared/data/scannet_votenet50k (50k points each), read from disk on
     every access (I/O is timed), with the paper-scale setting (base variant: 5 stages, patch 1024,
     capacity 8192 / student 4096, grid 0.08 m).
-Each measurement takes one warm-up batch, then counts batches for about `--seconds`. points/s counts raw scene
-points consumed; teacher_points/s counts real (non-padded) stage-0 teacher points produced.
+Each measurement takes one warm-up batch, then counts batches for about `--seconds`, for 1 and 2 worker threads
+and 2 worker processes. points/s counts raw scene points consumed; teacher_points/s counts real (non-padded)
+stage-0 teacher points produced. cpu_ms_per_scene is the single-thread CPU cost of building one scene's views
+(independent of other load on the machine; compare it with the wall numbers and the recorded load average).
 Prints one JSON object and writes it atomically to --out. Runtime: under a minute on 2 cores.
 """
 
@@ -66,8 +68,18 @@ def _synthetic_source(cfg, count):
     return scenes, "random boxes"
 
 
-def _measure(cfg, source, workers, seconds):
-  it = pipeline.TrainIterator(cfg, source, num_workers=workers, prefetch=max(2, 2 * workers))
+def _cpu_cost(cfg, source, batches=3):
+  """CPU milliseconds per scene of the batch builder alone, single thread (independent of machine load)."""
+  params = pipeline.params_from_config(cfg)
+  pipeline.build_step_batch(cfg, params, source, 0)
+  start = time.process_time()
+  for step in range(1, batches + 1):
+    pipeline.build_step_batch(cfg, params, source, step)
+  return round(1000 * (time.process_time() - start) / (batches * cfg.batch_size), 1)
+
+
+def _measure(cfg, source, workers, seconds, backend="thread"):
+  it = pipeline.TrainIterator(cfg, source, num_workers=workers, prefetch=max(2, 2 * workers), backend=backend)
   try:
     next(it)  # warm-up (thread start, first batch)
     steps = raw = teacher = 0
@@ -85,12 +97,14 @@ def _measure(cfg, source, workers, seconds):
   finally:
     it.close()
   scenes = steps * cfg.batch_size
-  return {"workers": workers, "steps": steps, "seconds": round(elapsed, 3), "scenes_per_s": round(scenes / elapsed, 2),
+  return {"backend": backend, "workers": workers, "load_average": round(os.getloadavg()[0], 2), "steps": steps, "seconds": round(elapsed, 3), "scenes_per_s": round(scenes / elapsed, 2),
           "points_per_s": round(raw / elapsed), "teacher_points_per_s": round(teacher / elapsed),
           "batch_ms": round(1000 * elapsed / steps, 1)}
 
 
 _COUNTS = {}
+# (workers, backend) measured for each workload.
+_RUNS = ((1, "thread"), (2, "thread"), (2, "process"))
 
 
 def _num_points(source, i):
@@ -113,7 +127,8 @@ def main(argv=None):
   scenes, origin = _synthetic_source(cfg, 8)
   report["workloads"]["synthetic"] = {
       "source": origin, "scenes": len(scenes), "mean_points": int(np.mean([s.num_points for s in scenes])),
-      "config": _describe(cfg), "results": [_measure(cfg, scenes, w, args.seconds) for w in (1, 2)]}
+      "config": _describe(cfg), "cpu_ms_per_scene": _cpu_cost(cfg, scenes),
+      "results": [_measure(cfg, scenes, w, args.seconds, b) for w, b in _RUNS]}
 
   if os.path.isdir(SCANNET):
     from dos_jax.data import pointcept
@@ -127,7 +142,8 @@ def main(argv=None):
     source = _LazyScans(folders)
     report["workloads"]["scannet_votenet50k"] = {
         "source": SCANNET, "scenes": len(folders), "mean_points": 50000, "config": _describe(cfg),
-        "results": [_measure(cfg, source, w, args.seconds) for w in (1, 2)]}
+        "cpu_ms_per_scene": _cpu_cost(cfg, source),
+        "results": [_measure(cfg, source, w, args.seconds, b) for w, b in _RUNS]}
   else:
     report["workloads"]["scannet_votenet50k"] = {"skipped": f"{SCANNET} not found"}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import multiprocessing
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -326,6 +327,31 @@ def scene_indices(num_scenes: int, batch_size: int, seed: int, step: int, proces
   return out
 
 
+# Per-process state of the 'process' backend, set once by `_init_worker` (so cfg and source are pickled once per
+# worker, not once per batch).
+_WORKER = {}
+
+
+def _init_worker(cfg, source, process_index, process_count):
+  _WORKER.update(cfg=cfg, params=params_from_config(cfg), source=source, process_index=process_index,
+                 process_count=process_count)
+
+
+def _worker_batch(step: int) -> structs.TrainBatch:
+  w = _WORKER
+  return build_step_batch(w["cfg"], w["params"], w["source"], step, w["process_index"], w["process_count"])
+
+
+def build_step_batch(cfg, params: Params, source: Sequence, step: int, process_index: int = 0,
+                     process_count: int = 1) -> structs.TrainBatch:
+  """The batch of `step` on host `process_index`: a pure function of (cfg, source, step, host)."""
+  local_batch = cfg.batch_size // process_count
+  idx = scene_indices(len(source), local_batch, cfg.seed, step, process_index, process_count)
+  scenes = [source[int(i)] for i in idx]
+  rng = step_rng(cfg.seed, step, process_index)
+  return _stack_batch([_train_views(s, params, rng) for s in scenes])
+
+
 class TrainIterator:
   """Iterator of TrainBatch, prefetched in background threads in step order.
 
@@ -335,18 +361,39 @@ class TrainIterator:
   """
 
   def __init__(self, cfg, source: Sequence, start_step: int = 0, num_workers: Optional[int] = None,
-               prefetch: Optional[int] = None, process_index: int = 0, process_count: int = 1):
+               prefetch: Optional[int] = None, process_index: int = 0, process_count: int = 1,
+               backend: Optional[str] = None):
+    """Args:
+      cfg: the experiment config.
+      source: a Sequence of Scenes (e.g. `dos_jax.data.scene_source(cfg.data, 'train')`).
+      start_step: step of the first batch (resume).
+      num_workers: background workers (default data.num_workers); 0 builds batches synchronously in next().
+      prefetch: batches built ahead (default data.prefetch).
+      process_index, process_count: this host and the number of hosts (each reads its own shard of scenes).
+      backend: 'thread' (default; data.worker_backend when set) or 'process' (separate processes, no GIL
+        contention; cfg and source must be picklable, each worker imports dos_jax once at start).
+    """
     self._cfg = cfg
     self._params = params_from_config(cfg)
     self._source = source
     if cfg.batch_size % process_count:
       raise ConfigError(f"config.batch_size={cfg.batch_size} must be divisible by the process count {process_count}")
-    self._local_batch = cfg.batch_size // process_count
     self._process_index, self._process_count = process_index, process_count
     self._step = int(start_step)
     workers = cfg.data.num_workers if num_workers is None else num_workers
     self._prefetch = max(1, cfg.data.prefetch if prefetch is None else prefetch)
-    self._pool = concurrent.futures.ThreadPoolExecutor(workers, "dos-batch") if workers > 0 else None
+    backend = backend or cfg.data.get("worker_backend", None) or "thread"
+    if backend not in ("thread", "process"):
+      raise ConfigError(f"config.data.worker_backend={backend!r}: expected 'thread' or 'process'")
+    self._backend = backend
+    self._pool = None
+    if workers > 0 and backend == "thread":
+      self._pool = concurrent.futures.ThreadPoolExecutor(workers, "dos-batch")
+    elif workers > 0:
+      # 'spawn': forking a process that has started JAX (threads) is unsafe.
+      self._pool = concurrent.futures.ProcessPoolExecutor(
+          workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+          initargs=(cfg, source, process_index, process_count))
     self._futures = {}
 
   @property
@@ -356,11 +403,7 @@ class TrainIterator:
 
   def batch_at(self, step: int) -> structs.TrainBatch:
     """The batch of `step` (pure; what the iterator yields at that step)."""
-    idx = scene_indices(len(self._source), self._local_batch, self._cfg.seed, step, self._process_index,
-                        self._process_count)
-    scenes = [self._source[int(i)] for i in idx]
-    rng = step_rng(self._cfg.seed, step, self._process_index)
-    return _stack_batch([_train_views(s, self._params, rng) for s in scenes])
+    return build_step_batch(self._cfg, self._params, self._source, step, self._process_index, self._process_count)
 
   def __iter__(self):
     return self
@@ -371,7 +414,8 @@ class TrainIterator:
     else:
       for t in range(self._step, self._step + self._prefetch):
         if t not in self._futures:
-          self._futures[t] = self._pool.submit(self.batch_at, t)
+          fn = self.batch_at if self._backend == "thread" else _worker_batch
+          self._futures[t] = self._pool.submit(fn, t)
       batch = self._futures.pop(self._step).result()
     self._step += 1
     return batch

@@ -242,3 +242,15 @@ def test_real_scan_batch():
   ratio = 1 - batch.student.valid.sum(-1) / n
   assert ((ratio > 0.5) & (ratio < 0.9)).all()
   assert (batch.cross_valid.sum(-1) > 0.2 * batch.student.valid.sum(-1)).all()
+
+
+def test_process_backend_matches_threads():
+  cfg = _cfg()
+  cfg.batch_size = 2
+  reference = pipeline.TrainIterator(cfg, SCENES, num_workers=0).batch_at(1)
+  with pipeline.TrainIterator(cfg, SCENES, start_step=1, num_workers=1, prefetch=1, backend="process") as it:
+    got = next(it)
+  for (k, x), (_, y) in zip(_leaves(reference), _leaves(got)):
+    np.testing.assert_array_equal(x, y, err_msg=k)
+  with pytest.raises(ConfigError, match="worker_backend"):
+    pipeline.TrainIterator(cfg, SCENES, backend="fibers")
