@@ -116,7 +116,7 @@ def _num_points(source, i):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--seconds", type=float, default=6.0, help="measured time per (workload, workers)")
+  parser.add_argument("--seconds", type=float, default=3.0, help="measured time per (workload, workers)")
   parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "input_pipeline.json"))
   args = parser.parse_args(argv)
 
