@@ -41,42 +41,49 @@ _SEGMENT_KEYS = {"scannet": "segment20", "scannet200": "segment200"}
 # ----------------------------------------------------------------------------------------------- scenes
 
 
-def find_scene_dirs(root: str) -> List[str]:
-  """Scene folders (those holding coord.npy) at `root` itself or up to two levels below, sorted by path."""
-  if not os.path.isdir(root):
-    raise DataError(f"{root}: data folder does not exist" if not os.path.exists(root) else
-                    f"{root}: not a folder (expected a folder of Pointcept scene folders)")
-  if os.path.isfile(os.path.join(root, "coord.npy")):
-    return [root]
-  found = []
-  for dirpath, dirnames, filenames in os.walk(root):
-    depth = os.path.relpath(dirpath, root).count(os.sep) + (dirpath != root)
-    if "coord.npy" in filenames:
-      found.append(dirpath)
-      dirnames[:] = []
-    elif depth >= 2:
-      dirnames[:] = []
-  if not found:
-    raise DataError(f"{root}: no scene folder with coord.npy found (expected Pointcept scene folders; convert raw "
-                    "data with dos_jax.data.pointcept)")
-  return sorted(found)
+def _load_all(source) -> List[Any]:
+  return [source[i] for i in range(len(source))]
 
 
-def load_scenes(root: str, config) -> List[Any]:
-  from dos_jax.data import scene as scene_lib  # pylint: disable=g-import-not-at-top
-  key = _SEGMENT_KEYS.get(config.data.dataset)
-  out = []
-  for d in find_scene_dirs(root):
-    use = key if key and os.path.isfile(os.path.join(d, key + ".npy")) else None
-    out.append(scene_lib.load_scene(d, segment_key=use))
-  return out
+def probe_scenes(config, data: Optional[str], eval_data: Optional[str], max_train: Optional[int] = None,
+                 max_eval: Optional[int] = None):
+  """(probe-training scenes, evaluation scenes, class names, groups, description) for a probe run.
 
-
-def _source_scenes(config, split: str, limit: Optional[int]) -> List[Any]:
+  `data`/`eval_data` are Pointcept folders read with the dataset's label file (config.data.dataset); without
+  `eval_data` the room-level split `splits.split_scenes(names, config.probe.train_fraction, seed=0)` is used (seed
+  fixed so that every encoder of a comparison is probed on the same scenes). Without `data`, the config's source
+  splits 'train' and 'val'.
+  """
   from dos_jax.data import sources  # pylint: disable=g-import-not-at-top
-  source = sources.scene_source(config.data, split)
-  n = len(source) if limit is None else min(len(source), int(limit))
-  return [source[i] for i in range(n)]
+  from dos_jax.eval import splits  # pylint: disable=g-import-not-at-top
+  dataset = config.data.dataset
+  segment_key = config.data.get("segment_key", None)
+  if data:
+    source = sources.pointcept_source(data, "all", dataset, segment_key)
+    if eval_data:
+      train = _load_all(source) if max_train is None else [source[i] for i in range(min(max_train, len(source)))]
+      eval_source = sources.pointcept_source(eval_data, "all", dataset, segment_key)
+      evals = _load_all(eval_source)
+      desc = f"{data} (train) / {eval_data} (eval)"
+    else:
+      train_idx, eval_idx = splits.split_scenes([str(x) for x in source.items], float(config.probe.train_fraction),
+                                                seed=0)
+      train = [source[i] for i in train_idx[:max_train]]
+      evals = [source[i] for i in eval_idx]
+      desc = f"{data} (room-level split {len(train_idx)}/{len(eval_idx)})"
+  else:
+    if eval_data:
+      raise ConfigError("--eval-data needs --data (the probe-training scenes)")
+    source = sources.scene_source(config.data, "train", seed=int(config.seed))
+    eval_source = sources.scene_source(config.data, "val", seed=int(config.seed))
+    train = [source[i] for i in range(len(source) if max_train is None else min(max_train, len(source)))]
+    evals = [eval_source[i] for i in range(len(eval_source))]
+    desc = f"{source.name} / {eval_source.name}"
+  evals = evals[:max_eval] if max_eval else evals
+  names = source.class_names or splits.class_names(dataset, source.num_classes or int(config.probe.num_classes),
+                                                   config.data.kind)
+  groups = source.groups or splits.class_groups(dataset, config.data.kind)
+  return train, evals, tuple(names), dict(groups), desc
 
 
 # ----------------------------------------------------------------------------------------------- encoder params
@@ -125,12 +132,6 @@ def _atomic_write(path: str, text: str) -> None:
     raise
 
 
-def _num_classes(config, names: Sequence[str]) -> int:
-  if config.data.dataset in ("synthetic", "scannet", "scannet200", "s3dis", "semantickitti"):
-    return len(names)
-  return int(config.probe.num_classes)
-
-
 def _head_scores(config, head_params, feats: List[np.ndarray]) -> List[np.ndarray]:
   """Prototype logits cos/tau_S f32[m, K] of each scene's stage-0 features (for the collapse metrics)."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -163,7 +164,7 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
   """
   import jax  # pylint: disable=g-import-not-at-top
   from dos_jax.batching import pipeline  # pylint: disable=g-import-not-at-top
-  from dos_jax.eval import collapse, linear_probe, miou, plots as plots_lib, splits  # pylint: disable=g-import-not-at-top
+  from dos_jax.eval import collapse, linear_probe, miou, plots as plots_lib  # pylint: disable=g-import-not-at-top
   from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
 
   if mode not in OUT_NAMES:
@@ -177,33 +178,16 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
   steps = int(config.probe.steps if steps is None else steps)
   capacity = capacity or config.probe.get("capacity", None) or None
 
-  # Scenes.
-  if data:
-    scenes = load_scenes(data, config)
-    if eval_data:
-      train_scenes, eval_scenes = scenes, load_scenes(eval_data, config)
-    else:
-      train_idx, eval_idx = splits.split_scenes([s.name for s in scenes], float(config.probe.train_fraction), seed)
-      train_scenes, eval_scenes = [scenes[i] for i in train_idx], [scenes[i] for i in eval_idx]
-    source = data
-  else:
-    if eval_data:
-      raise ConfigError("--eval-data needs --data (the probe-training scenes)")
-    train_scenes = _source_scenes(config, "train", max_train_scenes)
-    eval_scenes = _source_scenes(config, "val", max_eval_scenes)
-    source = f"config.data ({config.data.format})"
-  train_scenes = train_scenes[:max_train_scenes] if max_train_scenes else train_scenes
-  eval_scenes = eval_scenes[:max_eval_scenes] if max_eval_scenes else eval_scenes
+  train_scenes, eval_scenes, names, groups, source = probe_scenes(config, data, eval_data, max_train_scenes,
+                                                                  max_eval_scenes)
   if not train_scenes or not eval_scenes:
     raise DataError(f"{source}: need at least one probe-training and one evaluation scene "
                     f"(got {len(train_scenes)} and {len(eval_scenes)}); add scenes or pass --eval-data")
-  names = splits.class_names(config.data.dataset, int(config.probe.num_classes), config.data.kind)
-  num_classes = _num_classes(config, names)
-  groups = splits.class_groups(config.data.dataset, config.data.kind)
+  num_classes = len(names)
   for s in list(train_scenes) + list(eval_scenes):
     if s.segment is not None and np.max(s.segment, initial=-1) >= num_classes:
       raise DataError(f"{s.name}: label {int(np.max(s.segment))} >= {num_classes} classes of dataset "
-                      f"{config.data.dataset!r}; set config.data.dataset / config.probe.num_classes to match")
+                      f"{config.data.dataset!r}; set config.data.dataset to the scenes' label set")
 
   apply_fn = jax.jit(functools.partial(encoder.apply, train=False, model_cfg=config.model))
   batch_size = max(1, int(config.batch_size))
