@@ -44,3 +44,33 @@ def test_probe_cli_random_init(tmp_path):
                        text=True, timeout=120)
   assert bad.returncode == 2
   assert "DataError" in bad.stderr and "nope" in bad.stderr
+
+
+def test_restore_params_from_train_checkpoint(tmp_path):
+  # A TrainState-shaped pytree saved by the training loop's Checkpointer; the probe takes params/teacher_params.
+  import flax.struct  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from dos_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from launch import probe  # pylint: disable=g-import-not-at-top
+
+  @flax.struct.dataclass
+  class State:
+    step: jnp.ndarray
+    params: dict
+    teacher_params: dict
+    opt_state: tuple
+
+  assert probe.restore_params(str(tmp_path)) == (None, None)  # no checkpoint -> random init
+  params = {"encoder": {"stem": {"kernel": jnp.arange(6.0).reshape(2, 3)}}, "head": {"prototypes": jnp.ones((4, 2))}}
+  teacher = {"encoder": {"stem": {"kernel": -jnp.arange(6.0).reshape(2, 3)}}, "head": {"prototypes": jnp.zeros((4, 2))}}
+  state = State(step=jnp.int32(7), params=params, teacher_params=teacher, opt_state=optax.adamw(1e-3).init(params))
+  ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2)
+  ckpt.save(3, state)
+  ckpt.save(7, state)
+  ckpt.close()
+  restored, step = probe.restore_params(str(tmp_path))
+  assert step == 7
+  np.testing.assert_array_equal(restored["encoder"]["stem"]["kernel"], params["encoder"]["stem"]["kernel"])
+  restored, _ = probe.restore_params(str(tmp_path), use_teacher=True)
+  np.testing.assert_array_equal(restored["encoder"]["stem"]["kernel"], teacher["encoder"]["stem"]["kernel"])
