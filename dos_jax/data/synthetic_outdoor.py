@@ -48,10 +48,13 @@ _STRENGTH = np.array([_COLORS[n][3] for n in CLASS_NAMES], np.float32)
 
 _ID = {name: i for i, name in enumerate(CLASS_NAMES)}
 _SENSOR_Z, _MAX_RANGE, _CURB = 1.7, 60.0, 0.15
+_BEAMS = 32
+_ELEV = np.linspace(-25.0, 5.0, _BEAMS)             # beam elevations, degrees
+_ELEV_STEP = _ELEV[1] - _ELEV[0]
 
 
 def _outdoor_layout(rng):
-  """Ground parameters and a list of primitives (cls, inst, kind, params, (cx, cy, radius)) around the sensor."""
+  """Ground parameters and primitives (cls, inst, kind, params, (cx, cy, radius, zmin, zmax)) around the sensor."""
   u, prims, inst = rng.uniform, [], [0]
   wr, ws = u(3.5, 5.5), u(2.0, 4.0)               # road half width, sidewalk width
   setback = {s: u(3.0, 10.0) for s in (-1, 1)}     # sidewalk edge -> building front
@@ -65,13 +68,13 @@ def _outdoor_layout(rng):
   def box(cls, i, lo, hi):
     lo, hi = np.asarray(lo, float), np.asarray(hi, float)
     c = (lo + hi) / 2
-    prims.append((cls, i, "box", (lo, hi), (c[0], c[1], np.hypot(*(hi - lo)[:2]) / 2)))
+    prims.append((cls, i, "box", (lo, hi), (c[0], c[1], np.hypot(*(hi - lo)[:2]) / 2, lo[2], hi[2])))
 
   def cyl(cls, i, x, y, z0, r, h):
-    prims.append((cls, i, "cyl", (x, y, z0, r, h), (x, y, r)))
+    prims.append((cls, i, "cyl", (x, y, z0, r, h), (x, y, r, z0, z0 + h)))
 
   def sphere(cls, i, c, r):
-    prims.append((cls, i, "sphere", (np.asarray(c, float), r), (c[0], c[1], r)))
+    prims.append((cls, i, "sphere", (np.asarray(c, float), r), (c[0], c[1], r, c[2] - r, c[2] + r)))
 
   def ground_z(y):
     return _CURB if wr <= abs(y) < wr + ws else 0.0
@@ -212,11 +215,11 @@ def generate(rng: np.random.Generator, num_points=None, columns: int = 1440):
   """coord, color, normal, segment, instance, strength of one sweep drawn from `rng`."""
   g, prims = _outdoor_layout(rng)
   o = np.array([0.0, -g["wr"] / 2, _SENSOR_Z])
-  elev = np.deg2rad(np.linspace(-25.0, 5.0, 32))
+  elev = np.deg2rad(_ELEV)
   while True:
     az = np.arange(columns) * (2 * np.pi / columns)
     d = np.stack([np.cos(elev)[None] * np.cos(az)[:, None], np.cos(elev)[None] * np.sin(az)[:, None],
-                  np.broadcast_to(np.sin(elev)[None], (columns, 32))], -1)          # [A, 32, 3]
+                  np.broadcast_to(np.sin(elev)[None], (columns, _BEAMS))], -1)      # [A, 32, 3]
     with np.errstate(divide="ignore"):
       t0 = np.where(d[..., 2] < 0, -o[2] / d[..., 2], np.inf)                          # z = 0
       t1 = np.where(d[..., 2] < 0, (_CURB - o[2]) / d[..., 2], np.inf)                 # raised sidewalk
@@ -228,26 +231,35 @@ def generate(rng: np.random.Generator, num_points=None, columns: int = 1440):
     cls = np.where(np.isfinite(t_best), _ground_label(p, g), -1).astype(np.int32)
     inst = np.full(cls.shape, -1, np.int32)
     step = 2 * np.pi / columns
-    for c, i, kind, params, (cx, cy, rad) in prims:
+    for c, i, kind, params, (cx, cy, rad, zmin, zmax) in prims:
       dist = np.hypot(cx - o[0], cy - o[1])
       if dist - rad > _MAX_RANGE:
         continue
       if dist <= rad + 0.5:
-        spans = [(0, columns)]
-      else:                                     # only the azimuth columns that can see the primitive
+        spans, beams = [(0, columns)], slice(0, _BEAMS)
+      else:   # only the azimuth columns and beams that can see the primitive (its bounding cylinder)
         half = np.arcsin(min(1.0, (rad + 0.2) / dist)) + step
         mid = np.arctan2(cy - o[1], cx - o[0])
         j0, j1 = int(np.floor((mid - half) / step)), int(np.ceil((mid + half) / step)) + 1
         a = j0 % columns
         b = a + min(j1 - j0, columns)
         spans = [(a, min(b, columns))] + ([(0, b - columns)] if b > columns else [])
-      for a, b in spans:                        # contiguous slices are views: update in place
-        t, n = _hit(kind, params, o, d[a:b])
-        better = t < t_best[a:b]
-        t_best[a:b][better] = t[better]
-        nrm[a:b][better] = n[better]
-        cls[a:b][better] = c
-        inst[a:b][better] = i
+        near, far = dist - rad, dist + rad
+        lo = np.degrees(np.arctan2(zmin - o[2], near if zmin < o[2] else far))
+        hi = np.degrees(np.arctan2(zmax - o[2], near if zmax > o[2] else far))
+        e0 = max(0, int(np.floor((lo - _ELEV[0]) / _ELEV_STEP)) - 1)
+        e1 = min(_BEAMS, int(np.ceil((hi - _ELEV[0]) / _ELEV_STEP)) + 2)
+        if e0 >= e1:
+          continue
+        beams = slice(e0, e1)
+      for a, b in spans:                        # basic slices are views: update in place
+        view = (slice(a, b), beams)
+        t, n = _hit(kind, params, o, d[view])
+        better = t < t_best[view]
+        t_best[view][better] = t[better]
+        nrm[view][better] = n[better]
+        cls[view][better] = c
+        inst[view][better] = i
     t_noisy = t_best + rng.normal(0, 0.02, t_best.shape)
     keep = np.isfinite(t_best) & (t_best <= _MAX_RANGE) & (rng.random(t_best.shape) > 0.05) & (cls >= 0)
     if not num_points or keep.sum() >= num_points:
