@@ -7,9 +7,12 @@ Input kinds tried (26 hand-written cases + a hypothesis fuzz over shapes, dtypes
   color: out of 0-255, float [0, 1] mistaken for 0-255, NaN, string dtype, wrong length;
   labels: float dtype, < -1, >= num_classes, wrong length, 2-D (N, 2);
   normal: wrong shape; raw readers: truncated .bin, label count mismatch, missing label file.
-Fuzz (hypothesis): random N (0..40), dtypes (f16/f32/f64/i8/i32/u8/bool), column counts, NaN/inf injection,
-duplicate points, huge values and label ranges for coord / color / segment: every case either loads a scene that
-satisfies the Scene invariants or raises DataError whose message names a file in the folder.
+Fuzz (hypothesis, 2 tests, 300 examples):
+  files: random N (0..40), dtypes (f16/f32/f64/i8/i32/u8/bool), column counts, NaN/inf injection, duplicate
+    points, huge values and label ranges for coord / color / segment: every case either loads a scene that
+    satisfies the Scene invariants or raises DataError whose message names a file in the folder;
+  in memory (validate_scene): the same arrays plus scalars, None, nested lists, complex and string dtypes, tiny
+    and all-one-class clouds: validated scenes satisfy the invariants, the rest raise DataError naming the scene.
 """
 
 import os
@@ -179,3 +182,42 @@ def test_fuzz_load_scene(arrays):
       assert s.segment.shape == (n,) and s.segment.dtype == np.int32 and s.segment.min() >= -1
   finally:
     shutil.rmtree(root)
+
+
+_ODD = [None, 3.0, "abc", [[1, 2, 3]], [[1, 2], [3]], np.zeros((2, 3), np.complex64), np.full((2, 3), "x"),
+        np.zeros((0, 3), np.float32), np.ones((1, 3), np.float32)]
+
+
+@st.composite
+def _scenes(draw):
+  arrays = draw(_arrays())
+  fields = {"coord": arrays.get("coord"), "color": arrays.get("color"), "segment": arrays.get("segment")}
+  for key in ("coord", "color", "normal", "segment", "instance", "strength"):
+    if draw(st.integers(0, 9)) == 0:
+      fields[key] = draw(st.sampled_from(_ODD))
+  if fields.get("color") is None and fields["coord"] is not None and draw(st.booleans()):
+    n = len(np.atleast_1d(fields["coord"]))
+    fields["color"] = np.zeros((n, 3), np.float32)
+  if draw(st.booleans()) and isinstance(fields["segment"], np.ndarray) and fields["segment"].size:
+    fields["segment"] = np.full(fields["segment"].shape, 3, np.int32)      # all one class
+  return fields
+
+
+@hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
+@hypothesis.given(_scenes())
+def test_fuzz_validate_scene(fields):
+  s = data.Scene(coord=fields["coord"], color=fields["color"], normal=fields.get("normal"),
+                 segment=fields.get("segment"), instance=fields.get("instance"), strength=fields.get("strength"),
+                 name="fuzzed-scene")
+  try:
+    v = data.validate_scene(s, num_classes=24)
+  except data.DataError as e:
+    assert str(e).startswith("fuzzed-scene")
+    return
+  n = v.num_points
+  assert n > 0 and v.coord.shape == (n, 3) and v.coord.dtype == np.float32 and np.isfinite(v.coord).all()
+  assert np.abs(v.coord).max() <= 1e5 and v.color.shape == (n, 3) and 0 <= v.color.min() <= v.color.max() <= 1
+  for f in ("segment", "instance"):
+    arr = getattr(v, f)
+    assert arr is None or (arr.shape == (n,) and arr.dtype == np.int32 and arr.min() >= -1)
+  assert v.segment is None or v.segment.max() < 24
