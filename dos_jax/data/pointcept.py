@@ -3,6 +3,7 @@
 Formats (N points; all reads are numpy-only, files are read in place and never modified):
   ScanNet (VoteNet preprocessing)  `<s>_vert.npy` f32 (N, 6) xyz + rgb 0-255, `<s>_sem_label.npy` NYU40 ids,
                                    `<s>_ins_label.npy` (0 = none)   -> ScanNet-20 train ids (or raw NYU40)
+  S3DIS (Stanford)                 `Area_N/<room>/Annotations/<class>_<k>.txt` lines 'x y z r g b' -> 13 classes
   mmdet3d `.bin` fixtures          points f32 (N, 6) xyz rgb, semantic_mask / instance_mask int64 (N,)
                                    (ScanNet: NYU40 -> ScanNet-20; S3DIS: 13 classes as stored)
   SemanticKITTI raw                `velodyne/*.bin` f32 (N, 4) xyz + remission, `labels/*.label` u32 (N,)
@@ -168,6 +169,56 @@ def read_mmdet3d(root: str, dataset: str, scene_id: str) -> Scene:
   return _finish(s, 20 if dataset == "scannet" else len(labels.S3DIS_NAMES))
 
 
+# ------------------------------------------------------------------------------------------------ S3DIS (Stanford)
+def _read_xyzrgb_txt(path: str) -> np.ndarray:
+  """An S3DIS text file of 'x y z r g b' lines -> f64[N, 6]; DataError naming the file and line if malformed."""
+  _require(path)
+  try:
+    arr = np.loadtxt(path, dtype=np.float64, ndmin=2)    # fast path; the loop below finds the bad line
+    if arr.shape[1] == 6 or arr.size == 0:
+      return arr.reshape(-1, 6)
+  except ValueError:
+    pass
+  rows = []
+  with open(path, "rb") as f:
+    for lineno, line in enumerate(f, 1):
+      parts = line.split()
+      if not parts:
+        continue
+      try:
+        values = [float(v) for v in parts]
+      except ValueError as e:
+        raise DataError(f"{path}:{lineno}: not a number in {line[:60]!r} ({e})") from e
+      if len(values) != 6:
+        raise DataError(f"{path}:{lineno}: {len(values)} values, expected 6 (x y z r g b)")
+      rows.append(values)
+  return np.asarray(rows, np.float64).reshape(-1, 6)
+
+
+def read_s3dis_room(room_dir: str) -> Scene:
+  """Reads a Stanford S3DIS room `Area_N/<room>/Annotations/<class>_<k>.txt` (one file per object instance).
+
+  The class is the file-name prefix (13 classes, `labels.S3DIS_NAMES`; others such as 'stairs' -> clutter, as
+  Pointcept does); the instance id is the file's position in sorted order. Coordinates are kept as stored.
+  """
+  ann = os.path.join(room_dir, "Annotations")
+  files = sorted(glob.glob(os.path.join(ann, "*.txt")))
+  if not files:
+    raise DataError(f"{ann}: no <class>_<k>.txt annotation files found")
+  coords, colors, segs, insts = [], [], [], []
+  for k, path in enumerate(files):
+    cls = os.path.basename(path).rsplit("_", 1)[0]
+    cls_id = labels.S3DIS_NAMES.index(cls) if cls in labels.S3DIS_NAMES else labels.S3DIS_NAMES.index("clutter")
+    pts = _read_xyzrgb_txt(path)
+    coords.append(pts[:, :3])
+    colors.append(_rgb(pts[:, 3:6], path))
+    segs.append(np.full(len(pts), cls_id, np.int32))
+    insts.append(np.full(len(pts), k, np.int32))
+  s = Scene(coord=np.concatenate(coords).astype(np.float32), color=np.concatenate(colors),
+            segment=np.concatenate(segs), instance=np.concatenate(insts), name=os.fspath(room_dir).rstrip(os.sep))
+  return _finish(s, len(labels.S3DIS_NAMES))
+
+
 # ------------------------------------------------------------------------------------------------ LiDAR
 def read_semantickitti(bin_path: str, label_path: Optional[str] = None) -> Scene:
   """Reads a raw SemanticKITTI frame: f32 (N, 4) xyz + remission and optionally its u32 `.label` file.
@@ -281,6 +332,18 @@ def convert_scannet_votenet(src_root: str, dst_root: str, scenes: Optional[Seque
     dirs = [d for d in dirs if os.path.basename(d) in set(scenes)]
   return convert_scenes((read_scannet_votenet(d) for d in dirs), dst_root, segment_key="segment20",
                         overwrite=overwrite)
+
+
+def convert_s3dis(area_dirs: Sequence[str], dst_root: str, overwrite: bool = False) -> List[str]:
+  """Stanford S3DIS areas -> `<dst>/<Area_N>/<room>/` Pointcept folders (coord, color, segment, instance)."""
+  out = []
+  for area in area_dirs:
+    rooms = sorted(d for d in glob.glob(os.path.join(area, "*")) if os.path.isdir(os.path.join(d, "Annotations")))
+    if not rooms:
+      raise DataError(f"{area}: no room folders with Annotations/ found")
+    out += convert_scenes((read_s3dis_room(r) for r in rooms),
+                          os.path.join(dst_root, os.path.basename(os.fspath(area).rstrip(os.sep))), overwrite=overwrite)
+  return out
 
 
 def convert_semantickitti(sequence_dir: str, dst_root: str, overwrite: bool = False) -> List[str]:

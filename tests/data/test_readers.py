@@ -203,3 +203,29 @@ def test_convert_semantickitti_sequence(tmp_path):
   back = scene_lib.load_scene(out[0])
   assert back.num_points == 50 and back.strength.shape == (50,)
   assert glob.glob(str(tmp_path / ".*")) == []   # no temp folders left behind
+
+
+def test_s3dis_stanford_room(tmp_path):
+  room = tmp_path / "Area_5" / "office_1"
+  (room / "Annotations").mkdir(parents=True)
+  objects = {"ceiling_1": 5, "chair_1": 3, "chair_2": 4, "stairs_1": 2, "wall_1": 6}
+  rng = np.random.default_rng(0)
+  written = {}
+  for stem, n in objects.items():
+    pts = np.concatenate([rng.uniform(0, 5, (n, 3)).round(3), rng.integers(0, 256, (n, 3))], 1)
+    np.savetxt(room / "Annotations" / f"{stem}.txt", pts, fmt="%.3f %.3f %.3f %d %d %d")
+    written[stem] = pts
+  s = pointcept.read_s3dis_room(str(room))
+  assert s.num_points == sum(objects.values())
+  names = labels.S3DIS_NAMES
+  expected = np.concatenate([np.full(n, names.index(k.rsplit("_", 1)[0]) if k[:6] != "stairs" else
+                                     names.index("clutter")) for k, n in objects.items()])
+  np.testing.assert_array_equal(s.segment, expected)          # sorted file order = insertion order here
+  np.testing.assert_array_equal(s.instance, np.repeat(np.arange(5), list(objects.values())))
+  np.testing.assert_allclose(s.coord, np.concatenate([w[:, :3] for w in written.values()]), atol=1e-6)
+  out = pointcept.convert_s3dis([str(tmp_path / "Area_5")], str(tmp_path / "pc"))
+  assert [os.path.relpath(p, tmp_path / "pc") for p in out] == [os.path.join("Area_5", "office_1")]
+  with open(room / "Annotations" / "wall_1.txt", "a") as f:
+    f.write("1.0 2.0 3.0 10 20 3\x10\n")                        # the kind of glitch real S3DIS files have
+  with pytest.raises(scene_lib.DataError, match=r"wall_1.txt:7: not a number"):
+    pointcept.read_s3dis_room(str(room))
