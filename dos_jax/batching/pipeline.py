@@ -155,14 +155,17 @@ def _fitted_set(view: transforms.Data, positions: np.ndarray, capacity: int, p: 
       raise DataError(f"{name}: a view has {len(positions)} points after grid sampling, more than {key}={capacity}; "
                       f"raise {key}, lower data.crop_ratio, raise data.grid_size, or set data.overflow='downsample'")
     positions = _spatial_subset(view["coord"], positions, capacity)
+  full = len(positions) == view["coord"].shape[0]  # positions == arange(n): no need to copy the view
   while True:
     try:
-      return positions, _point_set(transforms.take(view, positions), capacity, p, name)
+      subset = view if full else transforms.take(view, positions)
+      return positions, _point_set(subset, capacity, p, name)
     except patches.StageOverflowError as e:
       if p.overflow == "error" or len(positions) <= 1:
         raise
       k = max(1, min(len(positions) - 1, int(len(positions) * 0.95 * e.capacity / e.count)))
       positions = _spatial_subset(view["coord"], positions, k)
+      full = False
 
 
 def _cross_match(scene_coord: np.ndarray, student: structs.PointSet, teacher: structs.PointSet,
@@ -200,7 +203,7 @@ def _train_views(scene, p: Params, rng: np.random.Generator) -> List[structs.Tra
   for view in views:
     kept, teacher = _fitted_set(view, np.arange(view["coord"].shape[0]), p.capacity, p, "data.capacity", name)
     teachers.append(teacher)
-    teacher_views.append(transforms.take(view, kept))
+    teacher_views.append(view if len(kept) == view["coord"].shape[0] else transforms.take(view, kept))
   scene_coord = np.asarray(scene.coord, np.float32)
   n_t, n_s = p.capacity, p.student_set_capacity
   out = []

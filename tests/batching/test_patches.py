@@ -40,7 +40,10 @@ def test_stage_capacities():
       assert s == 0 or ratio * caps[s - 1] <= n < ratio * caps[s - 1] + p
 
 
-def test_structure_and_invariants():
+@pytest.mark.parametrize("dense_lookup", [True, False])
+def test_structure_and_invariants(dense_lookup, monkeypatch):
+  if not dense_lookup:  # the sorted-key neighbour lookup used for large extents
+    monkeypatch.setattr(patches, "_DENSE_LOOKUP_MAX_CELLS", 0)
   coord, index = _room()
   n = len(coord)
   ps = _build(coord, index, 1024)

@@ -75,3 +75,13 @@ def test_bad_input():
     serialization.encode(np.array([[0, 0, 1]]), "peano", 4)
   assert serialization.required_depth(np.array([[0, 0, 0]])) == 1
   assert serialization.required_depth(np.array([[0, 8, 3]])) == 4
+
+
+def test_encode_all_matches_encode():
+  rng = np.random.default_rng(4)
+  grid = rng.integers(0, 300, size=(500, 3))
+  depth = serialization.required_depth(grid)
+  codes = serialization.encode_all(grid, depth)
+  assert set(codes) == set(structs.ORDERS)
+  for order in structs.ORDERS:
+    np.testing.assert_array_equal(codes[order], serialization.encode(grid, order, depth))
