@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import multiprocessing
+import pickle
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -393,6 +394,11 @@ class TrainIterator:
     if workers > 0 and backend == "thread":
       self._pool = concurrent.futures.ThreadPoolExecutor(workers, "dos-batch")
     elif workers > 0:
+      try:
+        pickle.dumps(source)
+      except Exception as e:  # pickle raises several types (PicklingError, AttributeError, TypeError)
+        raise ConfigError(f"config.data.worker_backend='process' needs a picklable scene source ({e}); use "
+                          "'thread'") from e
       # 'spawn': forking a process that has started JAX (threads) is unsafe.
       self._pool = concurrent.futures.ProcessPoolExecutor(
           workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,

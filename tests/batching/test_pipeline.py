@@ -254,3 +254,9 @@ def test_process_backend_matches_threads():
     np.testing.assert_array_equal(x, y, err_msg=k)
   with pytest.raises(ConfigError, match="worker_backend"):
     pipeline.TrainIterator(cfg, SCENES, backend="fibers")
+
+  class Unpicklable(list):
+    def __reduce__(self):
+      raise TypeError("no pickling")
+  with pytest.raises(ConfigError, match="picklable"):
+    pipeline.TrainIterator(cfg, Unpicklable(SCENES), num_workers=1, backend="process")
