@@ -97,7 +97,8 @@ def _measure(cfg, source, workers, seconds, backend="thread"):
   finally:
     it.close()
   scenes = steps * cfg.batch_size
-  return {"backend": backend, "workers": workers, "load_average": round(os.getloadavg()[0], 2), "steps": steps, "seconds": round(elapsed, 3), "scenes_per_s": round(scenes / elapsed, 2),
+  return {"backend": backend, "workers": workers, "load_average": round(os.getloadavg()[0], 2), "steps": steps,
+          "seconds": round(elapsed, 3), "scenes_per_s": round(scenes / elapsed, 2),
           "points_per_s": round(raw / elapsed), "teacher_points_per_s": round(teacher / elapsed),
           "batch_ms": round(1000 * elapsed / steps, 1)}
 

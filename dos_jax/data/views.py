@@ -117,11 +117,3 @@ def split_visible(view: transforms.Data, masked: np.ndarray) -> Tuple[transforms
   """(visible cloud, visible positions i32[m] in the view): the student's points, masked ones gathered out."""
   visible = np.flatnonzero(~masked).astype(np.int32)
   return transforms.take(view, visible), visible
-
-
-def crop_and_mask_summary(views: List[transforms.Data], masks: Optional[List[np.ndarray]] = None) -> dict:
-  """Small dict of view sizes and achieved mask ratios (for logging and the benchmark)."""
-  out = {"view_points": [int(v["coord"].shape[0]) for v in views]}
-  if masks is not None:
-    out["mask_ratio"] = [mask_ratio(m) for m in masks]
-  return out

@@ -5,7 +5,6 @@ import pytest
 
 from configs import synthetic_tiny
 from dos_jax.batching import pipeline
-from dos_jax.batching import structs
 from dos_jax.data.scene import Scene
 from dos_jax.errors import ConfigError, DataError
 

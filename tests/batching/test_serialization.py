@@ -59,7 +59,9 @@ def test_locality_preserving_on_surface(order):
   # consecutive points in a random order.
   rng = np.random.default_rng(2)
   xy = rng.integers(0, 64, size=(3000, 2))
-  grid = np.unique(np.concatenate([np.c_[xy, np.zeros(len(xy), int)], np.c_[xy[:, :1], np.full(len(xy), 5), xy[:, 1:]]]), axis=0)
+  floor = np.c_[xy, np.zeros(len(xy), int)]
+  wall = np.c_[xy[:, :1], np.full(len(xy), 5), xy[:, 1:]]
+  grid = np.unique(np.concatenate([floor, wall]), axis=0)
   code = serialization.encode(grid, order, serialization.required_depth(grid))
   walk = grid[np.argsort(code)]
   curve = np.linalg.norm(np.diff(walk, axis=0), axis=1).mean()

@@ -1,7 +1,6 @@
 """Random crop & duplicate, and block masking: ratios, disjointness, strict subsets, original indices kept."""
 
 import numpy as np
-import pytest
 
 from dos_jax.data import transforms
 from dos_jax.data import views
