@@ -216,7 +216,10 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
       result["checkpoint_step"] = step
     logging_line(f"encoder: {result['encoder']}; {len(train_scenes)} probe-training / {len(eval_scenes)} "
                  f"evaluation scenes from {source}")
-    tr = linear_probe.extract_features(apply_fn, enc_params, train_scenes, config, batch_size, capacity, progress)
+    # The probe trains on the grid-sampled (stage-0) points, as Pointcept's linear probing does, and is evaluated
+    # on every original point.
+    tr = linear_probe.extract_features(apply_fn, enc_params, train_scenes, config, batch_size, capacity, progress,
+                                       map_to_points=False)
     probe_params = linear_probe.fit_linear_probe(
         tr.features, tr.labels, num_classes, steps=steps, lr=float(config.probe.lr),
         class_balanced=bool(config.probe.class_balanced), seed=seed,

@@ -212,7 +212,7 @@ def _scene_batches(scenes: Sequence, batch_size: int):
 
 
 def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, cfg, batch_size: int = 2,
-                     capacity: Optional[int] = None, progress: bool = False) -> Features:
+                     capacity: Optional[int] = None, progress: bool = False, map_to_points: bool = True) -> Features:
   """Runs a frozen encoder over `scenes` and maps its stage-0 features back to every original point.
 
   Args:
@@ -225,6 +225,8 @@ def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, cfg, bat
     capacity: stage-0 capacity of each scene's set (default data.capacity; larger scenes keep a deterministic
       voxel subset and dropped voxels map to their nearest kept point, see make_labeled_batch).
     progress: tqdm bar over scenes.
+    map_to_points: False keeps `features`/`labels`/`offsets` at the stage-0 points (one per voxel, as Pointcept
+      trains on grid-sampled points): much smaller, used for the probe's training set; `coords` is then empty.
   """
   from dos_jax.batching import pipeline  # pylint: disable=g-import-not-at-top
   # Reuse a caller's jitted function across calls (train and eval scenes share one compilation).
@@ -237,14 +239,17 @@ def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, cfg, bat
     valid = np.asarray(batch.points.valid)
     for b in range(real):
       scene = group[b]
-      feats.append(out[b][inverses[b]])
-      n = scene.num_points
-      seg = np.full(n, -1, np.int32) if scene.segment is None else np.asarray(scene.segment, np.int32)
-      labels.append(seg)
-      offsets.append(offsets[-1] + n)
       stage0.append(out[b][valid[b]])
-      stage0_labels.append(np.asarray(batch.segment[b])[valid[b]])
-      coords.append(np.asarray(scene.coord, np.float32))
+      stage0_labels.append(np.asarray(batch.segment[b], np.int32)[valid[b]])
+      if map_to_points:
+        feats.append(out[b][inverses[b]])
+        n = scene.num_points
+        labels.append(np.full(n, -1, np.int32) if scene.segment is None else np.asarray(scene.segment, np.int32))
+        coords.append(np.asarray(scene.coord, np.float32))
+      else:
+        feats.append(stage0[-1])
+        labels.append(stage0_labels[-1])
+      offsets.append(offsets[-1] + feats[-1].shape[0])
     if bar is not None:
       bar.update(real)
   if bar is not None:

@@ -62,3 +62,31 @@ def test_bad_labels_raise():
     linear_probe.fit_linear_probe(feats, np.array([0, 1, 2, 7]), 3, steps=1)
   with pytest.raises(DataError, match="no labelled"):
     linear_probe.fit_linear_probe(feats, np.full(4, -1), 3, steps=1)
+
+
+def test_extract_features_maps_voxels_back_to_every_point():
+  # A stand-in "encoder" that returns each stage-0 point's (centred) coordinate: after mapping back, every
+  # original point must get the coordinate of a representative in its own voxel (up to the scene's centring shift).
+  from configs import synthetic_tiny  # pylint: disable=g-import-not-at-top
+  from dos_jax.data import scene as scene_lib  # pylint: disable=g-import-not-at-top
+  cfg = synthetic_tiny.get_config("smoke")
+  rng = np.random.default_rng(0)
+  # A 1 m cube: few enough voxels that no stage overflows its capacity (no voxel is dropped).
+  scenes = [scene_lib.Scene(coord=rng.uniform(0, 1, (n, 3)).astype(np.float32), color=np.zeros((n, 3), np.float32),
+                            segment=rng.integers(-1, 3, n).astype(np.int32), name=f"s{i}")
+            for i, n in enumerate((700, 900, 500))]
+  out = linear_probe.extract_features(lambda p, points: points.coord, None, scenes, cfg, batch_size=2)
+  np.testing.assert_array_equal(out.offsets, [0, 700, 1600, 2100])
+  np.testing.assert_array_equal(out.labels, np.concatenate([s.segment for s in scenes]))
+  for i, s in enumerate(scenes):
+    diff = out.features[out.offsets[i]:out.offsets[i + 1]] - s.coord
+    # Pointcept's CenterShift(apply_z=True): x/y centred on the bounding box, z from the minimum.
+    lo, hi = s.coord.min(0), s.coord.max(0)
+    shift = -np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]])
+    # Same voxel as its representative: each axis differs by less than one cell.
+    assert np.abs(diff - shift).max() < cfg.data.grid_size
+    # Stage-0 features are the real voxels only, with the voxel representative's label.
+    assert out.stage0[i].shape[0] == out.stage0_labels[i].shape[0] <= cfg.data.capacity
+  small = linear_probe.extract_features(lambda p, points: points.coord, None, scenes, cfg, batch_size=2,
+                                        map_to_points=False)
+  assert small.features.shape[0] == sum(x.shape[0] for x in out.stage0)
