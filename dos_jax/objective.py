@@ -1,0 +1,345 @@
+"""The DOS objective: Zipf-Sinkhorn target softmaps and the softmap KL distillation loss.
+
+A *softmap* is, for each prototype k, a distribution over the points of one point set (one view of one scene):
+softmax over the POINT axis. The teacher's softmaps are balanced with a Sinkhorn procedure whose column marginals
+follow a Zipf prior, so prototype k receives mass w_k ∝ k^-α in the intermediate iterations; the student is
+trained to match them with a KL divergence per prototype.
+
+All functions are pure, jit-able, and vmap-able. They also accept any number of leading batch axes directly
+(`scores: f32[..., N, K]`, `valid: bool[..., N]`): the point axis is always -2 and the prototype axis -1.
+
+Sharded points: `zipf_sinkhorn`, `softmap`, `softmap_kl` and `clustering_*` take an optional `axis_name`. Inside
+`shard_map`/`pmap` with the points of each set split across that mesh axis, every sum over points becomes a psum
+(log-sum-exps use a pmax'd shift), so the result equals the unsharded one.
+
+Implementation note: Sinkhorn runs in the log domain on potentials, log Q_ik = s_ik + u_i + v_k, so no N x K
+array is written inside the loop: each half-step is one fused log-sum-exp over `scores` plus a vector.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from dos_jax import errors
+
+_NEG_INF = -jnp.inf
+NORMALIZATIONS = ("softmap", "clustering")
+
+
+def zipf_prior(num_prototypes: int, alpha: float) -> jax.Array:
+  """Zipf column marginals: w_k = k^-α / Σ_j j^-α for k = 1..K (prototype 0 has rank 1).
+
+  Args:
+    num_prototypes: K.
+    alpha: Zipf exponent α >= 0 (α = 0 gives the uniform prior 1/K). May be a traced scalar.
+
+  Returns:
+    f32[K], positive, sums to 1.
+  """
+  return jnp.exp(_log_zipf_prior(num_prototypes, alpha))
+
+
+def _log_zipf_prior(num_prototypes: int, alpha) -> jax.Array:
+  """log w_k, computed in the log domain so large α does not underflow."""
+  dtype = jnp.result_type(float)
+  log_rank = jnp.log(jnp.arange(1, num_prototypes + 1, dtype=dtype))
+  logits = -jnp.asarray(alpha, dtype) * log_rank
+  return logits - jax.nn.logsumexp(logits)
+
+
+def _masked_lse_points(x, valid, axis_name=None):
+  """Log-sum-exp over the point axis (-2) restricted to valid rows, psum'd across `axis_name`.
+
+  Args:
+    x: f[..., N, K] (may be an unmaterialized broadcast expression; XLA fuses it into the reduction).
+    valid: bool[..., N].
+    axis_name: optional mesh axis over which the points are sharded.
+
+  Returns:
+    f[..., K]; 0 (not -inf) for a set with no valid point, so downstream arithmetic and gradients stay finite.
+  """
+  x = jnp.where(valid[..., :, None], x, _NEG_INF)
+  m = lax.stop_gradient(jnp.max(x, axis=-2))
+  if axis_name is not None:
+    m = lax.pmax(m, axis_name)
+  m = jnp.where(jnp.isfinite(m), m, 0.0)
+  s = jnp.sum(jnp.exp(x - m[..., None, :]), axis=-2)
+  if axis_name is not None:
+    s = lax.psum(s, axis_name)
+  return m + jnp.log(jnp.where(s > 0, s, 1.0))
+
+
+def _lse_protos(x):
+  """Log-sum-exp over the prototype axis (-1); rows are never sharded, so no collective is needed."""
+  m = lax.stop_gradient(jnp.max(x, axis=-1))
+  m = jnp.where(jnp.isfinite(m), m, 0.0)
+  return m + jnp.log(jnp.sum(jnp.exp(x - m[..., None]), axis=-1))
+
+
+def _count_valid(valid, axis_name=None):
+  n = jnp.sum(valid, axis=-1).astype(jnp.result_type(float))
+  if axis_name is not None:
+    n = lax.psum(n, axis_name)
+  return n
+
+
+def _sinkhorn_potentials(scores, valid, log_col_mass, num_iters, axis_name=None):
+  """Log-domain Sinkhorn on potentials; log Q = scores + u[..., :, None] + v[..., None, :].
+
+  Runs the DESIGN.md schedule: rows -> 1/N_valid, columns -> exp(log_col_mass), `num_iters` times, then every
+  column to total 1. The initial "total mass 1" normalization is a global constant that the first row step
+  removes, and the last iteration's column step is overridden by the final column step (each column scaling
+  only resets v), so both are skipped: the result is identical, with two fewer passes over `scores`.
+
+  Returns:
+    u: f[..., N] (-inf on padded rows), v: f[..., K].
+  """
+  dtype = scores.dtype
+  log_n = jnp.log(jnp.maximum(_count_valid(valid, axis_name), 1.0)).astype(dtype)
+  log_col_mass = log_col_mass.astype(dtype)
+
+  def row_step(v):
+    u = -log_n[..., None] - _lse_protos(scores + v[..., None, :])
+    return jnp.where(valid, u, _NEG_INF)
+
+  def col_step(u, log_mass):
+    return log_mass - _masked_lse_points(scores + u[..., :, None], valid, axis_name)
+
+  if num_iters == 0:
+    u = jnp.where(valid, jnp.zeros(valid.shape, dtype), _NEG_INF)
+  else:
+    u = row_step(jnp.zeros(scores.shape[:-2] + scores.shape[-1:], dtype))
+    u = lax.fori_loop(0, num_iters - 1, lambda _, u: row_step(col_step(u, log_col_mass)), u)
+  v = col_step(u, jnp.zeros((), dtype))
+  return u, v
+
+
+def _clustering_log_targets(scores, valid, num_iters, axis_name=None):
+  """Transposed Sinkhorn-Knopp for the clustering baseline (SwAV/DINO schedule).
+
+  Repeat `num_iters` times: columns -> 1/K, rows -> 1/N_valid; then rows to 1. As in `_sinkhorn_potentials`,
+  the last row scaling is replaced by the final one (a row scaling only resets u).
+
+  Returns:
+    log targets f[..., N, K] (each valid row a distribution over prototypes; -inf on padded rows).
+  """
+  dtype = scores.dtype
+  log_n = jnp.log(jnp.maximum(_count_valid(valid, axis_name), 1.0)).astype(dtype)
+  log_k = jnp.log(jnp.asarray(scores.shape[-1], dtype))
+
+  def col_step(u):
+    return -log_k - _masked_lse_points(scores + u[..., :, None], valid, axis_name)
+
+  def row_step(v, log_mass):
+    return jnp.where(valid, log_mass - _lse_protos(scores + v[..., None, :]), _NEG_INF)
+
+  u = jnp.where(valid, jnp.zeros(valid.shape, dtype), _NEG_INF)
+  if num_iters > 0:
+    u = lax.fori_loop(0, num_iters - 1, lambda _, u: row_step(col_step(u), -log_n[..., None]), u)
+    v = col_step(u)
+  else:
+    v = jnp.zeros(scores.shape[:-2] + scores.shape[-1:], dtype)
+  u = row_step(v, jnp.zeros((), dtype))
+  return scores + u[..., :, None] + v[..., None, :]
+
+
+def zipf_sinkhorn(scores: jax.Array, valid: jax.Array, alpha: float, num_iters: int = 3,
+                  *, axis_name: Optional[str] = None) -> jax.Array:
+  """Zipf-Sinkhorn target softmaps (DESIGN.md contract).
+
+  Start from Q = exp(scores) on valid rows (total mass 1); repeat `num_iters` times: (a) scale rows so each valid
+  point has mass 1/N_valid, (b) scale columns so column k has mass w_k = zipf_prior(K, α)[k]; finally scale each
+  column to sum to 1. Runs in the log domain (finite for |scores| <= 100 and α <= 3).
+
+  The result is differentiable (the loop is a `fori_loop` with a static trip count), but the objective never
+  needs that: `dos_loss` applies `lax.stop_gradient` to the teacher logits. Callers using this directly should
+  wrap the output in `lax.stop_gradient` when it is a target.
+
+  Args:
+    scores: f32[..., N, K] teacher logits (cosine / τ_T).
+    valid: bool[..., N] real points; padded rows are ignored and come out exactly 0.
+    alpha: Zipf exponent (0 = uniform Sinkhorn); may be traced.
+    num_iters: number of (row, column) scaling rounds, a static int >= 0.
+    axis_name: mesh axis over which the N points are sharded (inside shard_map/pmap), or None.
+
+  Returns:
+    f32[..., N, K]: every column is a distribution over the valid points (sums to 1 across all shards).
+  """
+  num_iters = _check_iters(num_iters)
+  log_w = _log_zipf_prior(scores.shape[-1], alpha)
+  u, v = _sinkhorn_potentials(scores, valid, log_w, num_iters, axis_name)
+  log_q = scores + u[..., :, None] + v[..., None, :]
+  return jnp.where(valid[..., :, None], jnp.exp(log_q), 0.0)
+
+
+def softmap(scores: jax.Array, valid: jax.Array, *, axis_name: Optional[str] = None) -> jax.Array:
+  """Softmax over the POINT axis for each prototype (the student's prediction).
+
+  Args:
+    scores: f32[..., N, K] logits already divided by τ_S.
+    valid: bool[..., N]; padded rows come out exactly 0.
+    axis_name: mesh axis over which the points are sharded, or None.
+
+  Returns:
+    f32[..., N, K], each column sums to 1 over the valid points.
+  """
+  lse = _masked_lse_points(scores, valid, axis_name)
+  return jnp.where(valid[..., :, None], jnp.exp(scores - lse[..., None, :]), 0.0)
+
+
+def softmap_kl(target: jax.Array, student_scores: jax.Array, valid: jax.Array,
+               *, axis_name: Optional[str] = None) -> jax.Array:
+  """(1/K) Σ_k KL(target[:, k] ‖ softmap(student_scores, valid)[:, k]), via log-softmax, 0·log 0 = 0.
+
+  Args:
+    target: f32[..., N, K] target softmaps (columns sum to 1 over valid points; padded rows ignored).
+    student_scores: f32[..., N, K] student logits (cosine / τ_S).
+    valid: bool[..., N].
+    axis_name: mesh axis over which the points are sharded, or None.
+
+  Returns:
+    f32[...] (a scalar for one set). A set with no valid point contributes 0.
+  """
+  lse = _masked_lse_points(student_scores, valid, axis_name)
+  log_p = student_scores - lse[..., None, :]
+  terms = jnp.where(valid[..., :, None], jax.scipy.special.xlogy(target, target) - target * log_p, 0.0)
+  kl = jnp.sum(terms, axis=(-2, -1))
+  if axis_name is not None:
+    kl = lax.psum(kl, axis_name)
+  return kl / student_scores.shape[-1]
+
+
+def clustering_targets(scores: jax.Array, valid: jax.Array, num_iters: int = 3,
+                       *, axis_name: Optional[str] = None) -> jax.Array:
+  """Uniform Sinkhorn-Knopp targets of the 'clustering' baseline (DINO/Sonata style).
+
+  Each valid POINT gets a distribution over prototypes; the iterations balance prototype usage to 1/K.
+  Schedule (SwAV/DINO): repeat `num_iters` times: columns -> 1/K, rows -> 1/N_valid; then rows to sum 1.
+
+  Args:
+    scores: f32[..., N, K] teacher logits (cosine / τ_T).
+    valid: bool[..., N].
+    num_iters: static int >= 0.
+    axis_name: mesh axis over which points are sharded, or None.
+
+  Returns:
+    f32[..., N, K]: rows of valid points sum to 1 over prototypes, padded rows exactly 0.
+  """
+  num_iters = _check_iters(num_iters)
+  log_t = _clustering_log_targets(scores, valid, num_iters, axis_name)
+  return jnp.where(valid[..., :, None], jnp.exp(log_t), 0.0)
+
+
+def clustering_loss(target: jax.Array, student_scores: jax.Array, valid: jax.Array,
+                    *, axis_name: Optional[str] = None) -> jax.Array:
+  """Cross-entropy of per-point prototype distributions, averaged over valid points.
+
+  Args:
+    target: f32[..., N, K] per-point distributions over prototypes.
+    student_scores: f32[..., N, K] student logits (softmax over prototypes per point).
+    valid: bool[..., N].
+    axis_name: mesh axis over which points are sharded, or None.
+
+  Returns:
+    f32[...]: mean over valid points of -Σ_k target log softmax_k(student); 0 for an empty set.
+  """
+  log_p = jax.nn.log_softmax(student_scores, axis=-1)
+  ce = jnp.sum(jnp.where(valid[..., :, None], -target * log_p, 0.0), axis=(-2, -1))
+  n = _count_valid(valid, None)
+  if axis_name is not None:
+    ce, n = lax.psum(ce, axis_name), lax.psum(n, axis_name)
+  return ce / jnp.maximum(n, 1.0)
+
+
+def _check_iters(num_iters) -> int:
+  if not isinstance(num_iters, int) or num_iters < 0:
+    raise errors.ConfigError(f"sinkhorn_iters must be a non-negative int, got {num_iters!r}")
+  return num_iters
+
+
+def _gather_points(x, index):
+  """x: f[..., N, K], index: i32[..., M] with sentinel N -> f[..., M, K] (sentinel rows gather zeros)."""
+  pad = [(0, 0)] * (x.ndim - 2) + [(0, 1), (0, 0)]
+  x = jnp.pad(x, pad)
+  return jnp.take_along_axis(x, index[..., None], axis=-2, mode="clip")
+
+
+def dos_loss(student_cos: jax.Array, teacher_cos: jax.Array, target_index: jax.Array, target_valid: jax.Array,
+             cross_index: jax.Array, cross_valid: jax.Array, student_valid: jax.Array, *, teacher_temp,
+             student_temp, alpha, num_iters: int = 3, normalization: str = "softmap", cross_view: bool = True,
+             axis_name: Optional[str] = None) -> Tuple[jax.Array, Dict[str, Any]]:
+  """The DOS distillation loss for one batch of B scenes x V views.
+
+  For view v: the teacher logits (cos / τ_T) of view v gathered at the student's target points are balanced by
+  Zipf-Sinkhorn over those points (valid = target_valid) into target softmaps; the same-view term is
+  `softmap_kl(target, student_cos / τ_S, valid)`. The cross-view term does the same with the teacher of view
+  1 - v gathered at `cross_index` (valid = cross_valid). Terms are weighted 1/2 each when `cross_view`, else the
+  same-view term alone, and averaged over B and V. Teacher targets carry no gradient.
+
+  Under normalization='clustering' the targets are `clustering_targets` (per-point distributions over
+  prototypes) and each term is `clustering_loss` instead.
+
+  Args:
+    student_cos: f32[B, V, Ns, K] cosine between student features and prototypes.
+    teacher_cos: f32[B, V, Nt, K] cosine between teacher features and (teacher) prototypes.
+    target_index: i32[B, V, Ns] slot in the same view's teacher set, sentinel Nt.
+    target_valid: bool[B, V, Ns] points that receive a same-view target.
+    cross_index: i32[B, V, Ns] slot in the other view's teacher set, sentinel Nt.
+    cross_valid: bool[B, V, Ns] points with a cross-view match.
+    student_valid: bool[B, V, Ns] real student points (target/cross validity is intersected with it).
+    teacher_temp: τ_T (scalar, may be traced, e.g. a warm-up schedule).
+    student_temp: τ_S.
+    alpha: Zipf exponent.
+    num_iters: Sinkhorn iterations (static).
+    normalization: 'softmap' (DOS) or 'clustering' (baseline).
+    cross_view: include the cross-view term (static; needs V == 2).
+    axis_name: when the Ns student points of each set are sharded across this mesh axis (inside shard_map),
+      the student arrays and index arrays hold this device's slice, while `teacher_cos` holds the full teacher
+      set on every device; sums over points then become psums.
+
+  Returns:
+    loss: f32[] scalar.
+    aux: dict with 'loss_same', 'loss_cross' (f32[], 0 without cross_view) and, for `prototype_diagnostics`,
+      'teacher_logits' (f32[B, V, Ns, K], gathered same-view teacher logits), 'targets' (f32[B, V, Ns, K]) and
+      'valid' (bool[B, V, Ns]). Unused aux entries are dead code under jit.
+  """
+  if normalization not in NORMALIZATIONS:
+    raise errors.ConfigError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+  if student_cos.ndim != 4 or teacher_cos.ndim != 4:
+    raise errors.ConfigError(f"dos_loss expects [B, V, N, K] cosines, got student {student_cos.shape} and "
+                             f"teacher {teacher_cos.shape}")
+  num_views = student_cos.shape[1]
+  if cross_view and num_views != 2:
+    raise errors.ConfigError(f"cross_view=True needs data.num_views == 2, got {num_views} views")
+
+  student_logits = student_cos / student_temp
+  teacher_logits_all = lax.stop_gradient(teacher_cos) / teacher_temp
+
+  if normalization == "softmap":
+    make_targets = functools.partial(zipf_sinkhorn, alpha=alpha, num_iters=num_iters, axis_name=axis_name)
+    term = functools.partial(softmap_kl, axis_name=axis_name)
+  else:
+    make_targets = functools.partial(clustering_targets, num_iters=num_iters, axis_name=axis_name)
+    term = functools.partial(clustering_loss, axis_name=axis_name)
+
+  def one_term(teacher_logits, index, valid):
+    logits = _gather_points(teacher_logits, index)
+    valid = valid & student_valid
+    targets = lax.stop_gradient(make_targets(logits, valid))
+    return jnp.mean(term(targets, student_logits, valid)), logits, targets, valid
+
+  loss_same, logits_same, targets_same, valid_same = one_term(teacher_logits_all, target_index, target_valid)
+  if cross_view:
+    loss_cross = one_term(teacher_logits_all[:, ::-1], cross_index, cross_valid)[0]
+    loss = 0.5 * (loss_same + loss_cross)
+  else:
+    loss_cross = jnp.zeros((), loss_same.dtype)
+    loss = loss_same
+  aux = dict(loss_same=loss_same, loss_cross=loss_cross, teacher_logits=logits_same, targets=targets_same,
+             valid=valid_same)
+  return loss, aux
