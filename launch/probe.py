@@ -237,7 +237,8 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
       if plots:
         usage = result["collapse"]["usage_by_rank"]
         plots_lib.plot_rank_frequency(usage, float(config.zipf_alpha),
-                                      os.path.join(workdir, "probe_rank_frequency.png"))
+                                      os.path.join(workdir, "probe_rank_frequency.png"),
+                                      num_prototypes=int(config.num_prototypes))
         first = ev.features[ev.offsets[0]:ev.offsets[1]]
         assign = np.asarray(_head_scores(config, head_params, [first])[0]).argmax(1)
         plots_lib.plot_topdown(ev.coords[0], assign, os.path.join(workdir, "probe_topdown.png"),
@@ -250,11 +251,30 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
       "probe": {"steps": steps, "lr": float(config.probe.lr), "class_balanced": bool(config.probe.class_balanced),
                 "seed": seed},
       "zipf_alpha": float(config.zipf_alpha), "seconds": round(time.time() - start, 1)})
+  result["relative"] = _relative(workdir, mode, result.get("miou"))
   text = json.dumps(result, sort_keys=False)
   _atomic_write(os.path.join(workdir, out_name or OUT_NAMES[mode]), text + "\n")
   if print_json:
     print(text, flush=True)
   return result
+
+
+def _relative(workdir: str, mode: str, value: Optional[float]) -> Dict[str, Any]:
+  """mIoU of the baselines already probed in `workdir` and this run's % of the supervised one."""
+  out: Dict[str, Any] = {}
+  for other in ("supervised", "random_init"):
+    path = os.path.join(workdir, OUT_NAMES[other])
+    if other == mode or not os.path.exists(path):
+      continue
+    try:
+      with open(path) as f:
+        out[f"{other}_miou"] = json.load(f).get("miou")
+    except (OSError, ValueError):
+      continue
+  sup = out.get("supervised_miou")
+  if sup and value is not None:
+    out["percent_of_supervised"] = round(100.0 * value / sup, 2)
+  return out
 
 
 def logging_line(msg: str) -> None:

@@ -16,7 +16,7 @@ N real points, and optionally the labels `i32[N]` (-1 = ignore). Definitions:
     majority is c (pooled over scenes). Frequent classes split across many prototypes are over-segmented;
     reported as the mean over head vs tail classes present (via `groups`) and overall.
   * Usage: how many prototypes are some point's arg-max, their effective number exp(H(usage)), and the usage
-    counts sorted by rank (for the rank-frequency plot against the Zipf prior).
+    counts of the used prototypes sorted by rank (for the rank-frequency plot against the Zipf prior).
 """
 
 from __future__ import annotations
@@ -159,7 +159,8 @@ def collapse_report(scores_per_scene: Sequence[np.ndarray], labels_per_scene: Op
       "unclaimed_point_fraction": unclaimed / total if total else None,
       "used_prototypes": int((usage > 0).sum()),
       "effective_prototypes": effective_count(usage),
-      "usage_by_rank": np.sort(usage)[::-1].tolist(),
+      # Used prototypes only (the remaining num_prototypes - used_prototypes have 0 points).
+      "usage_by_rank": [int(u) for u in np.sort(usage)[::-1] if u > 0],
   }
   if labels_per_scene is not None and num_classes:
     present = np.zeros(num_classes, bool)
