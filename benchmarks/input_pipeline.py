@@ -12,7 +12,9 @@ Each measurement takes one warm-up batch, then counts batches for about `--secon
 and 2 worker processes. points/s counts raw scene points consumed; teacher_points/s counts real (non-padded)
 stage-0 teacher points produced. cpu_ms_per_scene is the single-thread CPU cost of building one scene's views
 (independent of other load on the machine; compare it with the wall numbers and the recorded load average).
-Prints one JSON object and writes it atomically to --out. Runtime: under a minute on 2 cores.
+Prints one JSON object and writes it atomically to --out. Cost: about 25 s of CPU time; the wall time is about
+20 s of measurement plus set-up and grows with other load on the machine (the JSON records the load average next
+to every measurement).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def _synthetic_source(cfg, count):
     return scenes, "random boxes"
 
 
-def _cpu_cost(cfg, source, batches=3):
+def _cpu_cost(cfg, source, batches=2):
   """CPU milliseconds per scene of the batch builder alone, single thread (independent of machine load)."""
   params = pipeline.params_from_config(cfg)
   pipeline.build_step_batch(cfg, params, source, 0)
@@ -125,7 +127,7 @@ def main(argv=None):
             "workloads": {}}
 
   cfg = synthetic_tiny.get_config()
-  scenes, origin = _synthetic_source(cfg, 8)
+  scenes, origin = _synthetic_source(cfg, 6)
   report["workloads"]["synthetic"] = {
       "source": origin, "scenes": len(scenes), "mean_points": int(np.mean([s.num_points for s in scenes])),
       "config": _describe(cfg), "cpu_ms_per_scene": _cpu_cost(cfg, scenes),
