@@ -28,6 +28,7 @@ def save_figure(fig, path: str, dpi: int = 120) -> str:
   try:
     with os.fdopen(fd, "wb") as f:
       fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; figures are meant to be shared
     os.replace(tmp, path)
   finally:
     plt.close(fig)
