@@ -87,6 +87,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.num_workers = 2
   c.data.prefetch = 4
   c.data.ignore_index = -1
+  c.data.stage_ratio = 0.5            # capacity of pooled stage s+1 relative to stage s
+  c.data.worker_backend = "thread"    # thread | process
+  c.data.cross_radius = 0.0           # metres; 0 = 2 grid cells (cross-view nearest-point matching radius)
+  c.data.token_jitter_sigma = 0.0     # metres; 0 = 1 grid cell (supervision=token_jitter)
+  c.data.augmentations = ()           # () = the defaults for data.kind (dos_jax.data.transforms)
 
   # --- model ---
   c.model = ml_collections.ConfigDict()

@@ -18,6 +18,7 @@ Formats (`data.format`):
 from __future__ import annotations
 
 import collections.abc
+import functools
 import importlib
 import os
 import shutil
@@ -86,6 +87,13 @@ class SceneSource(collections.abc.Sequence):
 
 
 # ------------------------------------------------------------------------------------------------ synthetic
+@functools.lru_cache(maxsize=256)
+def _cached_synthetic_scene(seed, kind, num_points):
+  # Generating a scene costs more than batching it; a training run revisits the same few dozen scenes every
+  # epoch, so keep them (a 30k-point scene is ~1.5 MB). Module-level so the source pickles for process workers.
+  return synthetic.make_scene(seed, kind, num_points)
+
+
 def synthetic_source(kind: str = "indoor", num_scenes: int = 64, split: str = "train", seed: int = 0,
                      num_val_scenes: Optional[int] = None, num_points: Optional[int] = None) -> SceneSource:
   """Synthetic scenes seeded (seed, 0, i) for train and (seed, 1, i) for val; 'all' is train then val."""
@@ -97,7 +105,8 @@ def synthetic_source(kind: str = "indoor", num_scenes: int = 64, split: str = "t
   seeds = {"train": [(seed, 0, i) for i in range(int(num_scenes))], "val": [(seed, 1, i) for i in range(n_val)]}
   seeds["all"] = seeds["train"] + seeds["val"]
   return SceneSource(f"synthetic-{kind}-{split}", seeds[split],
-                     lambda s: synthetic.make_scene(s, kind, num_points), synthetic.NUM_CLASSES,
+                     functools.partial(_cached_synthetic_scene, kind=kind, num_points=num_points),
+                     synthetic.NUM_CLASSES,
                      synthetic.CLASS_NAMES[kind], {k: list(v) for k, v in synthetic.CLASS_GROUPS[kind].items()})
 
 
