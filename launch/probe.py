@@ -249,8 +249,8 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
   result.update({
       "dataset": config.data.dataset, "num_classes": num_classes, "train_scenes": len(train_scenes),
       "eval_scenes": len(eval_scenes), "data": source,
-      "probe": {"steps": steps, "lr": float(config.probe.lr), "class_balanced": bool(config.probe.class_balanced),
-                "seed": seed},
+      "probe": {"steps": steps, "lr": float(config.optim.lr if mode == "supervised" else config.probe.lr),
+                "class_balanced": bool(config.probe.class_balanced) and mode != "supervised", "seed": seed},
       "zipf_alpha": float(config.zipf_alpha), "seconds": round(time.time() - start, 1)})
   result["relative"] = _relative(workdir, mode, result.get("miou"))
   text = json.dumps(result, sort_keys=False)
