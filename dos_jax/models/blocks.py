@@ -95,7 +95,8 @@ class Embedding(nn.Module):
   @nn.compact
   def __call__(self, feat: jax.Array, valid: jax.Array, mask_token: Optional[jax.Array] = None) -> jax.Array:
     """feat: f32[B, N, C_in], valid/mask_token: bool[B, N] -> [B, N, C] in dtype, 0 at padded slots."""
-    x = _dense(self.channels, self.dtype, "stem")(feat.astype(self.dtype))
+    # The stem runs in float32 whatever the compute dtype: raw coordinates (tens of metres) lose cm precision in bf16.
+    x = _dense(self.channels, jnp.float32, "stem")(feat.astype(jnp.float32))
     x = gelu(LayerNorm(self.dtype, name="norm")(x))
     token = self.param("mask_token", nn.initializers.truncated_normal(0.02), (self.channels,), jnp.float32)
     if mask_token is not None:

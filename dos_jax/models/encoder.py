@@ -47,6 +47,9 @@ def build(model_cfg: Any) -> ptv3.PointTransformerV3:
   attention = _get(model_cfg, "attention", "xla")
   if attention not in _ATTENTION:
     raise ConfigError(f"config.model.attention={attention!r}: expected 'xla' or 'cudnn'")
+  if attention == "cudnn" and dtype_name != "bfloat16":
+    raise ConfigError("config.model.attention='cudnn' needs config.model.dtype='bfloat16' (cuDNN flash attention "
+                      "has no float32 kernel)")
   for c, h in zip(spec["channels"], spec["heads"]):
     if c % h:
       raise ConfigError(f"config.model.variant: channels {c} not divisible by heads {h}")
