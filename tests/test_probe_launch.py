@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from dos_jax.data import scene as scene_lib
 from tests import conftest
@@ -25,6 +26,9 @@ def test_probe_cli_random_init(tmp_path):
   data = tmp_path / "data"
   _write_scenes(str(data))
   workdir = tmp_path / "run"
+  workdir.mkdir()
+  # A supervised baseline already probed in this workdir: the result reports its % of it.
+  (workdir / "probe_supervised.json").write_text(json.dumps({"miou": 0.5}))
   cmd = [sys.executable, "-m", "launch.probe", "--config", "configs/synthetic_tiny.py:smoke",
          "--workdir", str(workdir), "--data", str(data), "--steps", "20", "--config.data.dataset=scannet",
          "--noplots"]
@@ -39,6 +43,9 @@ def test_probe_cli_random_init(tmp_path):
   assert saved["train_scenes"] == 2 and saved["eval_scenes"] == 1
   assert saved["num_classes"] == 20 and saved["num_points"] == 1500
   assert set(saved["per_class_iou"]) >= {"wall", "floor", "cabinet", "bed"}
+  assert saved["relative"]["supervised_miou"] == 0.5
+  assert saved["relative"]["percent_of_supervised"] == pytest.approx(200.0 * saved["miou"], abs=0.01)
+  assert saved["collapse"]["num_prototypes"] == 64  # the smoke config's K, random-init head
   # Bad input: a missing data folder is one clear error line and exit code 2.
   bad = subprocess.run(cmd[:7] + ["--data", str(tmp_path / "nope")], cwd=conftest.ROOT, capture_output=True,
                        text=True, timeout=120)
