@@ -25,6 +25,9 @@ from dos_jax.errors import ConfigError, DataError
 
 # Above this many cells the neighbour lookup uses a sorted key table instead of a dense voxel array.
 _DENSE_LOOKUP_MAX_CELLS = 1 << 22
+# Linear voxel keys are exact only while the product of the grid extents fits in int64 (checked in Python ints);
+# beyond it (e.g. two clusters 1e5 m apart at 0.1 m voxels) they would wrap around and collide.
+_MAX_LINEAR_KEYS = 1 << 62
 
 
 class StageOverflowError(DataError):
@@ -84,6 +87,16 @@ def _bounds(x: np.ndarray):
   return xt.min(1), xt.max(1)
 
 
+def _keys_fit(extent: np.ndarray) -> bool:
+  """Whether linear keys over a box of `extent` (i64[3]) fit in int64 without wrapping."""
+  return math.prod(int(e) for e in extent) < _MAX_LINEAR_KEYS
+
+
+def _axis_ranks(grid: np.ndarray) -> np.ndarray:
+  """i64[n, 3] rank of each coordinate among the distinct values of its axis: monotone per axis, < n."""
+  return np.stack([np.unique(grid[:, a], return_inverse=True)[1].reshape(-1) for a in range(3)], axis=1)
+
+
 def _cell_keys(grid: np.ndarray, extent: np.ndarray) -> np.ndarray:
   """Scalar key of each voxel of `grid: i64[n, 3]` (with a 1-voxel margin, so +-1 offsets never alias)."""
   g = grid + 1
@@ -100,6 +113,9 @@ def _neighbors(grid: np.ndarray, capacity: int) -> np.ndarray:
   out = np.empty((capacity, 27), dtype=np.int32)
   out[n:] = capacity
   extent = _bounds(grid)[1] + 3
+  if not _keys_fit(extent):
+    _sparse_neighbors(grid, capacity, out[:n])
+    return out
   keys = _cell_keys(grid, extent)
   offsets = structs.NEIGHBOR_OFFSETS.astype(np.int64)
   offset_keys = (offsets[:, 0] * extent[1] + offsets[:, 1]) * extent[2] + offsets[:, 2]
@@ -119,10 +135,45 @@ def _neighbors(grid: np.ndarray, capacity: int) -> np.ndarray:
   return out
 
 
+def _sparse_neighbors(grid: np.ndarray, capacity: int, out: np.ndarray) -> None:
+  """`_neighbors` for grids too large for linear keys, written into out: i32[n, 27].
+
+  Keys are built from per-axis ranks of the occupied values (< n each); a neighbour whose value on some axis is
+  not occupied by any point cannot exist.
+  """
+  n = grid.shape[0]
+  values = [np.unique(grid[:, a]) for a in range(3)]
+  sizes = [len(v) for v in values]
+
+  def rank(a, x):
+    r = np.searchsorted(values[a], x).clip(0, sizes[a] - 1)
+    return np.where(values[a][r] == x, r, -1)
+
+  def key(r):
+    return (r[0] * sizes[1] + r[1]) * sizes[2] + r[2]
+
+  keys = key([rank(a, grid[:, a]) for a in range(3)])
+  sort = np.argsort(keys, kind="stable")
+  sorted_keys = keys[sort]
+  for k, offset in enumerate(structs.NEIGHBOR_OFFSETS):
+    r = [rank(a, grid[:, a] + offset[a]) for a in range(3)]
+    query = key(r)
+    pos = np.searchsorted(sorted_keys, query).clip(0, n - 1)
+    found = (r[0] >= 0) & (r[1] >= 0) & (r[2] >= 0) & (sorted_keys[pos] == query)
+    out[:, k] = np.where(found, sort[pos], capacity)
+  out[:, 13] = np.arange(n, dtype=np.int32)
+
+
 def _orders(grid: np.ndarray, capacity: int) -> Tuple[np.ndarray, np.ndarray]:
   """(order, inverse), both i32[len(ORDERS), capacity]: real slots in ascending code, then the padded slots."""
   n = grid.shape[0]
   depth = serialization.required_depth(grid)
+  if depth > serialization.MAX_DEPTH:
+    # Codes have 21 bits per axis: a wider grid is encoded by its per-axis ranks instead (monotone along each
+    # axis, so the curves keep their order; empty space between far clusters collapses). Truncating the bits
+    # would make distinct voxels share codes and interleave far-apart clusters.
+    grid = _axis_ranks(grid)
+    depth = serialization.required_depth(grid)
   order = np.empty((len(structs.ORDERS), capacity), dtype=np.int32)
   pad = np.arange(n, capacity, dtype=np.int32)
   codes = serialization.encode_all(grid, depth)
@@ -141,8 +192,10 @@ def _pool(grid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
   """Grid pooling with stride 2: (coarse grid i64[m, 3] of the unique parent voxels, parent slot i64[n])."""
   coarse = grid // 2
   extent = _bounds(coarse)[1] + 3
-  keys = _cell_keys(coarse, extent)
-  _, first, parent = np.unique(keys, return_index=True, return_inverse=True)
+  if _keys_fit(extent):
+    _, first, parent = np.unique(_cell_keys(coarse, extent), return_index=True, return_inverse=True)
+  else:  # the same lexicographic order as the linear keys, without their int64 overflow
+    _, first, parent = np.unique(coarse, axis=0, return_index=True, return_inverse=True)
   return coarse[first], parent.reshape(-1)
 
 

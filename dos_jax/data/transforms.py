@@ -12,6 +12,7 @@ as on directions; anisotropic scaling uses the inverse-transpose and renormalise
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -55,6 +56,10 @@ def voxel_keys(coord: np.ndarray, cell_size: float, offset: Optional[np.ndarray]
   lo, hi = bounds(grid)
   grid -= lo
   extent = hi - lo + 1
+  if math.prod(int(e) for e in extent) >= 1 << 62:
+    # Linear keys would wrap around int64 (e.g. clusters 1e5 m apart at 0.1 m); lexicographic ranks keep the
+    # same order and stay exact.
+    return np.unique(grid, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
   return (grid[:, 0] * extent[1] + grid[:, 1]) * extent[2] + grid[:, 2]
 
 

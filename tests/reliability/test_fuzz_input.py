@@ -1,0 +1,423 @@
+"""Fuzzed input path: scene folders -> load_scene -> transforms -> views/masks -> fixed-shape batches.
+
+Every input either works, and then its output satisfies the contract (Scene invariants; structs.py batch
+invariants checked from first principles in `tests/reliability/__init__.py`: shapes and dtypes fixed by the config,
+real slots first, orders are permutations with correct inverses, neighbours at exactly grid + offset and none
+missed, parents are the pooled voxels, indices in range incl. the sentinel, no NaN/inf), or raises
+`dos_jax.errors.DataError` whose message names the scene folder/file and the problem. Any other exception type,
+or a run over the per-example time limit (a hang), fails the test.
+
+Input kinds tried (counted; each hypothesis example combines several):
+  folders (test_fuzz_scene_folder, 120 examples): 5 point counts classes (0, 1, 2, 3, 4..150); 7 geometries
+    (blob, line, plane, one voxel, all points identical, two clusters 2e5 m apart, huge 1e4..1e9 m);
+    12 coord dtypes (f16, f32, f64, i8, i32, i64, u8, bool, complex64, complex128, object, str); 6 coord shapes
+    ((n,3), (n,), (n,2), (n,4), (n,3,1), 0-d); 3 NaN/+inf/-inf injections; 6 colour kinds (uint8, int > 255,
+    float 0-255, float in [0,1], NaN, wrong length); 3 normal kinds (unit, zero, NaN); 3 label files
+    (segment20/segment200/segment) x 9 label kinds (random, all one class, all ignore, >= num_classes, < -1,
+    > int32 max, float, bool, wrong length); instance and strength (N,), (N,1), NaN; 5 file corruptions
+    (truncated at a random byte, random bytes, pickled object array that would run code, .npz, empty file);
+    num_classes None or 20. Loaded scenes then go through make_train_batch and make_labeled_batch.
+  pickle (test_pickled_object_array_never_executes): an object array whose unpickling would create a file.
+  in-memory scenes (test_fuzz_geometry_through_the_pipeline, 60 examples): 11 geometries (1 point, 2 points,
+    all identical, a line, a plane, one voxel, two far clusters at +-1e5 m, 1e5 m extents, a 1e5 m line, a dense
+    ball, a random blob) x 1..400 points x 4 label kinds (none, all one class, all ignore, random) x optional
+    normals/strength, through grid_sample (vs an independent voxel count), every augmentation op (defaults for
+    indoor and outdoor, and all registered ops), make_views, block_mask (vs an independent cell count),
+    build_point_set, and make_train_batch / make_labeled_batch under 3 supervisions x 2 overflow policies x 1-2
+    views x 2 feature sets.
+"""
+
+import os
+import pickle
+import shutil
+import tempfile
+
+import hypothesis
+from hypothesis import strategies as st
+import numpy as np
+import pytest
+
+from configs import synthetic_tiny
+from dos_jax.batching import patches
+from dos_jax.batching import pipeline
+from dos_jax.batching import structs
+from dos_jax.data import scene as scene_lib
+from dos_jax.data import transforms
+from dos_jax.data import views
+from dos_jax.errors import DataError
+from tests import reliability as rel
+
+TIME_LIMIT_S = 30   # per example; the slowest valid example takes well under 2 s
+SETTINGS = dict(deadline=None, derandomize=True, print_blob=True, phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate, hypothesis.Phase.shrink],
+                suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.data_too_large])
+
+
+def _config(supervision="observable", overflow="downsample", num_views=2, feat_keys=("coord", "color", "normal")):
+  c = synthetic_tiny.get_config("smoke")
+  c.data.capacity = 256
+  c.data.student_capacity = 128
+  c.data.num_workers = 0
+  c.supervision, c.data.overflow, c.data.num_views, c.data.feat_keys = supervision, overflow, num_views, feat_keys
+  return c
+
+
+def _blob_scene(n=300, seed=0):
+  """An ordinary scene that fits every capacity of `_config()` (a 1.5 m square patch of floor)."""
+  rng = np.random.default_rng(seed)
+  return scene_lib.Scene(coord=np.c_[rng.uniform(0, 1.5, (n, 2)), np.zeros(n)].astype(np.float32),
+                         color=rng.random((n, 3)).astype(np.float32), name="reference")
+
+
+# Reference shapes per config, computed once on an ordinary scene: the fuzzed batches must match them exactly.
+_REFERENCE = {}
+
+
+def _reference(cfg, kind):
+  key = (cfg.supervision, cfg.data.overflow, cfg.data.num_views, tuple(cfg.data.feat_keys), kind)
+  if key not in _REFERENCE:
+    ref = [_blob_scene(), _blob_scene(seed=1)]
+    if kind == "train":
+      _REFERENCE[key] = rel.signature(pipeline.make_train_batch(ref, cfg, np.random.default_rng(0)))
+    else:
+      _REFERENCE[key] = rel.signature(pipeline.make_labeled_batch(ref, cfg)[0])
+  return _REFERENCE[key]
+
+
+def _through_pipeline(scene, cfg, seed, num_classes=None):
+  """make_train_batch and make_labeled_batch on [scene, scene]: contract holds or DataError naming the scene."""
+  p = pipeline.params_from_config(cfg)
+  scenes = [scene, scene]
+  try:
+    batch = pipeline.make_train_batch(scenes, cfg, np.random.default_rng(seed))
+  except DataError as e:
+    assert str(e).startswith(scene.name + ":"), str(e)
+  else:
+    rel.check_train_batch(batch, p, _reference(cfg, "train"), [s.num_points for s in scenes])
+  try:
+    labeled, inverses = pipeline.make_labeled_batch(scenes, cfg)
+  except DataError as e:
+    assert str(e).startswith(scene.name + ":"), str(e)
+  else:
+    rel.check_labeled_batch(labeled, inverses, p, p.capacity, _reference(cfg, "labeled"), scenes, num_classes)
+
+
+# ---------------------------------------------------------------------------------------------- scene folders
+
+_COORD_DTYPES = ["f2", "f4", "f8", "i1", "i4", "i8", "u1", "?", "c8", "c16", "O", "U4"]
+_GEOMETRIES = ["blob", "line", "plane", "voxel", "identical", "far", "huge"]
+
+
+def _geometry(kind, n, rng):
+  if kind == "blob":
+    return rng.normal(size=(n, 3)) * 2
+  if kind == "line":
+    return np.outer(np.linspace(0, 50, n), [1.0, 0.5, 0.0])
+  if kind == "plane":
+    return np.c_[rng.uniform(0, 20, (n, 2)), np.zeros(n)]
+  if kind == "voxel":
+    return rng.uniform(0, 0.01, (n, 3))
+  if kind == "identical":
+    return np.tile([1.5, -2.0, 0.25], (n, 1))
+  if kind == "far":
+    return rng.normal(size=(n, 3)) + np.where(np.arange(n) % 2, 1, -1)[:, None] * (scene_lib.MAX_ABS_COORD - 10)
+  if kind == "huge":
+    return rng.uniform(-1, 1, (n, 3)) * 10.0 ** rng.uniform(4, 9)
+  if kind == "ball":
+    return rng.normal(size=(n, 3)) * 0.1
+  raise ValueError(kind)
+
+
+def _cast(arr, dtype):
+  with np.errstate(all="ignore"):
+    if dtype == "O":
+      return np.array(list(arr.reshape(-1)) + [None], dtype=object)[:-1].reshape(arr.shape)
+    if dtype.startswith("U"):
+      return arr.astype(dtype)
+    return np.asarray(arr).astype(dtype)
+
+
+def _corrupt(path, how, rng):
+  raw = open(path, "rb").read() if os.path.exists(path) else b""
+  if how == "truncate":
+    raw = raw[:int(rng.integers(0, max(1, len(raw))))]
+  elif how == "random":
+    raw = rng.integers(0, 256, int(rng.integers(1, 400)), dtype=np.uint8).tobytes()
+  elif how == "empty":
+    raw = b""
+  elif how == "npz":
+    tmp = path + ".npz"
+    np.savez(tmp, a=np.zeros((3, 3), np.float32))
+    raw = open(tmp, "rb").read()
+    os.remove(tmp)
+  elif how == "pickle":
+    with open(path, "wb") as f:
+      np.save(f, np.array([_Trap(path + ".executed")], dtype=object), allow_pickle=True)
+    return
+  with open(path, "wb") as f:
+    f.write(raw)
+
+
+class _Trap:
+  """Unpickling this creates `marker` (what a malicious .npy could do instead)."""
+
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (os.mkdir, (self.marker,))
+
+
+_LABELS = ["random", "one_class", "ignore", "too_high", "below_ignore", "beyond_int32", "float", "bool", "length"]
+
+
+def _labels(kind, n, rng):
+  if kind == "random":
+    return rng.integers(-1, 20, n).astype(np.int16)
+  if kind == "one_class":
+    return np.full(n, 7, np.int64)
+  if kind == "ignore":
+    return np.full(n, -1, np.int32)
+  if kind == "too_high":
+    return np.full(n, 20, np.int32)
+  if kind == "below_ignore":
+    return np.full(n, -5, np.int32)
+  if kind == "beyond_int32":
+    return np.full(n, 2**40, np.int64)
+  if kind == "float":
+    return np.ones(n, np.float32)
+  if kind == "bool":
+    return np.ones(n, bool)
+  return np.zeros(n + 1, np.int32)
+
+
+@st.composite
+def _folder(draw):
+  """{file key: array}, an optional corruption of one file, num_classes and a seed.
+
+  Each field is mostly valid and bad with probability ~1/6 (`pick`), so about a third of the folders load and
+  exercise the batching too.
+  """
+  pick = lambda good, bad: draw(st.sampled_from(bad)) if draw(st.integers(0, 5)) == 0 else draw(st.sampled_from(good))
+  n = pick(list(range(1, 4)) + [draw(st.integers(4, 150))] * 3, [0, 1, 2, 3])
+  rng = np.random.default_rng(draw(st.integers(0, 2**20)))
+  files = {}
+  coord = _geometry(draw(st.sampled_from(_GEOMETRIES)), n, rng)
+  if n and draw(st.integers(0, 5)) == 0:
+    coord[rng.integers(n), rng.integers(3)] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+  shape = pick(["n3"], ["n", "n2", "n4", "n31", "scalar"])
+  coord = {"n3": coord, "n": coord[:, 0], "n2": coord[:, :2], "n4": np.c_[coord, coord[:, :1]],
+           "n31": coord[..., None], "scalar": np.float64(1.0)}[shape]
+  files["coord"] = _cast(np.asarray(coord), pick(["f4", "f8"], _COORD_DTYPES))
+  color = pick([None, "uint8", "float255"], ["int300", "float01", "nan", "length"])
+  if color is not None:
+    m = n + 1 if color == "length" else n
+    files["color"] = {"uint8": lambda: rng.integers(0, 256, (m, 3)).astype(np.uint8),
+                      "int300": lambda: np.full((m, 3), 300, np.int32),
+                      "float255": lambda: rng.uniform(0, 255, (m, 3)),
+                      "float01": lambda: rng.uniform(0.1, 0.9, (m, 3)).astype(np.float32),
+                      "nan": lambda: np.full((m, 3), np.nan, np.float32),
+                      "length": lambda: np.zeros((m, 3), np.uint8)}[color]()
+  normal = pick([None, "unit", "zero"], ["nan"])
+  if normal is not None:
+    files["normal"] = {"unit": np.tile(np.float32([0, 0, 1]), (n, 1)), "zero": np.zeros((n, 3), np.float32),
+                       "nan": np.full((n, 3), np.nan, np.float32)}[normal]
+  label_file = draw(st.sampled_from([None, "segment20", "segment200", "segment"]))
+  if label_file is not None:
+    files[label_file] = _labels(pick(_LABELS[:3], _LABELS[3:]), n, rng)
+  if draw(st.integers(0, 3)) == 0:
+    files["instance"] = rng.integers(-1, 5, n).astype(np.int32)
+  strength = pick([None, "n", "n1"], ["nan"])
+  if strength is not None:
+    files["strength"] = {"n": rng.random(n).astype(np.float32), "n1": rng.random((n, 1)),
+                         "nan": np.full(n, np.nan, np.float32)}[strength]
+  corruption = None
+  if draw(st.integers(0, 5)) == 0:
+    corruption = (draw(st.sampled_from(sorted(files))),
+                  draw(st.sampled_from(["truncate", "random", "pickle", "npz", "empty"])))
+  num_classes = draw(st.sampled_from([None, 20]))
+  return files, corruption, num_classes, int(rng.integers(0, 2**20))
+
+
+def _write_folder(root, files, corruption, seed):
+  path = os.path.join(root, "scene0042_00")
+  os.mkdir(path)
+  for key, arr in files.items():
+    np.save(os.path.join(path, key + ".npy"), arr, allow_pickle=True)
+  if corruption is not None:
+    _corrupt(os.path.join(path, corruption[0] + ".npy"), corruption[1], np.random.default_rng(seed))
+  return path
+
+
+def _check_loaded(s, files, path, num_classes):
+  n = s.num_points
+  assert s.name == path and n >= 1
+  assert s.coord.shape == (n, 3) and s.coord.dtype == np.float32 and np.isfinite(s.coord).all()
+  assert np.abs(s.coord).max() <= scene_lib.MAX_ABS_COORD
+  # What was written comes back (only float coords are accepted, cast to float32).
+  np.testing.assert_array_equal(s.coord, np.asarray(files["coord"]).astype(np.float32))
+  assert s.color.shape == (n, 3) and s.color.dtype == np.float32 and 0 <= s.color.min() <= s.color.max() <= 1
+  if s.segment is not None:
+    assert s.segment.shape == (n,) and s.segment.dtype == np.int32 and s.segment.min() >= -1
+    assert num_classes is None or s.segment.max() < num_classes
+  for key in ("normal", "strength"):
+    value = getattr(s, key)
+    assert value is None or (value.dtype == np.float32 and len(value) == n and np.isfinite(value).all())
+
+
+@hypothesis.settings(max_examples=120, **SETTINGS)
+@hypothesis.given(_folder())
+def test_fuzz_scene_folder(example):
+  files, corruption, num_classes, seed = example
+  root = tempfile.mkdtemp(prefix="dos-fuzz-")
+  try:
+    path = _write_folder(root, files, corruption, seed)
+    with rel.time_limit(TIME_LIMIT_S, "load_scene + batching"):
+      try:
+        s = scene_lib.load_scene(path, num_classes=num_classes)
+      except DataError as e:
+        msg = str(e)
+        # Names the folder (or one of its files) and then says what is wrong.
+        assert msg.startswith(path) and ": " in msg[len(path):] and len(msg.split(": ", 1)[1]) > 5, msg
+        hypothesis.event("load_scene: DataError")
+        s = None
+      if s is not None:
+        hypothesis.event("load_scene: loaded, then batched")
+        _check_loaded(s, files, path, num_classes)
+        assert corruption is None, f"a corrupt file was accepted: {corruption}"
+        _through_pipeline(s, _config(), seed, num_classes)
+    assert not any(name.endswith(".executed") for name in os.listdir(path)), "unpickling ran code"
+  finally:
+    shutil.rmtree(root)
+
+
+def test_pickled_object_array_never_executes(tmp_path):
+  path = str(tmp_path / "scene")
+  os.mkdir(path)
+  np.save(os.path.join(path, "coord.npy"), np.zeros((4, 3), np.float32))
+  for key in ("coord", "color", "segment20"):
+    target = os.path.join(path, key + ".npy")
+    _corrupt(target, "pickle", np.random.default_rng(0))
+    with pytest.raises(DataError, match=f"{key}.npy: unreadable or corrupt .npy"):
+      scene_lib.load_scene(path)
+    assert not os.path.exists(target + ".executed"), "unpickling ran code"
+    # The trap is real: unpickling with pickle allowed does run it (so the check above means something).
+    np.load(target, allow_pickle=True)
+    assert os.path.isdir(target + ".executed")
+    os.rmdir(target + ".executed")
+    np.save(target, np.zeros(4, np.int32) if key == "segment20" else np.zeros((4, 3), np.float32 if key == "coord" else np.uint8))
+
+
+# -------------------------------------------------------------------------------------- in-memory geometry
+
+_SHAPES = ["one", "two", "identical", "line", "plane", "voxel", "far", "extent", "long_line", "ball", "blob"]
+
+
+def _extreme_scene(kind, n, labels, with_normal, with_strength, rng):
+  """A valid Scene (it passes validate_scene) with extreme geometry."""
+  limit = scene_lib.MAX_ABS_COORD
+  if kind == "one":
+    coord = rng.uniform(-limit, limit, (1, 3))
+  elif kind == "two":
+    coord = np.array([[0.0, 0.0, 0.0], [0.05, 0.0, 0.0]]) + rng.uniform(-10, 10, 3)
+  elif kind == "extent":
+    coord = rng.uniform(-limit, limit, (n, 3))
+  elif kind == "long_line":
+    coord = np.outer(np.linspace(-limit, limit, n), [1.0, 1.0, 1.0])
+  else:
+    coord = _geometry(kind, n, rng)
+  n = len(coord)
+  segment = {"none": None, "one_class": np.full(n, 3, np.int32), "ignore": np.full(n, -1, np.int32),
+             "random": rng.integers(-1, 20, n).astype(np.int32)}[labels]
+  normal = None
+  if with_normal:
+    normal = rng.normal(size=(n, 3)).astype(np.float32)
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-6)
+  scene = scene_lib.Scene(coord=coord.astype(np.float32), color=rng.random((n, 3)).astype(np.float32),
+                          normal=normal, segment=segment, name=f"extreme-{kind}-{n}",
+                          strength=rng.random(n).astype(np.float32) if with_strength else None)
+  return scene_lib.validate_scene(scene, num_classes=20)
+
+
+def _check_grid_sample(coord, grid_size, rng):
+  keep, inverse = transforms.grid_sample(coord, grid_size, rng)
+  vox = patches.voxelize(coord, grid_size)
+  assert len(keep) == len(np.unique(vox, axis=0)), "not one representative per occupied voxel"
+  assert len(np.unique(keep)) == len(keep) and keep.min() >= 0 and keep.max() < len(coord)
+  assert inverse.shape == (len(coord),) and (vox[keep[inverse]] == vox).all(), "inverse map to another voxel"
+
+
+def _check_augment(data, op, rng):
+  out = op(data, rng)
+  n = len(data["coord"])
+  assert out["coord"].shape == (n, 3) and np.isfinite(out["coord"]).all()
+  assert (out["point_index"] == data["point_index"]).all()
+  assert out["color"].shape == (n, 3) and 0 <= out["color"].min() and out["color"].max() <= 1
+  if data.get("normal") is not None:
+    assert np.isfinite(out["normal"]).all()
+  return out
+
+
+@pytest.mark.parametrize("kind", _SHAPES)
+@hypothesis.settings(max_examples=6, **SETTINGS)
+@hypothesis.given(n=st.integers(1, 400),
+                  labels=st.sampled_from(["none", "one_class", "ignore", "random"]), with_normal=st.booleans(),
+                  with_strength=st.booleans(), supervision=st.sampled_from(pipeline.SUPERVISION),
+                  overflow=st.sampled_from(pipeline.OVERFLOW), num_views=st.sampled_from([2, 2, 1]),
+                  feat_keys=st.sampled_from([("coord", "color", "normal"), ("coord", "strength")]),
+                  seed=st.integers(0, 2**20))
+def test_fuzz_geometry_through_the_pipeline(kind, n, labels, with_normal, with_strength, supervision, overflow,
+                                            num_views, feat_keys, seed):
+  rng = np.random.default_rng(seed)
+  scene = _extreme_scene(kind, n, labels, with_normal, with_strength, rng)
+  cfg = _config(supervision, overflow, num_views, feat_keys)
+  with rel.time_limit(TIME_LIMIT_S, f"pipeline on {scene.name}"):
+    # Host transforms one by one (they run on already-validated scenes: no DataError is expected here).
+    data = transforms.from_scene(scene)
+    for grid_size in (cfg.data.grid_size, 1e-3, 10.0):
+      _check_grid_sample(scene.coord, grid_size, rng)
+    _check_grid_sample(scene.coord, cfg.data.grid_size, None)
+    for spec in (transforms.default_augmentations("indoor"), transforms.default_augmentations("outdoor"),
+                 [(name, {}) for name in sorted(transforms.OPS)]):
+      _check_augment(data, transforms.build(spec), rng)
+    vs = views.make_views(data, 2, cfg.data.crop_ratio, cfg.data.grid_size,
+                          transforms.build(transforms.default_augmentations("indoor")), rng)
+    for view in vs:
+      idx = view["point_index"]
+      assert len(view["coord"]) >= 1 and len(np.unique(idx)) == len(idx) and idx.max() < scene.num_points
+      vox = patches.voxelize(view["coord"], cfg.data.grid_size)
+      assert len(np.unique(vox, axis=0)) == len(vox), "a view keeps two points of one voxel"
+      offset = rng.uniform(0, cfg.data.mask_cell, 3)
+      masked = views.block_mask(view["coord"], cfg.data.mask_cell, cfg.mask_ratio, rng, offset=offset)
+      cells = np.unique(np.floor((view["coord"].astype(np.float64) + offset) / cfg.data.mask_cell), axis=0)
+      assert masked.shape == (len(view["coord"]),) and masked.dtype == bool
+      if len(cells) >= 2:
+        assert masked.any() and not masked.all(), "visible/masked not both non-empty"
+      else:
+        assert not masked.any()
+    _through_pipeline(scene, cfg, seed)
+
+
+def test_far_clusters_keep_exact_keys_and_locality():
+  """Regression: voxel keys of a cloud spanning > 2**21 voxels per axis overflowed int64 (a ValueError deep in
+  the neighbour lookup) and serialization codes dropped high bits (far clusters interleaved in patch order)."""
+  rng = np.random.default_rng(0)
+  half = 60
+  grid_size = 0.02
+  # Clusters 4 * 2**21 voxels apart (~1.7e5 m): linear keys need ~70 bits, and 21-bit codes would coincide.
+  shift = 2 * 2**21 * grid_size
+  coord = np.r_[rng.uniform(0, 1, (half, 3)) - shift, rng.uniform(0, 1, (half, 3)) + shift].astype(np.float32)
+  _check_grid_sample(coord, grid_size, None)
+  keys = transforms.voxel_keys(coord, grid_size)
+  vox = patches.voxelize(coord, grid_size)
+  same_key = keys[:, None] == keys[None, :]
+  same_voxel = (vox[:, None, :] == vox[None, :, :]).all(-1)
+  assert (same_key == same_voxel).all()
+  feat = np.zeros((2 * half, 1), np.float32)
+  # stage_ratio 1: points this sparse barely pool.
+  ps = patches.build_point_set(coord, feat, np.arange(2 * half), grid_size, 128, 3, 64, name="far", ratio=1.0)
+  rel.check_point_set(ps, patches.stage_capacities(128, 3, 64, 1.0), 1, 2 * half, "far clusters")
+  # Morton codes grow with each coordinate, so a cluster dominating the other on every axis comes after it (the
+  # Hilbert curve is not monotone: no such guarantee).
+  for o in (structs.ORDERS.index("z"), structs.ORDERS.index("z-trans")):
+    cluster = ps.stages[0].order[o, :2 * half] >= half
+    assert (np.diff(cluster.astype(int)) != 0).sum() == 1, f"order {structs.ORDERS[o]} interleaves the clusters"
