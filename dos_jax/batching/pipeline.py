@@ -23,6 +23,7 @@ import scipy.spatial
 
 from dos_jax.batching import patches
 from dos_jax.batching import structs
+from dos_jax.data import scene as scene_lib
 from dos_jax.data import transforms
 from dos_jax.data import views as views_lib
 from dos_jax.errors import ConfigError, DataError
@@ -115,12 +116,16 @@ def features(view: transforms.Data, feat_keys: Sequence[str]) -> np.ndarray:
   return np.concatenate(cols, axis=1)
 
 
-def _checked_name(scene) -> str:
-  """The scene's name for messages; raises DataError for an empty scene (nothing to crop, mask or pad)."""
-  name = scene.name or "<unnamed scene>"
-  if scene.num_points == 0:
-    raise DataError(f"{name}: the scene has no points")
-  return name
+def _checked_scene(scene) -> scene_lib.Scene:
+  """The scene validated, with canonical dtypes and a name for messages.
+
+  Sources validate what they read, but scenes built in memory reach the batching directly: without this, NaN
+  colours or normals became NaN features (every step then skipped as non-finite) and wrong shapes failed deep
+  inside numpy. Raises DataError naming the scene (empty cloud, NaN/inf, wrong shape/dtype, length mismatch...).
+  """
+  if not isinstance(scene, scene_lib.Scene):
+    raise DataError(f"<scene>: expected a dos_jax.data.Scene, got {type(scene).__name__}")
+  return scene_lib.validate_scene(scene, name=scene.name or "<unnamed scene>")
 
 
 def _point_set(view: transforms.Data, capacity: int, p: Params, name: str) -> structs.PointSet:
@@ -194,7 +199,8 @@ def make_train_example(scene, cfg, rng: np.random.Generator, params: Optional[Pa
 
 def _train_views(scene, p: Params, rng: np.random.Generator) -> List[structs.TrainBatch]:
   """One scene -> V unbatched TrainBatch pieces (one per view)."""
-  name = _checked_name(scene)
+  scene = _checked_scene(scene)
+  name = scene.name
   augment = transforms.build(p.augmentations)
   data = transforms.from_scene(scene)
   # Only what the features need travels through cropping and augmentation.
@@ -276,7 +282,8 @@ def make_labeled_batch(scenes: Sequence, cfg,
   cap = int(capacity or p.capacity)
   sets, segments, inverses = [], [], []
   for scene in scenes:
-    name = _checked_name(scene)
+    scene = _checked_scene(scene)
+    name = scene.name
     data = transforms.center_shift(apply_z=True)(transforms.from_scene(scene), None)
     keep, inverse = transforms.grid_sample(data["coord"], p.grid_size)
     rng = np.random.default_rng(0)  # deterministic: the same scene always gives the same batch

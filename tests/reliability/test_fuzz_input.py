@@ -290,6 +290,21 @@ def test_fuzz_scene_folder(example):
     shutil.rmtree(root)
 
 
+@hypothesis.settings(max_examples=60, **SETTINGS)
+@hypothesis.given(_folder())
+def test_fuzz_in_memory_scenes_through_the_pipeline(example):
+  """Scenes built in memory (not read by a validating source) go straight to the batching."""
+  files, _, num_classes, seed = example
+  color = files.get("color")
+  if isinstance(color, np.ndarray) and color.dtype == np.uint8:
+    color = color.astype(np.float32) / 255
+  segment = next((files[k] for k in ("segment20", "segment200", "segment") if k in files), None)
+  scene = scene_lib.Scene(coord=files["coord"], color=color, normal=files.get("normal"), segment=segment,
+                          instance=files.get("instance"), strength=files.get("strength"), name="in-memory-scene")
+  with rel.time_limit(TIME_LIMIT_S, "batching an in-memory scene"):
+    _through_pipeline(scene, _config(), seed)
+
+
 def test_pickled_object_array_never_executes(tmp_path):
   path = str(tmp_path / "scene")
   os.mkdir(path)
