@@ -141,6 +141,12 @@ _RULES: Dict[str, _Rule] = {
     "data.num_workers": _NON_NEGATIVE_INT,
     "data.prefetch": _NON_NEGATIVE_INT,
     "data.ignore_index": _range(integer=True),
+    "data.stage_ratio": _range(0.0, 1.0, lo_open=True),
+    "data.worker_backend": _one_of("thread", "process"),
+    "data.cross_radius": _range(0.0),  # 0: 2 grid cells
+    "data.token_jitter_sigma": _range(0.0),  # 0: 1 grid cell
+    "data.augmentations": _Rule(lambda v: isinstance(v, (tuple, list)),
+                                "a tuple of (op name, kwargs) pairs (dos_jax.data.transforms); () = defaults"),
     "model.variant": _one_of(*variants.VARIANTS),
     "model.dtype": _one_of(*DTYPES),
     "model.drop_path": _range(0.0, 1.0, hi_open=True),
@@ -247,6 +253,27 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
   if values["ema_momentum_start"] > values["ema_momentum_end"]:
     raise ConfigError(f"config.ema_momentum_start={values['ema_momentum_start']}: must be <= ema_momentum_end="
                       f"{values['ema_momentum_end']} (the teacher momentum rises over training).")
-  if num_devices is not None and values["batch_size"] % num_devices:
-    raise ConfigError(f"config.batch_size={values['batch_size']}: must be a multiple of the {num_devices} devices on "
-                      f"the data axis (each device gets whole scenes), e.g. {num_devices * max(1, values['batch_size'] // num_devices)}.")
+  if num_devices is not None:
+    _check_batch_split(values["batch_size"], num_devices)
+
+
+def _check_batch_split(batch_size: int, num_devices: int) -> None:
+  if batch_size % num_devices:
+    lower = num_devices * max(1, batch_size // num_devices)
+    raise ConfigError(f"config.batch_size={batch_size}: must be a multiple of the {num_devices} devices on the data "
+                      f"axis (each device gets whole scenes), e.g. {lower} or {lower + num_devices}; or set "
+                      "--config.num_devices to use fewer devices.")
+
+
+def data_parallel_devices(config: ml_collections.ConfigDict, available: int) -> int:
+  """Devices on the 'data' mesh axis (`config.num_devices`, 0 = all `available`); checks batch_size splits over them.
+
+  Raises:
+    ConfigError: num_devices > available, or batch_size not a multiple of the device count.
+  """
+  n = int(config.num_devices) or int(available)
+  if n > available:
+    raise ConfigError(f"config.num_devices={config.num_devices}: only {available} devices are available; expected "
+                      f"an integer in [0, {available}] (0 = all).")
+  _check_batch_split(int(config.batch_size), n)
+  return n

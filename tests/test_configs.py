@@ -145,7 +145,7 @@ def test_batch_size_must_split_over_devices():
   c = _smoke()
   c.batch_size = 6
   config_validation.validate_config(c, num_devices=3)
-  with pytest.raises(ConfigError, match=r"config\.batch_size=6.*4 devices.*e\.g\. 4"):
+  with pytest.raises(ConfigError, match=r"config\.batch_size=6.*4 devices.*e\.g\. 4 or 8"):
     config_validation.validate_config(c, num_devices=4)
 
 
@@ -190,3 +190,16 @@ def test_ema_momentum_must_rise():
   c.ema_momentum_start, c.ema_momentum_end = 0.999, 0.99
   with pytest.raises(ConfigError, match=r"config\.ema_momentum_start"):
     config_validation.validate_config(c)
+
+
+def test_data_parallel_devices():
+  c = _smoke()  # batch_size 2
+  assert config_validation.data_parallel_devices(c, available=2) == 2
+  c.num_devices = 1
+  assert config_validation.data_parallel_devices(c, available=8) == 1
+  c.num_devices = 4
+  with pytest.raises(ConfigError, match=r"config\.num_devices=4: only 2 devices"):
+    config_validation.data_parallel_devices(c, available=2)
+  c.num_devices = 0
+  with pytest.raises(ConfigError, match=r"config\.batch_size=2: must be a multiple of the 8 devices"):
+    config_validation.data_parallel_devices(c, available=8)

@@ -1,0 +1,231 @@
+"""The training loop: `train_and_evaluate(config, workdir)`, the only function with side effects.
+
+Order of operations (each step fails early and clearly, before anything expensive):
+  1. mesh over the data-parallel devices; `validate_config` (ConfigError naming the key) before any compile;
+  2. `prepare_workdir`: a usable workdir whose checkpoints (if any) belong to this config; config.json recorded;
+  3. start step = latest checkpoint's step (0 without one); the data iterator starts there (batches are a pure
+     function of (seed, step, host), so the step is the iterator's whole position);
+  4. state: restored from the latest checkpoint into the abstract state of this config, or freshly initialised;
+  5. one jitted step (`sharding.jit_train_step`), per-step key `fold_in(state.rng, step)`;
+  6. per step: non-finite guard (`config.nonfinite`), clu metric averaging, progress bar; every `log_every`
+     steps metrics to DIR/metrics.jsonl + TensorBoard; every `checkpoint_every` steps a checkpoint; SIGTERM ->
+     checkpoint at the end of the current step and return (exit 0); at the end a final checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from typing import Any, Dict, Optional
+
+from absl import logging
+import clu.metrics
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from dos_jax import config_validation
+from dos_jax.batching import pipeline
+from dos_jax.data import sources
+from dos_jax.train import checkpoint
+from dos_jax.train import sharding
+from dos_jax.train import state as state_lib
+from dos_jax.train import writers
+
+
+class NonFiniteError(FloatingPointError):
+  """Raised under config.nonfinite='stop' when a step's loss or gradient is not finite."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `train_and_evaluate` returns.
+
+  Attributes:
+    state: the final TrainState (on the mesh).
+    metrics: the last logged metrics (averages over the last log interval), Python floats.
+    step: steps completed (== state.step).
+    preempted: True when the run stopped before total_steps (SIGTERM, a multi-host preemption notice, stop_at).
+  """
+
+  state: Any
+  metrics: Dict[str, float]
+  step: int
+  preempted: bool
+
+
+def maybe_initialize_distributed() -> bool:
+  """Calls `jax.distributed.initialize()` when the environment describes a multi-process job.
+
+  The launch scripts set DOS_MULTIHOST=1 (`launch/slurm_gpu.sh`, `launch/tpu_pod.sh`); JAX then finds the
+  coordinator, process count and id itself on SLURM and Cloud TPU, or from JAX_COORDINATOR_ADDRESS,
+  JAX_NUM_PROCESSES and JAX_PROCESS_ID when those are set. Must run before any other JAX call.
+  """
+  if os.environ.get("DOS_MULTIHOST", "").lower() not in ("1", "true", "yes"):
+    return False
+  kwargs = {}
+  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    kwargs["coordinator_address"] = os.environ["JAX_COORDINATOR_ADDRESS"]
+  if os.environ.get("JAX_NUM_PROCESSES"):
+    kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
+  if os.environ.get("JAX_PROCESS_ID"):
+    kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+  jax.distributed.initialize(**kwargs)
+  logging.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+  return True
+
+
+class _Interval:
+  """Metrics between two log steps: clu `Average`s of the step's scalars (non-finite steps masked out) and the
+  throughput. Metric names are known after the first step, then one jitted merge serves every step."""
+
+  def __init__(self):
+    self._collection = None
+    self._merge = None
+    self._acc = None
+    self._reset()
+
+  def _reset(self):
+    self._start, self._steps, self._points = time.perf_counter(), 0, 0
+    if self._collection is not None:
+      self._acc = self._collection.empty()
+
+  def add(self, metrics: Dict[str, jax.Array], num_points: int) -> None:
+    if self._collection is None:
+      collection = clu.metrics.Collection.create(
+          **{n: clu.metrics.Average.from_output(n) for n in sorted(metrics)})
+      self._collection = collection
+      # clu masks along a leading axis: scalars become [1] (clu's Average reduces them back).
+      self._merge = jax.jit(lambda acc, m: acc.merge(collection.single_from_model_output(
+          **{k: v[None] for k, v in m.items()}, mask=(m["nonfinite"] == 0)[None])))
+      self._acc = collection.empty()
+    self._acc = self._merge(self._acc, metrics)
+    self._steps += 1
+    self._points += num_points
+
+  def flush(self, nonfinite_count: int) -> Dict[str, float]:
+    """Averages since the last flush, plus steps/s, points/s (all hosts) and the run's skipped-step count."""
+    elapsed = max(time.perf_counter() - self._start, 1e-9)
+    out = {k: float(v) for k, v in jax.device_get(self._acc.compute()).items()}
+    out.pop("nonfinite", None)  # a masked average of zeros; the count is the useful number
+    out.update(steps_per_sec=self._steps / elapsed,
+               points_per_sec=self._points * jax.process_count() / elapsed,  # hosts hold equal shares
+               nonfinite_count=float(nonfinite_count))
+    self._reset()
+    return out
+
+
+def _init_or_restore(config, mesh, ckpt: checkpoint.Checkpointer, example_batch, start_step: int):
+  """Fresh state at step 0, or the checkpoint at `start_step` restored with this config's shardings."""
+  rng = jax.random.PRNGKey(config.seed)
+  if not start_step:
+    return sharding.create_sharded_state(config, rng, example_batch, mesh)
+  frozen = state_lib.freeze_config(config)
+  abstract = jax.eval_shape(lambda r, b: state_lib.create_train_state(frozen, r, b), rng, example_batch)
+  shardings = sharding.state_sharding(mesh, abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+  state = ckpt.restore(abstract, start_step)
+  if int(jax.device_get(state.step)) != start_step:
+    raise RuntimeError(f"checkpoint {start_step} in {ckpt.directory} holds state.step={int(state.step)}")
+  return state
+
+
+def _num_points(batch) -> int:
+  """Real teacher points in a host batch (the points/s of the progress bar)."""
+  return int(np.asarray(batch.teacher.valid).sum())
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_at: Optional[int] = None
+                       ) -> TrainResult:
+  """Pretrains with DOS per `config`, writing checkpoints and metrics under `workdir`; resumes automatically.
+
+  Args:
+    config: experiment config (`configs/*.py`), validated here.
+    workdir: run directory (its parent must exist).
+    stop_at: stop once this many steps are done, with a checkpoint, exactly as a preemption would (for
+      time-sliced schedulers and resume tests); the schedules still span `config.total_steps`.
+
+  Raises:
+    ConfigError: bad config or unusable workdir (before anything compiles).
+    DataError: bad input data.
+    NonFiniteError: a non-finite loss/gradient under config.nonfinite='stop' (names the step).
+  """
+  config_validation.validate_config(config)
+  mesh = sharding.make_mesh(config_validation.data_parallel_devices(config, jax.device_count()))
+  is_chief = jax.process_index() == 0
+  checkpoint.prepare_workdir(workdir, config, write=is_chief)
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
+  start_step = ckpt.latest_step() or 0
+  total = int(config.total_steps)
+  writer = writers.MetricWriter(workdir, enabled=is_chief, start_step=start_step)
+  source = sources.scene_source(config.data, "train")
+  batches = pipeline.TrainIterator(
+      config, source, start_step=start_step, num_workers=config.data.num_workers, prefetch=config.data.prefetch,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  logging.info("workdir %s: %s at step %d of %d", workdir, "resuming" if start_step else "starting",
+               start_step, total)
+  try:
+    batch = next(batches)
+    state = _init_or_restore(config, mesh, ckpt, batch, start_step)
+    step_fn = sharding.jit_train_step(mesh, sharding.state_sharding(mesh, state))
+    if is_chief and not start_step:
+      writer.write_hparams(dict(config_validation.flatten(config)))
+    end = total if stop_at is None else min(total, int(stop_at))
+    result = _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, start_step, total, end, is_chief)
+    ckpt.wait_until_finished()
+    return result
+  finally:
+    batches.close()
+    writer.close()
+    ckpt.close()
+
+
+def _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, start_step, total, end, is_chief
+         ) -> TrainResult:
+  """The step loop proper (see the module docstring for what happens each step)."""
+  interval = _Interval()
+  logged: Dict[str, float] = {}
+  preempted = False
+  step = start_step
+  bar = tqdm.tqdm(total=total, initial=start_step, unit="step", disable=not is_chief, dynamic_ncols=True,
+                  mininterval=1.0)
+  # Multi-host: JAX's preemption service owns SIGTERM and makes all hosts agree on the step (`reached_preemption`);
+  # a Python handler here would replace its handler and let hosts stop at different steps.
+  signals = (signal.SIGTERM,) if jax.process_count() == 1 else ()
+  with checkpoint.PreemptionFlag(signals) as preemption, bar:
+    while step < end:
+      if batch is None:
+        batch = next(batches)
+      num_points = _num_points(batch)
+      rng = jax.random.fold_in(state.rng, step)
+      state, metrics = step_fn(state, sharding.shard_batch(batch, mesh), rng)
+      batch = None
+      interval.add(metrics, num_points)
+      if config.nonfinite == "stop" and float(jax.device_get(metrics["nonfinite"])):
+        raise NonFiniteError(
+            f"non-finite loss or gradient at step {step} (loss={float(jax.device_get(metrics['loss']))}); "
+            f"config.nonfinite='stop'. The last checkpoint is step {ckpt.latest_step()}. Set "
+            "--config.nonfinite=skip to skip such steps, or lower --config.optim.lr.")
+      step += 1
+      bar.update(1)
+      if step % config.log_every == 0 or step == total:
+        logged = interval.flush(int(jax.device_get(state.nonfinite_count)))
+        writer.write_scalars(step, logged)
+        bar.set_postfix(loss=f"{logged.get('loss', float('nan')):.4f}", pts_s=f"{logged['points_per_sec']:.0f}",
+                        refresh=False)
+        if is_chief:
+          logging.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in sorted(logged.items())))
+      ckpt.maybe_save(step, state)
+      if preemption.is_set() or ckpt.reached_preemption(step):
+        logging.warning("preemption notice: saving a checkpoint at step %d and stopping", step)
+        preempted = True
+        break
+  ckpt.save(step, state)
+  writer.flush()
+  return TrainResult(state=state, metrics=logged, step=step, preempted=preempted or step < total)
