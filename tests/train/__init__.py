@@ -7,13 +7,16 @@ tokens (token variants).
 """
 
 import dataclasses
+import functools
 
+import jax
 import numpy as np
 
 from configs import synthetic_tiny
 from dos_jax.batching import patches
 from dos_jax.batching import structs
 from dos_jax.models import variants
+from dos_jax.train import sharding
 
 GRID = 0.1          # metres per voxel
 TEACHER_CAP = 128
@@ -116,3 +119,45 @@ def build_batch(scenes, config, supervision: str = "observable") -> structs.Trai
 def make_batch(config, batch_size: int, seed: int = 0, supervision: str = "observable") -> structs.TrainBatch:
   rng = np.random.default_rng(seed)
   return build_batch([make_scene(rng) for _ in range(batch_size)], config, supervision)
+
+
+# ---- Shared compiled steps (one compile per process, reused by test_step and test_sharding) ----
+
+REF_BATCH = 8       # scenes per step in the 1-vs-8-device comparison and the step tests
+REF_STEPS = 3
+
+
+@functools.lru_cache(maxsize=None)
+def reference_setup():
+  """(config, host batch [8, 2], host initial state, 1-device mesh, jitted 1-device step) built once."""
+  config = tiny_config(batch_size=REF_BATCH)
+  batch = make_batch(config, REF_BATCH, seed=0)
+  mesh = sharding.make_mesh(1)
+  state = sharding.create_sharded_state(config, jax.random.PRNGKey(0), batch, mesh)
+  host_state = jax.device_get(state)
+  step_fn = sharding.jit_train_step(mesh, sharding.state_sharding(mesh, state))
+  return config, batch, host_state, mesh, step_fn
+
+
+@functools.lru_cache(maxsize=None)
+def reference_run():
+  """REF_STEPS steps of the 1-device step on the reference batch: (losses f64[REF_STEPS], host final state)."""
+  _, batch, host_state, mesh, step_fn = reference_setup()
+  losses, state = run_steps(step_fn, host_state, batch, mesh, REF_STEPS)
+  return losses, jax.device_get(state)
+
+
+def run_steps(step_fn, host_state, batch, mesh, num_steps, shard=None):
+  """Runs `num_steps` steps of `step_fn` from a fresh device copy of `host_state` on a fixed batch.
+
+  Returns (losses f64[num_steps], final device state); the last step's metrics are left in
+  `run_steps.last_metrics`.
+  """
+  state = jax.device_put(host_state, sharding.state_sharding(mesh, host_state))
+  global_batch = (shard or sharding.shard_batch)(batch, mesh)
+  losses = []
+  for _ in range(num_steps):
+    state, metrics = step_fn(state, global_batch, jax.random.fold_in(state.rng, state.step))
+    losses.append(float(metrics["loss"]))
+  run_steps.last_metrics = jax.device_get(metrics)
+  return np.asarray(losses), state

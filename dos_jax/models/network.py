@@ -1,0 +1,91 @@
+"""The full DOS network as pure functions of param pytrees: encoder + projector/prototype head.
+
+  params = network.init_params(rng, batch, config)                      # {'encoder': ..., 'head': ...}
+  student_cos = network.student_apply(params, batch, rng=key, config=config)    # f32[B, V, Ns, K]
+  teacher_cos = network.teacher_apply(teacher_params, batch, config=config)     # f32[B, V, Nt, K]
+
+The student and the teacher are the same functions with different params. The student runs on `batch.student`
+(ONLY the visible points under supervision='observable'; the full view with `batch.mask_token` marking the
+points whose embedding is replaced by the learnable mask token under 'masked_tokens'/'token_jitter'); the
+teacher runs on `batch.teacher` (the full view), without drop path. Neither function reads the other's point set,
+so masked coordinates cannot reach the student through this module.
+
+`config` is the experiment config (keys model.*, num_prototypes); it is static (closed over under jit).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+
+from dos_jax.models import encoder
+from dos_jax.models import heads
+
+
+def _flatten_views(tree: Any) -> Any:
+  """Merges the leading [B, V] axes of every leaf into [B*V] (the encoder's batch axis)."""
+  return jax.tree.map(lambda x: x.reshape((-1,) + tuple(x.shape[2:])), tree)
+
+
+def _head(config) -> heads.DOSHead:
+  return heads.DOSHead(hidden=int(config.model.head_hidden), dim=int(config.model.head_dim),
+                       num_prototypes=int(config.num_prototypes))
+
+
+def _uses_mask_token(config) -> bool:
+  return config.supervision != "observable"
+
+
+def init_params(rng: jax.Array, batch: Any, config) -> Dict[str, Any]:
+  """Initial params {'encoder': ..., 'head': ...} (f32) for batches shaped like `batch`.
+
+  The encoder's params always include its learnable mask token (`encoder/embedding/mask_token`); it is only used
+  (and only gets gradients) when config.supervision != 'observable'.
+
+  Args:
+    rng: PRNG key.
+    batch: TrainBatch with leading axes [B, V] (numpy or jax; only shapes/dtypes matter).
+    config: experiment config.
+  """
+  enc_rng, head_rng = jax.random.split(rng)
+  points = _flatten_views(batch.student)
+  enc_params = encoder.init(enc_rng, points, config.model)
+  feat = jnp.zeros((1, encoder.output_dim(config.model)), jnp.float32)
+  head_params = _head(config).init({"params": head_rng}, feat)["params"]
+  return {"encoder": enc_params, "head": head_params}
+
+
+def _cosines(params, points, *, train: bool, rng: Optional[jax.Array], mask_token: Optional[jax.Array],
+             config) -> jax.Array:
+  """points: PointSet with leading [B, V] -> f32[B, V, N, K] cosines to the prototypes (0 at padded slots)."""
+  b, v = points.coord.shape[:2]
+  flat = _flatten_views(points)
+  if mask_token is not None:
+    mask_token = mask_token.reshape((b * v,) + tuple(mask_token.shape[2:]))
+  feat = encoder.apply(params["encoder"], flat, train=train, rng=rng, mask_token=mask_token,
+                       model_cfg=config.model)
+  valid = flat.valid[..., None]
+  # Padded slots carry exactly-zero features; an L2 normalisation of a zero row has a NaN gradient that survives
+  # the masking below (0 * inf), so the head sees a harmless constant there instead.
+  feat = jnp.where(valid, feat, jnp.ones((), feat.dtype))
+  cos = _head(config).apply({"params": params["head"]}, feat)
+  cos = jnp.where(valid, cos, 0.0)
+  return cos.reshape((b, v) + tuple(cos.shape[1:]))
+
+
+def student_apply(params, batch: Any, *, rng: Optional[jax.Array] = None, train: bool = True,
+                  config) -> jax.Array:
+  """The student's cosines f32[B, V, Ns, K] on `batch.student` (drop path when `train`, keyed by `rng`).
+
+  Under supervision='observable' the student set holds only the visible points and `mask_token` is ignored;
+  otherwise `batch.mask_token: bool[B, V, Ns]` selects the points whose embedding is the learnable mask token.
+  """
+  mask = batch.mask_token if _uses_mask_token(config) else None
+  return _cosines(params, batch.student, train=train, rng=rng, mask_token=mask, config=config)
+
+
+def teacher_apply(params, batch: Any, *, config) -> jax.Array:
+  """The teacher's cosines f32[B, V, Nt, K] on `batch.teacher` (full views, no drop path, no mask token)."""
+  return _cosines(params, batch.teacher, train=False, rng=None, mask_token=None, config=config)

@@ -1,0 +1,165 @@
+"""Distributing the train step over devices.
+
+Default path (DESIGN.md "Distribution"): one `jax.jit` of the pure `step.train_step` with `NamedSharding`s over a
+1-d `Mesh(('data',))`: the batch is sharded on its leading scene axis B, params / teacher / opt state are
+replicated, and XLA inserts the gradient all-reduce. The same compiled program runs on one CPU, a multi-GPU host
+or a multi-host TPU slice (after `jax.distributed.initialize()`):
+
+  mesh = sharding.make_mesh()
+  state = sharding.create_sharded_state(config, rng, example_batch, mesh)
+  step_fn = sharding.jit_train_step(mesh, sharding.state_sharding(mesh, state))
+  state, metrics = step_fn(state, sharding.shard_batch(host_batch, mesh), jax.random.fold_in(state.rng, i))
+
+Two variants share the loss/update code (`step.cross_device_step`) and differ only in who inserts the
+collectives: `make_shard_map_step` (explicit `lax.pmean` inside `jax.shard_map`) and `make_pmap_step` (legacy
+`jax.pmap`, kept only because the installed JAX still offers it).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from dos_jax.errors import ConfigError
+from dos_jax.train import state as state_lib
+from dos_jax.train import step as step_lib
+
+DATA_AXIS = "data"
+
+
+def make_mesh(num_devices: Optional[int] = None) -> Mesh:
+  """A 1-d mesh ('data',) over the first `num_devices` global devices (all of them by default)."""
+  devices = jax.devices()
+  if num_devices is not None:
+    if not 1 <= num_devices <= len(devices):
+      raise ConfigError(f"num_devices={num_devices}: expected 1..{len(devices)} (devices available)")
+    if jax.process_count() > 1 and num_devices != len(devices):
+      raise ConfigError("num_devices must be all devices in a multi-host run (each host feeds its own devices)")
+    devices = devices[:num_devices]
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Shards every batch leaf on its leading (scene) axis over 'data'."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """A full copy on every device of the mesh."""
+  return NamedSharding(mesh, P())
+
+
+def state_sharding(mesh: Mesh, state: Any) -> Any:
+  """Sharding pytree for a TrainState (concrete or abstract): everything replicated (the config stays static)."""
+  rep = replicated(mesh)
+  return jax.tree.map(lambda _: rep, state)
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+  """Raises ConfigError unless `batch_size` (global scenes per step) splits evenly over the mesh's devices."""
+  n = mesh.devices.size
+  if batch_size < 1 or batch_size % n:
+    raise ConfigError(f"config.batch_size={batch_size} must be a positive multiple of the number of devices "
+                      f"({n}); set --config.batch_size to a multiple of {n}")
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+  """Host TrainBatch (numpy, this process's scenes, leading [B_local, ...]) -> global jax.Arrays on the mesh.
+
+  Single host: B_local is the global batch. Multi-host: every process passes its own B_local scenes and the global
+  batch is their concatenation in process order (`jax.make_array_from_process_local_data`).
+  """
+  sharding = batch_sharding(mesh)
+  local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+  leading = {np.shape(x)[0] for x in jax.tree.leaves(batch)}
+  if len(leading) != 1:
+    raise ConfigError(f"batch leaves disagree on the leading (scene) axis: {sorted(leading)}")
+  (b_local,) = leading
+  if b_local % local_devices:
+    raise ConfigError(f"config.batch_size: this host's {b_local} scenes per step do not split over its "
+                      f"{local_devices} devices; use a batch_size that is a multiple of the device count")
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def create_sharded_state(config, rng: jax.Array, example_batch: Any, mesh: Mesh) -> state_lib.TrainState:
+  """`state.create_train_state` jitted with replicated `out_shardings` (params born on every device).
+
+  Shardings are inferred once from `jax.eval_shape` of the init (STYLE.md 7); the example batch only provides
+  shapes, so a host numpy batch is fine.
+  """
+  config = state_lib.freeze_config(config)
+  check_batch_size(int(config.batch_size), mesh)
+  init = functools.partial(state_lib.create_train_state, config)
+  abstract = jax.eval_shape(init, rng, example_batch)
+  return jax.jit(init, out_shardings=state_sharding(mesh, abstract))(rng, example_batch)
+
+
+def jit_train_step(mesh: Mesh, state_shardings: Any) -> Callable:
+  """The default distributed step: `jax.jit(step.train_step)` with explicit shardings, donating the state.
+
+  Args:
+    mesh: from `make_mesh`.
+    state_shardings: from `state_sharding(mesh, state)`.
+
+  Returns:
+    step_fn(state, global_batch, rng) -> (state, metrics); metrics replicated f32[] scalars.
+  """
+  rep = replicated(mesh)
+  return jax.jit(step_lib.train_step, in_shardings=(state_shardings, batch_sharding(mesh), rep),
+                 out_shardings=(state_shardings, rep), donate_argnums=0)
+
+
+def make_shard_map_step(mesh: Mesh, state_shardings: Optional[Any] = None) -> Callable:
+  """The same step written per device with `jax.shard_map` and explicit collectives.
+
+  Each device computes the loss and gradients of its B/n scenes; `step.cross_device_step` averages them with
+  `lax.pmean`. `check_vma=False` because of a JAX trap: with the default check_vma=True, the gradient of a
+  per-device loss w.r.t. replicated params comes out already summed over the axis, and an explicit pmean on top
+  would be wrong by a factor n; here the collective is written out once, explicitly.
+
+  Returns:
+    step_fn(state, global_batch, rng) -> (state, metrics), jitted, donating the state.
+  """
+  body = functools.partial(step_lib.cross_device_step, axis_name=DATA_AXIS)
+  mapped = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()), out_specs=(P(), P()),
+                         check_vma=False)
+  rep = replicated(mesh)
+  if state_shardings is None:
+    return jax.jit(mapped, donate_argnums=0)
+  return jax.jit(mapped, in_shardings=(state_shardings, batch_sharding(mesh), rep),
+                 out_shardings=(state_shardings, rep), donate_argnums=0)
+
+
+def make_pmap_step(devices: Optional[Any] = None) -> Callable:
+  """Legacy `jax.pmap` variant over local devices (same per-device body as the shard_map variant).
+
+  Inputs carry a leading device axis: `pmap_replicate(state, n)`, `pmap_split_batch(batch, n)`; the rng is
+  shared (unmapped). Returns step_fn(state_n, batch_n, rng) -> (state_n, metrics_n) (metrics identical across the
+  device axis). Raises ConfigError when this JAX has no `pmap`.
+  """
+  if not hasattr(jax, "pmap"):
+    raise ConfigError("this JAX has no jax.pmap; use the default jit path (sharding.jit_train_step)")
+  body = functools.partial(step_lib.cross_device_step, axis_name=DATA_AXIS)
+  return jax.pmap(body, axis_name=DATA_AXIS, in_axes=(0, 0, None), devices=devices, donate_argnums=0)
+
+
+def pmap_replicate(tree: Any, num_devices: int) -> Any:
+  """Adds a leading device axis of size `num_devices` to every leaf (host copies; pmap places them)."""
+  return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (num_devices,) + np.shape(x)), tree)
+
+
+def pmap_split_batch(batch: Any, num_devices: int) -> Any:
+  """[B, ...] -> [num_devices, B / num_devices, ...] on every leaf (ConfigError naming batch_size otherwise)."""
+  b = np.shape(jax.tree.leaves(batch)[0])[0]
+  if b % num_devices:
+    raise ConfigError(f"config.batch_size={b} must be a multiple of the number of devices ({num_devices})")
+  return jax.tree.map(lambda x: np.asarray(x).reshape((num_devices, b // num_devices) + np.shape(x)[1:]), batch)
+
+
+def pmap_unreplicate(tree: Any) -> Any:
+  """First device's copy of every leaf (replicated state after a pmap step)."""
+  return jax.tree.map(lambda x: x[0], tree)

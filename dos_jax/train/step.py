@@ -1,0 +1,153 @@
+"""The pure DOS training step: teacher forward, student forward + loss, AdamW update, EMA teacher.
+
+  state, metrics = train_step(state, batch, rng)
+
+`train_step` is a top-level pure function; `dos_jax.train.sharding` jits it once over a device mesh (default) or
+wraps the same pieces in `shard_map`/`pmap`. The two halves, `loss_and_grads` (per-shard work) and
+`apply_update` (everything after the gradient is known), are shared by all three variants, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dos_jax import objective
+from dos_jax.eval import diagnostics
+from dos_jax.models import network
+from dos_jax.train import ema
+from dos_jax.train import schedules
+from dos_jax.train import state as state_lib
+
+Metrics = Dict[str, jax.Array]
+
+
+def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array, config
+                 ) -> Tuple[jax.Array, Metrics]:
+  """The DOS loss of the student `params` against the teacher `teacher_params` on `batch`.
+
+  The teacher's cosines pass through `stop_gradient`, so the loss has exactly zero gradient w.r.t.
+  `teacher_params` (tests differentiate this very function to check it).
+
+  Args:
+    params: student params. teacher_params: teacher params (same structure).
+    batch: TrainBatch with leading [B, V].
+    rng: PRNG key for the student's drop path.
+    step: i32[] step index (teacher temperature schedule).
+    config: experiment config (static).
+
+  Returns:
+    loss f32[] and a dict of f32[] metrics: loss, loss_same, loss_cross and the prototype diagnostics of the
+    teacher at the student's same-view target points.
+  """
+  teacher_cos = jax.lax.stop_gradient(network.teacher_apply(teacher_params, batch, config=config))
+  student_cos = network.student_apply(params, batch, rng=rng, train=True, config=config)
+  loss, aux = objective.dos_loss(
+      student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
+      batch.student.valid, teacher_temp=schedules.teacher_temperature(config)(step),
+      student_temp=float(config.student_temp), alpha=float(config.zipf_alpha),
+      num_iters=int(config.sinkhorn_iters), normalization=config.normalization, cross_view=bool(config.cross_view))
+  metrics = {"loss": loss, "loss_same": aux["loss_same"], "loss_cross": aux["loss_cross"]}
+  diag = diagnostics.prototype_diagnostics(aux["teacher_logits"], aux["targets"], aux["valid"])
+  metrics.update({k: jnp.asarray(v, jnp.float32) for k, v in diag.items()})
+  return loss, metrics
+
+
+def loss_and_grads(state: state_lib.TrainState, batch, rng: jax.Array
+                   ) -> Tuple[jax.Array, Any, Metrics]:
+  """Loss, student gradients and per-batch metrics on `batch` (the whole batch, or one device's shard).
+
+  Args:
+    state: the current TrainState.
+    batch: TrainBatch with leading [B, V] (B = this device's scenes inside shard_map/pmap).
+    rng: per-step PRNG key (drop path).
+
+  Returns:
+    loss: f32[]; grads: pytree like state.params; metrics: dict of f32[] (see `compute_loss`).
+  """
+  loss_fn = functools.partial(compute_loss, config=state.config)
+  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params, state.teacher_params, batch, rng, state.step)
+  return loss, grads, metrics
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def apply_update(state: state_lib.TrainState, loss: jax.Array, grads: Any, metrics: Metrics
+                 ) -> Tuple[state_lib.TrainState, Metrics]:
+  """AdamW update of the student, EMA update of the teacher, non-finite guard, schedule metrics.
+
+  `loss` and `grads` must already be the global (all-device) values. When the loss or any gradient is not
+  finite, params, teacher and opt state are kept as they were (the step is skipped), `nonfinite_count` grows by
+  one and `metrics['nonfinite']` is 1; `step` advances either way (the batch is consumed).
+  """
+  config = state.config
+  tx = state_lib.make_optimizer(config)
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(loss) & _all_finite(grads)
+
+  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  momentum = schedules.ema_momentum(config)(state.step)
+  new_teacher = ema.ema_update(state.teacher_params, new_params, momentum)
+
+  def keep_if_finite(new, old):
+    # Select, not cond: both branches are computed anyway, and jnp.where keeps shardings simple.
+    return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+  new_state = state.replace(
+      step=state.step + 1,
+      params=keep_if_finite(new_params, state.params),
+      teacher_params=keep_if_finite(new_teacher, state.teacher_params),
+      opt_state=keep_if_finite(new_opt_state, state.opt_state),
+      nonfinite_count=state.nonfinite_count + jnp.where(finite, 0, 1).astype(jnp.int32))
+
+  step = state.step
+  metrics = dict(metrics)
+  metrics.update(
+      lr=schedules.learning_rate(config)(step),
+      weight_decay=schedules.weight_decay(config)(step),
+      ema_momentum=momentum,
+      teacher_temp=schedules.teacher_temperature(config)(step),
+      grad_norm=grad_norm,
+      nonfinite=jnp.where(finite, 0.0, 1.0))
+  return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+
+def train_step(state: state_lib.TrainState, batch, rng: jax.Array
+               ) -> Tuple[state_lib.TrainState, Metrics]:
+  """One DOS step on a whole (global) batch. Pure; jit it via `dos_jax.train.sharding.jit_train_step`.
+
+  Args:
+    state: TrainState (its static `config` selects the loss switches and schedules).
+    batch: TrainBatch, leading axes [B, V].
+    rng: per-step key, e.g. `jax.random.fold_in(state.rng, step)`.
+
+  Returns:
+    (new_state, metrics): metrics is a dict of f32[] scalars: loss, loss_same, loss_cross, lr, weight_decay,
+    ema_momentum, teacher_temp, grad_norm, nonfinite, and the prototype diagnostics.
+  """
+  loss, grads, metrics = loss_and_grads(state, batch, rng)
+  return apply_update(state, loss, grads, metrics)
+
+
+def cross_device_step(state: state_lib.TrainState, batch, rng: jax.Array, axis_name: str
+                      ) -> Tuple[state_lib.TrainState, Metrics]:
+  """The per-device body of the shard_map/pmap variants: local loss and grads, then `lax.pmean` over
+  `axis_name`, then the same `apply_update` on every device (so replicated state stays identical).
+
+  Every device holds the same number of scenes, so the mean of per-device means is the global mean the jit
+  variant computes. Metrics are averaged over devices too (for the nonlinear prototype diagnostics this is the
+  mean of per-shard values, not the value on the global batch).
+  """
+  rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+  loss, grads, metrics = loss_and_grads(state, batch, rng)
+  loss, grads, metrics = jax.lax.pmean((loss, grads, metrics), axis_name)
+  return apply_update(state, loss, grads, metrics)
