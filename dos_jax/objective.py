@@ -18,7 +18,6 @@ array is written inside the loop: each half-step is one fused log-sum-exp over `
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -52,33 +51,15 @@ def _log_zipf_prior(num_prototypes: int, alpha) -> jax.Array:
   return logits - jax.nn.logsumexp(logits)
 
 
-def _masked_lse_points(x, valid, axis_name=None):
-  """Log-sum-exp over the point axis (-2) restricted to valid rows, psum'd across `axis_name`.
-
-  Args:
-    x: f[..., N, K] (may be an unmaterialized broadcast expression; XLA fuses it into the reduction).
-    valid: bool[..., N].
-    axis_name: optional mesh axis over which the points are sharded.
-
-  Returns:
-    f[..., K]; 0 (not -inf) for a set with no valid point, so downstream arithmetic and gradients stay finite.
-  """
-  x = jnp.where(valid[..., :, None], x, _NEG_INF)
-  m = lax.stop_gradient(jnp.max(x, axis=-2))
-  if axis_name is not None:
-    m = lax.pmax(m, axis_name)
-  m = jnp.where(jnp.isfinite(m), m, 0.0)
-  s = jnp.sum(jnp.exp(x - m[..., None, :]), axis=-2)
-  if axis_name is not None:
-    s = lax.psum(s, axis_name)
-  return m + jnp.log(jnp.where(s > 0, s, 1.0))
+# Padded rows carry this finite potential instead of -inf, so exp() gives exactly 0 there while products such as
+# T * log T stay 0 * (finite) = 0 inside fused reductions, with no select over an N x K array.
+_NEG = -1e30
 
 
-def _lse_protos(x):
-  """Log-sum-exp over the prototype axis (-1); rows are never sharded, so no collective is needed."""
-  m = lax.stop_gradient(jnp.max(x, axis=-1))
-  m = jnp.where(jnp.isfinite(m), m, 0.0)
-  return m + jnp.log(jnp.sum(jnp.exp(x - m[..., None]), axis=-1))
+def _row_bias(valid, dtype):
+  """0 on valid rows, _NEG on padded ones: f[..., N]. Arithmetic rather than a select, so XLA:CPU can fuse its
+  broadcast into the (YNNPACK) reductions that read it instead of writing an N x K temporary."""
+  return (valid.astype(dtype) - 1) * (-_NEG)
 
 
 def _count_valid(valid, axis_name=None):
@@ -88,7 +69,94 @@ def _count_valid(valid, axis_name=None):
   return n
 
 
-def _sinkhorn_potentials(scores, valid, log_col_mass, num_iters, axis_name=None):
+def _tiny(dtype):
+  # A shifted sum-exp below this may have lost terms to underflow: fall back to the exact shift.
+  return float(jnp.finfo(dtype).tiny) * 1e8
+
+
+def _bounded_lse(make_x, axis, bound, check, axis_name=None):
+  """log Σ exp(x) along `axis` in ONE fused pass, shifted by a precomputed upper bound of the maximum.
+
+  The usual two-pass log-sum-exp (max, then sum-exp) makes XLA materialise the N x K operand that both passes
+  read; with a cheap bound (built from per-row/column maxima computed once) the sum-exp is a single fusion that
+  never writes N x K. Terms are <= 1 so nothing overflows; if the bound was too loose (some checked sum fell
+  below `_tiny`, possible only for extreme score ranges), the exact two-pass version is used instead (`lax.cond`,
+  decided jointly across `axis_name`), so results never depend on the bound.
+
+  Args:
+    make_x: () -> f[..., N, K] the operand expression (re-built inside each branch, fused by XLA).
+    axis: -2 (points; psum'd over `axis_name`) or -1 (prototypes).
+    bound: f[...] (shape of the reduction output), >= the true maximum wherever `check` holds.
+    check: bool broadcastable to the output: entries that must be accurate (empty sets / padded rows excluded).
+    axis_name: mesh axis sharding the points (only for axis=-2), or None.
+
+  Returns:
+    f[...] log-sum-exp; entries whose sum is 0 (empty) give `bound`.
+  """
+  bound = lax.stop_gradient(bound)
+  x = make_x()
+  total = jnp.sum(jnp.exp(x - jnp.expand_dims(bound, axis)), axis=axis)
+  if axis_name is not None:
+    total = lax.psum(total, axis_name)
+  bad = jnp.any(check & (total < _tiny(x.dtype)))
+  if axis_name is not None:
+    bad = lax.psum(bad.astype(jnp.int32), axis_name) > 0
+
+  def exact():
+    x = make_x()
+    m = lax.stop_gradient(jnp.max(x, axis=axis))
+    if axis_name is not None:
+      m = lax.pmax(m, axis_name)
+    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    t = jnp.sum(jnp.exp(x - jnp.expand_dims(m, axis)), axis=axis)
+    if axis_name is not None:
+      t = lax.psum(t, axis_name)
+    return m + jnp.log(jnp.where(t > 0, t, 1.0))
+
+  return lax.cond(bad, exact, lambda: bound + jnp.log(jnp.where(total > 0, total, 1.0)))
+
+
+class _Set:
+  """Per-set quantities every Sinkhorn step reuses: validity, counts and the maxima of `scores` (one pass each)."""
+
+  def __init__(self, scores, valid, axis_name):
+    self.scores, self.valid, self.axis_name = scores, valid, axis_name
+    dtype = scores.dtype
+    self.count = _count_valid(valid, axis_name)
+    self.nonempty = self.count > 0                                       # [...]
+    self.log_n = jnp.log(jnp.maximum(self.count, 1.0)).astype(dtype)
+    s = lax.stop_gradient(scores)
+    self.row_max = jnp.max(s, axis=-1)                                   # [..., N]
+    # Over ALL rows: an upper bound of the valid rows' maximum that needs no mask (padding rarely holds the
+    # maximum; if it is far above the valid scores, `_bounded_lse` falls back to the exact shift).
+    col_max = jnp.max(s, axis=-2)                                        # [..., K]
+    if axis_name is not None:
+      col_max = lax.pmax(col_max, axis_name)
+    # Float masks instead of selects on vectors that get broadcast to N x K: XLA:CPU materialises broadcasts of
+    # select results rather than fusing them into its reductions.
+    self.nonempty_f = self.nonempty.astype(dtype)
+    self.col_max = col_max * self.nonempty_f[..., None]
+
+  def lse_points(self, u):
+    """log Σ_{valid i} exp(scores_ik + u_i): f[..., K] (0 for an empty set); u holds _NEG on padded rows."""
+    u_max = jnp.max(u, axis=-1)
+    if self.axis_name is not None:
+      u_max = lax.pmax(u_max, self.axis_name)
+    bound = (self.col_max + u_max[..., None]) * self.nonempty_f[..., None]
+    check = jnp.broadcast_to(self.nonempty[..., None], bound.shape)
+    lse = _bounded_lse(lambda: self.scores + u[..., :, None], -2, bound, check, self.axis_name)
+    return lse * self.nonempty_f[..., None]
+
+  def lse_protos(self, v):
+    """log Σ_k exp(scores_ik + v_k): f[..., N] (rows are never sharded: no collective)."""
+    bound = self.row_max + jnp.max(v, axis=-1)[..., None]
+    return _bounded_lse(lambda: self.scores + v[..., None, :], -1, bound, self.valid)
+
+  def masked_rows(self, u):
+    return jnp.where(self.valid, u, _NEG)
+
+
+def _sinkhorn_potentials(st: _Set, log_col_mass, num_iters):
   """Log-domain Sinkhorn on potentials; log Q = scores + u[..., :, None] + v[..., None, :].
 
   Runs the DESIGN.md schedule: rows -> 1/N_valid, columns -> exp(log_col_mass), `num_iters` times, then every
@@ -97,55 +165,61 @@ def _sinkhorn_potentials(scores, valid, log_col_mass, num_iters, axis_name=None)
   only resets v), so both are skipped: the result is identical, with two fewer passes over `scores`.
 
   Returns:
-    u: f[..., N] (-inf on padded rows), v: f[..., K].
+    u: f[..., N] (_NEG on padded rows), v: f[..., K].
   """
-  dtype = scores.dtype
-  log_n = jnp.log(jnp.maximum(_count_valid(valid, axis_name), 1.0)).astype(dtype)
+  dtype = st.scores.dtype
   log_col_mass = log_col_mass.astype(dtype)
 
   def row_step(v):
-    u = -log_n[..., None] - _lse_protos(scores + v[..., None, :])
-    return jnp.where(valid, u, _NEG_INF)
+    return st.masked_rows(-st.log_n[..., None] - st.lse_protos(v))
 
   def col_step(u, log_mass):
-    return log_mass - _masked_lse_points(scores + u[..., :, None], valid, axis_name)
+    return log_mass - st.lse_points(u)
 
   if num_iters == 0:
-    u = jnp.where(valid, jnp.zeros(valid.shape, dtype), _NEG_INF)
+    u = st.masked_rows(jnp.zeros(st.valid.shape, dtype))
   else:
-    u = row_step(jnp.zeros(scores.shape[:-2] + scores.shape[-1:], dtype))
+    u = row_step(jnp.zeros(st.scores.shape[:-2] + st.scores.shape[-1:], dtype))
     u = lax.fori_loop(0, num_iters - 1, lambda _, u: row_step(col_step(u, log_col_mass)), u)
   v = col_step(u, jnp.zeros((), dtype))
   return u, v
 
 
-def _clustering_log_targets(scores, valid, num_iters, axis_name=None):
+def _clustering_potentials(st: _Set, num_iters):
   """Transposed Sinkhorn-Knopp for the clustering baseline (SwAV/DINO schedule).
 
   Repeat `num_iters` times: columns -> 1/K, rows -> 1/N_valid; then rows to 1. As in `_sinkhorn_potentials`,
   the last row scaling is replaced by the final one (a row scaling only resets u).
 
   Returns:
-    log targets f[..., N, K] (each valid row a distribution over prototypes; -inf on padded rows).
+    u: f[..., N] (_NEG on padded rows), v: f[..., K]; log targets = scores + u + v, rows sum to 1.
   """
-  dtype = scores.dtype
-  log_n = jnp.log(jnp.maximum(_count_valid(valid, axis_name), 1.0)).astype(dtype)
-  log_k = jnp.log(jnp.asarray(scores.shape[-1], dtype))
+  dtype = st.scores.dtype
+  log_k = jnp.log(jnp.asarray(st.scores.shape[-1], dtype))
 
   def col_step(u):
-    return -log_k - _masked_lse_points(scores + u[..., :, None], valid, axis_name)
+    return -log_k - st.lse_points(u)
 
   def row_step(v, log_mass):
-    return jnp.where(valid, log_mass - _lse_protos(scores + v[..., None, :]), _NEG_INF)
+    return st.masked_rows(log_mass - st.lse_protos(v))
 
-  u = jnp.where(valid, jnp.zeros(valid.shape, dtype), _NEG_INF)
+  u = st.masked_rows(jnp.zeros(st.valid.shape, dtype))
   if num_iters > 0:
-    u = lax.fori_loop(0, num_iters - 1, lambda _, u: row_step(col_step(u), -log_n[..., None]), u)
+    u = lax.fori_loop(0, num_iters - 1, lambda _, u: row_step(col_step(u), -st.log_n[..., None]), u)
     v = col_step(u)
   else:
-    v = jnp.zeros(scores.shape[:-2] + scores.shape[-1:], dtype)
+    v = jnp.zeros(st.scores.shape[:-2] + st.scores.shape[-1:], dtype)
   u = row_step(v, jnp.zeros((), dtype))
+  return u, v
+
+
+def _log_targets(scores, u, v):
   return scores + u[..., :, None] + v[..., None, :]
+
+
+def _student_lse(student_scores, valid, axis_name=None):
+  """log Σ_{valid i} exp(student_ik) over points: f[..., K] (0 for an empty set)."""
+  return _Set(student_scores, valid, axis_name).lse_points(_row_bias(valid, student_scores.dtype))
 
 
 def zipf_sinkhorn(scores: jax.Array, valid: jax.Array, alpha: float, num_iters: int = 3,
@@ -172,9 +246,8 @@ def zipf_sinkhorn(scores: jax.Array, valid: jax.Array, alpha: float, num_iters: 
   """
   num_iters = _check_iters(num_iters)
   log_w = _log_zipf_prior(scores.shape[-1], alpha)
-  u, v = _sinkhorn_potentials(scores, valid, log_w, num_iters, axis_name)
-  log_q = scores + u[..., :, None] + v[..., None, :]
-  return jnp.where(valid[..., :, None], jnp.exp(log_q), 0.0)
+  u, v = _sinkhorn_potentials(_Set(scores, valid, axis_name), log_w, num_iters)
+  return jnp.where(valid[..., :, None], jnp.exp(_log_targets(scores, u, v)), 0.0)
 
 
 def softmap(scores: jax.Array, valid: jax.Array, *, axis_name: Optional[str] = None) -> jax.Array:
@@ -188,7 +261,7 @@ def softmap(scores: jax.Array, valid: jax.Array, *, axis_name: Optional[str] = N
   Returns:
     f32[..., N, K], each column sums to 1 over the valid points.
   """
-  lse = _masked_lse_points(scores, valid, axis_name)
+  lse = _student_lse(scores, valid, axis_name)
   return jnp.where(valid[..., :, None], jnp.exp(scores - lse[..., None, :]), 0.0)
 
 
@@ -205,7 +278,7 @@ def softmap_kl(target: jax.Array, student_scores: jax.Array, valid: jax.Array,
   Returns:
     f32[...] (a scalar for one set). A set with no valid point contributes 0.
   """
-  lse = _masked_lse_points(student_scores, valid, axis_name)
+  lse = _student_lse(student_scores, valid, axis_name)
   log_p = student_scores - lse[..., None, :]
   terms = jnp.where(valid[..., :, None], jax.scipy.special.xlogy(target, target) - target * log_p, 0.0)
   kl = jnp.sum(terms, axis=(-2, -1))
@@ -231,8 +304,8 @@ def clustering_targets(scores: jax.Array, valid: jax.Array, num_iters: int = 3,
     f32[..., N, K]: rows of valid points sum to 1 over prototypes, padded rows exactly 0.
   """
   num_iters = _check_iters(num_iters)
-  log_t = _clustering_log_targets(scores, valid, num_iters, axis_name)
-  return jnp.where(valid[..., :, None], jnp.exp(log_t), 0.0)
+  u, v = _clustering_potentials(_Set(scores, valid, axis_name), num_iters)
+  return jnp.where(valid[..., :, None], jnp.exp(_log_targets(scores, u, v)), 0.0)
 
 
 def clustering_loss(target: jax.Array, student_scores: jax.Array, valid: jax.Array,
@@ -254,6 +327,70 @@ def clustering_loss(target: jax.Array, student_scores: jax.Array, valid: jax.Arr
   if axis_name is not None:
     ce, n = lax.psum(ce, axis_name), lax.psum(n, axis_name)
   return ce / jnp.maximum(n, 1.0)
+
+
+def zipf_softmap_kl(teacher_scores: jax.Array, student_scores: jax.Array, valid: jax.Array, alpha: float,
+                    num_iters: int = 3, *, axis_name: Optional[str] = None) -> Tuple[jax.Array, jax.Array]:
+  """Fused `softmap_kl(stop_gradient(zipf_sinkhorn(teacher, valid, α)), student, valid)`: what `dos_loss` runs.
+
+  Same value and student gradient as the composition, but the targets are never written out: the KL reads
+  log T = teacher + u + v straight from the Sinkhorn potentials, so the whole computation is a few fused passes
+  over the two N x K inputs (no log of T, no N x K temporaries).
+
+  Args:
+    teacher_scores: f32[..., N, K] teacher logits (no gradient flows into them).
+    student_scores: f32[..., N, K] student logits.
+    valid: bool[..., N].
+    alpha, num_iters, axis_name: as in `zipf_sinkhorn`.
+
+  Returns:
+    kl: f32[...]; targets: f32[..., N, K] (= zipf_sinkhorn(...); unused outputs cost nothing under jit).
+  """
+  num_iters = _check_iters(num_iters)
+  teacher_scores = lax.stop_gradient(teacher_scores)
+  log_w = _log_zipf_prior(teacher_scores.shape[-1], alpha)
+  u, v = _sinkhorn_potentials(_Set(teacher_scores, valid, axis_name), log_w, num_iters)
+  if axis_name is None:
+    kl = _kl_from_potentials(student_scores, teacher_scores, u, v, valid)
+  else:
+    kl = lax.psum(_kl_value(student_scores, teacher_scores, u, v, valid, axis_name)[0], axis_name)
+  targets = jnp.where(valid[..., :, None], jnp.exp(_log_targets(teacher_scores, u, v)), 0.0)
+  return kl / student_scores.shape[-1], targets
+
+
+def _kl_value(student, teacher, u, v, valid, axis_name=None):
+  """Σ_ik T_ik (log T_ik - log P_ik) with log T = teacher + u + v and P = softmap(student): (f[...], lse)."""
+  lse = _student_lse(student, valid, axis_name)
+  log_t = _log_targets(teacher, u, v)
+  # Padded rows: log_t ~ _NEG (finite), so exp(log_t) = 0 and their terms are exactly 0 without a select.
+  return jnp.sum(jnp.exp(log_t) * (log_t - student + lse[..., None, :]), axis=(-2, -1)), lse
+
+
+@jax.custom_vjp
+def _kl_from_potentials(student, teacher, u, v, valid):
+  return _kl_value(student, teacher, u, v, valid)[0]
+
+
+def _kl_fwd(student, teacher, u, v, valid):
+  kl, lse = _kl_value(student, teacher, u, v, valid)
+  return kl, (student, teacher, u, v, valid, lse)
+
+
+def _kl_bwd(res, g):
+  # d/ds_ik Σ T (log T - log P) = P_ik Σ_i T_ik - T_ik, and Σ_i T_ik = 1 for every column of a non-empty set (the
+  # final Sinkhorn step normalises it), so the gradient is one fused elementwise pass with no N x K residuals.
+  # Targets are constants here (dos_loss stops their gradient), so the teacher side gets zero cotangents.
+  student, teacher, u, v, valid, lse = res
+  nonempty = jnp.any(valid, axis=-1).astype(student.dtype)[..., None]
+  # Operands are associated differently from the forward pass on purpose: XLA would otherwise CSE them with the
+  # forward expressions and write them out as shared N x K temporaries.
+  p = jnp.exp(student - lse[..., None, :]) * (valid.astype(student.dtype) * nonempty)[..., :, None]
+  log_t = (teacher + v[..., None, :]) + u[..., :, None]
+  grad = g[..., None, None] * (p - jnp.exp(log_t))
+  return grad, jnp.zeros_like(teacher), jnp.zeros_like(u), jnp.zeros_like(v), None
+
+
+_kl_from_potentials.defvjp(_kl_fwd, _kl_bwd)
 
 
 def _check_iters(num_iters) -> int:
@@ -320,18 +457,15 @@ def dos_loss(student_cos: jax.Array, teacher_cos: jax.Array, target_index: jax.A
   student_logits = student_cos / student_temp
   teacher_logits_all = lax.stop_gradient(teacher_cos) / teacher_temp
 
-  if normalization == "softmap":
-    make_targets = functools.partial(zipf_sinkhorn, alpha=alpha, num_iters=num_iters, axis_name=axis_name)
-    term = functools.partial(softmap_kl, axis_name=axis_name)
-  else:
-    make_targets = functools.partial(clustering_targets, num_iters=num_iters, axis_name=axis_name)
-    term = functools.partial(clustering_loss, axis_name=axis_name)
-
   def one_term(teacher_logits, index, valid):
     logits = _gather_points(teacher_logits, index)
     valid = valid & student_valid
-    targets = lax.stop_gradient(make_targets(logits, valid))
-    return jnp.mean(term(targets, student_logits, valid)), logits, targets, valid
+    if normalization == "softmap":
+      per_set, targets = zipf_softmap_kl(logits, student_logits, valid, alpha, num_iters, axis_name=axis_name)
+    else:
+      targets = lax.stop_gradient(clustering_targets(logits, valid, num_iters, axis_name=axis_name))
+      per_set = clustering_loss(targets, student_logits, valid, axis_name=axis_name)
+    return jnp.mean(per_set), logits, lax.stop_gradient(targets), valid
 
   loss_same, logits_same, targets_same, valid_same = one_term(teacher_logits_all, target_index, target_valid)
   if cross_view:
