@@ -4,7 +4,8 @@
   feats = encoder.apply(params, points, train=True, rng=key, model_cfg=config.model)   # f32[B, N, D]
 
 `points` is a batched `dos_jax.batching.structs.PointSet` (leading axis [B]). `model_cfg` is `config.model`
-(keys: variant, dtype, drop_path, mlp_ratio; optional attention = 'xla' | 'cudnn'). Both functions are jit-able;
+(keys: variant, dtype, drop_path, mlp_ratio; optional: attention = 'xla' | 'cudnn', remat = False | True to
+recompute block activations in the backward pass). Both functions are jit-able;
 the model is rebuilt from the config on every call (cheap: a frozen dataclass), so jit them with model_cfg closed
 over (e.g. `functools.partial(encoder.apply, model_cfg=cfg)`), not as a traced argument.
 """
@@ -56,7 +57,7 @@ def build(model_cfg: Any) -> ptv3.PointTransformerV3:
   return ptv3.PointTransformerV3(
       channels=tuple(spec["channels"]), depths=tuple(spec["depths"]), heads=tuple(spec["heads"]),
       patch_size=int(spec["patch_size"]), mlp_ratio=mlp_ratio, drop_path=drop_path, dtype=_DTYPES[dtype_name],
-      attention=_ATTENTION[attention])
+      attention=_ATTENTION[attention], remat=bool(_get(model_cfg, "remat", False)))
 
 
 def _check_points(model: ptv3.PointTransformerV3, points: Any) -> None:

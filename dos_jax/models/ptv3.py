@@ -57,6 +57,7 @@ class EncoderStage(nn.Module):
   pool: bool
   dtype: Any = jnp.float32
   attention: Optional[str] = None
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, stage, parent, train: bool):
@@ -64,8 +65,11 @@ class EncoderStage(nn.Module):
     if self.pool:
       x = blocks.GridPooling(self.channels, self.dtype, name="down")(x, parent, stage.valid)
     aux = {}
+    # Rematerialisation recomputes each block's activations in the backward pass (memory for compute);
+    # argument 3 of Block.__call__ (self, x, stage, train) is the Python bool `train`.
+    block_cls = nn.remat(blocks.Block, static_argnums=(3,)) if self.remat else blocks.Block
     for i in range(self.depth):
-      block = blocks.Block(self.channels, self.heads, self.patch_size, order_index=i, mlp_ratio=self.mlp_ratio,
+      block = block_cls(self.channels, self.heads, self.patch_size, order_index=i, mlp_ratio=self.mlp_ratio,
                            drop_path=self.drop_path[i], dtype=self.dtype, attention=self.attention,
                            name=f"block{i}")
       x, block_aux = block(x, stage, train)
@@ -83,6 +87,7 @@ class PointTransformerV3(nn.Module):
   drop_path: float = 0.0
   dtype: Any = jnp.float32
   attention: Optional[str] = None
+  remat: bool = False
 
   @property
   def out_dim(self) -> int:
@@ -104,7 +109,7 @@ class PointTransformerV3(nn.Module):
       stage_module = EncoderStage(
           self.channels[s], self.depths[s], self.heads[s], self.patch_size, self.mlp_ratio,
           tuple(rates[start:start + self.depths[s]]), pool=s > 0, dtype=self.dtype, attention=self.attention,
-          name=f"enc{s}")
+          remat=self.remat, name=f"enc{s}")
       start += self.depths[s]
       x, stage_aux = stage_module(x, points.stages[s], points.parent[s - 1] if s > 0 else None, train)
       feats.append(x)

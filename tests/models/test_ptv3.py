@@ -137,23 +137,31 @@ def test_jit_compiles_once_across_batches(params, scenes):
   jitted = jax.jit(fn)
   a, b, c = scenes
   for i, pair in enumerate([(a, b), (b, c), (c, a)]):
-    jitted(params, batch(list(pair), 128), jax.random.key(i)).block_until_ready()
+    out = jitted(params, batch(list(pair), 128), jax.random.key(i))
   assert len(traces) == 1
+  # Drop path is active in training and deterministic given the key.
+  points = batch([c, a], 128)
+  np.testing.assert_array_equal(jitted(params, points, jax.random.key(2)), out)
+  assert np.abs(np.asarray(out) - np.asarray(_apply_fn()(params, points))).max() > 1e-3
 
 
-def test_gradients_finite_with_drop_path_and_mask_token(params, scenes):
-  cfg = dict(CFG, drop_path=0.3)
+def test_gradients_finite_with_drop_path_and_mask_token_and_remat(params, scenes):
   points = batch(scenes[:2], 128)
   mask = jnp.asarray(np.arange(128)[None, :] % 3 == 0).repeat(2, 0)
 
-  def loss(p):
+  def loss(p, cfg):
     out = encoder.apply(p, points, train=True, rng=jax.random.key(1), mask_token=mask, model_cfg=cfg)
     return jnp.sum(jnp.sin(out) * out)
 
-  grads = jax.jit(jax.grad(loss))(params)
+  cfg = dict(CFG, drop_path=0.3)
+  grads = jax.jit(jax.grad(functools.partial(loss, cfg=cfg)))(params)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     assert np.all(np.isfinite(g)), path
     assert np.abs(g).max() > 0, path  # every parameter is used
+  # Rematerialisation: same param tree, same gradients.
+  remat_grads = jax.jit(jax.grad(functools.partial(loss, cfg=dict(cfg, remat=True))))(params)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(remat_grads)):
+    np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max(), rtol=1e-4)
 
 
 def test_bfloat16_compute_keeps_float32_params(params, scenes):
