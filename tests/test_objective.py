@@ -354,3 +354,27 @@ def test_sharded_dos_loss_equals_single_device():
   got = jax.jit(fn)(student, teacher, t_idx, t_ok, c_idx, c_ok, s_ok)
   want = jax.jit(functools.partial(objective.dos_loss, **kw))(student, teacher, t_idx, t_ok, c_idx, c_ok, s_ok)[0]
   np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
+
+
+@pytest.mark.parametrize("extreme", [False, True])
+def test_fused_zipf_softmap_kl_equals_composition(extreme):
+  rng = np.random.default_rng(53)
+  scale = 100.0 if extreme else 1 / 0.07  # extreme: |scores| up to 100 exercises the exact-shift fallback
+  teacher = jnp.asarray(rng.uniform(-1, 1, (2, 20, 8)) * scale, jnp.float32)
+  student = jnp.asarray(rng.uniform(-1, 1, (2, 20, 8)) / 0.1, jnp.float32)
+  valid = jnp.asarray(rng.random((2, 20)) < 0.7).at[1].set(False)  # set 1 is empty: KL 0, gradient 0
+
+  def composed(s):
+    targets = jax.lax.stop_gradient(objective.zipf_sinkhorn(teacher, valid, 1.3, 3))
+    return jnp.sum(objective.softmap_kl(targets, s, valid) * jnp.array([1.0, 2.0]))
+
+  def fused(s):
+    return jnp.sum(objective.zipf_softmap_kl(teacher, s, valid, 1.3, 3)[0] * jnp.array([1.0, 2.0]))
+
+  (v1, g1), (v2, g2) = (jax.jit(jax.value_and_grad(f))(student) for f in (composed, fused))
+  np.testing.assert_allclose(float(v2), float(v1), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(g2), np.asarray(g1), rtol=1e-4, atol=1e-7)
+  assert np.all(np.asarray(g2)[1] == 0) and np.all(np.asarray(g2)[0][~np.asarray(valid[0])] == 0)
+  targets = objective.zipf_softmap_kl(teacher, student, valid, 1.3, 3)[1]
+  np.testing.assert_allclose(np.asarray(targets), np.asarray(objective.zipf_sinkhorn(teacher, valid, 1.3, 3)),
+                             rtol=1e-5, atol=1e-9)
