@@ -81,9 +81,21 @@ def maybe_initialize_distributed() -> bool:
   return True
 
 
+@flax.struct.dataclass
+class _FiniteAverage(clu.metrics.Average):
+  """clu Average over the steps where the value is finite: a skipped (non-finite) step does not turn the
+  interval's loss into NaN, while always-finite values (lr, temperatures) keep being reported."""
+
+  @classmethod
+  def from_model_output(cls, values: jax.Array, mask=None, **_) -> "_FiniteAverage":
+    del mask
+    finite = jnp.isfinite(values)
+    return cls(total=jnp.where(finite, values, 0.0).sum(), count=finite.sum().astype(jnp.int32))
+
+
 class _Interval:
-  """Metrics between two log steps: clu `Average`s of the step's scalars (non-finite steps masked out) and the
-  throughput. Metric names are known after the first step, then one jitted merge serves every step."""
+  """Metrics between two log steps: clu averages of the step's scalars (finite values only) and the throughput.
+  Metric names are known after the first step, then one jitted merge serves every step."""
 
   def __init__(self):
     self._collection = None
@@ -98,12 +110,9 @@ class _Interval:
 
   def add(self, metrics: Dict[str, jax.Array], num_points: int) -> None:
     if self._collection is None:
-      collection = clu.metrics.Collection.create(
-          **{n: clu.metrics.Average.from_output(n) for n in sorted(metrics)})
+      collection = clu.metrics.Collection.create(**{n: _FiniteAverage.from_output(n) for n in sorted(metrics)})
       self._collection = collection
-      # clu masks along a leading axis: scalars become [1] (clu's Average reduces them back).
-      self._merge = jax.jit(lambda acc, m: acc.merge(collection.single_from_model_output(
-          **{k: v[None] for k, v in m.items()}, mask=(m["nonfinite"] == 0)[None])))
+      self._merge = jax.jit(lambda acc, m: acc.merge(collection.single_from_model_output(**m)))
       self._acc = collection.empty()
     self._acc = self._merge(self._acc, metrics)
     self._steps += 1
@@ -113,7 +122,7 @@ class _Interval:
     """Averages since the last flush, plus steps/s, points/s (all hosts) and the run's skipped-step count."""
     elapsed = max(time.perf_counter() - self._start, 1e-9)
     out = {k: float(v) for k, v in jax.device_get(self._acc.compute()).items()}
-    out.pop("nonfinite", None)  # a masked average of zeros; the count is the useful number
+    out.pop("nonfinite", None)  # the run's count below is the useful number
     out.update(steps_per_sec=self._steps / elapsed,
                points_per_sec=self._points * jax.process_count() / elapsed,  # hosts hold equal shares
                nonfinite_count=float(nonfinite_count))
