@@ -1,14 +1,19 @@
-"""Reliability tests: fuzzed input path and numerical guards. Helpers here check the batch contract of
-`dos_jax.batching.structs` from first principles (independently of how the pipeline builds it)."""
+"""Reliability tests: fuzzed input path and numerical guards.
+
+Helpers here check the batch contract of `dos_jax.batching.structs` from first principles (independently of how
+the pipeline builds it) and make the fuzzers' raw inputs (extreme geometries, label arrays, corrupt files).
+"""
 
 import contextlib
 import dataclasses
+import os
 import signal
 
 import numpy as np
 
 from dos_jax.batching import patches
 from dos_jax.batching import structs
+from dos_jax.data import scene as scene_lib
 
 
 @contextlib.contextmanager
@@ -167,3 +172,101 @@ def check_labeled_batch(batch: structs.LabeledBatch, inverses, p, capacity, refe
     inv = inverses[i]
     assert inv.shape == (scene.num_points,) and inv.dtype == np.int32
     assert ((inv >= 0) & (inv < valid.sum())).all(), "inverse map points outside the real slots"
+
+
+# ------------------------------------------------------------------------------- fuzz inputs (arrays, files)
+
+
+def geometry(kind, n, rng):
+  """f64[n, 3] coordinates of an extreme cloud `kind` (see the fuzz docstrings)."""
+  if kind == "blob":
+    return rng.normal(size=(n, 3)) * 2
+  if kind == "line":
+    return np.outer(np.linspace(0, 50, n), [1.0, 0.5, 0.0])
+  if kind == "plane":
+    return np.c_[rng.uniform(0, 20, (n, 2)), np.zeros(n)]
+  if kind == "voxel":
+    return rng.uniform(0, 0.01, (n, 3))
+  if kind == "identical":
+    return np.tile([1.5, -2.0, 0.25], (n, 1))
+  if kind == "far":
+    return rng.normal(size=(n, 3)) + np.where(np.arange(n) % 2, 1, -1)[:, None] * (scene_lib.MAX_ABS_COORD - 10)
+  if kind == "huge":
+    return rng.uniform(-1, 1, (n, 3)) * 10.0 ** rng.uniform(4, 9)
+  if kind == "ball":
+    return rng.normal(size=(n, 3)) * 0.1
+  raise ValueError(kind)
+
+
+def cast(arr, dtype):
+  """`arr` as numpy dtype code `dtype`, including object and str arrays (overflow/NaN casts allowed)."""
+  with np.errstate(all="ignore"):
+    if dtype == "O":
+      return np.array(list(arr.reshape(-1)) + [None], dtype=object)[:-1].reshape(arr.shape)
+    if dtype.startswith("U"):
+      return arr.astype(dtype)
+    return np.asarray(arr).astype(dtype)
+
+
+def corrupt(path, how, rng):
+  """Damages the .npy file at `path` in one of the ways `how` names (truncate, random, empty, npz, huge_header,
+  pickle: an object array whose unpickling would create `path + '.executed'`)."""
+  raw = open(path, "rb").read() if os.path.exists(path) else b""
+  if how == "truncate":
+    raw = raw[:int(rng.integers(0, max(1, len(raw))))]
+  elif how == "random":
+    raw = rng.integers(0, 256, int(rng.integers(1, 400)), dtype=np.uint8).tobytes()
+  elif how == "empty":
+    raw = b""
+  elif how == "npz":
+    tmp = path + ".npz"
+    np.savez(tmp, a=np.zeros((3, 3), np.float32))
+    raw = open(tmp, "rb").read()
+    os.remove(tmp)
+  elif how == "huge_header":
+    # A header promising ~1e12 points (a hostile or corrupted file): must fail fast, not allocate or hang.
+    with open(path, "wb") as f:
+      np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 3)})
+      f.write(raw[-120:])
+    return
+  elif how == "pickle":
+    with open(path, "wb") as f:
+      np.save(f, np.array([Trap(path + ".executed")], dtype=object), allow_pickle=True)
+    return
+  with open(path, "wb") as f:
+    f.write(raw)
+
+
+class Trap:
+  """Unpickling this creates `marker` (what a malicious .npy could do instead)."""
+
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (os.mkdir, (self.marker,))
+
+
+LABEL_KINDS = ["random", "one_class", "ignore", "too_high", "below_ignore", "beyond_int32", "float", "bool",
+               "length"]
+
+
+def labels(kind, n, rng):
+  """A label array of kind `kind` (LABEL_KINDS) for n points; the last kinds are invalid for num_classes=20."""
+  if kind == "random":
+    return rng.integers(-1, 20, n).astype(np.int16)
+  if kind == "one_class":
+    return np.full(n, 7, np.int64)
+  if kind == "ignore":
+    return np.full(n, -1, np.int32)
+  if kind == "too_high":
+    return np.full(n, 20, np.int32)
+  if kind == "below_ignore":
+    return np.full(n, -5, np.int32)
+  if kind == "beyond_int32":
+    return np.full(n, 2**40, np.int64)
+  if kind == "float":
+    return np.ones(n, np.float32)
+  if kind == "bool":
+    return np.ones(n, bool)
+  return np.zeros(n + 1, np.int32)
