@@ -24,6 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from absl import app
 from absl import flags
 
+from dos_jax.train import writers
+
 _CONFIG = flags.DEFINE_string("config", None, "Sweep config file with get_config() and get_sweep() "
                               "(optionally path.py:arg, passed to get_config).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory; run i trains in DIR/<run name>.")
@@ -108,14 +110,13 @@ def _fmt(value) -> str:
 
 def write_results(workdir: str, rows: Sequence[Dict[str, Any]]) -> str:
   """Writes DIR/results.json and DIR/results.md (atomically); returns the markdown table."""
-  from dos_jax.train import checkpoint  # pylint: disable=g-import-not-at-top  (write_atomic; imports JAX)
   header = "| run | status | step | final loss | effective prototypes | probe mIoU |\n|---|---|---|---|---|---|\n"
   body = "".join(f"| {r['run']} | {r['status']} | {_fmt(r['step'])} | {_fmt(r['loss'])} | "
                  f"{_fmt(r['effective_prototypes'])} | {_fmt(r['probe_miou'])} |\n" for r in rows)
   table = header + body
   os.makedirs(workdir, exist_ok=True)
-  checkpoint.write_atomic(os.path.join(workdir, "results.json"), json.dumps(list(rows), indent=2) + "\n")
-  checkpoint.write_atomic(os.path.join(workdir, "results.md"), "# Sweep results\n\n" + table)
+  writers.write_atomic(os.path.join(workdir, "results.json"), json.dumps(list(rows), indent=2) + "\n")
+  writers.write_atomic(os.path.join(workdir, "results.md"), "# Sweep results\n\n" + table)
   return table
 
 

@@ -18,7 +18,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from dos_jax import config_validation
 from dos_jax.errors import ConfigError, DataError
+from dos_jax.train import checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/synthetic_tiny.py[:smoke].", lock_config=True)
@@ -49,14 +51,16 @@ def _parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  # Imported here so that `--help` and flag errors are instant, and so jax.distributed starts before JAX is used.
-  from dos_jax.train import loop  # pylint: disable=g-import-not-at-top
-  loop.maybe_initialize_distributed()
   try:
+    # A bad config or workdir fails in a second, before JAX, the model and the data are even imported.
+    config_validation.validate_config(_CONFIG.value)
+    checkpoint.prepare_workdir(_WORKDIR.value, _CONFIG.value, write=False)  # the loop records the config
+    # Imported here so that `--help` and flag errors are instant, and so jax.distributed starts before JAX is used.
+    from dos_jax.train import loop  # pylint: disable=g-import-not-at-top
+    loop.maybe_initialize_distributed()
     result = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (ConfigError, DataError) as e:
     # Bad input is the user's to fix: one clear line, no traceback through JAX.
-    logging.error("%s: %s", type(e).__name__, e)
     print(f"{type(e).__name__}: {e}", file=sys.stderr)
     return 2
   logging.info("%s at step %d; final metrics: %s", "preempted, checkpoint saved" if result.preempted else "done",

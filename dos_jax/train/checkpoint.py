@@ -27,11 +27,10 @@ import tempfile
 import threading
 from typing import Any, Dict, Optional
 
-import jax
 import ml_collections
-import orbax.checkpoint as ocp
 
 from dos_jax.errors import ConfigError
+from dos_jax.train import writers
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -70,21 +69,6 @@ def config_fingerprint(config: ml_collections.ConfigDict) -> str:
   """sha256 (16 hex digits) of the keys that define what a run trains (all but `RESUMABLE_KEYS`)."""
   blob = json.dumps(_defining_keys(_flat(config_to_dict(config))), sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def write_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` via a temporary file in the same directory and an atomic rename."""
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path) or ".")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def _has_checkpoints(ckpt_dir: str) -> bool:
@@ -151,7 +135,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, write: bool
           f"--workdir, or restore those values (only {', '.join(RESUMABLE_KEYS)} may change on resume).")
   if write:
     payload = {"fingerprint": config_fingerprint(config), "config": current}
-    write_atomic(config_path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    writers.write_atomic(config_path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------- preemption
@@ -207,6 +191,9 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str, *, keep: int = 3, every: int = 0, async_save: bool = True):
+    # orbax (and JAX) load here, not at import: the workdir checks above run before JAX starts (launch/train.py).
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    self._ocp = ocp
     self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
     self.every = int(every)
     options = ocp.CheckpointManagerOptions(
@@ -225,13 +212,13 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    return self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract_state))
 
   def save(self, step: int, state: Any) -> bool:
     """Saves `state` as checkpoint `step` now (unless that step is already saved); returns whether it saved."""
     if step in self._manager.all_steps():
       return False
-    return bool(self._manager.save(step, args=ocp.args.StandardSave(state), force=True))
+    return bool(self._manager.save(step, args=self._ocp.args.StandardSave(state), force=True))
 
   def maybe_save(self, step: int, state: Any) -> bool:
     """Saves at every `every`-th step (never when `every` is 0)."""
@@ -241,6 +228,7 @@ class Checkpointer:
 
   def reached_preemption(self, step: int) -> bool:
     """Multi-host: whether the coordination service saw a preemption notice (all hosts agree on the step)."""
+    import jax  # pylint: disable=g-import-not-at-top  (already loaded by orbax)
     if jax.process_count() == 1:
       return False
     return bool(self._manager.reached_preemption(step))

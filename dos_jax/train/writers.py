@@ -14,9 +14,8 @@ import importlib.util
 import json
 import math
 import os
+import tempfile
 from typing import Any, Dict, List, Mapping, Optional
-
-from dos_jax.train import checkpoint
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -28,6 +27,21 @@ def _jsonable(value: Any) -> Any:
   if isinstance(value, float) and not math.isfinite(value):
     return str(value)
   return value
+
+
+def write_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` via a temporary file in the same directory and an atomic rename."""
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path) or ".")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
 
 
 def read_metrics(workdir: str) -> List[Dict[str, Any]]:
@@ -59,7 +73,7 @@ class JsonlWriter:
     """Atomically rewrites the file without rows whose step is > `step`."""
     self._file.close()
     rows = [r for r in read_metrics(os.path.dirname(self.path)) if r.get("step", -1) <= step]
-    checkpoint.write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+    write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows))
     self._file = open(self.path, "a")
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
