@@ -95,6 +95,7 @@ def params_from_config(cfg) -> Params:
       raise ConfigError(f"config.{key}={_get(cfg, key)!r}: expected {want}")
   patches.stage_capacities(p.capacity, p.num_stages, p.patch_size, p.stage_ratio)
   patches.stage_capacities(p.student_set_capacity, p.num_stages, p.patch_size, p.stage_ratio)
+  transforms.build(p.augmentations)  # ConfigError for bad op names/parameters now, not in the first batch
   return p
 
 

@@ -97,6 +97,31 @@ def grid_sample(coord: np.ndarray, grid_size: float,
 # ----------------------------------------------------------------------------------------------------- geometry
 
 
+def _need(ok: bool, op: str, problem: str) -> None:
+  """Op parameters come from config.data.augmentations: a bad one must fail at build time, not deep in a worker
+  (a zero scale made the normal transform singular; a NaN std gave NaN colours, so every step was skipped)."""
+  if not ok:
+    raise ConfigError(f"data.augmentations: {op}: {problem}")
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_p(op: str, p) -> None:
+  _need(_is_number(p) and 0 <= p <= 1, op, f"p={p!r}: expected a probability in [0, 1]")
+
+
+def _check_nonnegative(op: str, name: str, value) -> None:
+  _need(_is_number(value) and value >= 0, op, f"{name}={value!r}: expected a finite number >= 0")
+
+
+def _check_interval(op: str, name: str, value, positive: bool = False) -> None:
+  ok = (isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_number(v) for v in value)
+        and value[0] <= value[1] and (not positive or value[0] > 0))
+  _need(ok, op, f"{name}={value!r}: expected (low, high) of finite numbers, low <= high" + (", low > 0" * positive))
+
+
 def _rotation(axis: str, angle: float) -> np.ndarray:
   c, s = np.cos(angle), np.sin(angle)
   if axis == "x":
@@ -127,6 +152,10 @@ def random_rotate(angle: Sequence[float] = (-180.0, 180.0), axis: str = "z", cen
   """Rotation about `axis` by an angle drawn uniformly from `angle` (degrees), about `center` (default: the
   bounding-box centre), with probability p."""
   _rotation(axis, 0.0)  # validate early
+  _check_interval("random_rotate", "angle", angle)
+  _check_p("random_rotate", p)
+  _need(center is None or (len(center) == 3 and all(_is_number(c) for c in center)), "random_rotate",
+        f"center={center!r}: expected None or 3 finite numbers")
 
   def op(data, rng):
     if rng.random() >= p:
@@ -139,6 +168,8 @@ def random_rotate(angle: Sequence[float] = (-180.0, 180.0), axis: str = "z", cen
 
 def random_scale(scale: Sequence[float] = (0.9, 1.1), anisotropic: bool = False, p: float = 1.0) -> Op:
   """Scaling about the origin by factors drawn uniformly from `scale` (one per axis when anisotropic)."""
+  _check_interval("random_scale", "scale", scale, positive=True)
+  _check_p("random_scale", p)
   def op(data, rng):
     if rng.random() >= p:
       return data
@@ -149,6 +180,7 @@ def random_scale(scale: Sequence[float] = (0.9, 1.1), anisotropic: bool = False,
 
 def random_flip(p: float = 0.5) -> Op:
   """Mirrors x and, independently, y about the bounding-box centre, each with probability p."""
+  _check_p("random_flip", p)
   def op(data, rng):
     signs = np.where(rng.random(2) < p, -1.0, 1.0)
     if (signs == 1.0).all():
@@ -159,6 +191,9 @@ def random_flip(p: float = 0.5) -> Op:
 
 def random_jitter(sigma: float = 0.005, clip: float = 0.02, p: float = 1.0) -> Op:
   """Adds clip(N(0, sigma^2), -clip, clip) metres to every coordinate."""
+  _check_nonnegative("random_jitter", "sigma", sigma)
+  _check_nonnegative("random_jitter", "clip", clip)
+  _check_p("random_jitter", p)
   def op(data, rng):
     if rng.random() >= p:
       return data
@@ -198,6 +233,9 @@ def _bbox_center(coord: np.ndarray) -> np.ndarray:
 
 def chromatic_auto_contrast(p: float = 0.2, blend_factor: Optional[float] = None) -> Op:
   """Stretches each colour channel to [0, 1] and blends with the original (random blend unless given)."""
+  _check_p("chromatic_auto_contrast", p)
+  _need(blend_factor is None or (_is_number(blend_factor) and 0 <= blend_factor <= 1), "chromatic_auto_contrast",
+        f"blend_factor={blend_factor!r}: expected None or a number in [0, 1]")
   def op(data, rng):
     if data.get("color") is None or rng.random() >= p:
       return data
@@ -211,6 +249,8 @@ def chromatic_auto_contrast(p: float = 0.2, blend_factor: Optional[float] = None
 
 def chromatic_translation(p: float = 0.95, ratio: float = 0.05) -> Op:
   """Adds one random offset in [-ratio, ratio] per channel (colour in [0, 1]), clipped to [0, 1]."""
+  _check_p("chromatic_translation", p)
+  _check_nonnegative("chromatic_translation", "ratio", ratio)
   def op(data, rng):
     if data.get("color") is None or rng.random() >= p:
       return data
@@ -221,6 +261,8 @@ def chromatic_translation(p: float = 0.95, ratio: float = 0.05) -> Op:
 
 def chromatic_jitter(p: float = 0.95, std: float = 0.005) -> Op:
   """Adds per-point gaussian noise of standard deviation `std` (colour in [0, 1]), clipped to [0, 1]."""
+  _check_p("chromatic_jitter", p)
+  _check_nonnegative("chromatic_jitter", "std", std)
   def op(data, rng):
     if data.get("color") is None or rng.random() >= p:
       return data

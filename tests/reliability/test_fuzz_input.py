@@ -47,7 +47,7 @@ from dos_jax.batching import structs
 from dos_jax.data import scene as scene_lib
 from dos_jax.data import transforms
 from dos_jax.data import views
-from dos_jax.errors import DataError
+from dos_jax.errors import ConfigError, DataError
 from tests import reliability as rel
 
 TIME_LIMIT_S = 30   # per example; the slowest valid example takes well under 2 s
@@ -362,3 +362,35 @@ def test_far_clusters_keep_exact_keys_and_locality():
   for o in (structs.ORDERS.index("z"), structs.ORDERS.index("z-trans")):
     cluster = ps.stages[0].order[o, :2 * half] >= half
     assert (np.diff(cluster.astype(int)) != 0).sum() == 1, f"order {structs.ORDERS[o]} interleaves the clusters"
+
+
+_BAD_OPS = [("random_scale", dict(scale=(0.0, 0.0))), ("random_scale", dict(scale=(0.0, 0.0), anisotropic=True)),
+            ("random_scale", dict(scale=(1.0,))), ("random_scale", dict(scale=1.1)),
+            ("random_rotate", dict(angle=(float("nan"), 0.0))), ("random_rotate", dict(angle=(10.0, -10.0))),
+            ("random_rotate", dict(center=(0.0, 1.0))), ("random_flip", dict(p="x")), ("random_flip", dict(p=1.5)),
+            ("random_jitter", dict(sigma=float("inf"))), ("random_jitter", dict(clip=-1.0)),
+            ("chromatic_jitter", dict(std=float("nan"))), ("chromatic_translation", dict(ratio=-0.1)),
+            ("chromatic_auto_contrast", dict(blend_factor=2.0))]
+
+
+@pytest.mark.parametrize("op,kwargs", _BAD_OPS)
+def test_bad_augmentation_parameters_fail_at_config_time(op, kwargs):
+  """Regression: these crashed in the first batch (LinAlgError, IndexError, TypeError) or made NaN colours."""
+  cfg = _config()
+  cfg.data.augmentations = ((op, kwargs),)
+  with pytest.raises(ConfigError, match=f"data.augmentations: {op}: {next(iter(kwargs))}="):
+    pipeline.params_from_config(cfg)
+
+
+@hypothesis.settings(max_examples=40, **SETTINGS)
+@hypothesis.given(lo=st.floats(1e-3, 10), span=st.floats(0, 10), p=st.floats(0, 1), sigma=st.floats(0, 1),
+                  angle=st.floats(-720, 720), seed=st.integers(0, 2**20))
+def test_fuzz_valid_augmentation_parameters_stay_finite(lo, span, p, sigma, angle, seed):
+  spec = [("random_rotate", dict(angle=(min(angle, 0.0), max(angle, 0.0)), axis="x", p=p)),
+          ("random_scale", dict(scale=(lo, lo + span), anisotropic=True, p=p)), ("random_flip", dict(p=p)),
+          ("random_jitter", dict(sigma=sigma, clip=sigma)), ("chromatic_auto_contrast", dict(p=p)),
+          ("chromatic_translation", dict(p=p, ratio=sigma)), ("chromatic_jitter", dict(p=p, std=sigma))]
+  rng = np.random.default_rng(seed)
+  scene = _extreme_scene("plane", 30, "random", True, False, rng)
+  out = _check_augment(transforms.from_scene(scene), transforms.build(spec), rng)
+  assert np.allclose(np.linalg.norm(out["normal"], axis=1), 1.0, atol=1e-4), "normals no longer unit"
