@@ -12,8 +12,14 @@ Sharded points: `zipf_sinkhorn`, `softmap`, `softmap_kl` and `clustering_*` take
 `shard_map`/`pmap` with the points of each set split across that mesh axis, every sum over points becomes a psum
 (log-sum-exps use a pmax'd shift), so the result equals the unsharded one.
 
-Implementation note: Sinkhorn runs in the log domain on potentials, log Q_ik = s_ik + u_i + v_k, so no N x K
-array is written inside the loop: each half-step is one fused log-sum-exp over `scores` plus a vector.
+Implementation notes (float32/float64 inputs):
+  * Sinkhorn runs in the log domain on potentials, log Q_ik = s_ik + u_i + v_k, so no N x K array is written
+    inside the loop: each half-step is one fused log-sum-exp over `scores` plus a vector, shifted by a cheap upper
+    bound of its maximum (row/column maxima of `scores` computed once). If a bound is too loose for float range
+    (only for extreme score spreads), that log-sum-exp is recomputed exactly (`lax.cond`), so results never
+    depend on it.
+  * `dos_loss` uses `zipf_softmap_kl`, which reads log T straight from the potentials (no targets written out, a
+    custom VJP for the student gradient); it equals `softmap_kl(stop_gradient(zipf_sinkhorn(...)), ...)`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from jax import lax
 
 from dos_jax import errors
 
-_NEG_INF = -jnp.inf
 NORMALIZATIONS = ("softmap", "clustering")
 
 
