@@ -140,19 +140,27 @@ def plot_rank_frequency(usage: Mapping[str, Sequence[float]] | Sequence[float], 
   return save_figure(fig, path)
 
 
-def plot_topdown(coord, assignment, path: str, title: str = "", point_size: float = 1.0) -> str:
+def plot_topdown(coord, assignment, path: str, title: str = "", point_size: float = 1.0,
+                 max_height_fraction: Optional[float] = 0.85) -> str:
   """Top-down (x-y) scatter of a scene coloured by each point's arg-max prototype (or class).
 
   Args:
     coord: f32[N, 3] coordinates; drawn from low to high z so upper surfaces stay visible.
     assignment: int[N] prototype (or class) id per point; ids are mapped to a fixed 20-colour cycle.
     path: output PNG.
+    title: figure title.
+    point_size: marker size.
+    max_height_fraction: hide points above this fraction of the scene's z range (the ceiling of an indoor room
+      would otherwise cover everything); None draws every point.
   """
   coord = np.asarray(coord, np.float32)
   assignment = np.asarray(assignment).reshape(-1)
   if coord.ndim != 2 or coord.shape[1] < 2 or coord.shape[0] != assignment.shape[0]:
     raise DataError(f"plot_topdown: coord {coord.shape} and assignment {assignment.shape} do not match")
   order = np.argsort(coord[:, 2]) if coord.shape[1] > 2 else np.arange(coord.shape[0])
+  if max_height_fraction is not None and coord.shape[1] > 2 and coord.shape[0]:
+    lo, hi = coord[:, 2].min(), coord[:, 2].max()
+    order = order[coord[order, 2] <= lo + max_height_fraction * (hi - lo)]
   # Shuffle ids through a fixed permutation so neighbouring prototype ids get distinct colours.
   ids = np.unique(assignment, return_inverse=True)[1]
   perm = np.random.default_rng(0).permutation(max(int(ids.max()) + 1, 1)) if ids.size else np.zeros(1, int)
