@@ -41,9 +41,9 @@ from dos_jax.batching import pipeline  # noqa: E402
 class TorchHead:
   """Projector Linear-GELU-Linear, L2 normalisation, cosine to L2-normalised prototypes (as DOSHead)."""
 
-  def __init__(self, head_params, torch):
+  def __init__(self, head_params, torch, device="cpu"):
     self.torch = torch
-    t = lambda a: torch.tensor(np.asarray(a), requires_grad=True)
+    t = lambda a: torch.tensor(np.asarray(a), device=device, requires_grad=True)
     self.w_in, self.b_in = t(np.asarray(head_params["proj_in"]["kernel"]).T), t(head_params["proj_in"]["bias"])
     self.w_out, self.b_out = t(np.asarray(head_params["proj_out"]["kernel"]).T), t(head_params["proj_out"]["bias"])
     self.prototypes = t(head_params["prototypes"])
@@ -59,8 +59,8 @@ class TorchHead:
     return h @ protos.T
 
 
-def torch_step_fn(state, batch, config):
-  """An eager torch train step closure at the size of `state`, initialised from the JAX params."""
+def torch_step_fn(state, batch, config, device: str = "cpu"):
+  """An eager torch train step closure at the size of `state`, initialised from the JAX params, on `device`."""
   import torch  # pylint: disable=g-import-not-at-top
   from dos_jax.torch_ref import convert  # pylint: disable=g-import-not-at-top
   from dos_jax.torch_ref import encoder as tenc  # pylint: disable=g-import-not-at-top
@@ -74,15 +74,19 @@ def torch_step_fn(state, batch, config):
   teacher = tenc.PointTransformerV3.from_variant(config.model.variant, in_channels=in_ch)
   teacher.load_state_dict(student.state_dict())
   teacher.requires_grad_(False)
-  head, t_head = TorchHead(params["head"], torch), TorchHead(params["head"], torch)
+  student, teacher = student.to(device), teacher.to(device)
+  head, t_head = TorchHead(params["head"], torch, device), TorchHead(params["head"], torch, device)
   opt = torch.optim.AdamW(list(student.parameters()) + head.parameters(), lr=float(config.optim.lr),
                           weight_decay=float(schedules.weight_decay(config)(0)))
   flat = lambda tree: jax.tree.map(lambda x: x.reshape((-1,) + tuple(x.shape[2:])), tree)
-  t_student, t_teacher = tenc.points_to_torch(flat(batch.student)), tenc.points_to_torch(flat(batch.teacher))
+  to_dev = lambda tree: jax.tree.map(lambda x: x.to(device), tree)
+  t_student = to_dev(tenc.points_to_torch(flat(batch.student)))
+  t_teacher = to_dev(tenc.points_to_torch(flat(batch.teacher)))
   b, v = batch.student.coord.shape[:2]
-  idx = {k: torch.from_numpy(np.asarray(getattr(batch, k))) for k in
+  idx = {k: torch.from_numpy(np.asarray(getattr(batch, k))).to(device) for k in
          ("target_index", "target_valid", "cross_index", "cross_valid")}
-  s_valid = torch.from_numpy(np.asarray(batch.student.valid))
+  s_valid = torch.from_numpy(np.asarray(batch.student.valid)).to(device)
+  sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
   # Step-0 values of the schedules (the torch step is timed, not trained: constants are equal work).
   momentum = float(schedules.ema_momentum(config)(0))
   teacher_temp = float(schedules.teacher_temperature(config)(0))
@@ -91,7 +95,7 @@ def torch_step_fn(state, batch, config):
     with torch.no_grad():
       t_cos = t_head(teacher(t_teacher)).reshape(b, v, -1, int(config.num_prototypes))
     s_cos = head(student(t_student)).reshape(b, v, -1, int(config.num_prototypes))
-    s_cos = torch.where(s_valid.unsqueeze(-1), s_cos, torch.zeros(()))
+    s_cos = torch.where(s_valid.unsqueeze(-1), s_cos, torch.zeros((), device=device))
     loss, _ = tobj.dos_loss(s_cos, t_cos, idx["target_index"], idx["target_valid"], idx["cross_index"],
                             idx["cross_valid"], s_valid, teacher_temp=teacher_temp,
                             student_temp=float(config.student_temp), alpha=float(config.zipf_alpha),
@@ -105,6 +109,7 @@ def torch_step_fn(state, batch, config):
         pt.mul_(momentum).add_(ps, alpha=1 - momentum)
       for pt, ps in zip(t_head.parameters(), head.parameters()):
         pt.mul_(momentum).add_(ps, alpha=1 - momentum)
+    sync()
     return float(loss)
 
   return step
@@ -120,7 +125,7 @@ def _median_time(fn, steps):
   return statistics.median(times), times, out
 
 
-def run(config, steps: int, pipeline_seconds: float, with_torch: bool = True):
+def run(config, steps: int, pipeline_seconds: float, with_torch: bool = True, torch_device: str = "cpu"):
   """Returns the result dict (see the module docstring)."""
   from dos_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from dos_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
@@ -135,7 +140,7 @@ def run(config, steps: int, pipeline_seconds: float, with_torch: bool = True):
   batch_j = jax.device_put(batch)
   step_fn = jax.jit(step_lib.train_step, donate_argnums=0)
   rng = jax.random.key(1)
-  torch_step = torch_step_fn(state, batch, config) if with_torch else None  # before donation consumes params
+  torch_step = torch_step_fn(state, batch, config, torch_device) if with_torch else None  # before donation consumes params
   start = time.perf_counter()
   compiled = step_fn.lower(state, batch_j, rng).compile()
   result["jax_compile_s"] = round(time.perf_counter() - start, 3)
@@ -152,6 +157,7 @@ def run(config, steps: int, pipeline_seconds: float, with_torch: bool = True):
   if torch_step is not None:
     import torch  # pylint: disable=g-import-not-at-top
     result["torch_threads"] = torch.get_num_threads()
+    result["torch_device"] = torch_device
     result["torch_version"] = torch.__version__
     result["torch_first_loss"] = torch_step()
     med, times, _ = _median_time(torch_step, steps)
@@ -173,11 +179,14 @@ def main(argv=None):
   parser.add_argument("--pipeline-seconds", type=float, default=3.0)
   parser.add_argument("--config-arg", default=None, help="argument of configs/synthetic_tiny.py, e.g. 'smoke'")
   parser.add_argument("--no-torch", action="store_true")
+  parser.add_argument("--torch-device", default="cpu", help="device of the torch reference (cpu, cuda)")
   parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "train_step.json"))
   args = parser.parse_args(argv)
   config = synthetic_tiny.get_config(args.config_arg)
-  result = run(config, args.steps, args.pipeline_seconds, with_torch=not args.no_torch)
+  result = run(config, args.steps, args.pipeline_seconds, with_torch=not args.no_torch,
+               torch_device=args.torch_device)
   encoder_bench.write_json_atomic(args.out, result)
+  os.chmod(args.out, 0o644)
   print(json.dumps(result, indent=1))
   return result
 

@@ -370,6 +370,7 @@ def _write_atomic(path: str, text: str) -> None:
   fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
   with os.fdopen(fd, "w") as f:
     f.write(text)
+  os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are for everyone to read
   os.replace(tmp, path)
 
 

@@ -170,7 +170,7 @@ class GridPooling(nn.Module):
     b, m = next_valid.shape
     y = self.proj(x)
     index = parent.long().unsqueeze(-1).expand(-1, -1, y.shape[-1])
-    pooled = torch.zeros(b, m + 1, y.shape[-1], dtype=y.dtype)
+    pooled = torch.zeros(b, m + 1, y.shape[-1], dtype=y.dtype, device=y.device)
     pooled = pooled.scatter_reduce(1, index, y, reduce="amax", include_self=False)[:, :m]
     pooled = zero_padded(pooled, next_valid)
     return zero_padded(gelu(self.norm(pooled)), next_valid)

@@ -1,0 +1,103 @@
+r"""Scaling of the encoder step (forward + backward) with the number of points: time and peak memory, log-log PNG.
+
+  python -m benchmarks.scaling [--points 2048,4096,8192,16384] [--variant tiny] [--out benchmarks/scaling.json] \
+      [--png benchmarks/scaling.png]
+
+Measured in one run with `benchmarks/encoder.py`'s functions (same synthetic heightfield sets, same jitted
+`value_and_grad` of the encoder): per point count N, the step time (min of `--repeats`) and the compiled peak
+memory (XLA memory analysis: arguments + outputs + temporaries, the live-buffer bound of the step). Fitted
+exponents k_time, k_memory are the least-squares slopes in log-log space; attention runs inside fixed-size patches,
+so both should be <= ~1 (linear in N) for a fixed patch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import types
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from benchmarks import encoder as encoder_bench  # noqa: E402
+from dos_jax.models import variants  # noqa: E402
+
+
+def slope(xs, ys):
+  """Least-squares slope of log(ys) vs log(xs); None with fewer than 2 points."""
+  if len(xs) < 2:
+    return None
+  return round(float(np.polyfit(np.log(xs), np.log(ys), 1)[0]), 3)
+
+
+def plot(result, path: str) -> None:
+  """Log-log plot of step time and peak memory vs points, with the fitted exponents; written atomically."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  rows = result["rows"]
+  n = np.array([r["points"] for r in rows], float)
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+  series = [("step_s", "step time [s]", "k_time"), ("peak_mib", "peak memory [MiB]", "k_memory")]
+  for ax, (key, label, k) in zip(axes, series):
+    y = np.array([r.get(key, np.nan) for r in rows], float)
+    ax.loglog(n, y, "o-", label=f"measured (k = {result.get(k)})")
+    if np.all(np.isfinite(y)) and len(y):
+      ax.loglog(n, y[0] * n / n[0], "--", color="gray", label="linear reference")
+    ax.set_xlabel("points per set (capacity N)")
+    ax.set_ylabel(label)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.suptitle(f"encoder fwd+bwd, variant {result['variant']}, {result['platform']} ({result['dtype']})",
+               fontsize=10)
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=110)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def run(points, variant="tiny", dtype="float32", batch=1, fill=0.9, repeats=3):
+  import jax  # pylint: disable=g-import-not-at-top
+  spec = variants.decode_variant(variant)
+  model_cfg = dict(variant=variant, dtype=dtype, drop_path=0.0, mlp_ratio=4, attention="xla")
+  args = types.SimpleNamespace(batch=batch, fill=fill, repeats=repeats)
+  rows = []
+  for n in points:
+    rows.append(encoder_bench.bench_one(int(n), args, model_cfg, spec))
+    print(json.dumps(rows[-1]), flush=True)
+  result = dict(benchmark="encoder fwd+bwd scaling", variant=variant, dtype=dtype, batch=batch, fill=fill,
+                patch_size=spec["patch_size"], platform=jax.devices()[0].platform, rows=rows,
+                k_time=slope([r["points"] for r in rows], [r["step_s"] for r in rows]),
+                k_memory=slope([r["points"] for r in rows], [r["peak_mib"] for r in rows if "peak_mib" in r])
+                if all("peak_mib" in r for r in rows) else None)
+  result["linear_or_better"] = bool(result["k_time"] is not None and result["k_time"] <= 1.15)
+  return result
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--points", default="2048,4096,8192,16384")
+  parser.add_argument("--variant", default="tiny")
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "scaling.json"))
+  parser.add_argument("--png", default=os.path.join(ROOT, "benchmarks", "scaling.png"))
+  args = parser.parse_args(argv)
+  result = run([int(p) for p in args.points.split(",") if p], args.variant, args.dtype, repeats=args.repeats)
+  if args.png:
+    plot(result, args.png)
+    result["png"] = os.path.relpath(args.png, ROOT)
+  encoder_bench.write_json_atomic(args.out, result)
+  os.chmod(args.out, 0o644)
+  print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
+  return result
+
+
+if __name__ == "__main__":
+  main()
