@@ -126,6 +126,7 @@ def _write_atomic(path, text):
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".objective-", suffix=".json")
   with os.fdopen(fd, "w") as f:
     f.write(text)
+  os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
   os.replace(tmp, path)
 
 
