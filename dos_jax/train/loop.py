@@ -179,23 +179,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
       process_index=jax.process_index(), process_count=jax.process_count())
   logging.info("workdir %s: %s at step %d of %d", workdir, "resuming" if start_step else "starting",
                start_step, total)
-  try:
-    batch = next(batches)
-    state = _init_or_restore(config, mesh, ckpt, batch, start_step)
-    step_fn = sharding.jit_train_step(mesh, sharding.state_sharding(mesh, state))
-    if is_chief and not start_step:
-      writer.write_hparams(dict(config_validation.flatten(config)))
-    end = total if stop_at is None else min(total, int(stop_at))
-    result = _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, start_step, total, end, is_chief)
-    ckpt.wait_until_finished()
-    return result
-  finally:
-    batches.close()
-    writer.close()
-    ckpt.close()
+  # Multi-host: JAX's preemption service owns SIGTERM and makes all hosts agree on the step (`reached_preemption`);
+  # a Python handler here would replace its handler and let hosts stop at different steps. Single host: installed
+  # before the (long) compile, so a notice that arrives during start-up still ends in a clean exit.
+  signals = (signal.SIGTERM,) if jax.process_count() == 1 else ()
+  with checkpoint.PreemptionFlag(signals) as preemption:
+    try:
+      batch = next(batches)
+      state = _init_or_restore(config, mesh, ckpt, batch, start_step)
+      step_fn = sharding.jit_train_step(mesh, sharding.state_sharding(mesh, state))
+      if is_chief and not start_step:
+        writer.write_hparams(dict(config_validation.flatten(config)))
+      end = total if stop_at is None else min(total, int(stop_at))
+      result = _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, preemption, start_step, total, end,
+                    is_chief)
+      ckpt.wait_until_finished()
+      return result
+    finally:
+      batches.close()
+      writer.close()
+      ckpt.close()
 
 
-def _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, start_step, total, end, is_chief
+def _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, preemption, start_step, total, end, is_chief
          ) -> TrainResult:
   """The step loop proper (see the module docstring for what happens each step)."""
   interval = _Interval()
@@ -204,11 +210,12 @@ def _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, start_step,
   step = start_step
   bar = tqdm.tqdm(total=total, initial=start_step, unit="step", disable=not is_chief, dynamic_ncols=True,
                   mininterval=1.0)
-  # Multi-host: JAX's preemption service owns SIGTERM and makes all hosts agree on the step (`reached_preemption`);
-  # a Python handler here would replace its handler and let hosts stop at different steps.
-  signals = (signal.SIGTERM,) if jax.process_count() == 1 else ()
-  with checkpoint.PreemptionFlag(signals) as preemption, bar:
+  with bar:
     while step < end:
+      if preemption.is_set() or (step > start_step and ckpt.reached_preemption(step)):
+        logging.warning("preemption notice: stopping at step %d (with a checkpoint of it)", step)
+        preempted = True
+        break
       if batch is None:
         batch = next(batches)
       num_points = _num_points(batch)
@@ -231,10 +238,7 @@ def _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, start_step,
         if is_chief:
           logging.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in sorted(logged.items())))
       ckpt.maybe_save(step, state)
-      if preemption.is_set() or ckpt.reached_preemption(step):
-        logging.warning("preemption notice: saving a checkpoint at step %d and stopping", step)
-        preempted = True
-        break
-  ckpt.save(step, state)
+  if step > start_step:  # else nothing new: the latest checkpoint (or the deterministic init) is this state
+    ckpt.save(step, state)
   writer.flush()
   return TrainResult(state=state, metrics=logged, step=step, preempted=preempted or step < total)

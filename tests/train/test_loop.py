@@ -92,17 +92,34 @@ def test_resume_equals_straight_run(straight, tmp_path):
   _assert_states_equal(again.state, reference.state)
 
 
-def _wait_for_step(workdir, proc, min_step, timeout=240.0):
-  """Polls metrics.jsonl until a row with step >= min_step appears (the run is in its step loop)."""
+def _poll(proc, ready, what, timeout=240.0):
   deadline = time.time() + timeout
   while time.time() < deadline:
-    rows = writers.read_metrics(workdir)
-    if rows and rows[-1]["step"] >= min_step:
-      return rows[-1]["step"]
+    if ready():
+      return
     if proc.poll() is not None:
       raise AssertionError(f"training exited early with {proc.returncode}: {proc.stderr.read()[-3000:]}")
-    time.sleep(0.02)
-  raise AssertionError(f"no step {min_step} within {timeout} s")
+    time.sleep(0.01)
+  raise AssertionError(f"no {what} within {timeout} s")
+
+
+def _checkpoint_names(workdir):
+  ckpt_dir = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
+  return os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
+
+
+def _wait_for_checkpoint(workdir, proc, min_step):
+  """Until a finalized checkpoint of step >= min_step exists."""
+  _poll(proc, lambda: any(n.isdigit() and int(n) >= min_step for n in _checkpoint_names(workdir)),
+        f"checkpoint >= {min_step}")
+
+
+def _wait_for_save_in_flight(workdir, proc):
+  """Until a finalized checkpoint exists and the next one is being written (an orbax temporary directory)."""
+  def ready():
+    names = _checkpoint_names(workdir)
+    return any(n.isdigit() for n in names) and any("tmp" in n for n in names)
+  _poll(proc, ready, "checkpoint save in flight")
 
 
 def _launch(workdir):
@@ -125,9 +142,9 @@ def test_sigkill_and_sigterm_then_resume_matches_straight_run(straight, tmp_path
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), reference.state)
   workdir = str(tmp_path / "run")
 
-  # 1. Crash without notice (SIGKILL) in the middle of training (a save runs at every step).
+  # 1. Crash without notice (SIGKILL) while a checkpoint is being written (a save starts at every step).
   proc = _launch(workdir)
-  _wait_for_step(workdir, proc, 2)
+  _wait_for_save_in_flight(workdir, proc)
   proc.send_signal(signal.SIGKILL)
   proc.wait(timeout=60)
   killed_at = _assert_checkpoints_readable(workdir, abstract)
@@ -135,7 +152,7 @@ def test_sigkill_and_sigterm_then_resume_matches_straight_run(straight, tmp_path
 
   # 2. Preemption notice (SIGTERM): checkpoint of the step reached, exit code 0.
   proc = _launch(workdir)
-  _wait_for_step(workdir, proc, max(killed_at) + 1)
+  _wait_for_checkpoint(workdir, proc, max(killed_at) + 1)  # this process is in its step loop
   proc.send_signal(signal.SIGTERM)
   assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
   steps = _assert_checkpoints_readable(workdir, abstract)
