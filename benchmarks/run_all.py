@@ -30,8 +30,8 @@ BENCHMARKS = {
     "objective": ("benchmarks.objective", ["--points", "65536", "--prototypes", "1024", "--repeats", "3"],
                   ["--points", "8192", "--prototypes", "256", "--repeats", "2"]),
     "input_pipeline": ("benchmarks.input_pipeline", ["--seconds", "3"], ["--seconds", "1"]),
-    "scaling": ("benchmarks.scaling", ["--points", "2048,4096,8192,16384", "--repeats", "3"],
-                ["--points", "1024,2048,4096", "--repeats", "2"]),
+    "scaling": ("benchmarks.scaling", ["--points", "4096,8192,16384,32768", "--repeats", "3"],
+                ["--points", "2048,4096,8192", "--repeats", "2"]),
     "train_step": ("benchmarks.train_step", ["--steps", "5", "--pipeline-seconds", "3"],
                    ["--config-arg", "smoke", "--steps", "2", "--pipeline-seconds", "1"]),
 }
@@ -118,8 +118,9 @@ def table(results: Dict[str, Any]) -> List[str]:
             f"{_fmt(best['scenes_per_s'])} ({_fmt(best['points_per_s'])} points/s)")
     elif name == "scaling":
       pts = ", ".join(f"{x['points']}: {_fmt(x['step_s'])} s / {_fmt(x.get('peak_mib'))} MiB" for x in r["rows"])
-      add(f"encoder {r['variant']} fwd+bwd scaling", "time exponent k / memory exponent k",
-          f"{_fmt(r['k_time'])} / {_fmt(r['k_memory'])} (linear or better: {r['linear_or_better']})")
+      add(f"encoder {r['variant']} fwd+bwd scaling", "exponent k of time / peak memory / FLOPs (N^k)",
+          f"{_fmt(r['k_time'])} / {_fmt(r['k_memory'])} / {_fmt(r.get('k_flops'))} "
+          f"(time linear or better: {r['linear_or_better']})")
       add(f"encoder {r['variant']} fwd+bwd scaling", "N: step / peak memory", pts)
   rows.append("")
   rows.append(f"Host: {host['cpus']} CPUs, load average {host['load_start']} at start and {host['load_end']} at "
