@@ -37,6 +37,7 @@ def write_atomic(path: str, text: str) -> None:
       f.write(text)
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and configs are meant to be read by others
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
