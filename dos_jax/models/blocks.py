@@ -66,44 +66,6 @@ def _permute_bwd(res, g):
 permute_rows.defvjp(_permute_fwd, _permute_bwd)
 
 
-@jax.custom_vjp
-def gather_neighbors(x: jax.Array, neighbors: jax.Array) -> jax.Array:
-  """gather_rows(x, neighbors) for the 27 voxel neighbours: x [B, N, C], neighbors i32[B, N, 27] -> [B, N, 27, C].
-
-  The neighbour relation is symmetric (j is i's neighbour at offset k iff i is j's at the opposite offset 26 - k,
-  as NEIGHBOR_OFFSETS[26 - k] = -NEIGHBOR_OFFSETS[k]), so the backward pass is a gather too. If a batch breaks
-  the symmetry (several points in one voxel), the backward falls back to the scatter-add.
-  """
-  return gather_rows(x, neighbors)
-
-
-def _gather_neighbors_fwd(x, neighbors):
-  return gather_rows(x, neighbors), (neighbors, x.shape[1])
-
-
-def _gather_neighbors_bwd(res, g):
-  neighbors, n = res
-  k = neighbors.shape[-1]
-  opposite = neighbors[..., ::-1]                                       # [B, N, 27]
-  g_pad = jnp.pad(g, ((0, 0), (0, 1), (0, 0), (0, 0)))                  # sentinel row N holds zeros
-
-  def by_gather():
-    return jax.vmap(lambda gb, ob: jnp.sum(gb[ob, jnp.arange(k)], axis=1))(g_pad, opposite)
-
-  def by_scatter():
-    return jax.vmap(lambda gb, nb: jnp.zeros((n + 1,) + gb.shape[-1:], gb.dtype).at[nb].add(gb)[:n])(g, neighbors)
-
-  # Symmetric iff for every real entry j = neighbors[i, k]: neighbors[j, 26 - k] == i.
-  back = jax.vmap(lambda nb, ob: jnp.pad(nb, ((0, 1), (0, 0)), constant_values=n)[ob, jnp.arange(k)])(
-      neighbors, opposite)                                              # [B, N, 27]: neighbors[j, 26-k] at j=opp
-  slots = jnp.arange(n, dtype=neighbors.dtype)[None, :, None]
-  symmetric = jnp.all((opposite == n) | (back == slots))
-  return jax.lax.cond(symmetric, by_gather, by_scatter), None
-
-
-gather_neighbors.defvjp(_gather_neighbors_fwd, _gather_neighbors_bwd)
-
-
 def zero_padded(x: jax.Array, valid: jax.Array) -> jax.Array:
   """x: [B, N, C], valid: bool[B, N] -> x with padded slots set to exactly 0."""
   return jnp.where(valid[..., None], x, jnp.zeros((), x.dtype))
@@ -181,7 +143,7 @@ class CPE(nn.Module):
   def __call__(self, x: jax.Array, neighbors: jax.Array) -> jax.Array:
     """x: [B, N, C], neighbors: i32[B, N, 27] (sentinel N = absent) -> [B, N, C]."""
     c = self.channels
-    y = _Conv(c, self.dtype, name="conv")(gather_neighbors(x, neighbors))
+    y = _Conv(c, self.dtype, name="conv")(gather_rows(x, neighbors))
     y = _dense(c, self.dtype, "linear")(y)
     return LayerNorm(self.dtype, name="norm")(y)
 
