@@ -33,8 +33,8 @@ _MODE = flags.DEFINE_enum("mode", "local", ["local", "commands", "collect"],
                           "local: run sequentially here; commands: print one command per run; collect: table only.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-# Metric names of the effective number of prototypes, newest first (the train step's diagnostics).
-_EFFECTIVE_KEYS = ("effective_prototypes", "proto_effective", "eff_prototypes", "prototype_perplexity")
+# The train step's collapse diagnostic: exp(entropy of prototype usage) (dos_jax.eval.diagnostics).
+_EFFECTIVE_KEY = "effective_prototypes"
 
 
 def load_sweep(config_spec: str) -> List[Dict[str, Any]]:
@@ -88,7 +88,7 @@ def collect(workdir: str, sweep: Sequence[Dict[str, Any]], status: Optional[Dict
     name = run_name(overrides)
     run_dir = os.path.join(workdir, name)
     last = _read_jsonl_last(os.path.join(run_dir, "metrics.jsonl")) or {}
-    effective = next((last[k] for k in _EFFECTIVE_KEYS if k in last), None)
+    effective = last.get(_EFFECTIVE_KEY)
     probe = None
     probe_path = os.path.join(run_dir, "probe.json")
     if os.path.exists(probe_path):
