@@ -135,7 +135,8 @@ def _probe_record(probe: Dict[str, Any]) -> Dict[str, Any]:
   return {"miou": probe.get("miou"), "head": probe.get("head"), "common": probe.get("common"),
           "tail": probe.get("tail"), "unclaimed": col.get("unclaimed_point_fraction"),
           "collapsed_pairs": col.get("collapsed_pair_fraction"),
-          "probe_effective_prototypes": col.get("effective_prototypes")}
+          "probe_effective_prototypes": col.get("effective_prototypes"),
+          "checkpoint_step": probe.get("checkpoint_step")}
 
 
 def seed_records(workdir: str, runs: Sequence[Run], seeds: Sequence[int]) -> Dict[str, Dict[int, Dict[str, Any]]]:
@@ -171,7 +172,7 @@ def summarize(records: Dict[str, Dict[int, Dict[str, Any]]]) -> Dict[str, Dict[s
   out = {}
   for name, by_seed in records.items():
     seeds = sorted(by_seed)
-    row: Dict[str, Any] = {"seeds": seeds}
+    row: Dict[str, Any] = {"seeds": seeds, "checkpoint_step": [by_seed[s].get("checkpoint_step") for s in seeds]}
     for key, _ in METRICS:
       values = [by_seed[s].get(key) for s in seeds]
       mean, std, _ = _mean_std(values)
@@ -190,8 +191,8 @@ def _cell(stat: Optional[Dict[str, Any]], percent: bool) -> str:
 def format_table(summary: Dict[str, Dict[str, Any]], order: Optional[Sequence[str]] = None) -> str:
   """Markdown table: one row per run, mean ± sample std over seeds (mIoU and fractions in %)."""
   names = [n for n in (order or [])] + sorted(n for n in summary if n not in (order or []))
-  head = "| run | seeds | " + " | ".join(t for _, t in METRICS) + " |\n"
-  sep = "|---|---|" + "---|" * len(METRICS) + "\n"
+  head = "| run | seeds | " + " | ".join(t for _, t in METRICS) + " | pretrain steps |\n"
+  sep = "|---|---|" + "---|" * (len(METRICS) + 1) + "\n"
   lines = []
   for name in names:
     if name not in summary:
@@ -199,6 +200,8 @@ def format_table(summary: Dict[str, Dict[str, Any]], order: Optional[Sequence[st
     row = summary[name]
     cells = [_cell(row.get(k), percent=k in ("miou", "head", "common", "tail", "unclaimed", "collapsed_pairs"))
              for k, _ in METRICS]
+    steps = sorted({s for s in row.get("checkpoint_step") or () if s is not None})
+    cells.append(",".join(str(s) for s in steps) or "0 (random init)")
     lines.append(f"| {name} | {','.join(str(s) for s in row['seeds'])} | " + " | ".join(cells) + " |\n")
   return head + sep + "".join(lines)
 
