@@ -8,7 +8,9 @@ What is asserted (against independent float64 NumPy implementations of the DESIG
     every column a distribution over the valid points, padded rows exactly 0, equal to the reference;
   * softmap / softmap_kl at ±100 logits and with 1-2 valid points: finite values and gradients, columns sum to 1,
     KL >= 0 and equal to the reference, gradient equal to the analytic (P Σ_i T - T) / K, an empty set gives 0;
-    the fused `zipf_softmap_kl` (what dos_loss runs) equals the composition in value and gradient;
+    the fused `zipf_softmap_kl` (what dos_loss runs) equals the composition in value and gradient, per case;
+  * garbage (±1e6, NaN, ±inf) in padded rows leaves every output and gradient unchanged; the NaN/inf cases are
+    strict xfails since the arithmetic masking of commit 0eb0ecf (finite padding is what the encoder produces);
   * train_step: a NaN (or inf) in the batch features skips the step: metrics['nonfinite'] = 1,
     nonfinite_count + 1, params / teacher / optimizer state bitwise unchanged, step + 1; a clean batch updates.
 The loop's nonfinite='stop' policy (NonFiniteError naming the step) is tested end to end in tests/train/test_loop.py.
