@@ -34,6 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -139,20 +140,25 @@ def _probe_record(probe: Dict[str, Any]) -> Dict[str, Any]:
           "checkpoint_step": probe.get("checkpoint_step")}
 
 
-def seed_records(workdir: str, runs: Sequence[Run], seeds: Sequence[int]) -> Dict[str, Dict[int, Dict[str, Any]]]:
-  """{row name: {seed: metrics}} from the run folders; rows are the runs plus 'random_init' (probe only)."""
+def seed_records(workdir: str, runs: Sequence[Run], seeds: Sequence[int], suffix: str = ""
+                 ) -> Dict[str, Dict[int, Dict[str, Any]]]:
+  """{row name: {seed: metrics}} from the run folders; rows are the runs plus 'random_init' (probe only).
+
+  Reads probe{suffix}.json and probe_random_init{suffix}.json (a suffix selects another probe of the same
+  checkpoints, e.g. '_balanced' for `--config.probe.class_balanced=true --out probe_balanced.json`).
+  """
   rows: Dict[str, Dict[int, Dict[str, Any]]] = {}
   for run in runs:
     for seed in seeds:
       d = run_dir(workdir, run, seed)
-      probe = _read_json(os.path.join(d, "probe.json"))
+      probe = _read_json(os.path.join(d, f"probe{suffix}.json"))
       last = _last_metrics(os.path.join(d, "metrics.jsonl"))
       if probe is not None:
         rec = _probe_record(probe)
         rec.update(loss=last.get("loss"), effective_prototypes=last.get("effective_prototypes"),
                    step=last.get("step"))
         rows.setdefault(run.name, {})[seed] = rec
-      rnd = _read_json(os.path.join(d, "probe_random_init.json")) if run.random_init else None
+      rnd = _read_json(os.path.join(d, f"probe_random_init{suffix}.json")) if run.random_init else None
       if rnd is not None:
         rows.setdefault("random_init", {})[seed] = _probe_record(rnd)
   return rows
@@ -206,31 +212,44 @@ def format_table(summary: Dict[str, Dict[str, Any]], order: Optional[Sequence[st
   return head + sep + "".join(lines)
 
 
+def write_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` via a temp file in the same folder and a rename (readers never see half a file)."""
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(os.path.abspath(path)))
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+
+
 def write_report(workdir: str, runs: Sequence[Run], seeds: Sequence[int], settings: Dict[str, Any],
-                 plots: bool = True) -> str:
-  """Writes DIR/ablation.json, DIR/ablation.md and the figures; returns the Markdown table."""
-  from dos_jax.train import checkpoint  # pylint: disable=g-import-not-at-top  (write_atomic)
-  records = seed_records(workdir, runs, seeds)
+                 plots: bool = True, suffix: str = "") -> str:
+  """Writes DIR/ablation{suffix}.json, DIR/ablation{suffix}.md and the figures; returns the Markdown table."""
+  records = seed_records(workdir, runs, seeds, suffix)
   summary = summarize(records)
   order = ["default", "random_init"] + [r.name for r in runs if r.name != "default"]
   table = format_table(summary, order)
   doc = {"settings": settings, "runs": [dataclasses.asdict(r) for r in runs], "per_seed": records,
          "summary": summary}
-  checkpoint.write_atomic(os.path.join(workdir, "ablation.json"), json.dumps(doc, indent=1, default=str) + "\n")
+  write_atomic(os.path.join(workdir, f"ablation{suffix}.json"), json.dumps(doc, indent=1, default=str) + "\n")
   md = ("# DOS ablation (small scale)\n\n" + "Settings: `" + json.dumps(settings, default=str) + "`\n\n"
         "mean ± sample std over seeds; mIoU, head/common/tail, unclaimed points and collapsed prototype pairs in "
         "%. Final loss is not comparable between softmap and clustering (different targets).\n\n" + table)
-  checkpoint.write_atomic(os.path.join(workdir, "ablation.md"), md)
+  write_atomic(os.path.join(workdir, f"ablation{suffix}.md"), md)
   if plots:
     try:
-      make_plots(workdir, runs, seeds, records, float(settings.get("prior_alpha", 1.3)))
+      make_plots(workdir, runs, seeds, records, float(settings.get("prior_alpha", 1.3)), suffix)
     except Exception as e:  # pylint: disable=broad-except  (a figure must never lose the table)
       print(f"[ablate] plots failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
   return table
 
 
 def make_plots(workdir: str, runs: Sequence[Run], seeds: Sequence[int],
-               records: Dict[str, Dict[int, Dict[str, Any]]], prior_alpha: float = 1.3) -> List[str]:
+               records: Dict[str, Dict[int, Dict[str, Any]]], prior_alpha: float = 1.3, suffix: str = ""
+               ) -> List[str]:
   """PNGs in DIR/figures/ from what has finished so far; returns their paths."""
   from dos_jax.eval import plots  # pylint: disable=g-import-not-at-top
   fig_dir = os.path.join(workdir, "figures")
@@ -244,7 +263,7 @@ def make_plots(workdir: str, runs: Sequence[Run], seeds: Sequence[int],
       alpha_rows.append(dict(alpha=float(run.overrides["zipf_alpha"]), **{k: rec.get(k) for k in
                                                                          ("head", "common", "tail", "miou")}))
   if alpha_rows:
-    out.append(plots.plot_alpha_vs_miou(alpha_rows, os.path.join(fig_dir, "alpha_vs_miou.png")))
+    out.append(plots.plot_alpha_vs_miou(alpha_rows, os.path.join(fig_dir, f"alpha_vs_miou{suffix}.png")))
   first = min(seeds)
   curves = {r.name: os.path.join(run_dir(workdir, r, first), "metrics.jsonl") for r in runs}
   curves = {k: v for k, v in curves.items() if os.path.exists(v)}
@@ -302,6 +321,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument("--runs", default="", help="comma-separated run names to do (default: the whole plan)")
   p.add_argument("--probe-args", default="", help="extra launch.probe flags, space-separated")
   p.add_argument("--collect", action="store_true", help="only write the table and plots")
+  p.add_argument("--suffix", default="", help="with --collect: table of probe{SUFFIX}.json files")
   args = p.parse_args(argv)
   try:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -339,7 +359,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with concurrent.futures.ThreadPoolExecutor(max(1, args.parallel)) as pool:
       for fut in [pool.submit(job, r) for r in selected]:
         fut.result()
-  print(write_report(workdir, runs, seeds, dict(settings, status=status)))
+  print(write_report(workdir, runs, seeds, dict(settings, status=status), suffix=args.suffix))
   return 0 if all(s.startswith("done") for s in status.values()) else 1
 
 
