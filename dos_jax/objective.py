@@ -389,7 +389,9 @@ def _kl_bwd(res, g):
   nonempty = jnp.any(valid, axis=-1).astype(student.dtype)[..., None]
   # Operands are associated differently from the forward pass on purpose: XLA would otherwise CSE them with the
   # forward expressions and write them out as shared N x K temporaries.
-  p = jnp.exp(student - lse[..., None, :]) * (valid.astype(student.dtype) * nonempty)[..., :, None]
+  # The row bias zeroes padded rows inside the exp (as the forward pass does): multiplying exp(student - lse) by
+  # the mask instead overflows to inf * 0 = NaN when a padded logit sits ~88 above the valid ones.
+  p = jnp.exp(student + _row_bias(valid, student.dtype)[..., :, None] - lse[..., None, :]) * nonempty[..., None]
   log_t = (teacher + v[..., None, :]) + u[..., :, None]
   grad = g[..., None, None] * (p - jnp.exp(log_t))
   return grad, jnp.zeros_like(teacher), jnp.zeros_like(u), jnp.zeros_like(v), None

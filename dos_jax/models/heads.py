@@ -23,9 +23,11 @@ _EPS = 1e-6
 
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = _EPS) -> jax.Array:
-  """x / max(‖x‖, eps) along `axis` (a zero vector stays zero instead of becoming NaN)."""
-  norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
-  return x / jnp.maximum(norm, eps)
+  """x / max(‖x‖, eps) along `axis`: a zero vector stays zero, and so does its gradient (no NaN)."""
+  # rsqrt of the clamped squared norm: sqrt(0) has an infinite derivative, which would turn the zero rows of
+  # padded slots into NaN gradients for every parameter upstream.
+  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
 class DOSHead(nn.Module):
