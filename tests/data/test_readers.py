@@ -13,7 +13,9 @@ from dos_jax.data import scene as scene_lib
 from tests import conftest
 
 DATA = conftest.SHARED_DATA
-needs_data = pytest.mark.skipif(not os.path.isdir(DATA), reason="shared data not present")
+# CI always has ../shared beside the checkout: a missing data folder is a failure, not a skip.
+assert os.path.isdir(DATA), f"shared data not found at {DATA} (expected ../shared/data beside the checkout)"
+needs_data = pytest.mark.usefixtures()
 
 # From scannet_votenet50k/SOURCE.md: #labels, #instances, top-2 (NYU40 id, count), xyz min, xyz max.
 SCANNET = {

@@ -91,7 +91,6 @@ def test_nested_layout(tmp_path):
   assert [os.path.relpath(p, tmp_path) for p in found] == ["Area_1/office_1", "Area_1/office_2", "Area_2/hall_1"]
 
 
-@pytest.mark.skipif(not os.path.isdir(conftest.SHARED_DATA), reason="shared data not present")
 @pytest.mark.parametrize("split_folders", [False, True])
 def test_scannet_demo_tree(tmp_path, split_folders):
   src = os.path.join(conftest.SHARED_DATA, "scannet_votenet50k")
