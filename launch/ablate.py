@@ -43,9 +43,10 @@ GROUPS = ("baseline", "supervision", "normalization", "alpha")
 DEFAULT_ALPHAS = (0.0, 0.6, 1.3, 1.6, 2.0)
 DEFAULT_OVERRIDES = {"supervision": "observable", "normalization": "softmap", "zipf_alpha": 1.3}
 # Metrics of the table: (key in a seed's record, column title).
-METRICS = (("miou", "mIoU"), ("head", "head"), ("common", "common"), ("tail", "tail"), ("loss", "final loss"),
+METRICS = (("miou", "mIoU"), ("accuracy", "point acc"), ("head", "head"), ("common", "common"), ("tail", "tail"), ("loss", "final loss"),
            ("effective_prototypes", "eff. prototypes (train)"), ("unclaimed", "unclaimed pts"),
            ("collapsed_pairs", "collapsed pairs"))
+_PERCENT = ("miou", "accuracy", "head", "common", "tail", "unclaimed", "collapsed_pairs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +134,7 @@ def _last_metrics(path: str) -> Dict[str, Any]:
 
 def _probe_record(probe: Dict[str, Any]) -> Dict[str, Any]:
   col = probe.get("collapse") if isinstance(probe.get("collapse"), dict) else {}
-  return {"miou": probe.get("miou"), "head": probe.get("head"), "common": probe.get("common"),
+  return {"miou": probe.get("miou"), "accuracy": probe.get("accuracy"), "head": probe.get("head"), "common": probe.get("common"),
           "tail": probe.get("tail"), "unclaimed": col.get("unclaimed_point_fraction"),
           "collapsed_pairs": col.get("collapsed_pair_fraction"),
           "probe_effective_prototypes": col.get("effective_prototypes"),
@@ -204,8 +205,7 @@ def format_table(summary: Dict[str, Dict[str, Any]], order: Optional[Sequence[st
     if name not in summary:
       continue
     row = summary[name]
-    cells = [_cell(row.get(k), percent=k in ("miou", "head", "common", "tail", "unclaimed", "collapsed_pairs"))
-             for k, _ in METRICS]
+    cells = [_cell(row.get(k), percent=k in _PERCENT) for k, _ in METRICS]
     steps = sorted({s for s in row.get("checkpoint_step") or () if s is not None})
     cells.append(",".join(str(s) for s in steps) or "0 (random init)")
     lines.append(f"| {name} | {','.join(str(s) for s in row['seeds'])} | " + " | ".join(cells) + " |\n")

@@ -55,14 +55,14 @@ def _write_run(root, name, seed, miou, tail, loss, rnd=None):
   d = os.path.join(root, name, f"seed{seed}")
   os.makedirs(d)
   with open(os.path.join(d, "probe.json"), "w") as f:
-    json.dump({"miou": miou, "checkpoint_step": 10, "head": 0.5, "common": 0.2, "tail": tail,
+    json.dump({"miou": miou, "accuracy": 0.9, "checkpoint_step": 10, "head": 0.5, "common": 0.2, "tail": tail,
                "collapse": {"unclaimed_point_fraction": 0.1, "collapsed_pair_fraction": 0.0}}, f)
   with open(os.path.join(d, "metrics.jsonl"), "w") as f:
     f.write(json.dumps({"step": 5, "loss": 9.0, "effective_prototypes": 3.0}) + "\n")
     f.write(json.dumps({"step": 10, "loss": loss, "effective_prototypes": 12.0}) + "\n")
   if rnd is not None:
     with open(os.path.join(d, "probe_random_init.json"), "w") as f:
-      json.dump({"miou": rnd, "head": 0.3, "common": 0.1, "tail": 0.0, "collapse": "unavailable"}, f)
+      json.dump({"miou": rnd, "accuracy": 0.8, "head": 0.3, "common": 0.1, "tail": 0.0, "collapse": "unavailable"}, f)
 
 
 def test_records_summary_and_table(tmp_path):
@@ -82,9 +82,9 @@ def test_records_summary_and_table(tmp_path):
   assert summary["clustering"]["miou"] == {"mean": 0.25, "std": 0.0, "values": [0.25]}
   table = ablate.format_table(summary, ["default", "random_init", "clustering"])
   lines = table.strip().splitlines()
-  assert lines[0].startswith("| run | seeds | mIoU | head | common | tail | final loss |")
-  assert lines[2].startswith("| default | 0,1 | 35.0 ± 7.1 | 50.0 ± 0.0 | 20.0 ± 0.0 | 15.0 ± 7.1 | 1.5 ± 0.707 |")
-  assert lines[3].startswith("| random_init | 0,1 | 21.0 ± 1.4 |")
+  assert lines[0].startswith("| run | seeds | mIoU | point acc | head | common | tail | final loss |")
+  assert lines[2].startswith("| default | 0,1 | 35.0 ± 7.1 | 90.0 ± 0.0 | 50.0 ± 0.0 | 20.0 ± 0.0 | 15.0 ± 7.1 | 1.5 ± 0.707 |")
+  assert lines[3].startswith("| random_init | 0,1 | 21.0 ± 1.4 | 80.0 ± 0.0 |")
   assert lines[2].rstrip().endswith("| 10 |")  # the probed checkpoint's step
   assert lines[3].rstrip().endswith("| - | - | - | - | 0 (random init) |")  # no training for the baseline
   assert lines[4].startswith("| clustering | 0 | 25.0 ± 0.0 |")
