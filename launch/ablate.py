@@ -18,7 +18,8 @@ probe_random_init.json). A run whose probe.json already exists is skipped, so an
 `--parallel N` runs N configurations at once (default 1: one after another); the seeds of one configuration
 always run one after another, so that seeds after the first reuse its compiled train step from JAX's persistent
 compilation cache (set JAX_COMPILATION_CACHE_DIR; on a busy 2-core machine the compile costs more than 100 steps).
-`--runs a,b` restricts the plan to those run names (e.g. to resume part of it in a second process). At the end (and after every finished run)
+`--runs a,b` restricts the plan to those run names (e.g. to resume part of it in a second process).
+At the end (and after every finished run)
 it writes DIR/ablation.json (per-seed values and mean/std), DIR/ablation.md (Markdown table: mean ± sample std
 over seeds) and PNGs in DIR/figures/: alpha vs head/common/tail mIoU, loss curves, prototype rank-frequency against
 the Zipf prior, and a top-down render of an evaluation scene coloured by arg-max prototype.
@@ -43,7 +44,8 @@ GROUPS = ("baseline", "supervision", "normalization", "alpha")
 DEFAULT_ALPHAS = (0.0, 0.6, 1.3, 1.6, 2.0)
 DEFAULT_OVERRIDES = {"supervision": "observable", "normalization": "softmap", "zipf_alpha": 1.3}
 # Metrics of the table: (key in a seed's record, column title).
-METRICS = (("miou", "mIoU"), ("accuracy", "point acc"), ("head", "head"), ("common", "common"), ("tail", "tail"), ("loss", "final loss"),
+METRICS = (("miou", "mIoU"), ("accuracy", "point acc"), ("head", "head"), ("common", "common"), ("tail", "tail"),
+           ("loss", "final loss"),
            ("effective_prototypes", "eff. prototypes (train)"), ("unclaimed", "unclaimed pts"),
            ("collapsed_pairs", "collapsed pairs"))
 _PERCENT = ("miou", "accuracy", "head", "common", "tail", "unclaimed", "collapsed_pairs")
@@ -134,7 +136,8 @@ def _last_metrics(path: str) -> Dict[str, Any]:
 
 def _probe_record(probe: Dict[str, Any]) -> Dict[str, Any]:
   col = probe.get("collapse") if isinstance(probe.get("collapse"), dict) else {}
-  return {"miou": probe.get("miou"), "accuracy": probe.get("accuracy"), "head": probe.get("head"), "common": probe.get("common"),
+  return {"miou": probe.get("miou"), "accuracy": probe.get("accuracy"), "head": probe.get("head"),
+          "common": probe.get("common"),
           "tail": probe.get("tail"), "unclaimed": col.get("unclaimed_point_fraction"),
           "collapsed_pairs": col.get("collapsed_pair_fraction"),
           "probe_effective_prototypes": col.get("effective_prototypes"),

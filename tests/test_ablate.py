@@ -83,7 +83,8 @@ def test_records_summary_and_table(tmp_path):
   table = ablate.format_table(summary, ["default", "random_init", "clustering"])
   lines = table.strip().splitlines()
   assert lines[0].startswith("| run | seeds | mIoU | point acc | head | common | tail | final loss |")
-  assert lines[2].startswith("| default | 0,1 | 35.0 ± 7.1 | 90.0 ± 0.0 | 50.0 ± 0.0 | 20.0 ± 0.0 | 15.0 ± 7.1 | 1.5 ± 0.707 |")
+  assert lines[2].startswith("| default | 0,1 | 35.0 ± 7.1 | 90.0 ± 0.0 | 50.0 ± 0.0 | 20.0 ± 0.0 | 15.0 ± 7.1 | "
+                             "1.5 ± 0.707 |")
   assert lines[3].startswith("| random_init | 0,1 | 21.0 ± 1.4 | 80.0 ± 0.0 |")
   assert lines[2].rstrip().endswith("| 10 |")  # the probed checkpoint's step
   assert lines[3].rstrip().endswith("| - | - | - | - | 0 (random init) |")  # no training for the baseline
