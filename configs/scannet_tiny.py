@@ -2,7 +2,8 @@ r"""DOS vs random-init on the real ScanNet scans at CPU scale (a Pointcept folde
 
   python -c "from dos_jax.data import sources; \
       sources.scannet_demo_tree('../shared/data/scannet_votenet50k', '/tmp/scannet_tree')"
-  python -m launch.ablate --workdir /tmp/dos_scan --only baseline --config configs/scannet_tiny.py:root=/tmp/scannet_tree
+  python -m launch.ablate --workdir /tmp/dos_scan --only baseline \
+      --config configs/scannet_tiny.py:root=/tmp/scannet_tree
   # or by hand:
   python -m launch.train --config configs/scannet_tiny.py:root=/tmp/scannet_tree --workdir /tmp/scan_dos
   python -m launch.probe --config configs/scannet_tiny.py:root=/tmp/scannet_tree --workdir /tmp/scan_dos
