@@ -16,6 +16,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import logging as std_logging
 from ml_collections import config_flags
 
 from dos_jax import config_validation
@@ -68,6 +69,14 @@ def main(argv):
   return 0
 
 
+class _QuietLibraries(std_logging.Filter):
+  """Keeps our INFO lines (step logs) but drops the INFO chatter orbax writes on every save."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+
+
 if __name__ == "__main__":
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   app.run(main, flags_parser=_parse_flags)
