@@ -15,7 +15,11 @@ from tests import conftest
 DATA = conftest.SHARED_DATA
 # CI always has ../shared beside the checkout: a missing data folder is a failure, not a skip.
 assert os.path.isdir(DATA), f"shared data not found at {DATA} (expected ../shared/data beside the checkout)"
-needs_data = pytest.mark.usefixtures()
+
+
+def needs_data(test):
+  """Marks tests that read ../shared/data (asserted present above)."""
+  return test
 
 # From scannet_votenet50k/SOURCE.md: #labels, #instances, top-2 (NYU40 id, count), xyz min, xyz max.
 SCANNET = {
