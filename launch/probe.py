@@ -327,5 +327,9 @@ def main(argv):
 
 if __name__ == "__main__":
   from absl import app as _app  # pylint: disable=g-import-not-at-top
+  import logging as _std_logging  # pylint: disable=g-import-not-at-top
+  # orbax logs several INFO lines per restore through absl; keep the console to our progress and result.
+  _std_logging.getLogger("absl").addFilter(
+      lambda r: r.levelno >= _std_logging.WARNING or "orbax" not in r.pathname)
   _define_flags()
   _app.run(main)
