@@ -32,6 +32,8 @@ def get_config(arg=None):
   c.data.student_capacity = 512
   c.data.num_workers = 1
   c.model.variant = "tiny"
+  # No stochastic depth at this size (2 blocks per stage, a few hundred steps); paper configs use 0.3.
+  c.model.drop_path = 0.0
   c.model.head_hidden = 128
   c.model.head_dim = 32
   c.probe.steps = 150

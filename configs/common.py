@@ -80,6 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.mask_cell = 0.4              # metres (0.4 indoor, 1.0 outdoor)
   c.data.num_views = 2
   c.data.crop_ratio = 0.6             # fraction of the scene's points each view keeps (random crop & duplicate)
+  c.data.views = "duplicate"          # duplicate (one crop, V copies; paper) | independent (one crop per view)
   c.data.capacity = 8192              # stage-0 points per teacher view (padded)
   c.data.student_capacity = 4096      # stage-0 points per student view (visible only, padded)
   c.data.overflow = "downsample"      # downsample | error: a view larger than its capacity
@@ -90,14 +91,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.stage_ratio = 0.5            # capacity of pooled stage s+1 relative to stage s
   c.data.worker_backend = "thread"    # thread | process
   c.data.cross_radius = 0.0           # metres; 0 = 2 grid cells (cross-view nearest-point matching radius)
-  c.data.token_jitter_sigma = 0.0     # metres; 0 = 1 grid cell (supervision=token_jitter)
+  c.data.token_jitter_sigma = 0.01    # metres, per axis (supervision=token_jitter; Sonata's value)
+  c.data.token_jitter_clip = 0.02     # metres: the jitter is clipped to +-clip per axis
   c.data.augmentations = ()           # () = the defaults for data.kind (dos_jax.data.transforms)
 
   # --- model ---
   c.model = ml_collections.ConfigDict()
   c.model.variant = "tiny"            # tiny | small | base (dos_jax.models.variants)
   c.model.dtype = "float32"           # float32 | bfloat16 (compute dtype; params stay float32)
-  c.model.drop_path = 0.0
+  c.model.drop_path = 0.3             # student stochastic depth (Sonata); the teacher never drops paths
   c.model.mlp_ratio = 4
   c.model.head_hidden = 256           # projector hidden width
   c.model.head_dim = 64               # projector output (prototype) dimension

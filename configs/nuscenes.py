@@ -4,7 +4,7 @@ r"""DOS pretraining on nuScenes lidar sweeps (outdoor), paper defaults, PTv3-bas
   python -m launch.probe --config configs/nuscenes.py --workdir /ckpt/dos_nuscenes --data /data/nuscenes/val
 
 Outdoor defaults: grid 0.2 m, masking cells 1 m at ratio 0.7 (`:det` gives 0.6 for detection pretraining),
-K=1024, Zipf alpha 1.3; no colour (features are coordinates + strength-free normals as available).
+K=1024, Zipf alpha 1.3; no colour: features are coordinates + LiDAR strength (intensity), as Pointcept feeds them.
 
 Runtime: not measured here (no accelerator on the project's CI machines); expect on the order of a day on 8
 A100/H100-class GPUs. Expected result: linear-probe mIoU on the 16 nuScenes lidarseg classes in the paper's range.
@@ -33,7 +33,7 @@ def get_config(arg=None):
   c.data.kind = "outdoor"
   c.data.grid_size = 0.2
   c.data.mask_cell = 1.0
-  c.data.feat_keys = ("coord",)
+  c.data.feat_keys = ("coord", "strength")  # Pointcept feeds coord + LiDAR strength
   c.data.capacity = 32768
   c.data.student_capacity = 16384
   c.data.num_workers = 8

@@ -144,7 +144,9 @@ _RULES: Dict[str, _Rule] = {
     "data.stage_ratio": _range(0.0, 1.0, lo_open=True),
     "data.worker_backend": _one_of("thread", "process"),
     "data.cross_radius": _range(0.0),  # 0: 2 grid cells
-    "data.token_jitter_sigma": _range(0.0),  # 0: 1 grid cell
+    "data.token_jitter_sigma": _range(0.0),  # metres per axis; 0 = masked tokens at their exact positions
+    "data.token_jitter_clip": _range(0.0, lo_open=True),  # metres
+    "data.views": _one_of("duplicate", "independent"),
     "data.augmentations": _Rule(lambda v: isinstance(v, (tuple, list)),
                                 "a tuple of (op name, kwargs) pairs (dos_jax.data.transforms); () = defaults"),
     "model.variant": _one_of(*variants.VARIANTS),

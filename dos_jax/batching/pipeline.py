@@ -5,9 +5,10 @@ model variant, feature channels, batch size, views), never on the data, so one c
 
 Config keys read (all under `cfg.data` unless noted): grid_size, capacity, student_capacity, num_views, crop_ratio,
 mask_cell, overflow (downsample | error), feat_keys, kind (augmentation defaults), and, when present (absent,
-None or 0 -> the default in brackets), augmentations (a list of (op name, kwargs), see `dos_jax.data.transforms`;
-[default_augmentations(kind)]), stage_ratio [0.5], cross_radius [2 * grid_size], token_jitter_sigma
-[grid_size]; top level: seed, batch_size, mask_ratio, supervision, model.variant.
+None or 0 -> the default in brackets), views [duplicate], augmentations (a list of (op name, kwargs), see
+`dos_jax.data.transforms`; [default_augmentations(kind)]), stage_ratio [0.5], cross_radius [2 * grid_size],
+token_jitter_sigma [0.01 m] and token_jitter_clip [0.02 m] (absent or None only); top level: seed, batch_size, mask_ratio, supervision,
+model.variant.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from dos_jax.models import variants
 FEATURE_DIMS = {"coord": 3, "color": 3, "normal": 3, "strength": 1}
 SUPERVISION = ("observable", "masked_tokens", "token_jitter")
 OVERFLOW = ("downsample", "error")
+# Token jitter of the masked-token baseline (Sonata's): N(0, sigma^2) per axis, clipped to +-clip, in metres.
+JITTER_SIGMA = 0.01
+JITTER_CLIP = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +57,8 @@ class Params:
   stage_ratio: float
   cross_radius: float
   jitter_sigma: float
+  jitter_clip: float
+  views: str
   augmentations: tuple
 
   @property
@@ -77,7 +83,9 @@ def params_from_config(cfg) -> Params:
       feat_keys=tuple(d.feat_keys), num_stages=len(variant["channels"]), patch_size=int(variant["patch_size"]),
       stage_ratio=float(d.get("stage_ratio", None) or 0.5),
       cross_radius=float(d.get("cross_radius", None) or 2.0 * grid),
-      jitter_sigma=float(d.get("token_jitter_sigma", None) or grid),
+      jitter_sigma=float(_or_default(d.get("token_jitter_sigma", None), JITTER_SIGMA)),
+      jitter_clip=float(_or_default(d.get("token_jitter_clip", None), JITTER_CLIP)),
+      views=str(d.get("views", None) or "duplicate"),
       augmentations=tuple(d.get("augmentations", None) or transforms.default_augmentations(d.kind)))
   checks = [
       (p.grid_size > 0, "data.grid_size", "> 0 (metres)"),
@@ -87,6 +95,9 @@ def params_from_config(cfg) -> Params:
       (p.num_views >= 1, "data.num_views", ">= 1"),
       (p.supervision in SUPERVISION, "supervision", f"one of {SUPERVISION}"),
       (p.overflow in OVERFLOW, "data.overflow", f"one of {OVERFLOW}"),
+      (p.jitter_sigma >= 0 and p.jitter_clip > 0, "data.token_jitter_sigma",
+       ">= 0 with data.token_jitter_clip > 0 (metres)"),
+      (p.views in views_lib.VIEW_MODES, "data.views", f"one of {views_lib.VIEW_MODES}"),
       (all(k in FEATURE_DIMS for k in p.feat_keys) and p.feat_keys, "data.feat_keys",
        f"a non-empty subset of {tuple(FEATURE_DIMS)}"),
   ]
@@ -97,6 +108,10 @@ def params_from_config(cfg) -> Params:
   patches.stage_capacities(p.student_set_capacity, p.num_stages, p.patch_size, p.stage_ratio)
   transforms.build(p.augmentations)  # ConfigError for bad op names/parameters now, not in the first batch
   return p
+
+
+def _or_default(value, default):
+  return default if value is None else value
 
 
 def _get(cfg, dotted):
@@ -206,7 +221,7 @@ def _train_views(scene, p: Params, rng: np.random.Generator) -> List[structs.Tra
   data = transforms.from_scene(scene)
   # Only what the features need travels through cropping and augmentation.
   data = {k: v for k, v in data.items() if k in ("coord", "point_index", "name") + p.feat_keys}
-  views = views_lib.make_views(data, p.num_views, p.crop_ratio, p.grid_size, augment, rng)
+  views = views_lib.make_views(data, p.num_views, p.crop_ratio, p.grid_size, augment, rng, p.views)
   teachers, teacher_views = [], []
   for view in views:
     kept, teacher = _fitted_set(view, np.arange(view["coord"].shape[0]), p.capacity, p, "data.capacity", name)
@@ -230,7 +245,8 @@ def _train_views(scene, p: Params, rng: np.random.Generator) -> List[structs.Tra
         # Masked points' positions are perturbed before the student's grid/serialization/neighbours are built,
         # so the token's location does not give away the exact geometry.
         coord = view["coord"].copy()
-        coord[masked] += (p.jitter_sigma * rng.standard_normal((int(masked.sum()), 3))).astype(np.float32)
+        noise = np.clip(p.jitter_sigma * rng.standard_normal((int(masked.sum()), 3)), -p.jitter_clip, p.jitter_clip)
+        coord[masked] += noise.astype(np.float32)
         student_view = {**view, "coord": coord}
       used, student = _fitted_set(student_view, np.arange(n), n_s, p, "data.capacity", name)
       mask_token[:len(used)] = masked[used]
@@ -239,6 +255,11 @@ def _train_views(scene, p: Params, rng: np.random.Generator) -> List[structs.Tra
     if p.num_views > 1:
       cross_index, cross_valid = _cross_match(scene_coord, student, teachers[(v + 1) % p.num_views],
                                               p.cross_radius)
+      if p.supervision != "observable":
+        # The token baselines supervise masked points only, in the cross-view term too: a visible point's
+        # cross-view target would hand the baseline part of the observable supervision.
+        cross_valid &= mask_token
+        cross_index[~cross_valid] = n_t
     else:
       cross_index, cross_valid = np.full(n_s, n_t, dtype=np.int32), np.zeros(n_s, dtype=bool)
     out.append(structs.TrainBatch(teacher=teachers[v], student=student, mask_token=mask_token,

@@ -1,7 +1,8 @@
 """Views and masks: random crop & duplicate into views, and per-view spatial block masking.
 
-A view is a cloud dict (see `transforms`) holding a random crop of the scene, independently augmented, then grid
-sampled to one point per voxel. Every point keeps `point_index`, its index in the original scene, which is how
+A view is a cloud dict (see `transforms`) holding a random crop of the scene (one crop shared by all views under
+`data.views='duplicate'`, one crop per view under 'independent'), independently augmented, then grid sampled to one
+point per voxel. Every point keeps `point_index`, its index in the original scene, which is how
 the student's points find their teacher targets (same view) and their cross-view matches (other view, by the
 original, un-augmented coordinates).
 """
@@ -13,6 +14,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from dos_jax.data import transforms
+from dos_jax.errors import ConfigError
 
 
 def random_crop(data: transforms.Data, ratio: float, rng: np.random.Generator) -> transforms.Data:
@@ -37,24 +39,37 @@ def random_crop(data: transforms.Data, ratio: float, rng: np.random.Generator) -
   return transforms.take(data, keep)
 
 
+VIEW_MODES = ("duplicate", "independent")
+
+
 def make_views(data: transforms.Data, num_views: int, crop_ratio: float, grid_size: float, augment: transforms.Op,
-               rng: np.random.Generator) -> List[transforms.Data]:
-  """Random crop & duplicate: `num_views` independently cropped, augmented and grid-sampled views of one scene.
+               rng: np.random.Generator, mode: str = "duplicate") -> List[transforms.Data]:
+  """Random crop & duplicate: `num_views` augmented and grid-sampled views of one scene.
+
+  mode='duplicate' (the paper's "random crop & duplicate", Sonata's default): ONE random crop, copied
+  `num_views` times; each copy is augmented and grid-sampled on its own (masking is per view too, downstream), so
+  the views cover the same points and every student point has a cross-view counterpart up to grid sampling.
+  mode='independent': each view is its own random crop (views overlap only partly; cross-view matches exist
+  only in the overlap).
 
   Args:
     data: the scene as a cloud dict (`transforms.from_scene`), point_index = original indices.
     num_views: V.
-    crop_ratio: fraction of the scene's points each view keeps before grid sampling (`data.crop_ratio`).
+    crop_ratio: fraction of the scene's points the crop keeps before grid sampling (`data.crop_ratio`).
     grid_size: voxel size in metres (`data.grid_size`), applied after augmentation.
     augment: per-view spatial + photometric augmentation (e.g. `transforms.build(default_augmentations(kind))`).
     rng: randomness.
+    mode: 'duplicate' | 'independent' (`data.views`).
 
   Returns:
     V cloud dicts, each with one point per voxel; `point_index` gives each point's original scene index.
   """
+  if mode not in VIEW_MODES:
+    raise ConfigError(f"config.data.views={mode!r}: expected one of {VIEW_MODES}")
+  shared = random_crop(data, crop_ratio, rng) if mode == "duplicate" else None
   views = []
   for _ in range(num_views):
-    view = random_crop(data, crop_ratio, rng)
+    view = dict(shared) if shared is not None else random_crop(data, crop_ratio, rng)
     view = augment(view, rng)
     keep, _ = transforms.grid_sample(view["coord"], grid_size, rng)
     views.append(transforms.take(view, keep))

@@ -125,8 +125,12 @@ def test_targets_and_cross_matches(supervision):
       # Cross-view: nearest real point of the other view's teacher by original coordinates, within the radius.
       cv = x.cross_valid
       assert cv.sum() > 10 and not cv[~sv].any() and (x.cross_index[~cv] == n_t).all()
+      if supervision != "observable":
+        # The token baselines supervise masked points only in BOTH terms (a visible point's cross-view target
+        # would give the baseline part of the observable supervision).
+        assert not cv[~x.mask_token].any()
       other_ids = other.point_index[other.valid]
-      for i in np.flatnonzero(sv)[::7]:
+      for i in np.flatnonzero(cv if supervision != "observable" else sv)[::7]:
         d = np.linalg.norm(scene_coord[other_ids] - scene_coord[x.student.point_index[i]], axis=1)
         if cv[i]:
           j = x.cross_index[i]
@@ -258,3 +262,56 @@ def test_process_backend_matches_threads():
       raise TypeError("no pickling")
   with pytest.raises(ConfigError, match="picklable"):
     pipeline.TrainIterator(cfg, Unpicklable(SCENES), num_workers=1, backend="process")
+
+
+def test_token_jitter_is_sonatas_clipped_gaussian():
+  """Masked points move by N(0, 0.01^2) per axis clipped at 0.02 m (defaults, metres); visible points do not move.
+
+  The std of N(0, sigma^2) clipped at 2 sigma is sigma * sqrt(E[min(|z|, 2)^2]), computed below from the normal
+  distribution (~0.94 sigma); with n jittered coordinates its standard error is ~std / sqrt(2 n), and the test
+  allows 5 of them. The unclipped default of before (one grid cell, 0.1 m) fails both the max and the std check.
+  """
+  import math
+  cfg = _cfg(supervision="token_jitter", mask_ratio=0.7)
+  batch = pipeline.make_train_batch(SCENES[:2], cfg, np.random.default_rng(5))
+  moves = []
+  for b in range(2):
+    for v in range(2):
+      x = _view(batch, b, v)
+      # Teacher slot target_index[i] holds the same original point, at its un-jittered position.
+      tok = np.flatnonzero(x.mask_token)
+      d = x.student.coord[tok] - x.teacher.coord[x.target_index[tok]]
+      vis = np.flatnonzero(x.student.valid & ~x.mask_token)
+      np.testing.assert_array_equal(x.student.coord[vis], x.teacher.coord[x.target_index[vis]])
+      moves.append(d.reshape(-1))
+  d = np.concatenate(moves)
+  assert np.abs(d).max() <= 0.02 + 1e-6  # float32 coordinates of a few metres: ulp ~ 5e-7
+  # E[min(|z|, 2)^2] for z ~ N(0, 1): integral of z^2 over |z| < 2 plus 4 * P(|z| > 2).
+  p_out = math.erfc(2 / math.sqrt(2))
+  inner = (1 - p_out) - 2 * 2 * math.exp(-2) / math.sqrt(2 * math.pi)
+  want = 0.01 * math.sqrt(inner + 4 * p_out)
+  se = want / math.sqrt(2 * d.size)
+  assert abs(d.std() - want) < 5 * se, (d.std(), want, d.size)
+  assert np.mean(np.abs(d) >= 0.02 - 1e-6) > 0.02  # some mass sits at the clip (4.6% expected)
+
+
+def test_duplicate_views_share_one_crop():
+  """data.views='duplicate': both views come from ONE crop, so (up to grid sampling and augmentation) every student
+  point has a cross-view match; 'independent' crops of a 12 m corridor overlap only partly (measured: ~50%)."""
+  rng = np.random.default_rng(0)
+  coord = rng.uniform(0, 1, (6000, 3)).astype(np.float32) * np.float32([12.0, 1.0, 0.0])
+  corridor = Scene(coord=coord, color=rng.random((6000, 3)).astype(np.float32),
+                   normal=np.tile(np.float32([0, 0, 1]), (6000, 1)), segment=np.zeros(6000, np.int32), name="corr")
+  frac = {}
+  for mode in ("duplicate", "independent"):
+    cfg = _cfg(**{"data.views": mode, "data.crop_ratio": 0.3, "data.capacity": 1024})  # no overflow crop
+    batch = pipeline.make_train_batch([corridor] * 4, cfg, np.random.default_rng(2))
+    frac[mode] = [_view(batch, b, v).cross_valid.sum() / _view(batch, b, v).student.valid.sum()
+                  for b in range(4) for v in range(2)]
+  assert min(frac["duplicate"]) > 0.95, frac
+  assert np.mean(frac["independent"]) < 0.8, frac
+
+
+def test_views_key_is_checked():
+  with pytest.raises(ConfigError, match="data.views"):
+    pipeline.params_from_config(_cfg(**{"data.views": "triplicate"}))
