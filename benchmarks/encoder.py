@@ -21,7 +21,6 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 
 import jax
@@ -30,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
+from dos_jax import io as fileio  # noqa: E402
 from dos_jax.batching import patches  # noqa: E402
 from dos_jax.models import encoder  # noqa: E402
 from dos_jax.models import variants  # noqa: E402
@@ -104,15 +104,6 @@ def fit_exponent(rows):
   return round(float(np.polyfit(x, y, 1)[0]), 3)
 
 
-def write_json_atomic(path: str, obj) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--variant", default="tiny")
@@ -138,7 +129,7 @@ def main(argv=None):
     row = bench_one(n, args, model_cfg, spec)
     rows.append(row)
     result["growth_exponent_k"] = fit_exponent(rows)
-    write_json_atomic(args.out, result)  # partial results survive an interrupted run
+    fileio.write_json(args.out, result, indent=1)  # partial results survive an interrupted run
     print(json.dumps(row), flush=True)
     if row["step_s"] > args.max_seconds:
       break

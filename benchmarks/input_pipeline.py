@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -35,6 +34,7 @@ if ROOT not in sys.path:
 
 from configs import common  # noqa: E402
 from configs import synthetic_tiny  # noqa: E402
+from dos_jax import io as fileio  # noqa: E402
 from dos_jax.batching import pipeline  # noqa: E402
 
 SCANNET = os.path.join(ROOT, "..", "shared", "data", "scannet_votenet50k")
@@ -152,12 +152,7 @@ def main(argv=None):
 
   text = json.dumps(report, indent=2)
   print(text)
-  out_dir = os.path.dirname(os.path.abspath(args.out))
-  os.makedirs(out_dir, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    f.write(text + "\n")
-  os.replace(tmp, args.out)
+  fileio.write_text(args.out, text + "\n")
 
 
 def _describe(cfg):

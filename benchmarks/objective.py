@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 
 import jax
@@ -29,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from dos_jax import io as fileio
 from dos_jax import objective
 from dos_jax.torch_ref import objective as torch_objective
 
@@ -120,16 +120,6 @@ def run(num_points, num_protos, repeats, num_iters, alpha):
   return result
 
 
-def _write_atomic(path, text):
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".objective-", suffix=".json")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-  os.replace(tmp, path)
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--points", type=int, default=65536)
@@ -143,7 +133,7 @@ def main(argv=None):
   text = json.dumps(result, indent=2, sort_keys=True)
   print(text)
   if args.out:
-    _write_atomic(args.out, text + "\n")
+    fileio.write_text(args.out, text + "\n")
   return result
 
 

@@ -22,6 +22,8 @@ import tempfile
 import time
 from typing import Any, Dict, List
 
+from dos_jax import io as fileio
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
 
@@ -35,16 +37,6 @@ BENCHMARKS = {
     "train_step": ("benchmarks.train_step", ["--steps", "5", "--pipeline-seconds", "3"],
                    ["--config-arg", "smoke", "--steps", "2", "--pipeline-seconds", "1"]),
 }
-
-
-def _write_atomic(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are for everyone to read
-  os.replace(tmp, path)
 
 
 def run_one(name: str, quick: bool, timeout_s: float, workdir: str) -> Dict[str, Any]:
@@ -137,7 +129,7 @@ def update_results_md(path: str, rows: List[str]) -> None:
     text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
   else:
     text = text.rstrip("\n") + "\n\n" + block + "\n"
-  _write_atomic(path, text)
+  fileio.write_text(path, text)
 
 
 def main(argv=None) -> int:
@@ -162,7 +154,7 @@ def main(argv=None) -> int:
       print(f"[run_all] {name}: {results['benchmarks'][name].get('error', 'ok')} "
             f"({results['benchmarks'][name].get('wall_s', '?')} s)", file=sys.stderr, flush=True)
   results["host"]["load_end"] = round(os.getloadavg()[0], 2)
-  _write_atomic(args.out, json.dumps(results, indent=1) + "\n")
+  fileio.write_json(args.out, results, indent=1)
   rows = table(results)
   if args.results_md:
     update_results_md(args.results_md, rows)

@@ -26,6 +26,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from benchmarks import encoder as encoder_bench  # noqa: E402
+from dos_jax import io as fileio  # noqa: E402
 from dos_jax.models import variants  # noqa: E402
 
 
@@ -57,10 +58,9 @@ def plot(result, path: str) -> None:
   fig.suptitle(f"encoder fwd+bwd, variant {result['variant']}, {result['platform']} ({result['dtype']})",
                fontsize=10)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
+  with fileio.atomic_open(path, "wb") as f:
+    fig.savefig(f, format="png", dpi=110)
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 def run(points, variant="tiny", dtype="float32", batch=1, fill=0.9, repeats=3):
@@ -98,7 +98,7 @@ def main(argv=None):
   if args.png:
     plot(result, args.png)
     result["png"] = os.path.relpath(args.png, ROOT)
-  encoder_bench.write_json_atomic(args.out, result)
+  fileio.write_json(args.out, result, indent=1)
   os.chmod(args.out, 0o644)
   print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
   return result

@@ -32,9 +32,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from benchmarks import encoder as encoder_bench  # noqa: E402
 from benchmarks import input_pipeline  # noqa: E402
 from configs import synthetic_tiny  # noqa: E402
+from dos_jax import io as fileio  # noqa: E402
 from dos_jax.batching import pipeline  # noqa: E402
 
 
@@ -185,7 +185,7 @@ def main(argv=None):
   config = synthetic_tiny.get_config(args.config_arg)
   result = run(config, args.steps, args.pipeline_seconds, with_torch=not args.no_torch,
                torch_device=args.torch_device)
-  encoder_bench.write_json_atomic(args.out, result)
+  fileio.write_json(args.out, result, indent=1)
   os.chmod(args.out, 0o644)
   print(json.dumps(result, indent=1))
   return result

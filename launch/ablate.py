@@ -35,10 +35,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from dos_jax import io as fileio
 
 GROUPS = ("baseline", "supervision", "normalization", "alpha")
 DEFAULT_ALPHAS = (0.0, 0.6, 1.3, 1.6, 2.0)
@@ -122,18 +123,6 @@ def _read_json(path: str) -> Optional[Dict[str, Any]]:
     return None
 
 
-def _last_metrics(path: str) -> Dict[str, Any]:
-  last: Dict[str, Any] = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          last = json.loads(line)
-        except ValueError:
-          continue
-  return last
-
-
 def _probe_record(probe: Dict[str, Any]) -> Dict[str, Any]:
   col = probe.get("collapse") if isinstance(probe.get("collapse"), dict) else {}
   return {"miou": probe.get("miou"), "accuracy": probe.get("accuracy"), "head": probe.get("head"),
@@ -156,7 +145,7 @@ def seed_records(workdir: str, runs: Sequence[Run], seeds: Sequence[int], suffix
     for seed in seeds:
       d = run_dir(workdir, run, seed)
       probe = _read_json(os.path.join(d, f"probe{suffix}.json"))
-      last = _last_metrics(os.path.join(d, "metrics.jsonl"))
+      last = fileio.last_jsonl_row(os.path.join(d, "metrics.jsonl"))
       if probe is not None:
         rec = _probe_record(probe)
         rec.update(loss=last.get("loss"), effective_prototypes=last.get("effective_prototypes"),
@@ -215,19 +204,6 @@ def format_table(summary: Dict[str, Dict[str, Any]], order: Optional[Sequence[st
   return head + sep + "".join(lines)
 
 
-def write_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` via a temp file in the same folder and a rename (readers never see half a file)."""
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(os.path.abspath(path)))
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-
-
 def write_report(workdir: str, runs: Sequence[Run], seeds: Sequence[int], settings: Dict[str, Any],
                  plots: bool = True, suffix: str = "") -> str:
   """Writes DIR/ablation{suffix}.json, DIR/ablation{suffix}.md and the figures; returns the Markdown table."""
@@ -237,11 +213,11 @@ def write_report(workdir: str, runs: Sequence[Run], seeds: Sequence[int], settin
   table = format_table(summary, order)
   doc = {"settings": settings, "runs": [dataclasses.asdict(r) for r in runs], "per_seed": records,
          "summary": summary}
-  write_atomic(os.path.join(workdir, f"ablation{suffix}.json"), json.dumps(doc, indent=1, default=str) + "\n")
+  fileio.write_json(os.path.join(workdir, f"ablation{suffix}.json"), doc, indent=1, default=str)
   md = ("# DOS ablation (small scale)\n\n" + "Settings: `" + json.dumps(settings, default=str) + "`\n\n"
         "mean ± sample std over seeds; mIoU, head/common/tail, unclaimed points and collapsed prototype pairs in "
         "%. Final loss is not comparable between softmap and clustering (different targets).\n\n" + table)
-  write_atomic(os.path.join(workdir, f"ablation{suffix}.md"), md)
+  fileio.write_text(os.path.join(workdir, f"ablation{suffix}.md"), md)
   if plots:
     try:
       make_plots(workdir, runs, seeds, records, float(settings.get("prior_alpha", 1.3)), suffix)

@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from typing import Any, Callable, Dict, Sequence
 
 import flax.traverse_util
@@ -44,6 +43,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+from dos_jax import io as fileio  # noqa: E402
 from dos_jax.batching import patches  # noqa: E402
 from dos_jax.models import blocks  # noqa: E402
 from dos_jax.models import ptv3  # noqa: E402
@@ -364,16 +364,6 @@ def run_parity(dtypes: Sequence[str] = ("float32", "float64"), *, components: Se
           "tolerances": TOLERANCES, "jax": jax.__version__, "torch": torch.__version__, "results": results}
 
 
-def _write_atomic(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are for everyone to read
-  os.replace(tmp, path)
-
-
 def summary_lines(report: Dict[str, Any]) -> Sequence[str]:
   """One human-readable line per (dtype, component): worst relative difference vs tolerance."""
   lines = []
@@ -404,7 +394,7 @@ def main(argv=None) -> int:
   report = run_parity(dtypes, components=components, seed=args.seed)
   text = json.dumps(report, indent=1, sort_keys=True)
   if args.json:
-    _write_atomic(args.json, text + "\n")
+    fileio.write_text(args.json, text + "\n")
   print("\n".join(summary_lines(report)), file=sys.stderr)
   print(text)
   return 0 if report["ok"] else 1

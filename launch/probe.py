@@ -26,12 +26,12 @@ import functools
 import json
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from dos_jax import io as fileio
 from dos_jax.errors import ConfigError, DataError
 
 OUT_NAMES = {"probe": "probe.json", "random_init": "probe_random_init.json", "supervised": "probe_supervised.json"}
@@ -117,19 +117,6 @@ def restore_params(workdir: str, use_teacher: bool = False) -> Tuple[Optional[Di
 
 
 # ----------------------------------------------------------------------------------------------- the probe
-
-
-def _atomic_write(path: str, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def _head_scores(config, head_params, feats: List[np.ndarray]) -> List[np.ndarray]:
@@ -254,7 +241,7 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
       "zipf_alpha": float(config.zipf_alpha), "seconds": round(time.time() - start, 1)})
   result["relative"] = _relative(workdir, mode, result.get("miou"))
   text = json.dumps(result, sort_keys=False)
-  _atomic_write(os.path.join(workdir, out_name or OUT_NAMES[mode]), text + "\n")
+  fileio.write_text(os.path.join(workdir, out_name or OUT_NAMES[mode]), text + "\n")
   if print_json:
     print(text, flush=True)
   return result

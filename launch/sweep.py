@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from absl import app
 from absl import flags
 
-from dos_jax.train import writers
+from dos_jax import io as fileio
 
 _CONFIG = flags.DEFINE_string("config", None, "Sweep config file with get_config() and get_sweep() "
                               "(optionally path.py:arg, passed to get_config).")
@@ -68,18 +68,6 @@ def train_command(config_spec: str, workdir: str, overrides: Dict[str, Any],
   return argv + list(extra)
 
 
-def _read_jsonl_last(path: str) -> Optional[Dict[str, Any]]:
-  last = None
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          last = json.loads(line)
-        except json.JSONDecodeError:
-          continue
-  return last
-
-
 def collect(workdir: str, sweep: Sequence[Dict[str, Any]], status: Optional[Dict[str, str]] = None
             ) -> List[Dict[str, Any]]:
   """One row per run: name, overrides, status, last step, final loss, effective prototypes, probe mIoU."""
@@ -87,7 +75,7 @@ def collect(workdir: str, sweep: Sequence[Dict[str, Any]], status: Optional[Dict
   for overrides in sweep:
     name = run_name(overrides)
     run_dir = os.path.join(workdir, name)
-    last = _read_jsonl_last(os.path.join(run_dir, "metrics.jsonl")) or {}
+    last = fileio.last_jsonl_row(os.path.join(run_dir, "metrics.jsonl"))
     effective = last.get(_EFFECTIVE_KEY)
     probe = None
     probe_path = os.path.join(run_dir, "probe.json")
@@ -115,8 +103,8 @@ def write_results(workdir: str, rows: Sequence[Dict[str, Any]]) -> str:
                  f"{_fmt(r['effective_prototypes'])} | {_fmt(r['probe_miou'])} |\n" for r in rows)
   table = header + body
   os.makedirs(workdir, exist_ok=True)
-  writers.write_atomic(os.path.join(workdir, "results.json"), json.dumps(list(rows), indent=2) + "\n")
-  writers.write_atomic(os.path.join(workdir, "results.md"), "# Sweep results\n\n" + table)
+  fileio.write_json(os.path.join(workdir, "results.json"), list(rows), indent=2)
+  fileio.write_text(os.path.join(workdir, "results.md"), "# Sweep results\n\n" + table)
   return table
 
 

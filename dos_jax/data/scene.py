@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
 from typing import Optional
 
 import numpy as np
 
 from dos_jax import errors
+from dos_jax import io as fileio
 
 DataError = errors.DataError
 
@@ -260,10 +259,7 @@ def save_scene(scene: Scene, path: str, segment_key: str = "segment", overwrite:
   scene = validate_scene(scene, name=scene.name or path)
   if os.path.exists(path) and not overwrite:
     raise DataError(f"{path}: already exists (pass overwrite=True to replace it)")
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".tmp-", dir=parent)
-  try:
+  with fileio.atomic_directory(path) as tmp:
     np.save(os.path.join(tmp, "coord.npy"), scene.coord.astype(np.float32))
     np.save(os.path.join(tmp, "color.npy"), np.round(np.clip(scene.color, 0, 1) * 255).astype(np.uint8))
     if scene.normal is not None:
@@ -274,15 +270,4 @@ def save_scene(scene: Scene, path: str, segment_key: str = "segment", overwrite:
       np.save(os.path.join(tmp, "instance.npy"), scene.instance.astype(np.int32))
     if scene.strength is not None:
       np.save(os.path.join(tmp, "strength.npy"), scene.strength.astype(np.float32).reshape(-1, 1))
-    if os.path.exists(path):
-      # A directory rename cannot replace a non-empty directory: move the old one aside first.
-      old = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".old-", dir=parent)
-      os.replace(path, os.path.join(old, "scene"))
-      os.replace(tmp, path)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.replace(tmp, path)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return path

@@ -6,9 +6,6 @@ matplotlib runs on the non-interactive Agg backend (no display needed); every fi
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from typing import Dict, Mapping, Optional, Sequence
 
 import matplotlib
@@ -17,23 +14,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from dos_jax import io as fileio  # pylint: disable=g-import-not-at-top,wrong-import-position
 from dos_jax.errors import DataError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def save_figure(fig, path: str, dpi: int = 120) -> str:
   """Writes `fig` to `path` as PNG atomically and closes it; returns the path."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=folder)
   try:
-    with os.fdopen(fd, "wb") as f:
+    with fileio.atomic_open(path, "wb") as f:
       fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; figures are meant to be shared
-    os.replace(tmp, path)
   finally:
     plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
   return path
 
 
@@ -71,21 +62,6 @@ def plot_alpha_vs_miou(rows: Sequence[Mapping[str, float]], path: str,
   return save_figure(fig, path)
 
 
-def read_metrics(path: str) -> list:
-  """Rows of a metrics.jsonl file (bad lines raise DataError naming the file and line)."""
-  rows = []
-  with open(path) as f:
-    for i, line in enumerate(f, 1):
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{i}: not a JSON line ({e.msg})") from e
-  return rows
-
-
 def plot_loss_curves(metrics_files: Mapping[str, str], path: str, key: str = "loss",
                      logy: bool = False) -> str:
   """`key` against `step` for each run.
@@ -98,7 +74,7 @@ def plot_loss_curves(metrics_files: Mapping[str, str], path: str, key: str = "lo
   """
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for label, file in metrics_files.items():
-    rows = [r for r in read_metrics(file) if key in r and "step" in r and r[key] is not None]
+    rows = [r for r in fileio.read_jsonl(file, missing_ok=False) if key in r and "step" in r and r[key] is not None]
     if rows:
       ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=label)
   ax.set_xlabel("step")

@@ -29,8 +29,8 @@ from typing import Any, Dict, Optional
 
 import ml_collections
 
+from dos_jax import io as fileio
 from dos_jax.errors import ConfigError
-from dos_jax.train import writers
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -135,7 +135,7 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, write: bool
           f"--workdir, or restore those values (only {', '.join(RESUMABLE_KEYS)} may change on resume).")
   if write:
     payload = {"fingerprint": config_fingerprint(config), "config": current}
-    writers.write_atomic(config_path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    fileio.write_json(config_path, payload, indent=2, sort_keys=True)
 
 
 # ----------------------------------------------------------------------------------------------- preemption

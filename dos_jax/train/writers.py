@@ -11,11 +11,11 @@ with the process) are dropped, so the file has each step once and reads as one r
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
-import tempfile
 from typing import Any, Dict, List, Mapping, Optional
+
+from dos_jax import io as fileio
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -29,38 +29,9 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
-def write_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` via a temporary file in the same directory and an atomic rename."""
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path) or ".")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and configs are meant to be read by others
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
 def read_metrics(workdir: str) -> List[Dict[str, Any]]:
-  """Reads DIR/metrics.jsonl back as a list of dicts (skips a torn last line of a killed writer)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  rows = []
-  if not os.path.exists(path):
-    return rows
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return rows
+  """The rows of DIR/metrics.jsonl (a torn last line of a killed writer is skipped; see `dos_jax.io.read_jsonl`)."""
+  return fileio.read_jsonl(os.path.join(workdir, METRICS_FILE))
 
 
 class JsonlWriter:
@@ -73,16 +44,14 @@ class JsonlWriter:
   def truncate_after(self, step: int) -> None:
     """Atomically rewrites the file without rows whose step is > `step`."""
     self._file.close()
-    rows = [r for r in read_metrics(os.path.dirname(self.path)) if r.get("step", -1) <= step]
-    write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+    rows = [r for r in fileio.read_jsonl(self.path) if r.get("step", -1) <= step]
+    fileio.write_jsonl(self.path, rows)
     self._file = open(self.path, "a")
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     row = {"step": int(step)}
     row.update({k: _jsonable(v) for k, v in scalars.items()})
-    self._file.write(json.dumps(row) + "\n")
-    self._file.flush()
-    os.fsync(self._file.fileno())
+    fileio.append_jsonl(self._file, row)
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     del hparams  # DIR/config.json already records the full config.

@@ -50,6 +50,6 @@ def test_bad_inputs(tmp_path):
   bad = tmp_path / "m.jsonl"
   bad.write_text('{"step": 1, "loss": 2}\nnot json\n')
   with pytest.raises(DataError, match="m.jsonl:2"):
-    plots.read_metrics(str(bad))
+    plots.plot_loss_curves({"run": str(bad)}, str(tmp_path / "loss.png"))
   with pytest.raises(DataError, match="do not match"):
     plots.plot_topdown(np.zeros((3, 3)), np.zeros(4, int), str(tmp_path / "x.png"))
