@@ -212,9 +212,17 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
         tr.features, tr.labels, num_classes, steps=steps, lr=float(config.probe.lr),
         class_balanced=bool(config.probe.class_balanced), seed=seed,
         batch_points=int(config.probe.batch_points), progress=progress)
+    dropped = {"train_voxels": tr.dropped_voxels}
     del tr
     ev = linear_probe.extract_features(apply_fn, enc_params, eval_scenes, config, batch_size, capacity, progress)
     pred = linear_probe.predict(probe_params, ev.features)
+    dropped.update(eval_voxels=ev.dropped_voxels, eval_points=ev.dropped_points)
+    result["dropped"] = dropped
+    if any(dropped.values()):
+      logging_line(f"WARNING: {dropped['train_voxels']} probe-training and {dropped['eval_voxels']} evaluation "
+                   f"voxels did not fit the capacity {capacity} and were left out ({dropped['eval_points']} "
+                   "evaluation points took a neighbour's feature); drop --capacity / config.probe.capacity to "
+                   "size batches to whole scenes")
 
   conf = miou.confusion_matrix(pred, ev.labels, num_classes)
   result.update(miou.segmentation_metrics(conf, names, groups))
@@ -287,8 +295,8 @@ def _define_flags():
   flags.DEFINE_string("out", None, "Output file name in DIR (default by mode: " + ", ".join(OUT_NAMES.values()) + ").")
   flags.DEFINE_integer("max-train-scenes", None, "Use at most this many probe-training scenes.")
   flags.DEFINE_integer("max-eval-scenes", None, "Use at most this many evaluation scenes.")
-  flags.DEFINE_integer("capacity", None, "Stage-0 points per scene for feature extraction (default "
-                       "config.probe.capacity if set, else config.data.capacity).")
+  flags.DEFINE_integer("capacity", None, "Fixed stage-0 points per scene for feature extraction (default "
+                       "config.probe.capacity if set, else sized to every voxel of each batch's scenes).")
   flags.DEFINE_bool("plots", True, "Also write DIR/probe_topdown.png and DIR/probe_rank_frequency.png.")
   flags.DEFINE_integer("seed", None, "Probe seed (default config.seed).")
   flags.mark_flags_as_required(["config", "workdir"])

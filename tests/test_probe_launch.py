@@ -46,6 +46,8 @@ def test_probe_cli_random_init(tmp_path):
   assert saved["relative"]["supervised_miou"] == 0.5
   assert saved["relative"]["percent_of_supervised"] == pytest.approx(200.0 * saved["miou"], abs=0.01)
   assert saved["collapse"]["num_prototypes"] == 64  # the smoke config's K, random-init head
+  # Whole scenes reach the encoder (batches sized to their voxels): nothing dropped, and the file says so.
+  assert saved["dropped"] == {"train_voxels": 0, "eval_voxels": 0, "eval_points": 0}
   # Bad input: a missing data folder is one clear error line and exit code 2.
   bad = subprocess.run(cmd[:7] + ["--data", str(tmp_path / "nope")], cwd=conftest.ROOT, capture_output=True,
                        text=True, timeout=120)

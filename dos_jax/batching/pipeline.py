@@ -289,25 +289,56 @@ def make_train_batch(scenes: Sequence, cfg, rng: np.random.Generator) -> structs
   return _stack_batch([_train_views(s, p, rng) for s in scenes])
 
 
-def make_labeled_batch(scenes: Sequence, cfg,
-                       capacity: Optional[int] = None) -> Tuple[structs.LabeledBatch, List[np.ndarray]]:
+def _fit_capacity(num_voxels: int, patch_size: int) -> int:
+  """The smallest patch_size * 2^k >= num_voxels: whole scenes fit, and few distinct shapes mean few compiles."""
+  cap = patch_size
+  while cap < num_voxels:
+    cap *= 2
+  return cap
+
+
+def make_labeled_batch(scenes: Sequence, cfg, capacity=None,
+                       report: Optional[dict] = None) -> Tuple[structs.LabeledBatch, List[np.ndarray]]:
   """Evaluation batch: one unaugmented, deterministically grid-sampled view per scene (leading axis [B]).
 
-  A scene with more voxels than `capacity` (default data.capacity; pass a larger one for whole scenes) keeps a
-  deterministic random subset of them (smaller still if a pooled stage would overflow); original points whose
-  voxel was dropped map to the nearest kept point.
+  capacity='fit' sizes the stage-0 capacity to hold every voxel of every scene of the batch (a power-of-two
+  multiple of the patch size; doubled if a pooled stage would overflow), so nothing is dropped: what the probe
+  and feature extraction use. An int (default data.capacity) is a fixed capacity: a scene with more voxels keeps
+  a deterministic random subset of them (smaller still if a pooled stage would overflow), and original points
+  whose voxel was dropped map to the nearest kept point.
+
+  Args:
+    report: if given, gets 'dropped_voxels' and 'dropped_points' (ints, summed over the scenes) added to it.
 
   Returns:
     (LabeledBatch, inverse maps): inverse[i]: i32[n_i] stage-0 slot of every original point of scene i.
   """
   p = params_from_config(cfg)
-  cap = int(capacity or p.capacity)
-  sets, segments, inverses = [], [], []
+  prepared = []
   for scene in scenes:
     scene = _checked_scene(scene)
-    name = scene.name
     data = transforms.center_shift(apply_z=True)(transforms.from_scene(scene), None)
     keep, inverse = transforms.grid_sample(data["coord"], p.grid_size)
+    prepared.append((scene, data, keep, inverse))
+  fit = capacity == "fit"
+  if fit:
+    cap = _fit_capacity(max(len(k) for _, _, k, _ in prepared), p.patch_size)
+  else:
+    cap = int(capacity or p.capacity)
+  while True:
+    try:
+      return _labeled_batch(prepared, p, cap, thin=not fit, report=report)
+    except patches.StageOverflowError:
+      if not fit:
+        raise
+      cap *= 2
+
+
+def _labeled_batch(prepared, p: Params, cap: int, thin: bool, report: Optional[dict]):
+  sets, segments, inverses = [], [], []
+  dropped_voxels = dropped_points = 0
+  for scene, data, keep, inverse in prepared:
+    name = scene.name
     rng = np.random.default_rng(0)  # deterministic: the same scene always gives the same batch
     chosen = np.arange(len(keep))
     if len(keep) > cap:
@@ -317,7 +348,7 @@ def make_labeled_batch(scenes: Sequence, cfg,
         point_set = _point_set(transforms.take(data, keep[chosen]), cap, p, name)
         break
       except patches.StageOverflowError as e:
-        if len(chosen) <= 1:
+        if len(chosen) <= 1 or not thin:
           raise
         k = max(1, min(len(chosen) - 1, int(len(chosen) * 0.95 * e.capacity / e.count)))
         chosen = np.sort(rng.choice(chosen, k, replace=False))
@@ -328,6 +359,8 @@ def make_labeled_batch(scenes: Sequence, cfg,
       lost = np.flatnonzero(slot < 0)
       _, nearest = scipy.spatial.cKDTree(data["coord"][keep[chosen]]).query(data["coord"][lost])
       slot[lost] = nearest
+      dropped_voxels += len(keep) - len(chosen)
+      dropped_points += len(lost)
       keep, inverse = keep[chosen], slot
     sets.append(point_set)
     segment = np.full(cap, -1, dtype=np.int32)
@@ -335,6 +368,9 @@ def make_labeled_batch(scenes: Sequence, cfg,
       segment[:len(keep)] = np.asarray(scene.segment)[keep]
     segments.append(segment)
     inverses.append(inverse.astype(np.int32))
+  if report is not None:
+    report["dropped_voxels"] = report.get("dropped_voxels", 0) + dropped_voxels
+    report["dropped_points"] = report.get("dropped_points", 0) + dropped_points
   batch = structs.LabeledBatch(points=patches.stack_point_sets(sets), segment=np.stack(segments))
   return batch, inverses
 

@@ -192,6 +192,8 @@ class Features:
     stage0: per scene f32[m_s, D] features of the real stage-0 points (one per voxel), for prototype metrics.
     stage0_labels: per scene i32[m_s] labels of those points.
     coords: per scene f32[n_s, 3] original coordinates (for renders).
+    dropped_voxels, dropped_points: voxels left out of the encoder's input (and original points that took a
+      neighbour's feature because of it), summed over scenes; 0 unless a fixed `capacity` was too small.
   """
 
   features: np.ndarray
@@ -200,6 +202,8 @@ class Features:
   stage0: List[np.ndarray]
   stage0_labels: List[np.ndarray]
   coords: List[np.ndarray]
+  dropped_voxels: int = 0
+  dropped_points: int = 0
 
 
 def _scene_batches(scenes: Sequence, batch_size: int):
@@ -222,8 +226,10 @@ def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, cfg, bat
     scenes: list of `Scene` (segment may be None: labels are then -1).
     cfg: experiment config (batching keys data.*, model.variant).
     batch_size: scenes per encoder call.
-    capacity: stage-0 capacity of each scene's set (default data.capacity; larger scenes keep a deterministic
-      voxel subset and dropped voxels map to their nearest kept point, see make_labeled_batch).
+    capacity: None (default): every batch is sized to hold every voxel of its scenes (`make_labeled_batch`
+      capacity='fit'; a few power-of-two shapes, one compile each), so the encoder sees whole scenes at the
+      density it was trained at. An int fixes the stage-0 capacity: larger scenes then keep a deterministic voxel
+      subset, dropped voxels map to their nearest kept point, and `dropped_*` count them.
     progress: tqdm bar over scenes.
     map_to_points: False keeps `features`/`labels`/`offsets` at the stage-0 points (one per voxel, as Pointcept
       trains on grid-sampled points): much smaller, used for the probe's training set; `coords` is then empty.
@@ -232,9 +238,10 @@ def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, cfg, bat
   # Reuse a caller's jitted function across calls (train and eval scenes share one compilation).
   fn = apply_fn if hasattr(apply_fn, "lower") else jax.jit(apply_fn)
   feats, labels, offsets, stage0, stage0_labels, coords = [], [], [0], [], [], []
+  report = {}
   bar = _bar(progress, len(scenes), "features")
   for group, real in _scene_batches(scenes, batch_size):
-    batch, inverses = pipeline.make_labeled_batch(group, cfg, capacity=capacity)
+    batch, inverses = pipeline.make_labeled_batch(group, cfg, capacity=capacity or "fit", report=report)
     out = np.asarray(fn(params, batch.points), np.float32)
     valid = np.asarray(batch.points.valid)
     for b in range(real):
@@ -257,7 +264,8 @@ def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, cfg, bat
   if not feats:
     raise DataError("extract_features: no scenes given")
   return Features(np.concatenate(feats), np.concatenate(labels), np.asarray(offsets, np.int64), stage0,
-                  stage0_labels, coords)
+                  stage0_labels, coords, int(report.get("dropped_voxels", 0)),
+                  int(report.get("dropped_points", 0)))
 
 
 def _bar(progress: bool, total: int, desc: str):

@@ -90,3 +90,27 @@ def test_extract_features_maps_voxels_back_to_every_point():
   small = linear_probe.extract_features(lambda p, points: points.coord, None, scenes, cfg, batch_size=2,
                                         map_to_points=False)
   assert small.features.shape[0] == sum(x.shape[0] for x in out.stage0)
+
+
+def test_extract_features_sees_every_voxel_of_a_large_scene():
+  """A scene with ~4x more voxels than data.capacity: by default every voxel reaches the encoder (no thinning,
+  dropped counts 0); with a fixed small capacity the drops are counted exactly (voxels - kept slots)."""
+  from configs import synthetic_tiny  # pylint: disable=g-import-not-at-top
+  from dos_jax.data import scene as scene_lib  # pylint: disable=g-import-not-at-top
+  from dos_jax.data import transforms  # pylint: disable=g-import-not-at-top
+  cfg = synthetic_tiny.get_config("smoke")  # data.capacity 1024, grid 0.1 m
+  rng = np.random.default_rng(1)
+  n = 20000
+  coord = rng.uniform(0, 1, (n, 3)).astype(np.float32) * np.float32([8.0, 8.0, 0.05])  # a floor: ~6400 voxels
+  scene = scene_lib.Scene(coord=coord, color=np.zeros((n, 3), np.float32),
+                          segment=rng.integers(0, 3, n).astype(np.int32), name="floor")
+  centred = transforms.center_shift(apply_z=True)(transforms.from_scene(scene), None)["coord"]
+  voxels = len(transforms.grid_sample(centred, cfg.data.grid_size)[0])
+  assert voxels > 4 * cfg.data.capacity
+  full = linear_probe.extract_features(lambda p, points: points.coord, None, [scene], cfg, batch_size=1)
+  assert full.stage0[0].shape[0] == voxels and full.dropped_voxels == 0 and full.dropped_points == 0
+  thin = linear_probe.extract_features(lambda p, points: points.coord, None, [scene], cfg, batch_size=1,
+                                       capacity=1024)
+  kept = thin.stage0[0].shape[0]
+  assert kept <= 1024 and thin.dropped_voxels == voxels - kept
+  assert 0 < thin.dropped_points < n and thin.features.shape[0] == n
