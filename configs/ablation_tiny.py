@@ -1,12 +1,20 @@
-r"""Small-scale ablations of DOS on 2 CPU cores (synthetic indoor rooms): the base of `launch/ablate.py`.
+r"""Small-scale ablations of DOS on 2 CPU cores (synthetic indoor rooms); `get_sweep()` is the paper's plan.
 
-  python -m launch.ablate --workdir /tmp/dos_ablate --seeds 0,1 --steps 120
+  python -m launch.sweep --config configs/ablation_tiny.py --workdir /tmp/dos_ablate --seeds 0,1,2
+  python -m launch.sweep --config configs/ablation_tiny.py --workdir /tmp/dos_ablate --groups chain --seeds 0,1,2
+  python -m launch.sweep --config configs/ablation_tiny.py --workdir /tmp/dos_ablate --mode collect
   python -m launch.train --config configs/ablation_tiny.py --workdir /tmp/abl_one --config.zipf_alpha=0.0
-  python -m launch.probe --config configs/ablation_tiny.py --workdir /tmp/abl_one
 
-Smaller than `synthetic_tiny` (fewer prototypes, half the view capacity, 16 training scenes) so that ~20
-pretrain+probe runs fit in about an hour of a shared 2-core machine. `launch.ablate` overrides the method switches
-(supervision, normalization, zipf_alpha), the seed and total_steps per run; everything else is fixed here.
+Smaller than `synthetic_tiny` (fewer prototypes, half the view capacity, 16 training scenes) so that many
+pretrain+probe runs fit a shared 2-core machine. Each run of the plan sets every method switch it compares
+(supervision, normalization, zipf_alpha, cross_view, mask_ratio) explicitly; `launch.sweep` adds the seed.
+
+The plan (`get_sweep()`), reference run `dos` (observable + softmaps + Zipf 1.3 + cross-view, mask 0.7):
+  chain       the paper's component chain (its ScanNet numbers): masked_clustering (54.7) -> jitter_clustering
+              (55.1) -> observable_clustering (69.3) -> softmap_alpha0 (72.3, uniform Sinkhorn) -> dos (74.1);
+  alpha       zipf_alpha in {0, 0.6, 1.3, 1.6, 2.0} (0 is softmap_alpha0, 1.3 is dos);
+  cross_view  dos without the cross-view term (no_cross_view);
+  mask_ratio  0.6 (mask0.6) vs 0.7 (dos).
 
 Args (`configs/ablation_tiny.py:steps=200,smoke`): steps (total pretraining steps), smoke (a few steps, CI).
 """
@@ -44,3 +52,28 @@ def get_config(arg=None):
     c.data.num_scenes = 4
     c.probe.steps = 10
   return c
+
+
+# Every run spells out all the switches the plan compares, so a run means the same whatever the base config says.
+_DOS = {"supervision": "observable", "normalization": "softmap", "zipf_alpha": 1.3, "cross_view": True,
+        "mask_ratio": 0.7}
+
+
+def _run(name, groups, random_init=False, **changes):
+  return {"name": name, "groups": groups, "overrides": dict(_DOS, **changes), "random_init": random_init}
+
+
+def get_sweep():
+  """The ablation plan as named runs (see the module docstring); the reference `dos` also probes random init."""
+  return [
+      _run("dos", ("chain", "alpha", "cross_view", "mask_ratio"), random_init=True),
+      _run("masked_clustering", ("chain",), supervision="masked_tokens", normalization="clustering"),
+      _run("jitter_clustering", ("chain",), supervision="token_jitter", normalization="clustering"),
+      _run("observable_clustering", ("chain",), normalization="clustering"),
+      _run("softmap_alpha0", ("chain", "alpha"), zipf_alpha=0.0),
+      _run("alpha0.6", ("alpha",), zipf_alpha=0.6),
+      _run("alpha1.6", ("alpha",), zipf_alpha=1.6),
+      _run("alpha2", ("alpha",), zipf_alpha=2.0),
+      _run("no_cross_view", ("cross_view",), cross_view=False),
+      _run("mask0.6", ("mask_ratio",), mask_ratio=0.6),
+  ]

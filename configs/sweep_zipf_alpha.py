@@ -7,8 +7,8 @@ r"""Zipf-alpha sweep: DOS pretraining at alpha in {0, 0.6, 1.3, 1.6, 2.0} (alpha
   python -m launch.sweep --config configs/sweep_zipf_alpha.py:base=scannet --workdir /ckpt/alpha --mode collect
 
 `get_config(arg)` is the base experiment (`base=<config name>`, `smoke` to shrink it); `get_sweep()` lists the
-dotted-key overrides of each run. The table (`DIR/results.md`, `DIR/results.json`) has each run's final loss,
-effective number of prototypes and, where `DIR/<run>/probe.json` exists (`launch.probe`), the probe mIoU.
+named runs and their dotted-key overrides. `launch.sweep` trains and probes each run per seed and writes
+`DIR/sweep.md` / `DIR/sweep.json`: mIoU, head/common/tail and the paired difference to `alpha1.3`.
 
 Runtime: 5 x the base config (synthetic_tiny: a few minutes each on 2 CPU cores). Expected result (paper): probe
 mIoU best for alpha in [1.3, 1.6]; alpha=0 uses prototypes most uniformly; alpha >= 2 may be unstable.
@@ -28,4 +28,5 @@ def get_config(arg=None):
 
 
 def get_sweep():
-  return [{"zipf_alpha": alpha} for alpha in ALPHAS]
+  return [{"name": f"alpha{alpha:g}", "groups": ("alpha",), "overrides": {"zipf_alpha": alpha},
+           "random_init": alpha == 1.3} for alpha in ALPHAS]
