@@ -16,14 +16,16 @@ The plan (`get_sweep()`), reference run `dos` (observable + softmaps + Zipf 1.3 
   cross_view  dos without the cross-view term (no_cross_view);
   mask_ratio  0.6 (mask0.6) vs 0.7 (dos).
 
-Args (`configs/ablation_tiny.py:steps=200,smoke`): steps (total pretraining steps), smoke (a few steps, CI).
+Args (`configs/ablation_tiny.py:steps=200,kind=longtail,smoke`): steps (total pretraining steps), kind
+(`indoor`: the default synthetic rooms; `longtail`: rooms whose 4 tail classes are rare but learnable shapes,
+`dos_jax.data.synthetic_longtail`, 32 training / 8 held-out rooms), smoke (a few steps, CI).
 """
 
 from configs import common
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, steps=120, smoke=False)
+  arg = common.parse_arg(arg, steps=120, kind="indoor", smoke=False)
   c = common.base_config()
   c.total_steps = int(arg.steps)
   c.batch_size = 2
@@ -46,6 +48,10 @@ def get_config(arg=None):
   c.model.head_dim = 32
   c.probe.steps = 150
   c.probe.num_classes = 20
+  if arg.kind == "longtail":
+    c.data.kind = "longtail"
+    c.data.num_scenes = 32         # 8 held-out rooms (num_scenes // 4): most hold some tail object
+    c.probe.num_classes = 12
   if arg.smoke:
     c.total_steps = 4
     c.log_every = 2

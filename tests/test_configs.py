@@ -63,7 +63,7 @@ def test_probe_classes():
 
 def test_sweep_lists_the_paper_alphas():
   from configs import sweep_zipf_alpha
-  assert [o["zipf_alpha"] for o in sweep_zipf_alpha.get_sweep()] == [0.0, 0.6, 1.3, 1.6, 2.0]
+  assert [o["overrides"]["zipf_alpha"] for o in sweep_zipf_alpha.get_sweep()] == [0.0, 0.6, 1.3, 1.6, 2.0]
   assert sweep_zipf_alpha.get_config("base=scannet").data.dataset == "scannet"
 
 

@@ -106,7 +106,7 @@ def synthetic_source(kind: str = "indoor", num_scenes: int = 64, split: str = "t
   seeds["all"] = seeds["train"] + seeds["val"]
   return SceneSource(f"synthetic-{kind}-{split}", seeds[split],
                      functools.partial(_cached_synthetic_scene, kind=kind, num_points=num_points),
-                     synthetic.NUM_CLASSES,
+                     len(synthetic.CLASS_NAMES[kind]),
                      synthetic.CLASS_NAMES[kind], {k: list(v) for k, v in synthetic.CLASS_GROUPS[kind].items()})
 
 

@@ -7,6 +7,8 @@ a long tail (walls/floor or road/building hold most points; cups, clocks, hydran
 
   indoor   (`synthetic_indoor`)  a 4-6 m x 4-6 m x 2.4-3 m room with furniture sampled on surfaces, normals and
            per-class colours; about 20k-40k points.
+  longtail (`synthetic_longtail`) rooms whose 4 tail classes are rare but ~3+ voxels wide with their own shapes
+           (12 classes), so a long-tail prior can be tested at CPU scale.
   outdoor  (`synthetic_outdoor`) a street ray-cast from a 32-beam LiDAR at (0, 0, 1.7) m, with per-class colour (as
            in a camera-colourised sweep), intensity (`strength`) and normals; about 30k-60k points.
 
@@ -22,10 +24,13 @@ import numpy as np
 
 from dos_jax.data import scene as scene_lib
 from dos_jax.data import synthetic_indoor
+from dos_jax.data import synthetic_longtail
 from dos_jax.data import synthetic_outdoor
 
-NUM_CLASSES = 24
-CLASS_NAMES = {"indoor": synthetic_indoor.CLASS_NAMES, "outdoor": synthetic_outdoor.CLASS_NAMES}
+NUM_CLASSES = 24  # of 'indoor' and 'outdoor'; 'longtail' has 12 (len(CLASS_NAMES[kind]) in general)
+CLASS_NAMES = {"indoor": synthetic_indoor.CLASS_NAMES, "outdoor": synthetic_outdoor.CLASS_NAMES,
+               "longtail": synthetic_longtail.CLASS_NAMES}
+_GENERATORS = {"indoor": synthetic_indoor, "outdoor": synthetic_outdoor, "longtail": synthetic_longtail}
 KINDS = tuple(CLASS_NAMES)
 # From measure_frequencies(kind, 64) (seed 0): head >= 3% of the points, tail < 0.5%, common in between.
 # Indoor: wall 40%, floor 19%, ceiling 13% ... cabinet 3.6%; pillow 0.49% ... cup 0.18% (head/tail ratio 226).
@@ -33,6 +38,7 @@ KINDS = tuple(CLASS_NAMES)
 CLASS_GROUPS = {
     "indoor": {"head": list(range(0, 6)), "common": list(range(6, 18)), "tail": list(range(18, 24))},
     "outdoor": {"head": list(range(0, 6)), "common": list(range(6, 16)), "tail": list(range(16, 24))},
+    "longtail": synthetic_longtail.GROUPS,
 }
 
 Seed = Union[int, Sequence[int]]
@@ -44,7 +50,8 @@ def make_scene(seed: Seed, kind: str = "indoor", num_points: Optional[int] = Non
 
   Args:
     seed: int or sequence of ints (e.g. (run_seed, split, index)); fed to `numpy.random.default_rng`.
-    kind: 'indoor' (room, ~20k-40k points) or 'outdoor' (LiDAR sweep, ~30k-60k points).
+    kind: 'indoor' (room, ~20k-40k points), 'outdoor' (LiDAR sweep, ~30k-60k points) or 'longtail' (rooms whose
+      rare classes are learnable shapes, `synthetic_longtail`).
     num_points: exact point count wanted (denser sampling / more azimuth columns, then a random subset);
       None keeps the natural count.
 
@@ -57,7 +64,7 @@ def make_scene(seed: Seed, kind: str = "indoor", num_points: Optional[int] = Non
   if num_points is not None and num_points < 1:
     raise ValueError(f"num_points must be >= 1, got {num_points}")
   rng = np.random.default_rng(seed)
-  generator = synthetic_indoor if kind == "indoor" else synthetic_outdoor
+  generator = _GENERATORS[kind]
   coord, color, normal, seg, inst, strength = generator.generate(rng, num_points)
   if num_points and len(coord) > num_points:
     idx = np.sort(rng.choice(len(coord), num_points, replace=False))
@@ -74,9 +81,10 @@ def make_scene(seed: Seed, kind: str = "indoor", num_points: Optional[int] = Non
 
 def measure_frequencies(kind: str, num_scenes: int = 64, seed: int = 0) -> np.ndarray:
   """Fraction of points per class f64[NUM_CLASSES] over scenes seeded (seed, i), i < num_scenes."""
-  counts = np.zeros(NUM_CLASSES)
+  num_classes = len(CLASS_NAMES[kind])
+  counts = np.zeros(num_classes)
   for i in range(num_scenes):
-    counts += np.bincount(make_scene((seed, i), kind).segment, minlength=NUM_CLASSES)
+    counts += np.bincount(make_scene((seed, i), kind).segment, minlength=num_classes)
   return counts / counts.sum()
 
 

@@ -311,7 +311,7 @@ def build(spec: Sequence[Tuple[str, Dict[str, Any]]]) -> Op:
 
 def default_augmentations(kind: str) -> List[Tuple[str, Dict[str, Any]]]:
   """Per-view augmentation spec (Sonata / Pointcept defaults): 'indoor' (with colour) or 'outdoor' (LiDAR)."""
-  if kind == "indoor":
+  if kind in ("indoor", "longtail"):  # 'longtail' is the synthetic long-tail rooms
     return [
         ("center_shift", dict(apply_z=True)),
         ("random_rotate", dict(angle=(-180.0, 180.0), axis="z", p=0.5)),
@@ -332,4 +332,4 @@ def default_augmentations(kind: str) -> List[Tuple[str, Dict[str, Any]]]:
         ("random_flip", dict(p=0.5)),
         ("random_jitter", dict(sigma=0.005, clip=0.02)),
     ]
-  raise ConfigError(f"data.kind={kind!r}: expected 'indoor' or 'outdoor'")
+  raise ConfigError(f"data.kind={kind!r}: expected 'indoor', 'longtail' or 'outdoor'")
