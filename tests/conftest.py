@@ -1,7 +1,17 @@
-"""Test set-up: 8 host CPU devices (for sharding tests) and a persistent compile cache, before JAX starts."""
+"""Test set-up: 8 host CPU devices (for sharding tests) and a persistent compile cache, before JAX starts.
+
+Optional material and its skip policy. Two things are beside the checkout in CI but not in a user's bare clone or
+a minimal environment: `../shared` (the real scans in `../shared/data`, the upstream code in
+`../shared/reference`) and torch (the PyTorch parity reference). A test that needs one asks for it through
+`require_shared(...)` / `require_torch()` (or the `shared_data` fixture / `needs_data` marker): when it is absent
+the test is skipped with a one-line reason, except under CI=true (CI always has both), where the absence is a
+failure, so a broken CI set-up can never hide tests behind skips.
+"""
 
 import os
 import sys
+
+import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".jax_cache"))
@@ -11,4 +21,46 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-SHARED_DATA = os.path.abspath(os.path.join(ROOT, "..", "shared", "data"))
+SHARED = os.path.abspath(os.path.join(ROOT, "..", "shared"))
+SHARED_DATA = os.path.join(SHARED, "data")
+
+
+def in_ci() -> bool:
+  """CI=true (or 1/yes), as CI services and .ci/run's caller set it."""
+  return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _absent(reason: str):
+  if in_ci():
+    pytest.fail(f"CI=true but {reason}", pytrace=False)
+  pytest.skip(reason, allow_module_level=True)
+
+
+def require_shared(*parts: str) -> str:
+  """Absolute path of `../shared/<parts>`; skips (fails under CI=true) when it does not exist.
+
+  Call it inside a test, or at module level to skip a whole file that reads nothing else.
+  """
+  path = os.path.join(SHARED, *parts)
+  if not os.path.exists(path):
+    _absent(f"{path} not found (../shared sits beside the checkout in CI, not in a bare clone)")
+  return path
+
+
+def require_torch():
+  """The `torch` module; skips (fails under CI=true) when torch is not installed (requirements-dev.txt)."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    _absent(f"torch is not installed ({e}); `pip install -r requirements-dev.txt` adds its CPU wheel")
+  return torch
+
+
+@pytest.fixture
+def shared_data() -> str:
+  """`../shared/data` (the real scans), or a skip / CI failure when absent."""
+  return require_shared("data")
+
+
+# Marks a test that reads ../shared/data: `@conftest.needs_data`.
+needs_data = pytest.mark.usefixtures("shared_data")

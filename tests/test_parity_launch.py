@@ -2,9 +2,10 @@
 
 import json
 
-import pytest
 
-pytest.importorskip("torch")
+from tests import conftest
+
+conftest.require_torch()
 
 from launch import parity  # pylint: disable=g-import-not-at-top
 

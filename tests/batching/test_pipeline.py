@@ -228,10 +228,8 @@ def test_iterator_raises_data_errors_from_workers():
 
 
 def test_real_scan_batch():
-  import os
-  from tests.conftest import SHARED_DATA
-  root = os.path.join(SHARED_DATA, "scannet_votenet50k")
-  assert os.path.isdir(root), f"{root}: shared ScanNet scans missing"
+  from tests import conftest
+  root = conftest.require_shared("data", "scannet_votenet50k")
   from dos_jax.data import pointcept
   scene = pointcept.read_scannet_votenet(pointcept.find_scannet_votenet(root)[0])
   cfg = _cfg(**{"model.variant": "base", "data.grid_size": 0.08, "data.capacity": 8192,

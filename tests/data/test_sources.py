@@ -93,7 +93,7 @@ def test_nested_layout(tmp_path):
 
 @pytest.mark.parametrize("split_folders", [False, True])
 def test_scannet_demo_tree(tmp_path, split_folders):
-  src = os.path.join(conftest.SHARED_DATA, "scannet_votenet50k")
+  src = conftest.require_shared("data", "scannet_votenet50k")
   root = sources.scannet_demo_tree(src, str(tmp_path / "tree"), scenes=["scene0000_00", "scene0000_01",
                                                                         "scene0001_00", "scene0004_00"],
                                    split_folders=split_folders)

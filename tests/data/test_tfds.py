@@ -6,9 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-tfds = pytest.importorskip("tensorflow_datasets")
-
-from dos_jax import errors  # pylint: disable=g-import-not-at-top
+from dos_jax import errors
 from dos_jax.data import scene as scene_lib
 from dos_jax.data import sources
 from dos_jax.data import synthetic

@@ -1,7 +1,6 @@
 """ScanNet200 class list and the official head/common/tail groups."""
 
 import csv
-import os
 
 import numpy as np
 import pytest
@@ -23,8 +22,7 @@ def test_scannet200_has_200_unique_classes():
 
 def test_ids_and_names_agree_with_scannet_label_table():
   # Independent source: ScanNet's own scannetv2-labels.combined.tsv (id -> category), when the shared data has it.
-  tsv = os.path.join(conftest.SHARED_DATA, "scannet_votenet50k", "scannetv2-labels.combined.tsv")
-  assert os.path.exists(tsv), f"{tsv}: ScanNet label table missing from the shared data"
+  tsv = conftest.require_shared("data", "scannet_votenet50k", "scannetv2-labels.combined.tsv")
   with open(tsv, newline="") as f:
     table = {}
     for row in csv.DictReader(f, delimiter="\t"):

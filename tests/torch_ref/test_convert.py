@@ -5,7 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests import conftest
+
+torch = conftest.require_torch()
 
 from dos_jax.models import ptv3  # pylint: disable=g-import-not-at-top
 from dos_jax.models import variants  # pylint: disable=g-import-not-at-top

@@ -6,9 +6,10 @@ import math
 
 import jax
 import numpy as np
-import pytest
 
-torch = pytest.importorskip("torch")
+from tests import conftest
+
+torch = conftest.require_torch()
 
 from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import blocks as tblocks  # pylint: disable=g-import-not-at-top

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests import conftest
+
+torch = conftest.require_torch()
 
 from dos_jax import objective  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import objective as torch_objective  # pylint: disable=g-import-not-at-top

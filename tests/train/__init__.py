@@ -141,23 +141,29 @@ def reference_setup():
 
 @functools.lru_cache(maxsize=None)
 def reference_run():
-  """REF_STEPS steps of the 1-device step on the reference batch: (losses f64[REF_STEPS], host final state)."""
+  """REF_STEPS steps of the 1-device step on the reference batch: (losses f64[REF_STEPS], host final state).
+
+  The per-step metrics of that run are left in `reference_run.metrics`.
+  """
   _, batch, host_state, mesh, step_fn = reference_setup()
   losses, state = run_steps(step_fn, host_state, batch, mesh, REF_STEPS)
+  reference_run.metrics = run_steps.metrics
   return losses, jax.device_get(state)
 
 
 def run_steps(step_fn, host_state, batch, mesh, num_steps, shard=None):
   """Runs `num_steps` steps of `step_fn` from a fresh device copy of `host_state` on a fixed batch.
 
-  Returns (losses f64[num_steps], final device state); the last step's metrics are left in
-  `run_steps.last_metrics`.
+  Returns (losses f64[num_steps], final device state); the host metrics of every step are left in
+  `run_steps.metrics` (a list) and the last step's in `run_steps.last_metrics`.
   """
   state = jax.device_put(host_state, sharding.state_sharding(mesh, host_state))
   global_batch = (shard or sharding.shard_batch)(batch, mesh)
-  losses = []
+  losses, history = [], []
   for _ in range(num_steps):
     state, metrics = step_fn(state, global_batch, jax.random.fold_in(state.rng, state.step))
-    losses.append(float(metrics["loss"]))
-  run_steps.last_metrics = jax.device_get(metrics)
+    history.append(jax.device_get(metrics))
+    losses.append(float(history[-1]["loss"]))
+  run_steps.metrics = history
+  run_steps.last_metrics = history[-1]
   return np.asarray(losses), state
