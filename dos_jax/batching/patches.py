@@ -277,6 +277,8 @@ def build_point_set(coord: np.ndarray, feat: np.ndarray, point_index: np.ndarray
 def _stack(items):
   """Stacks a list of equal-structure pytrees of numpy arrays (dataclasses, tuples, arrays) along a new axis 0."""
   first = items[0]
+  if first is None:  # optional fields (e.g. Stage.segment of an unpacked set)
+    return None
   if isinstance(first, np.ndarray):
     return np.stack(items)
   if isinstance(first, tuple):

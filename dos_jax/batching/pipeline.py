@@ -276,6 +276,8 @@ def _stack_batch(per_scene: List[List[structs.TrainBatch]]) -> structs.TrainBatc
 
 
 def _reshape_leading(tree, shape):
+  if tree is None:
+    return None
   if isinstance(tree, np.ndarray):
     return tree.reshape(shape + tree.shape[1:])
   if isinstance(tree, tuple):

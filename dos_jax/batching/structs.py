@@ -16,7 +16,7 @@ Padding conventions (all stages):
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import flax.struct
 import numpy as np
@@ -41,6 +41,8 @@ class Stage:
     inverse: i32[O, N_s] inverse permutation: inverse[o, order[o, j]] = j.
     neighbors: i32[N_s, 27] slot of the real point at grid + NEIGHBOR_OFFSETS[k], or N_s when there is none
       (and for every entry of a padded slot). Entry 13 is the point itself for real points.
+    segment: None for a set holding one view; for a packed set (`dos_jax.batching.packing`) i32[N_s] the view
+      (0..M-1) each real slot belongs to, M for padding. Attention never mixes segments.
   """
 
   grid: np.ndarray
@@ -48,6 +50,7 @@ class Stage:
   order: np.ndarray
   inverse: np.ndarray
   neighbors: np.ndarray
+  segment: Optional[np.ndarray] = None
 
 
 @flax.struct.dataclass

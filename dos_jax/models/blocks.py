@@ -175,11 +175,14 @@ class SerializedAttention(nn.Module):
   implementation: Optional[str] = None  # None/'xla' (boolean key mask) or 'cudnn' (key lengths per patch)
 
   @nn.compact
-  def __call__(self, x: jax.Array, valid: jax.Array, order: jax.Array, inverse: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, valid: jax.Array, order: jax.Array, inverse: jax.Array,
+               segment: Optional[jax.Array] = None) -> jax.Array:
     """x: [B, N, C]; valid: bool[B, N]; order/inverse: i32[B, N] of one serialization order -> [B, N, C].
 
     The contract puts real points first in `order`, so patch boundaries of real points do not depend on the
     capacity; padded keys are masked in every patch (a fully padded patch attends to its zero rows, finite).
+    `segment: i32[B, N]` (packed sets): a query attends only to keys of its own segment; padded slots form
+    their own segment, so every query has at least itself as a key (finite everywhere).
     """
     b, n, c = x.shape
     h = self.heads
@@ -195,7 +198,16 @@ class SerializedAttention(nn.Module):
     qkv = qkv.reshape(b * num_patches, p, 3, h, c // h)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]              # [B*np, P, H, Dh]
     key_valid = vs.reshape(b * num_patches, p)
-    if self.implementation == "cudnn":
+    if segment is not None:
+      if self.implementation == "cudnn":
+        raise ValueError("packed point sets need config.model.attention='xla' (segment masks)")
+      ss = _take(segment, order)
+      if pad:  # the extra sequence slots get a segment no slot has: they only see each other
+        ss = jnp.pad(ss, ((0, 0), (0, pad)), constant_values=-1)
+      ss = ss.reshape(b * num_patches, p)
+      same = ss[:, :, None] == ss[:, None, :]                        # [B*np, P(query), P(key)]
+      y = jax.nn.dot_product_attention(q, k, v, mask=same[:, None], implementation=self.implementation)
+    elif self.implementation == "cudnn":
       # Real points come first in the order, so the valid keys of each patch are a prefix of it.
       lengths = jnp.maximum(jnp.sum(key_valid, axis=-1, dtype=jnp.int32), 1)
       y = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")
@@ -242,7 +254,7 @@ class Block(nn.Module):
     o = self.order_index % stage.order.shape[1]
     x = x + CPE(self.channels, self.dtype, name="cpe")(x, stage.neighbors)
     attn = SerializedAttention(self.channels, self.heads, self.patch_size, self.dtype, self.attention, name="attn")
-    y = attn(LayerNorm(self.dtype, name="norm1")(x), valid, stage.order[:, o], stage.inverse[:, o])
+    y = attn(LayerNorm(self.dtype, name="norm1")(x), valid, stage.order[:, o], stage.inverse[:, o], stage.segment)
     x = x + DropPath(self.drop_path, name="drop_path1")(y, train)
     y = MLP(self.channels, self.mlp_ratio, self.dtype, name="mlp")(LayerNorm(self.dtype, name="norm2")(x))
     x = x + DropPath(self.drop_path, name="drop_path2")(y, train)

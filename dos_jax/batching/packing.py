@@ -1,0 +1,211 @@
+"""Packing the views of one device's batch into ONE point set per stage (segment ids; no padding per view).
+
+Per-view padding (`patches.build_point_set`) pads every view to a capacity sized for the largest view: on real
+scans most slots are empty (ScanNet base config: ~11% of the encoder's FLOPs touch a real point). A *packed* set
+holds the M views of a pack (M = scenes per pack x views) back to back, each view padded only as its stage's
+attention needs (as upstream Pointcept batches by offsets):
+
+  * Sequence layout (serialization order o, stage s, patch size P = min(patch_size, C_s)): view m occupies
+    sequence positions [off_m, off_m + n_m). A view with n_m > P starts on a patch boundary and reserves
+    ceil(n_m / P) * P positions (its patches are exactly its unpacked patches); a view with n_m <= P lies inside
+    ONE patch, shared with other short views (first-fit decreasing). Offsets are the same for every order
+    (only the order inside a view differs); see `layout`.
+  * Slot layout: view m's real points are slots [S_m, S_m + n_m) (S_m = sum of earlier counts), in the view's own
+    slot order; padding slots follow. `order[o]` maps sequence positions to slots (gaps -> padding slots).
+  * `Stage.segment[i]` = m for real slots of view m, M for padding. Attention masks keys of another segment, CPE
+    neighbours and pooling parents are the per-view ones offset by S_m, so no information crosses views and each
+    view's features equal its unpacked features (tested to float32 rounding).
+
+Capacities C_s per stage are fixed by the config (`data.packed_capacity`, `data.packed_student_capacity`), sized
+from high quantiles of real packed footprints (`footprints`, `calibrate`; command `benchmarks/padding.py
+--calibrate`). A pack whose footprint exceeds C_s raises `PackOverflowError` (the pipeline then shrinks a view).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from dos_jax.batching import structs
+from dos_jax.errors import ConfigError, DataError
+
+
+class PackOverflowError(DataError):
+  """The views of a pack need more sequence positions than the packed capacity at `stage`."""
+
+  def __init__(self, message: str, branch: str, stage: int, footprint: int, capacity: int, counts):
+    super().__init__(message)
+    self.branch, self.stage, self.footprint, self.capacity = branch, stage, footprint, capacity
+    self.counts = list(counts)
+
+
+def layout(counts: Sequence[int], patch: int) -> Tuple[np.ndarray, int]:
+  """Sequence offsets of views with `counts` points at a stage whose attention patch size is `patch`.
+
+  Long views (n > patch) come first, in view order, each on its own ceil(n / patch) patches from a boundary
+  (their partial last patch is theirs alone, as upstream pads it). Short views (n <= patch) are then put into
+  whole patches by first-fit decreasing (a short view never straddles a boundary); the least-filled patch goes
+  last, so the footprint ends right after its points. Deterministic in `counts`.
+
+  Returns:
+    (offsets i64[M], footprint): the first sequence position of each view, and the end of the last used
+    position (the smallest capacity that holds this layout).
+  """
+  counts = [int(c) for c in counts]
+  offsets = np.zeros(len(counts), dtype=np.int64)
+  cursor = 0
+  for m, n in enumerate(counts):
+    if n > patch:
+      offsets[m] = cursor
+      cursor += -(-n // patch) * patch
+  bins: List[List[int]] = []  # [fill, view, view, ...]
+  short = sorted((m for m, n in enumerate(counts) if n <= patch), key=lambda m: (-counts[m], m))
+  for m in short:
+    for b in bins:
+      if b[0] + counts[m] <= patch:
+        b.append(m)
+        b[0] += counts[m]
+        break
+    else:
+      bins.append([counts[m], m])
+  if bins:  # the least-filled patch last (ties: creation order), so the footprint stops at its end
+    last = min(range(len(bins)), key=lambda i: (bins[i][0], -i))
+    bins.append(bins.pop(last))
+  for b in bins:
+    pos = cursor
+    for m in b[1:]:
+      offsets[m] = pos
+      pos += counts[m]
+    end = pos
+    cursor += patch
+  footprint = end if bins else cursor
+  return offsets, int(footprint)
+
+
+def footprints(counts: np.ndarray, patch_size: int) -> np.ndarray:
+  """Packed footprint per stage of one pack: counts i64[M, S] (points of each view at each stage) -> i64[S].
+
+  Uses the model's patch size at every stage: a footprint <= patch_size also fits a capacity smaller than the
+  patch size (the whole stage is then one patch), so the result is a valid capacity either way.
+  """
+  counts = np.asarray(counts)
+  return np.array([layout(counts[:, s], patch_size)[1] for s in range(counts.shape[1])], dtype=np.int64)
+
+
+def round_capacity(value: float, patch_size: int) -> int:
+  """A stage capacity >= value: itself up to one patch, else rounded up to a multiple of the patch size."""
+  v = max(1, int(math.ceil(value)))
+  return v if v <= patch_size else -(-v // patch_size) * patch_size
+
+
+def calibrate(samples: np.ndarray, patch_size: int, quantile: float = 1.0, margin: float = 1.0) -> List[int]:
+  """Per-stage packed capacities from footprints of sampled packs.
+
+  Args:
+    samples: i64[num_packs, S] footprints (`footprints`) of packs built by the real view pipeline.
+    patch_size: the model's attention patch size.
+    quantile: which quantile of the footprints to cover (1.0 = the largest seen).
+    margin: multiplier on that quantile (headroom for unseen scenes).
+
+  Returns:
+    [C_0, ..., C_{S-1}], non-increasing is not required (each stage is sized from its own data).
+  """
+  samples = np.asarray(samples, dtype=np.float64)
+  if samples.ndim != 2 or samples.shape[0] == 0:
+    raise ConfigError(f"calibrate: expected footprints [num_packs, stages], got shape {samples.shape}")
+  if not 0.0 < quantile <= 1.0 or margin < 1.0:
+    raise ConfigError(f"calibrate: quantile={quantile} must be in (0, 1] and margin={margin} >= 1")
+  q = np.quantile(samples, quantile, axis=0, method="higher")
+  return [round_capacity(v * margin, patch_size) for v in q]
+
+
+def stage_counts(point_set: structs.PointSet) -> List[int]:
+  """Real points at every stage of an unbatched PointSet."""
+  return [int(np.count_nonzero(s.valid)) for s in point_set.stages]
+
+
+def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int], patch_size: int,
+                    branch: str = "teacher") -> Tuple[structs.PointSet, List[int]]:
+  """Packs unbatched per-view sets (real points first at every stage, as `patches.build_point_set` makes them).
+
+  Args:
+    sets: M PointSets of one pack, in segment order.
+    capacities: [C_0, ..., C_{S-1}] packed capacities.
+    patch_size: the model's attention patch size (stage s uses min(patch_size, C_s)).
+    branch: 'teacher' | 'student' (error messages and `PackOverflowError.branch`).
+
+  Returns:
+    (packed PointSet with `segment` on every stage, stage-0 slot offsets S_m of the views: list of M ints).
+
+  Raises:
+    PackOverflowError when a stage's footprint exceeds its capacity.
+  """
+  num_stages = len(sets[0].stages)
+  if len(capacities) != num_stages:
+    raise ConfigError(f"packed {branch} capacities {list(capacities)} give {len(capacities)} stages, the model "
+                      f"has {num_stages} (data.packed_capacity / data.packed_student_capacity)")
+  m_count = len(sets)
+  counts = np.array([stage_counts(ps) for ps in sets], dtype=np.int64)  # [M, S]
+  starts = np.concatenate([np.zeros((1, num_stages), np.int64), np.cumsum(counts, axis=0)], axis=0)  # [M+1, S]
+  stages = []
+  for s in range(num_stages):
+    cap = int(capacities[s])
+    patch = min(patch_size, cap)
+    offsets, end = layout(counts[:, s], patch)
+    if end > cap:
+      raise PackOverflowError(f"packed {branch} stage {s}: the pack's views need {end} slots (counts "
+                              f"{counts[:, s].tolist()}), capacity {cap}; recalibrate with benchmarks/padding.py "
+                              f"--calibrate", branch, s, end, cap, counts[:, s])
+    total = int(starts[-1, s])
+    num_orders = sets[0].stages[s].order.shape[0]
+    grid = np.zeros((cap, 3), np.int32)
+    valid = np.zeros(cap, bool)
+    valid[:total] = True
+    segment = np.full(cap, m_count, np.int32)
+    neighbors = np.full((cap, structs.NEIGHBOR_OFFSETS.shape[0]), cap, np.int32)
+    order = np.full((num_orders, cap), -1, np.int32)
+    for m, ps in enumerate(sets):
+      st, n, lo, off = ps.stages[s], int(counts[m, s]), int(starts[m, s]), int(offsets[m])
+      grid[lo:lo + n] = st.grid[:n]
+      segment[lo:lo + n] = m
+      nb = st.neighbors[:n]
+      neighbors[lo:lo + n] = np.where(nb >= st.valid.shape[0], cap, nb + lo)
+      order[:, off:off + n] = st.order[:, :n] + lo
+    # Sequence positions no view uses take the padding slots, in increasing order (same for every order).
+    free = order[0] < 0
+    order[:, free] = np.arange(total, cap, dtype=np.int32)[None, :]
+    inverse = np.empty_like(order)
+    rows = np.arange(num_orders)[:, None]
+    inverse[rows, order] = np.arange(cap, dtype=np.int32)[None, :]
+    stages.append(structs.Stage(grid=grid, valid=valid, order=order, inverse=inverse, neighbors=neighbors,
+                                segment=segment))
+  parents = []
+  for s in range(num_stages - 1):
+    cap, cap_next = int(capacities[s]), int(capacities[s + 1])
+    parent = np.full(cap, cap_next, np.int32)
+    for m, ps in enumerate(sets):
+      n, lo, lo_next = int(counts[m, s]), int(starts[m, s]), int(starts[m, s + 1])
+      parent[lo:lo + n] = ps.parent[s][:n] + lo_next
+    parents.append(parent)
+  cap0, total0 = int(capacities[0]), int(starts[-1, 0])
+  c_in = sets[0].feat.shape[1]
+  coord = np.zeros((cap0, 3), np.float32)
+  feat = np.zeros((cap0, c_in), np.float32)
+  point_index = np.full(cap0, -1, np.int32)
+  coord[:total0] = np.concatenate([ps.coord[:n] for ps, n in zip(sets, counts[:, 0])])
+  feat[:total0] = np.concatenate([ps.feat[:n] for ps, n in zip(sets, counts[:, 0])])
+  point_index[:total0] = np.concatenate([ps.point_index[:n] for ps, n in zip(sets, counts[:, 0])])
+  packed = structs.PointSet(coord=coord, feat=feat, stages=tuple(stages), parent=tuple(parents),
+                            point_index=point_index)
+  return packed, [int(v) for v in starts[:-1, 0]]
+
+
+def unpack_rows(packed: np.ndarray, starts: Sequence[int], counts: Sequence[int], capacity: int,
+                fill=0) -> np.ndarray:
+  """Rows of a packed stage-0 array back in per-view padded layout: [C, ...] -> [M, capacity, ...]."""
+  out = np.full((len(starts), capacity) + packed.shape[1:], fill, dtype=packed.dtype)
+  for m, (lo, n) in enumerate(zip(starts, counts)):
+    out[m, :n] = packed[lo:lo + n]
+  return out

@@ -1,0 +1,113 @@
+"""Packed point sets: layout rules, and packed encoder == per-view encoder (features and gradients).
+
+The views are tiny (tiny variant, patch 64): one fills its whole per-view capacity (and exactly two patches),
+one fills exactly one patch, one is a single point (a single point at every stage, down to the deepest), one is
+a partial multi-patch view. Features must agree to float32 rounding: the packed computation does the same
+per-row arithmetic (masked keys contribute exp(-inf) = 0), so only matmul blocking / summation order can differ:
+atol 1e-5 on LayerNorm-scaled outputs of magnitude <= ~5 (~100 eps). Parameter gradients are sums of thousands
+of signed terms (rows x 27 taps): bounded by 1e-4 x the leaf's largest entry (~800 eps of its scale); a masking
+or indexing error shows up as O(1) relative differences.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dos_jax.batching import packing
+from dos_jax.batching import patches
+from dos_jax.models import encoder
+
+CFG = dict(variant="tiny")
+PATCH = 64
+
+
+def _view(n, seed, capacity):
+  r = np.random.default_rng(seed)
+  cells = r.choice(30 * 30, n, replace=False)
+  gx, gy = np.divmod(cells, 30)
+  gz = (gx // 7 + gy // 5) % 3
+  coord = ((np.stack([gx, gy, gz], -1) + 0.5) * 0.1).astype(np.float32)
+  feat = np.concatenate([coord, r.random((n, 6))], 1).astype(np.float32)
+  return patches.build_point_set(coord, feat, np.arange(n), 0.1, capacity, 3, PATCH, ratio=1.0)
+
+
+def _views():
+  return [_view(128, 1, 128), _view(64, 2, 128), _view(1, 3, 64), _view(150, 4, 192)]
+
+
+def test_layout_rules():
+  offsets, end = packing.layout([150, 10, 64, 60, 1, 3], 64)
+  # Long view first on its own 3 patches; then short views first-fit decreasing: [64], [60, 3, 1], [10].
+  assert offsets[0] == 0
+  assert offsets[2] == 192 and offsets[3] == 256 and offsets[5] == 316 and offsets[4] == 319
+  assert offsets[1] == 320 and end == 330
+  for off, n in zip(offsets, [150, 10, 64, 60, 1, 3]):  # short views never straddle a patch boundary
+    assert n > 64 or off // 64 == (off + n - 1) // 64
+  assert packing.layout([64, 64], 64)[1] == 128 and packing.layout([65], 64)[1] == 128
+  assert packing.calibrate(np.array([[100, 5], [300, 7], [200, 9]]), 64) == [320, 9]
+
+
+def test_pack_overflow_names_stage():
+  sets = _views()
+  with pytest.raises(packing.PackOverflowError, match="stage 0"):
+    packing.pack_point_sets(sets, [256, 512, 512], PATCH)
+
+
+def _packed():
+  sets = _views()
+  counts = np.array([packing.stage_counts(s) for s in sets])
+  caps = [packing.round_capacity(v, PATCH) + PATCH for v in packing.footprints(counts, PATCH)]  # spare slots too
+  packed, starts = packing.pack_point_sets(sets, caps, PATCH)
+  return sets, counts, packed, starts
+
+
+def _batched(tree):
+  return jax.tree.map(lambda x: jnp.asarray(x)[None], tree)
+
+
+def test_packed_structure():
+  sets, counts, packed, starts = _packed()
+  assert counts[2].tolist() == [1, 1, 1]  # the single-point view stays one point at the deepest stage
+  for s, st in enumerate(packed.stages):
+    seg = st.segment
+    assert np.array_equal(np.bincount(seg[st.valid], minlength=4), counts[:, s])
+    assert np.all(seg[~st.valid] == 4)
+    nb = st.neighbors[st.valid]
+    hit = nb < st.valid.shape[0]
+    assert np.all(seg[nb[hit]] == np.repeat(seg[st.valid], 27).reshape(nb.shape)[hit])  # never across views
+    for o in range(st.order.shape[0]):
+      assert np.array_equal(np.sort(st.order[o]), np.arange(st.valid.shape[0]))
+      assert np.array_equal(st.inverse[o][st.order[o]], np.arange(st.valid.shape[0]))
+  for s, parent in enumerate(packed.parent):
+    real = packed.stages[s].valid
+    assert np.all(packed.stages[s + 1].segment[parent[real]] == packed.stages[s].segment[real])
+
+
+def test_packed_features_and_gradients_equal_unpacked():
+  sets, counts, packed, starts = _packed()
+  params = encoder.init(jax.random.key(0), _batched(sets[0]), CFG)
+  weights = [1.0, 2.0, 3.0, 0.5]
+
+  def per_view(p, points, m, lo):
+    out = encoder.apply(p, points, train=False, model_cfg=CFG)[0]
+    return out[lo:lo + counts[m, 0]]
+
+  def loss_unpacked(p):
+    return sum(w * jnp.sum(jnp.sin(per_view(p, _batched(s), m, 0)))
+               for m, (w, s) in enumerate(zip(weights, sets)))
+
+  def loss_packed(p):
+    pts = _batched(packed)
+    return sum(w * jnp.sum(jnp.sin(per_view(p, pts, m, starts[m]))) for m, w in enumerate(weights))
+
+  out = encoder.apply(params, _batched(packed), train=False, model_cfg=CFG)[0]
+  for m, s in enumerate(sets):
+    want = encoder.apply(params, _batched(s), train=False, model_cfg=CFG)[0][:counts[m, 0]]
+    np.testing.assert_allclose(out[starts[m]:starts[m] + counts[m, 0]], want, atol=1e-5)
+  assert np.all(np.asarray(out)[~packed.valid] == 0)
+  g_u = jax.grad(loss_unpacked)(params)
+  g_p = jax.grad(loss_packed)(params)
+  # Entries are sums of many signed terms (cancellation), so the bound is relative to each leaf's scale.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(np.abs(b).max()) + 1e-7),
+               g_p, g_u)
