@@ -326,5 +326,7 @@ if __name__ == "__main__":
   # orbax logs several INFO lines per restore through absl; keep the console to our progress and result.
   _std_logging.getLogger("absl").addFilter(
       lambda r: r.levelno >= _std_logging.WARNING or "orbax" not in r.pathname)
+  from launch import console  # pylint: disable=g-import-not-at-top
+  console.route_absl_through_tqdm()
   _define_flags()
   _app.run(main)

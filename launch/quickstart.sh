@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# The embedded default end to end: short DOS pretraining on synthetic rooms, then a linear probe (prints mIoU).
+# The embedded default end to end: short DOS pretraining on synthetic rooms, a linear probe of it and of a
+# random-init encoder, then a short table of the result and where the files are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKDIR=${WORKDIR:-/tmp/dos_jax_quickstart}
+start=$SECONDS
 python -m launch.train --config configs/synthetic_tiny.py --workdir "$WORKDIR" "$@"
-python -m launch.probe --config configs/synthetic_tiny.py --workdir "$WORKDIR"
+train_seconds=$((SECONDS - start))
+# The probes' one-line JSON results go to probe*.json; the console keeps the progress bars and the table.
+python -m launch.probe --config configs/synthetic_tiny.py --workdir "$WORKDIR" "$@" > /dev/null
+python -m launch.probe --config configs/synthetic_tiny.py --workdir "$WORKDIR" "$@" --random-init --noplots > /dev/null
+echo
+python -m launch.summary --workdir "$WORKDIR" --train-seconds "$train_seconds"

@@ -77,6 +77,8 @@ class _QuietLibraries(std_logging.Filter):
 
 
 if __name__ == "__main__":
+  from launch import console  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  console.route_absl_through_tqdm()  # step logs above the progress bar, not spliced into it
   app.run(main, flags_parser=_parse_flags)
