@@ -17,264 +17,17 @@ dos_jax.data.load_scene). Without `--eval-data`, a deterministic ~config.probe.t
 the probe and the rest evaluate it; re-scans `sceneXXXX_YY` of one room stay on the same side. Without `--data`,
 the config's data source is used: split 'train' for the probe and 'val' for evaluation.
 
-The logic is `run_probe(config, workdir, ...)` (importable; flags are only defined when run as a script).
+The logic is `dos_jax.eval.probe.run_probe(config, workdir, ...)`; this file holds the flags.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
 import sys
-import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-
-from dos_jax import io as fileio
 from dos_jax.errors import ConfigError, DataError
+from dos_jax.eval import probe as probe_lib
 
-OUT_NAMES = {"probe": "probe.json", "random_init": "probe_random_init.json", "supervised": "probe_supervised.json"}
-_SEGMENT_KEYS = {"scannet": "segment20", "scannet200": "segment200"}
-
-
-# ----------------------------------------------------------------------------------------------- scenes
-
-
-def _load_all(source) -> List[Any]:
-  return [source[i] for i in range(len(source))]
-
-
-def probe_scenes(config, data: Optional[str], eval_data: Optional[str], max_train: Optional[int] = None,
-                 max_eval: Optional[int] = None):
-  """(probe-training scenes, evaluation scenes, class names, groups, description) for a probe run.
-
-  `data`/`eval_data` are Pointcept folders read with the dataset's label file (config.data.dataset); without
-  `eval_data` the room-level split `splits.split_scenes(names, config.probe.train_fraction, seed=0)` is used (seed
-  fixed so that every encoder of a comparison is probed on the same scenes). Without `data`, the config's source
-  splits 'train' and 'val'.
-  """
-  from dos_jax.data import sources  # pylint: disable=g-import-not-at-top
-  from dos_jax.eval import splits  # pylint: disable=g-import-not-at-top
-  dataset = config.data.dataset
-  segment_key = config.data.get("segment_key", None)
-  if data:
-    source = sources.pointcept_source(data, "all", dataset, segment_key)
-    if eval_data:
-      train = _load_all(source) if max_train is None else [source[i] for i in range(min(max_train, len(source)))]
-      eval_source = sources.pointcept_source(eval_data, "all", dataset, segment_key)
-      evals = _load_all(eval_source)
-      desc = f"{data} (train) / {eval_data} (eval)"
-    else:
-      train_idx, eval_idx = splits.split_scenes([str(x) for x in source.items], float(config.probe.train_fraction),
-                                                seed=0)
-      train = [source[i] for i in train_idx[:max_train]]
-      evals = [source[i] for i in eval_idx]
-      desc = f"{data} (room-level split {len(train_idx)}/{len(eval_idx)})"
-  else:
-    if eval_data:
-      raise ConfigError("--eval-data needs --data (the probe-training scenes)")
-    source = sources.scene_source(config.data, "train", seed=int(config.seed))
-    eval_source = sources.scene_source(config.data, "val", seed=int(config.seed))
-    train = [source[i] for i in range(len(source) if max_train is None else min(max_train, len(source)))]
-    evals = [eval_source[i] for i in range(len(eval_source))]
-    desc = f"{source.name} / {eval_source.name}"
-  evals = evals[:max_eval] if max_eval else evals
-  names = source.class_names or splits.class_names(dataset, source.num_classes or int(config.probe.num_classes),
-                                                   config.data.kind)
-  groups = source.groups or splits.class_groups(dataset, config.data.kind)
-  return train, evals, tuple(names), dict(groups), desc
-
-
-# ----------------------------------------------------------------------------------------------- encoder params
-
-
-def restore_params(workdir: str, use_teacher: bool = False) -> Tuple[Optional[Dict[str, Any]], Optional[int]]:
-  """({'encoder': ..., 'head': ...}, step) from the latest checkpoint in DIR/checkpoints, or (None, None).
-
-  Restores the raw pytree (no abstract target needed: only the params are used) and takes the student's `params`
-  (or `teacher_params`).
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
-  if not os.path.isdir(ckpt_dir) or not any(n.isdigit() for n in os.listdir(ckpt_dir)):
-    return None, None
-  manager = ocp.CheckpointManager(ckpt_dir)
-  step = manager.latest_step()
-  if step is None:
-    return None, None
-  try:
-    # No abstract target: orbax restores the saved pytree as nested dicts of arrays (TrainState fields by name).
-    tree = manager.restore(step, args=ocp.args.StandardRestore())
-  finally:
-    manager.close()
-  key = "teacher_params" if use_teacher else "params"
-  tree = tree.get("default", tree) if isinstance(tree, dict) else tree
-  params = tree.get(key) if isinstance(tree, dict) else getattr(tree, key, None)
-  if params is None or "encoder" not in params:
-    raise DataError(f"{ckpt_dir}/{step}: checkpoint has no {key}/encoder subtree")
-  return params, int(step)
-
-
-# ----------------------------------------------------------------------------------------------- the probe
-
-
-def _head_scores(config, head_params, feats: List[np.ndarray]) -> List[np.ndarray]:
-  """Prototype logits cos/tau_S f32[m, K] of each scene's stage-0 features (for the collapse metrics)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from dos_jax.models import heads  # pylint: disable=g-import-not-at-top
-  head = heads.DOSHead(hidden_dim=int(config.model.head_hidden), out_dim=int(config.model.head_dim),
-                       num_prototypes=int(config.num_prototypes))
-  fn = jax.jit(lambda p, x: head.apply({"params": p}, x) / float(config.student_temp))
-  return [np.asarray(fn(head_params, f)) for f in feats]
-
-
-def _init_head(config, seed: int):
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from dos_jax.models import encoder, heads  # pylint: disable=g-import-not-at-top
-  head = heads.DOSHead(hidden_dim=int(config.model.head_hidden), out_dim=int(config.model.head_dim),
-                       num_prototypes=int(config.num_prototypes))
-  feat = jnp.zeros((1, encoder.output_dim(config.model)), jnp.float32)
-  return head.init({"params": jax.random.PRNGKey(seed + 7)}, feat)["params"]
-
-
-def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optional[str] = None,
-              mode: str = "probe", use_teacher: bool = False, steps: Optional[int] = None,
-              out_name: Optional[str] = None, max_train_scenes: Optional[int] = None,
-              max_eval_scenes: Optional[int] = None, capacity: Optional[int] = None, plots: bool = True,
-              seed: Optional[int] = None, progress: bool = False, print_json: bool = False) -> Dict[str, Any]:
-  """Linear probe (mode 'probe' | 'random_init') or supervised baseline ('supervised'); returns the result dict.
-
-  Writes the result atomically to DIR/<out_name> (default OUT_NAMES[mode]) and, when `print_json`, prints it as
-  the last stdout line.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  from dos_jax.batching import pipeline  # pylint: disable=g-import-not-at-top
-  from dos_jax.eval import collapse, linear_probe, miou, plots as plots_lib  # pylint: disable=g-import-not-at-top
-  from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
-
-  if mode not in OUT_NAMES:
-    raise ConfigError(f"probe mode {mode!r}: expected one of {sorted(OUT_NAMES)}")
-  if not workdir:
-    raise ConfigError("--workdir is empty: pass the run directory (its checkpoints are probed, output goes there)")
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  start = time.time()
-  seed = int(config.seed if seed is None else seed)
-  steps = int(config.probe.steps if steps is None else steps)
-  capacity = capacity or config.probe.get("capacity", None) or None
-
-  train_scenes, eval_scenes, names, groups, source = probe_scenes(config, data, eval_data, max_train_scenes,
-                                                                  max_eval_scenes)
-  if not train_scenes or not eval_scenes:
-    raise DataError(f"{source}: need at least one probe-training and one evaluation scene "
-                    f"(got {len(train_scenes)} and {len(eval_scenes)}); add scenes or pass --eval-data")
-  num_classes = len(names)
-  for s in list(train_scenes) + list(eval_scenes):
-    if s.segment is not None and np.max(s.segment, initial=-1) >= num_classes:
-      raise DataError(f"{s.name}: label {int(np.max(s.segment))} >= {num_classes} classes of dataset "
-                      f"{config.data.dataset!r}; set config.data.dataset to the scenes' label set")
-
-  apply_fn = jax.jit(functools.partial(encoder.apply, train=False, model_cfg=config.model))
-  batch_size = max(1, int(config.batch_size))
-  result: Dict[str, Any] = {"mode": mode}
-  head_params = None
-  if mode == "supervised":
-    params = linear_probe.train_supervised(config, train_scenes, steps, num_classes, seed=seed, capacity=capacity,
-                                           progress=progress)
-    ev = linear_probe.extract_features(apply_fn, params["encoder"], eval_scenes, config, batch_size, capacity,
-                                       progress)
-    lin = params["linear"]
-    pred = np.asarray(jax.jit(lambda f: (f @ lin["w"] + lin["b"]).argmax(-1))(ev.features))
-    result["encoder"] = "supervised (encoder + linear head trained with labels)"
-  else:
-    restored, step = (None, None) if mode == "random_init" else restore_params(workdir, use_teacher)
-    if restored is None:
-      example, _ = pipeline.make_labeled_batch(train_scenes[:1] * batch_size, config, capacity=capacity)
-      enc_params = encoder.init(jax.random.PRNGKey(seed), example.points, config.model)
-      try:
-        head_params = _init_head(config, seed)
-      except ImportError as e:  # the prototype head is only needed for the collapse metrics
-        result["collapse"] = f"unavailable ({e})"
-      result["encoder"] = "random init" + ("" if mode == "random_init" else " (no checkpoint in workdir)")
-    else:
-      enc_params, head_params = restored["encoder"], restored.get("head")
-      result["encoder"] = f"checkpoint step {step} ({'teacher' if use_teacher else 'student'})"
-      result["checkpoint_step"] = step
-    logging_line(f"encoder: {result['encoder']}; {len(train_scenes)} probe-training / {len(eval_scenes)} "
-                 f"evaluation scenes from {source}")
-    # The probe trains on the grid-sampled (stage-0) points, as Pointcept's linear probing does, and is evaluated
-    # on every original point.
-    tr = linear_probe.extract_features(apply_fn, enc_params, train_scenes, config, batch_size, capacity, progress,
-                                       map_to_points=False)
-    probe_params = linear_probe.fit_linear_probe(
-        tr.features, tr.labels, num_classes, steps=steps, lr=float(config.probe.lr),
-        class_balanced=bool(config.probe.class_balanced), seed=seed,
-        batch_points=int(config.probe.batch_points), progress=progress)
-    dropped = {"train_voxels": tr.dropped_voxels}
-    del tr
-    ev = linear_probe.extract_features(apply_fn, enc_params, eval_scenes, config, batch_size, capacity, progress)
-    pred = linear_probe.predict(probe_params, ev.features)
-    dropped.update(eval_voxels=ev.dropped_voxels, eval_points=ev.dropped_points)
-    result["dropped"] = dropped
-    if any(dropped.values()):
-      logging_line(f"WARNING: {dropped['train_voxels']} probe-training and {dropped['eval_voxels']} evaluation "
-                   f"voxels did not fit the capacity {capacity} and were left out ({dropped['eval_points']} "
-                   "evaluation points took a neighbour's feature); drop --capacity / config.probe.capacity to "
-                   "size batches to whole scenes")
-
-  conf = miou.confusion_matrix(pred, ev.labels, num_classes)
-  result.update(miou.segmentation_metrics(conf, names, groups))
-  if head_params is not None:
-    try:
-      scores = _head_scores(config, head_params, ev.stage0)
-      result["collapse"] = collapse.collapse_report(scores, ev.stage0_labels, num_classes, groups)
-      if plots:
-        usage = result["collapse"]["usage_by_rank"]
-        plots_lib.plot_rank_frequency(usage, float(config.zipf_alpha),
-                                      os.path.join(workdir, "probe_rank_frequency.png"),
-                                      num_prototypes=int(config.num_prototypes))
-        first = ev.features[ev.offsets[0]:ev.offsets[1]]
-        assign = np.asarray(_head_scores(config, head_params, [first])[0]).argmax(1)
-        plots_lib.plot_topdown(ev.coords[0], assign, os.path.join(workdir, "probe_topdown.png"),
-                               title="arg-max prototype (first evaluation scene)")
-    except ImportError as e:  # the head module is optional for the probe itself
-      result["collapse"] = f"unavailable ({e})"
-  result.update({
-      "dataset": config.data.dataset, "num_classes": num_classes, "train_scenes": len(train_scenes),
-      "eval_scenes": len(eval_scenes), "data": source,
-      "probe": {"steps": steps, "lr": float(config.optim.lr if mode == "supervised" else config.probe.lr),
-                "class_balanced": bool(config.probe.class_balanced) and mode != "supervised", "seed": seed},
-      "zipf_alpha": float(config.zipf_alpha), "seconds": round(time.time() - start, 1)})
-  result["relative"] = _relative(workdir, mode, result.get("miou"))
-  text = json.dumps(result, sort_keys=False)
-  fileio.write_text(os.path.join(workdir, out_name or OUT_NAMES[mode]), text + "\n")
-  if print_json:
-    print(text, flush=True)
-  return result
-
-
-def _relative(workdir: str, mode: str, value: Optional[float]) -> Dict[str, Any]:
-  """mIoU of the baselines already probed in `workdir` and this run's % of the supervised one."""
-  out: Dict[str, Any] = {}
-  for other in ("supervised", "random_init"):
-    path = os.path.join(workdir, OUT_NAMES[other])
-    if other == mode or not os.path.exists(path):
-      continue
-    try:
-      with open(path) as f:
-        out[f"{other}_miou"] = json.load(f).get("miou")
-    except (OSError, ValueError):
-      continue
-  sup = out.get("supervised_miou")
-  if sup and value is not None:
-    out["percent_of_supervised"] = round(100.0 * value / sup, 2)
-  return out
-
-
-def logging_line(msg: str) -> None:
-  print(msg, file=sys.stderr, flush=True)
+OUT_NAMES = probe_lib.OUT_NAMES
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -299,6 +52,8 @@ def _define_flags():
                        "config.probe.capacity if set, else sized to every voxel of each batch's scenes).")
   flags.DEFINE_bool("plots", True, "Also write DIR/probe_topdown.png and DIR/probe_rank_frequency.png.")
   flags.DEFINE_integer("seed", None, "Probe seed (default config.seed).")
+  flags.DEFINE_list("prototype", [], "Prototype ids whose softmap on the first evaluation scene is pictured "
+                    "(DIR/probe_prototype<k>.png), e.g. --prototype 0,5.")
   flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -310,10 +65,10 @@ def main(argv):
   f = flags.FLAGS
   mode = "supervised" if f.supervised else ("random_init" if f["random-init"].value else "probe")
   try:
-    run_probe(f.config, f.workdir, data=f.data, eval_data=f["eval-data"].value, mode=mode, use_teacher=f.teacher,
+    probe_lib.run_probe(f.config, f.workdir, data=f.data, eval_data=f["eval-data"].value, mode=mode, use_teacher=f.teacher,
               steps=f.steps, out_name=f.out, max_train_scenes=f["max-train-scenes"].value,
               max_eval_scenes=f["max-eval-scenes"].value, capacity=f.capacity, plots=f.plots, seed=f.seed,
-              progress=True, print_json=True)
+              progress=True, print_json=True, prototypes=[int(k) for k in f.prototype])
   except (ConfigError, DataError) as e:
     print(f"{type(e).__name__}: {e}", file=sys.stderr)
     return 2

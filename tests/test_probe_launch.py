@@ -31,7 +31,7 @@ def test_probe_cli_random_init(tmp_path):
   (workdir / "probe_supervised.json").write_text(json.dumps({"miou": 0.5}))
   cmd = [sys.executable, "-m", "launch.probe", "--config", "configs/synthetic_tiny.py:smoke",
          "--workdir", str(workdir), "--data", str(data), "--steps", "20", "--config.data.dataset=scannet",
-         "--noplots"]
+         "--noplots", "--prototype=3"]
   proc = subprocess.run(cmd, cwd=conftest.ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   last = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -48,6 +48,7 @@ def test_probe_cli_random_init(tmp_path):
   assert saved["collapse"]["num_prototypes"] == 64  # the smoke config's K, random-init head
   # Whole scenes reach the encoder (batches sized to their voxels): nothing dropped, and the file says so.
   assert saved["dropped"] == {"train_voxels": 0, "eval_voxels": 0, "eval_points": 0}
+  assert (workdir / "probe_prototype3.png").stat().st_size > 1000  # one prototype's softmap, pictured
   # Bad input: a missing data folder is one clear error line and exit code 2.
   bad = subprocess.run(cmd[:7] + ["--data", str(tmp_path / "nope")], cwd=conftest.ROOT, capture_output=True,
                        text=True, timeout=120)
@@ -61,7 +62,7 @@ def test_restore_params_from_train_checkpoint(tmp_path):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from dos_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
-  from launch import probe  # pylint: disable=g-import-not-at-top
+  from dos_jax.eval import probe  # pylint: disable=g-import-not-at-top
 
   @flax.struct.dataclass
   class State:

@@ -8,7 +8,7 @@ small next to walls and floors, so their share of points is well under 1%.
 
 Classes (ids by decreasing point frequency): head wall, floor; common table, cabinet, bed, sofa, shelf, crate;
 tail ball (sphere), pillar (vertical cylinder), drum (horizontal cylinder), cone-like stack ("stool": a narrow
-cylinder on a wide disc). A 4-6 m square room, ~25k-40k points, ~5 mm noise, outward normals, 8-bit colours.
+cylinder on a wide disc). A 3.2-4.6 m square room with two walls, ~13k-20k points, ~5 mm noise, outward normals, 8-bit colours.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 CLASS_NAMES = ("wall", "floor", "table", "cabinet", "bed", "sofa", "shelf", "crate", "ball", "pillar", "drum",
                "stool")
 GROUPS = {"head": [0, 1], "common": [2, 3, 4, 5, 6, 7], "tail": [8, 9, 10, 11]}
-TAIL_P = 0.3            # probability that a room holds (one object of) a given tail class
+TAIL_P = 0.4            # probability that a room holds (one object of) a given tail class
 _DENSITY = 200.0        # points per square metre of surface
 _FURNITURE = {          # class -> (size ranges x, y, z in metres), colour
     "table": (((0.8, 1.4), (0.6, 0.9), (0.7, 0.78)), (0.65, 0.50, 0.30)),
@@ -84,13 +84,13 @@ def _free_spot(rng, used, sx, sy, half):
 def generate(rng: np.random.Generator, num_points=None):
   """(coord, color, normal, segment, instance, strength=None) of one room drawn from `rng` (numpy arrays)."""
   del num_points  # the natural count; `synthetic.make_scene` subsamples when asked for an exact count
-  half, height = rng.uniform(2.0, 3.0), rng.uniform(2.4, 2.8)
+  half, height = rng.uniform(1.6, 2.3), rng.uniform(2.4, 2.8)
   parts = []  # (points, normals, class id, colour)
   floor = _box(rng, (-half, -half, -0.01), (half, half, 0.0))
   keep = floor[1][:, 2] > 0.5
   parts.append((floor[0][keep], floor[1][keep], _ID["floor"], _FLOOR))
   for axis in (0, 1):
-    for side in (-1, 1):
+    for side in (-1,):  # two walls (a corner), as a scan of one side of a room: fewer voxels per scene
       lo = [-half, -half, 0.0]
       hi = [half, half, height]
       lo[axis], hi[axis] = (side * half - 0.01, side * half) if side > 0 else (side * half, side * half + 0.01)

@@ -8,5 +8,5 @@ Modules (import the one you need; none is imported here, so `import dos_jax.eval
   collapse      prototype collapse, point-wise collapse, over-segmentation, prototype usage.
   plots         alpha vs group mIoU, loss curves, rank-frequency vs the Zipf prior, top-down renders (PNG).
   diagnostics   per-step training diagnostics (used by the training loop).
-The command is `python -m launch.probe` (its logic: `launch.probe.run_probe`).
+The command is `python -m launch.probe` (its logic: `dos_jax.eval.probe.run_probe`).
 """

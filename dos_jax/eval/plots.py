@@ -149,3 +149,38 @@ def plot_topdown(coord, assignment, path: str, title: str = "", point_size: floa
   ax.set_title(title or f"{len(np.unique(assignment))} prototypes")
   return save_figure(fig, path)
 
+
+
+def plot_softmap(coord, logits, path: str, title: str = "", point_size: float = 1.0,
+                 max_height_fraction: Optional[float] = 0.85) -> str:
+  """Top-down picture of ONE prototype's softmap on a scene: softmax of its logits over the scene's points,
+  shown as N * softmap (1 = the uniform share) on a log colour scale.
+
+  The collapse signatures the DOS paper lists read off these pictures: two prototypes whose pictures look the same
+  activate identically; a region dark in every prototype's picture is claimed by none.
+
+  Args:
+    coord: f32[N, 3] coordinates.
+    logits: f[N] the prototype's logits (cos / tau) at those points.
+    path: output PNG.
+  """
+  coord = np.asarray(coord, np.float32)
+  logits = np.asarray(logits, np.float64).reshape(-1)
+  if coord.ndim != 2 or coord.shape[0] != logits.shape[0] or coord.shape[0] == 0:
+    raise DataError(f"plot_softmap: coord {coord.shape} and logits {logits.shape} do not match")
+  share = np.exp(logits - logits.max())
+  share = share / share.sum() * len(share)
+  order = np.argsort(coord[:, 2])
+  if max_height_fraction is not None:
+    lo, hi = coord[:, 2].min(), coord[:, 2].max()
+    order = order[coord[order, 2] <= lo + max_height_fraction * (hi - lo)]
+  fig, ax = plt.subplots(figsize=(5.6, 5))
+  norm = matplotlib.colors.LogNorm(vmin=max(share.min(), 1e-3), vmax=max(share.max(), 1e-3 * 10))
+  sc = ax.scatter(coord[order, 0], coord[order, 1], c=np.maximum(share[order], 1e-3), s=point_size, linewidths=0,
+                  cmap="magma", norm=norm)
+  fig.colorbar(sc, ax=ax, label="N x softmap (1 = uniform)")
+  ax.set_aspect("equal")
+  ax.set_xlabel("x (m)")
+  ax.set_ylabel("y (m)")
+  ax.set_title(title, fontsize=9)
+  return save_figure(fig, path)

@@ -136,7 +136,7 @@ def test_bad_arguments():
 
 
 def test_longtail_rooms_tail_is_rare_but_learnable_by_shape_not_colour():
-  """'longtail': tail classes < 0.5% of points each yet >= 2 voxels (0.1 m) wide; their colour is a furniture
+  """'longtail': tail classes < 1% of points each yet >= 2 voxels (0.1 m) wide; their colour is a furniture
   colour, so colour alone (nearest centroid) does not find them, while the common classes it does."""
   scenes = [synthetic.make_scene((0, 0, i), "longtail") for i in range(16)]
   names = synthetic.CLASS_NAMES["longtail"]
@@ -144,9 +144,9 @@ def test_longtail_rooms_tail_is_rare_but_learnable_by_shape_not_colour():
   assert sorted(g["head"] + g["common"] + g["tail"]) == list(range(len(names)))
   counts = np.bincount(np.concatenate([s.segment for s in scenes]), minlength=len(names))
   f = counts / counts.sum()
-  assert (counts > 0).all() and f[g["tail"]].max() < 0.005 and f[g["common"]].min() > 2 * f[g["tail"]].max()
+  assert (counts > 0).all() and f[g["tail"]].max() < 0.01 and f[g["common"]].min() > 2 * f[g["tail"]].max()
   for s in scenes:
-    assert 20_000 <= s.num_points <= 45_000 and data.validate_scene(s, num_classes=len(names)) is not None
+    assert 10_000 <= s.num_points <= 30_000 and data.validate_scene(s, num_classes=len(names)) is not None
     for inst in np.unique(s.instance[np.isin(s.segment, g["tail"])]):
       pts = s.coord[s.instance == inst]
       extent = pts.max(0) - pts.min(0)

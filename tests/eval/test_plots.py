@@ -53,3 +53,12 @@ def test_bad_inputs(tmp_path):
     plots.plot_loss_curves({"run": str(bad)}, str(tmp_path / "loss.png"))
   with pytest.raises(DataError, match="do not match"):
     plots.plot_topdown(np.zeros((3, 3)), np.zeros(4, int), str(tmp_path / "x.png"))
+
+
+def test_plot_softmap_writes_a_png_and_checks_shapes(tmp_path):
+  rng = np.random.default_rng(0)
+  coord = rng.uniform(0, 4, (500, 3)).astype(np.float32)
+  path = plots.plot_softmap(coord, coord[:, 0] * 3.0, str(tmp_path / "p.png"), title="prototype 0")
+  assert os.path.getsize(path) > 1000
+  with pytest.raises(DataError, match="plot_softmap"):
+    plots.plot_softmap(coord, np.zeros(3), str(tmp_path / "bad.png"))
