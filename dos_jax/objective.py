@@ -9,7 +9,7 @@ All functions are pure, jit-able, and vmap-able. They also accept any number of 
 (`scores: f32[..., N, K]`, `valid: bool[..., N]`): the point axis is always -2 and the prototype axis -1.
 
 Sharded points: `zipf_sinkhorn`, `softmap`, `softmap_kl` and `clustering_*` take an optional `axis_name`. Inside
-`shard_map`/`pmap` with the points of each set split across that mesh axis, every sum over points becomes a psum
+`shard_map` with the points of each set split across that mesh axis, every sum over points becomes a psum
 (log-sum-exps use a pmax'd shift), so the result equals the unsharded one.
 
 Implementation notes (float32/float64 inputs):
@@ -244,7 +244,7 @@ def zipf_sinkhorn(scores: jax.Array, valid: jax.Array, alpha: float, num_iters: 
     valid: bool[..., N] real points; padded rows are ignored and come out exactly 0.
     alpha: Zipf exponent (0 = uniform Sinkhorn); may be traced.
     num_iters: number of (row, column) scaling rounds, a static int >= 0.
-    axis_name: mesh axis over which the N points are sharded (inside shard_map/pmap), or None.
+    axis_name: mesh axis over which the N points are sharded (inside shard_map), or None.
 
   Returns:
     f32[..., N, K]: every column is a distribution over the valid points (sums to 1 across all shards).

@@ -4,5 +4,8 @@ Modules:
   structs        the batch contract (Stage, PointSet, TrainBatch, LabeledBatch)
   serialization  z-order / Hilbert codes (and transposed variants) of voxel grids
   patches        build_point_set, stage_capacities, stack_point_sets: padding, orders, neighbours, pooling
-  pipeline       make_train_batch, make_labeled_batch, TrainIterator (prefetching, resumable by step)
+  spec           batch_spec(cfg) -> BatchSpec: the batching keys of a config, decoded and validated once
+  train_views    train_views (one scene -> V training views), stack_batch, make_train_batch
+  eval_batch     make_labeled_batch (one deterministic view per scene, with labels)
+  pipeline       grain: global example sequence, per-process step batches, TrainIterator (resumable by step)
 """

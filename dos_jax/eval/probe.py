@@ -141,7 +141,7 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
   instead of restoring DIR's checkpoint (`encoder_source` says where they came from, for the result).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from dos_jax.batching import pipeline  # pylint: disable=g-import-not-at-top
+  from dos_jax.batching import eval_batch  # pylint: disable=g-import-not-at-top
   from dos_jax.eval import collapse, linear_probe, miou, plots as plots_lib  # pylint: disable=g-import-not-at-top
   from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
 
@@ -185,7 +185,7 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
     else:
       restored, step = (None, None) if mode == "random_init" else restore_params(workdir, use_teacher)
     if restored is None:
-      example, _ = pipeline.make_labeled_batch(train_scenes[:1] * batch_size, config, capacity=capacity)
+      example, _ = eval_batch.make_labeled_batch(train_scenes[:1] * batch_size, config, capacity=capacity)
       enc_params = encoder.init(jax.random.PRNGKey(seed), example.points, config.model)
       try:
         head_params = _init_head(config, seed)

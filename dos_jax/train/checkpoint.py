@@ -7,7 +7,7 @@ Workdir layout (`python -m launch.train ... --workdir DIR`):
 
 Resume order (automatic, `train_and_evaluate`): (1) `prepare_workdir` refuses a workdir whose checkpoints belong to
 a different config; (2) the latest finalized checkpoint is restored into the abstract state of THIS config; (3) the
-data iterator restarts at the restored `state.step` (batches are a pure function of (seed, step, host), so the
+data iterator restarts at the restored `state.step` (batches are a pure function of (config, seed, step), so the
 step is the whole iterator position); (4) the per-step RNG is folded from the restored state. No checkpoint:
 fresh start at step 0.
 

@@ -4,7 +4,8 @@ Order of operations (each step fails early and clearly, before anything expensiv
   1. mesh over the data-parallel devices; `validate_config` (ConfigError naming the key) before any compile;
   2. `prepare_workdir`: a usable workdir whose checkpoints (if any) belong to this config; config.json recorded;
   3. start step = latest checkpoint's step (0 without one); the data iterator starts there (batches are a pure
-     function of (seed, step, host), so the step is the iterator's whole position);
+     function of (config, seed, step) and each process builds its slice, so the step is the iterator's whole
+     position, on any number of processes);
   4. state: restored from the latest checkpoint into the abstract state of this config, or freshly initialised;
   5. one jitted step (`sharding.jit_train_step`), per-step key `fold_in(state.rng, step)`;
   6. per step: non-finite guard (`config.nonfinite`), clu metric averaging, progress bar; every `log_every`

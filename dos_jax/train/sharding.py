@@ -10,9 +10,9 @@ or a multi-host TPU slice (after `jax.distributed.initialize()`):
   step_fn = sharding.jit_train_step(mesh, sharding.state_sharding(mesh, state))
   state, metrics = step_fn(state, sharding.shard_batch(host_batch, mesh), jax.random.fold_in(state.rng, i))
 
-Two variants share the loss/update code (`step.cross_device_step`) and differ only in who inserts the
-collectives: `make_shard_map_step` (explicit `lax.pmean` inside `jax.shard_map`) and `make_pmap_step` (legacy
-`jax.pmap`, kept only because the installed JAX still offers it).
+The variant `make_shard_map_step` shares the loss/update code (`step.cross_device_step`) and writes the collective
+out (`lax.pmean` inside `jax.shard_map`). (A legacy `jax.pmap` variant was removed: untested, single-host only,
+and superseded by jit + mesh for everything it did.)
 """
 
 from __future__ import annotations
@@ -132,34 +132,3 @@ def make_shard_map_step(mesh: Mesh, state_shardings: Optional[Any] = None) -> Ca
     return jax.jit(mapped, donate_argnums=0)
   return jax.jit(mapped, in_shardings=(state_shardings, batch_sharding(mesh), rep),
                  out_shardings=(state_shardings, rep), donate_argnums=0)
-
-
-def make_pmap_step(devices: Optional[Any] = None) -> Callable:
-  """Legacy `jax.pmap` variant over local devices (same per-device body as the shard_map variant).
-
-  Inputs carry a leading device axis: `pmap_replicate(state, n)`, `pmap_split_batch(batch, n)`; the rng is
-  shared (unmapped). Returns step_fn(state_n, batch_n, rng) -> (state_n, metrics_n) (metrics identical across the
-  device axis). Raises ConfigError when this JAX has no `pmap`.
-  """
-  if not hasattr(jax, "pmap"):
-    raise ConfigError("this JAX has no jax.pmap; use the default jit path (sharding.jit_train_step)")
-  body = functools.partial(step_lib.cross_device_step, axis_name=DATA_AXIS)
-  return jax.pmap(body, axis_name=DATA_AXIS, in_axes=(0, 0, None), devices=devices, donate_argnums=0)
-
-
-def pmap_replicate(tree: Any, num_devices: int) -> Any:
-  """Adds a leading device axis of size `num_devices` to every leaf (host copies; pmap places them)."""
-  return jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (num_devices,) + np.shape(x)), tree)
-
-
-def pmap_split_batch(batch: Any, num_devices: int) -> Any:
-  """[B, ...] -> [num_devices, B / num_devices, ...] on every leaf (ConfigError naming batch_size otherwise)."""
-  b = np.shape(jax.tree.leaves(batch)[0])[0]
-  if b % num_devices:
-    raise ConfigError(f"config.batch_size={b} must be a multiple of the number of devices ({num_devices})")
-  return jax.tree.map(lambda x: np.asarray(x).reshape((num_devices, b // num_devices) + np.shape(x)[1:]), batch)
-
-
-def pmap_unreplicate(tree: Any) -> Any:
-  """First device's copy of every leaf (replicated state after a pmap step)."""
-  return jax.tree.map(lambda x: x[0], tree)

@@ -3,8 +3,8 @@
   state, metrics = train_step(state, batch, rng)
 
 `train_step` is a top-level pure function; `dos_jax.train.sharding` jits it once over a device mesh (default) or
-wraps the same pieces in `shard_map`/`pmap`. The two halves, `loss_and_grads` (per-shard work) and
-`apply_update` (everything after the gradient is known), are shared by all three variants, so they cannot drift.
+wraps the same pieces in `shard_map`. The two halves, `loss_and_grads` (per-shard work) and
+`apply_update` (everything after the gradient is known), are shared by both variants, so they cannot drift.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def loss_and_grads(state: state_lib.TrainState, batch, rng: jax.Array
 
   Args:
     state: the current TrainState.
-    batch: TrainBatch with leading [B, V] (B = this device's scenes inside shard_map/pmap).
+    batch: TrainBatch with leading [B, V] (B = this device's scenes inside shard_map).
     rng: per-step PRNG key (drop path).
 
   Returns:
@@ -140,7 +140,7 @@ def train_step(state: state_lib.TrainState, batch, rng: jax.Array
 
 def cross_device_step(state: state_lib.TrainState, batch, rng: jax.Array, axis_name: str
                       ) -> Tuple[state_lib.TrainState, Metrics]:
-  """The per-device body of the shard_map/pmap variants: local loss and grads, then `lax.pmean` over
+  """The per-device body of the shard_map variants: local loss and grads, then `lax.pmean` over
   `axis_name`, then the same `apply_update` on every device (so replicated state stays identical).
 
   Every device holds the same number of scenes, so the mean of per-device means is the global mean the jit

@@ -42,7 +42,9 @@ import pytest
 
 from configs import synthetic_tiny
 from dos_jax.batching import patches
-from dos_jax.batching import pipeline
+from dos_jax.batching import eval_batch
+from dos_jax.batching import spec as spec_lib
+from dos_jax.batching import train_views
 from dos_jax.batching import structs
 from dos_jax.data import scene as scene_lib
 from dos_jax.data import transforms
@@ -82,24 +84,24 @@ def _reference(cfg, kind):
   if key not in _REFERENCE:
     ref = [_blob_scene(), _blob_scene(seed=1)]
     if kind == "train":
-      _REFERENCE[key] = rel.signature(pipeline.make_train_batch(ref, cfg, np.random.default_rng(0)))
+      _REFERENCE[key] = rel.signature(train_views.make_train_batch(ref, cfg, np.random.default_rng(0)))
     else:
-      _REFERENCE[key] = rel.signature(pipeline.make_labeled_batch(ref, cfg)[0])
+      _REFERENCE[key] = rel.signature(eval_batch.make_labeled_batch(ref, cfg)[0])
   return _REFERENCE[key]
 
 
 def _through_pipeline(scene, cfg, seed, num_classes=None):
   """make_train_batch and make_labeled_batch on [scene, scene]: contract holds or DataError naming the scene."""
-  p = pipeline.params_from_config(cfg)
+  p = spec_lib.batch_spec(cfg)
   scenes = [scene, scene]
   try:
-    batch = pipeline.make_train_batch(scenes, cfg, np.random.default_rng(seed))
+    batch = train_views.make_train_batch(scenes, cfg, np.random.default_rng(seed))
   except DataError as e:
     assert str(e).startswith(scene.name + ":"), str(e)
   else:
     rel.check_train_batch(batch, p, _reference(cfg, "train"), [s.num_points for s in scenes])
   try:
-    labeled, inverses = pipeline.make_labeled_batch(scenes, cfg)
+    labeled, inverses = eval_batch.make_labeled_batch(scenes, cfg)
   except DataError as e:
     assert str(e).startswith(scene.name + ":"), str(e)
   else:
@@ -302,8 +304,8 @@ def _check_augment(data, op, rng):
 @hypothesis.settings(max_examples=5, **SETTINGS)
 @hypothesis.given(n=st.integers(1, 400),
                   labels=st.sampled_from(["none", "one_class", "ignore", "random"]), with_normal=st.booleans(),
-                  with_strength=st.booleans(), supervision=st.sampled_from(pipeline.SUPERVISION),
-                  overflow=st.sampled_from(pipeline.OVERFLOW), num_views=st.sampled_from([2, 2, 1]),
+                  with_strength=st.booleans(), supervision=st.sampled_from(spec_lib.SUPERVISION),
+                  overflow=st.sampled_from(spec_lib.OVERFLOW), num_views=st.sampled_from([2, 2, 1]),
                   feat_keys=st.sampled_from([("coord", "color", "normal"), ("coord", "strength")]),
                   seed=st.integers(0, 2**20))
 def test_fuzz_geometry_through_the_pipeline(kind, n, labels, with_normal, with_strength, supervision, overflow,
@@ -379,7 +381,7 @@ def test_bad_augmentation_parameters_fail_at_config_time(op, kwargs):
   cfg = _config()
   cfg.data.augmentations = ((op, kwargs),)
   with pytest.raises(ConfigError, match=f"data.augmentations: {op}: {next(iter(kwargs))}="):
-    pipeline.params_from_config(cfg)
+    spec_lib.batch_spec(cfg)
 
 
 @hypothesis.settings(max_examples=40, **SETTINGS)

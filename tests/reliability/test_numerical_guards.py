@@ -284,7 +284,7 @@ def _tiny_config():
 @pytest.fixture(scope="module")
 def step_setup():
   """(state, clean batch, one jitted train_step) for a tiny config: compiled once for every test here."""
-  from dos_jax.batching import pipeline
+  from dos_jax.batching import train_views
   from dos_jax.data import scene as scene_lib
   from dos_jax.train import state as state_lib
   from dos_jax.train import step as step_lib
@@ -297,7 +297,7 @@ def step_setup():
     normal = np.tile(np.float32([0, 0, 1]), (n, 1))
     scenes.append(scene_lib.Scene(coord=coord, color=rng.random((n, 3)).astype(np.float32), normal=normal,
                                   name=f"floor{i}"))
-  batch = pipeline.make_train_batch(scenes, cfg, np.random.default_rng(1))
+  batch = train_views.make_train_batch(scenes, cfg, np.random.default_rng(1))
   state = jax.jit(lambda key: state_lib.create_train_state(cfg, key, batch))(jax.random.PRNGKey(0))
   return state, batch, jax.jit(step_lib.train_step)
 
