@@ -41,6 +41,9 @@ SCENES = [room(i) for i in range(3)]
 
 
 def leaves(tree, prefix=""):
+  """(dotted name, array) of every array of a batch pytree (None fields, e.g. unpacked segment ids, skipped)."""
+  if tree is None:
+    return
   if isinstance(tree, np.ndarray):
     yield prefix, tree
   elif isinstance(tree, tuple):
@@ -54,6 +57,8 @@ def leaves(tree, prefix=""):
 def view(batch, b, v):
   """The (b, v) element of a [B, V] TrainBatch as plain arrays."""
   def pick(t):
+    if t is None:
+      return None
     if isinstance(t, np.ndarray):
       return t[b, v]
     if isinstance(t, tuple):

@@ -34,7 +34,9 @@ def time_limit(seconds: int, what: str):
 
 
 def leaves(tree, prefix=""):
-  """(path, array) for every numpy leaf of a batch pytree (dataclasses and tuples)."""
+  """(path, array) for every numpy leaf of a batch pytree (dataclasses and tuples; None fields skipped)."""
+  if tree is None:
+    return
   if isinstance(tree, np.ndarray):
     yield prefix, tree
   elif isinstance(tree, tuple):
@@ -52,6 +54,8 @@ def signature(tree):
 
 def index(tree, *idx):
   """The element `tree[idx]` of every leaf (e.g. one scene/view of a batch)."""
+  if tree is None:
+    return None
   if isinstance(tree, np.ndarray):
     return tree[idx]
   if isinstance(tree, tuple):
