@@ -103,6 +103,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.mlp_ratio = 4
   c.model.head_hidden = 256           # projector hidden width
   c.model.head_dim = 64               # projector output (prototype) dimension
+  c.model.shuffle_orders = False      # shuffle the serialization orders per stage in training (upstream PTv3)
+  c.model.up_cast_level = 0           # levels the up-cast concatenates (0 = all; Sonata's probe head: 2)
+  c.model.upcast_projection = True    # Linear + LayerNorm on the up-cast (dos; Sonata-compatible head: False)
 
   # --- linear probe ---
   c.probe = ml_collections.ConfigDict()

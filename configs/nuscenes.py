@@ -41,6 +41,7 @@ def get_config(arg=None):
   c.model.variant = "base"
   c.model.head_hidden = 2048
   c.model.head_dim = 256
+  c.model.shuffle_orders = True      # upstream PTv3 / Sonata: shuffle the block orders per stage in training
   c.probe.num_classes = 16
   if arg.smoke:
     common.apply_smoke(c)

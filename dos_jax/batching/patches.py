@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -97,27 +97,32 @@ def _axis_ranks(grid: np.ndarray) -> np.ndarray:
   return np.stack([np.unique(grid[:, a], return_inverse=True)[1].reshape(-1) for a in range(3)], axis=1)
 
 
-def _cell_keys(grid: np.ndarray, extent: np.ndarray) -> np.ndarray:
-  """Scalar key of each voxel of `grid: i64[n, 3]` (with a 1-voxel margin, so +-1 offsets never alias)."""
-  g = grid + 1
+def _cell_keys(grid: np.ndarray, extent: np.ndarray, margin: int = 1) -> np.ndarray:
+  """Scalar key of each voxel of `grid: i64[n, 3]` (with a `margin`-voxel margin, so offsets up to it never
+  alias)."""
+  g = grid + margin
   return (g[:, 0] * extent[1] + g[:, 1]) * extent[2] + g[:, 2]
 
 
-def _neighbors(grid: np.ndarray, capacity: int) -> np.ndarray:
-  """i32[capacity, 27] slot of the real point at grid + NEIGHBOR_OFFSETS[k], `capacity` where none.
+def _neighbors(grid: np.ndarray, capacity: int, offsets: np.ndarray = structs.NEIGHBOR_OFFSETS) -> np.ndarray:
+  """i32[capacity, K] slot of the real point at grid + offsets[k], `capacity` where none (K = len(offsets)).
 
   `grid: i64[n, 3]` holds the real points in slots 0..n-1. If two points share a voxel (possible only when the
-  caller passes non-grid-sampled input), lookups return one of them; entry 13 is always the point itself.
+  caller passes non-grid-sampled input), lookups return one of them; the centre entry (offset 0: 13 of 27) is
+  always the point itself.
   """
   n = grid.shape[0]
-  out = np.empty((capacity, 27), dtype=np.int32)
+  num = len(offsets)
+  center = num // 2
+  margin = int(np.abs(offsets).max())
+  out = np.empty((capacity, num), dtype=np.int32)
   out[n:] = capacity
-  extent = _bounds(grid)[1] + 3
+  extent = _bounds(grid)[1] + 1 + 2 * margin
   if not _keys_fit(extent):
-    _sparse_neighbors(grid, capacity, out[:n])
+    _sparse_neighbors(grid, capacity, out[:n], offsets)
     return out
-  keys = _cell_keys(grid, extent)
-  offsets = structs.NEIGHBOR_OFFSETS.astype(np.int64)
+  keys = _cell_keys(grid, extent, margin)
+  offsets = np.asarray(offsets, np.int64)
   offset_keys = (offsets[:, 0] * extent[1] + offsets[:, 1]) * extent[2] + offsets[:, 2]
   query = keys[:, None] + offset_keys[None, :]  # [n, 27]; in range thanks to the margin
   slots = np.arange(n, dtype=np.int32)
@@ -131,12 +136,12 @@ def _neighbors(grid: np.ndarray, capacity: int) -> np.ndarray:
     sorted_keys = keys[sort]
     pos = np.searchsorted(sorted_keys, query).clip(0, n - 1)
     out[:n] = np.where(sorted_keys[pos] == query, sort[pos].astype(np.int32), capacity)
-  out[:n, 13] = slots
+  out[:n, center] = slots
   return out
 
 
-def _sparse_neighbors(grid: np.ndarray, capacity: int, out: np.ndarray) -> None:
-  """`_neighbors` for grids too large for linear keys, written into out: i32[n, 27].
+def _sparse_neighbors(grid: np.ndarray, capacity: int, out: np.ndarray, offsets: np.ndarray) -> None:
+  """`_neighbors` for grids too large for linear keys, written into out: i32[n, K].
 
   Keys are built from per-axis ranks of the occupied values (< n each); a neighbour whose value on some axis is
   not occupied by any point cannot exist.
@@ -155,19 +160,25 @@ def _sparse_neighbors(grid: np.ndarray, capacity: int, out: np.ndarray) -> None:
   keys = key([rank(a, grid[:, a]) for a in range(3)])
   sort = np.argsort(keys, kind="stable")
   sorted_keys = keys[sort]
-  for k, offset in enumerate(structs.NEIGHBOR_OFFSETS):
+  for k, offset in enumerate(offsets):
     r = [rank(a, grid[:, a] + offset[a]) for a in range(3)]
     query = key(r)
     pos = np.searchsorted(sorted_keys, query).clip(0, n - 1)
     found = (r[0] >= 0) & (r[1] >= 0) & (r[2] >= 0) & (sorted_keys[pos] == query)
     out[:, k] = np.where(found, sort[pos], capacity)
-  out[:, 13] = np.arange(n, dtype=np.int32)
+  out[:, len(offsets) // 2] = np.arange(n, dtype=np.int32)
 
 
-def _orders(grid: np.ndarray, capacity: int) -> Tuple[np.ndarray, np.ndarray]:
-  """(order, inverse), both i32[len(ORDERS), capacity]: real slots in ascending code, then the padded slots."""
+def _orders(grid: np.ndarray, capacity: int, depth: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+  """(order, inverse), both i32[len(ORDERS), capacity]: real slots in ascending code, then the padded slots.
+
+  `depth`: bits per axis of the codes; None = `serialization.required_depth(grid)` (upstream PT-v3m2 recomputes
+  it at every stage); PT-v3m1 inherits stage 0's depth minus one per pooling (`build_point_set(depth_rule=...)`).
+  The Hilbert codes depend on it.
+  """
   n = grid.shape[0]
-  depth = serialization.required_depth(grid)
+  if depth is None:
+    depth = serialization.required_depth(grid)
   if depth > serialization.MAX_DEPTH:
     # Codes have 21 bits per axis: a wider grid is encoded by its per-axis ranks instead (monotone along each
     # axis, so the curves keep their order; empty space between far clusters collapses). Truncating the bits
@@ -199,13 +210,26 @@ def _pool(grid: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
   return coarse[first], parent.reshape(-1)
 
 
+def stage_counts(grid: np.ndarray, num_stages: int) -> List[int]:
+  """Real points per stage of a grid-sampled cloud (`grid: int[n, 3]` one point per voxel): n, then the number of
+  distinct parent voxels after each stride-2 pooling. Exact capacities for a one-cloud, unpadded point set."""
+  counts = [int(len(grid))]
+  g = np.asarray(grid, np.int64)
+  for _ in range(1, num_stages):
+    g = _pool(g)[0]
+    counts.append(int(len(g)))
+  return counts
+
+
 def build_point_set(coord: np.ndarray, feat: np.ndarray, point_index: np.ndarray, grid_size: float, capacity: int,
-                    num_stages: int, patch_size: int, name: str = "", ratio: float = 0.5) -> structs.PointSet:
+                    num_stages: int, patch_size: int, name: str = "", ratio: float = 0.5, *,
+                    grid: Optional[np.ndarray] = None, capacities: Optional[Sequence[int]] = None,
+                    depth_rule: str = "recompute", stem_neighbors: bool = False) -> structs.PointSet:
   """Pads one grid-sampled point set into a `PointSet` (unbatched).
 
   Real stage-0 points occupy slots 0..n-1 in input order; real points of stage s+1 occupy slots 0..n_{s+1}-1 in
   ascending order of their coarse voxel. Stage-0 grid coordinates are floor(coord / grid_size) shifted so the
-  minimum is 0; stage s+1 is grid_s // 2.
+  minimum is 0 (or `grid` as given); stage s+1 is grid_s // 2.
 
   Args:
     coord: f32[n, 3] coordinates in metres, one point per voxel of size `grid_size`.
@@ -217,6 +241,14 @@ def build_point_set(coord: np.ndarray, feat: np.ndarray, point_index: np.ndarray
     patch_size: the model's attention patch size (capacities are padded to multiples of it).
     name: scene name used in error messages.
     ratio: stage capacity ratio (see `stage_capacities`).
+    grid: optional int[n, 3] non-negative stage-0 voxel coordinates to use as they are (e.g. Pointcept's
+      `GridSample` output `grid_coord`), instead of voxelizing `coord`.
+    capacities: optional explicit per-stage capacities (e.g. `stage_counts`: no padding at all), instead of
+      `stage_capacities(capacity, ...)`; need not be multiples of the patch size (attention pads internally).
+    depth_rule: serialization depth per stage: 'recompute' (upstream PT-v3m2 and dos: `required_depth` of each
+      stage's grid) or 'inherit' (upstream PT-v3m1: stage 0's depth minus one per pooling, its codes being the
+      children's codes shifted by 3 bits).
+    stem_neighbors: also build the 5x5x5 stage-0 neighbour table (`PointSet.stem_neighbors`, PT-v3m1's stem).
 
   Returns:
     A `structs.PointSet` of numpy arrays with static shapes.
@@ -239,10 +271,23 @@ def build_point_set(coord: np.ndarray, feat: np.ndarray, point_index: np.ndarray
                     f"(data.overflow='downsample') or raise data.capacity / data.student_capacity")
   if not np.all(np.isfinite(coord)):
     raise DataError(f"{label}: non-finite coordinates")
-  caps = stage_capacities(capacity, num_stages, patch_size, ratio)
+  if depth_rule not in ("recompute", "inherit"):
+    raise ValueError(f"depth_rule={depth_rule!r}: expected 'recompute' or 'inherit'")
+  if capacities is None:
+    caps = stage_capacities(capacity, num_stages, patch_size, ratio)
+  else:
+    caps = [int(c) for c in capacities]
+    if len(caps) != num_stages or caps[0] != capacity:
+      raise ValueError(f"capacities {caps}: expected {num_stages} entries starting with capacity {capacity}")
 
-  grid = voxelize(coord, grid_size)
-  grid -= _bounds(grid)[0]
+  if grid is None:
+    grid = voxelize(coord, grid_size)
+    grid -= _bounds(grid)[0]
+  else:
+    grid = np.asarray(grid, np.int64)
+    if grid.shape != (n, 3) or (n and grid.min() < 0):
+      raise DataError(f"{label}: grid must be non-negative int [n, 3] = [{n}, 3], got shape {grid.shape}")
+  depth = serialization.required_depth(grid)
   stages = []
   parents = []
   for s, cap in enumerate(caps):
@@ -255,9 +300,11 @@ def build_point_set(coord: np.ndarray, feat: np.ndarray, point_index: np.ndarray
     padded_grid[:n_s] = grid
     valid = np.zeros(cap, dtype=bool)
     valid[:n_s] = True
-    order, inverse = _orders(grid, cap)
+    order, inverse = _orders(grid, cap, max(1, depth - s) if depth_rule == "inherit" else None)
     stages.append(structs.Stage(grid=padded_grid, valid=valid, order=order, inverse=inverse,
                                 neighbors=_neighbors(grid, cap)))
+    if s == 0 and stem_neighbors:
+      stem = _neighbors(grid, cap, structs.STEM_OFFSETS)
     if s + 1 < len(caps):
       grid, parent_real = _pool(grid)
       parent = np.full(cap, caps[s + 1], dtype=np.int32)
@@ -271,13 +318,13 @@ def build_point_set(coord: np.ndarray, feat: np.ndarray, point_index: np.ndarray
   pad_index = np.full(capacity, -1, dtype=np.int32)
   pad_index[:n] = point_index
   return structs.PointSet(coord=pad_coord, feat=pad_feat, stages=tuple(stages), parent=tuple(parents),
-                          point_index=pad_index)
+                          point_index=pad_index, stem_neighbors=stem if stem_neighbors else None)
 
 
 def _stack(items):
   """Stacks a list of equal-structure pytrees of numpy arrays (dataclasses, tuples, arrays) along a new axis 0."""
   first = items[0]
-  if first is None:  # optional fields (e.g. Stage.segment of an unpacked set)
+  if first is None:  # optional fields (Stage.segment of an unpacked set, PointSet.stem_neighbors)
     return None
   if isinstance(first, np.ndarray):
     return np.stack(items)

@@ -20,10 +20,15 @@ _TRANS_AXES = (1, 0, 2)
 
 
 def required_depth(grid: np.ndarray) -> int:
-  """Number of bits per axis needed to encode `grid: i32[N, 3]` (>= 1; 1 for an empty grid)."""
+  """Bits per axis of the codes of `grid: i32[N, 3]`, by upstream Pointcept's rule `(max + 1).bit_length()`.
+
+  One more than strictly needed when the largest coordinate is 2^k - 1; the Hilbert codes depend on the depth, so
+  the rule must be upstream's for the serialization (hence the patches and attention) to agree with it.
+  (>= 1; 1 for an empty grid.)
+  """
   if grid.size == 0:
     return 1
-  return max(1, int(np.max(grid)).bit_length())
+  return max(1, (int(np.max(grid)) + 1).bit_length())
 
 
 def _spread_bits(v: np.ndarray) -> np.ndarray:

@@ -25,6 +25,8 @@ import numpy as np
 ORDERS = ("z", "z-trans", "hilbert", "hilbert-trans")
 # Offsets of the 3x3x3 voxel neighbourhood used by the conditional positional encoding, in this fixed order.
 NEIGHBOR_OFFSETS = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), -1).reshape(27, 3)
+# Offsets of the 5x5x5 neighbourhood of PT-v3m1's convolutional stem (same lexicographic order; entry 62 is 0).
+STEM_OFFSETS = np.stack(np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij"), -1).reshape(125, 3)
 
 
 @flax.struct.dataclass
@@ -65,6 +67,8 @@ class PointSet:
       slot i of stage s, or N_{s+1} for padded slots. Grid pooling with stride 2.
     point_index: i32[N] index of the original scene point each stage-0 point represents (the grid-sample
       representative), -1 in padded slots. Used for cross-view matching and for mapping back to every point.
+    stem_neighbors: None, or i32[N, 125] like `Stage.neighbors` over `STEM_OFFSETS` at stage 0 (only the
+      PT-v3m1 convolutional stem needs it; `build_point_set(..., stem_neighbors=True)`).
   """
 
   coord: np.ndarray
@@ -72,6 +76,7 @@ class PointSet:
   stages: Tuple[Stage, ...]
   parent: Tuple[np.ndarray, ...]
   point_index: np.ndarray
+  stem_neighbors: Optional[np.ndarray] = None
 
   @property
   def valid(self):

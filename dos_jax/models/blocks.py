@@ -112,10 +112,11 @@ class DropPath(nn.Module):
 class Embedding(nn.Module):
   """Per-point input embedding: linear C_in -> C, LayerNorm, GELU; optional learnable mask token.
 
-  Params: stem/{kernel, bias}, norm/{scale, bias}, mask_token f32[C].
+  Params: stem/{kernel, bias}, norm/{scale, bias}, mask_token f32[C] (absent with use_mask_token=False).
   """
   channels: int
   dtype: Any = jnp.float32
+  use_mask_token: bool = True
 
   @nn.compact
   def __call__(self, feat: jax.Array, valid: jax.Array, mask_token: Optional[jax.Array] = None) -> jax.Array:
@@ -123,6 +124,10 @@ class Embedding(nn.Module):
     # The stem runs in float32 whatever the compute dtype: raw coordinates (tens of metres) lose cm precision in bf16.
     x = _dense(self.channels, jnp.float32, "stem")(feat.astype(jnp.float32))
     x = gelu(LayerNorm(self.dtype, name="norm")(x))
+    if not self.use_mask_token:
+      if mask_token is not None:
+        raise ValueError("this embedding has no mask token (use_mask_token=False)")
+      return zero_padded(x, valid)
     token = self.param("mask_token", nn.initializers.truncated_normal(0.02), (self.channels,), jnp.float32)
     if mask_token is not None:
       x = jnp.where(mask_token[..., None], token.astype(self.dtype), x)
@@ -163,6 +168,46 @@ class _Conv(nn.Module):
     return y + bias.astype(self.dtype)
 
 
+def fill_partial_patch(xs: jax.Array, vs: jax.Array, p: int, ss: Optional[jax.Array] = None
+                       ) -> Tuple[jax.Array, jax.Array, Optional[jax.Array]]:
+  """Completes the last, partial patch of each cloud with the points just before it (as upstream PTv3).
+
+  For a cloud of n > P points starting on a patch boundary with r = n mod P > 0, upstream Pointcept
+  (`SerializedAttention.get_padding_and_inverse`) pads its sequence to ceil(n / P) * P by repeating, at positions
+  n .. n_pad - 1, the points at positions n - P .. n - r - 1: the last r points then attend over the last P points
+  of the cloud instead of only over themselves. A cloud with n <= P is one patch of its n points (nothing to
+  fill). Rule here: a padded position j >= P is filled from j - P when j's patch starts with a real point and
+  j - P holds a real point of the SAME cloud (unpacked: any real point; packed: the same segment). A packed short
+  view never straddles a patch boundary, so its patch is never filled; a packed long view starts on a boundary
+  and owns its patches (`dos_jax.batching.packing.layout`), so each long view's partial patch is filled like its
+  unpacked one.
+
+  Args:
+    xs: [B, L, C] features in serialization order, L a multiple of p.
+    vs: bool[B, L] validity in the same order.
+    p: patch size.
+    ss: optional i32[B, L] segment of each position (packed sets), padding with its own values.
+
+  Returns:
+    (xs, vs, ss) with the filled positions holding copies of their source points, marked valid and given their
+    source's segment. Outputs at filled positions belong to padded slots: callers drop them (every block zeroes
+    padded slots).
+  """
+  length = xs.shape[1]
+  pos = jnp.arange(length, dtype=jnp.int32)
+  head = pos // p * p                                               # first position of each position's patch
+  seg = jnp.where(vs, 0, -1) if ss is None else ss
+  prev_valid = jnp.roll(vs, p, axis=1)                              # roll(a, p)[j] = a[j - p]
+  prev_seg = jnp.roll(seg, p, axis=1)
+  fill = (~vs & (pos >= p)[None, :] & prev_valid & jnp.take(vs, head, axis=1)
+          & (prev_seg == jnp.take(seg, head, axis=1)))
+  # A slice and a concat: the backward pass is as cheap as the forward.
+  xs = jnp.where(fill[..., None], jnp.roll(xs, p, axis=1), xs)
+  if ss is not None:
+    ss = jnp.where(fill, prev_seg, ss)
+  return xs, vs | fill, ss
+
+
 class SerializedAttention(nn.Module):
   """Multi-head self-attention inside patches of P consecutive points of one serialization order.
 
@@ -180,7 +225,8 @@ class SerializedAttention(nn.Module):
     """x: [B, N, C]; valid: bool[B, N]; order/inverse: i32[B, N] of one serialization order -> [B, N, C].
 
     The contract puts real points first in `order`, so patch boundaries of real points do not depend on the
-    capacity; padded keys are masked in every patch (a fully padded patch attends to its zero rows, finite).
+    capacity; the last partial patch of a cloud is completed with the points before it (`fill_partial_patch`,
+    as upstream); padded keys are masked in every patch (a fully padded patch attends to its zero rows, finite).
     `segment: i32[B, N]` (packed sets): a query attends only to keys of its own segment; padded slots form
     their own segment, so every query has at least itself as a key (finite everywhere).
     """
@@ -194,6 +240,13 @@ class SerializedAttention(nn.Module):
     if pad:  # capacity not a multiple of P: pad the sequence with masked slots
       xs = jnp.pad(xs, ((0, 0), (0, pad), (0, 0)))
       vs = jnp.pad(vs, ((0, 0), (0, pad)))
+    ss = None
+    if segment is not None:
+      ss = _take(segment, order)
+      if pad:  # the extra sequence slots get a segment no slot has: they only see each other
+        ss = jnp.pad(ss, ((0, 0), (0, pad)), constant_values=-1)
+    if num_patches > 1:
+      xs, vs, ss = fill_partial_patch(xs, vs, p, ss)
     qkv = _dense(3 * c, self.dtype, "qkv")(xs)
     qkv = qkv.reshape(b * num_patches, p, 3, h, c // h)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]              # [B*np, P, H, Dh]
@@ -201,9 +254,6 @@ class SerializedAttention(nn.Module):
     if segment is not None:
       if self.implementation == "cudnn":
         raise ValueError("packed point sets need config.model.attention='xla' (segment masks)")
-      ss = _take(segment, order)
-      if pad:  # the extra sequence slots get a segment no slot has: they only see each other
-        ss = jnp.pad(ss, ((0, 0), (0, pad)), constant_values=-1)
       ss = ss.reshape(b * num_patches, p)
       same = ss[:, :, None] == ss[:, None, :]                        # [B*np, P(query), P(key)]
       y = jax.nn.dot_product_attention(q, k, v, mask=same[:, None], implementation=self.implementation)
@@ -234,9 +284,13 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-  """PTv3 block: x += CPE(x); x += DropPath(Attn(LN(x))); x += DropPath(MLP(LN(x))).
+  """PTv3 block: x += CPE(x); x += DropPath(LS(Attn(LN(x)))); x += DropPath(LS(MLP(LN(x)))).
 
-  Params: cpe/..., norm1, attn/{qkv, proj}, norm2, mlp/{fc1, fc2}.
+  `order_index` is the static index into `structs.ORDERS` of the serialization order this block uses; a traced
+  `order_id` passed at call time (training-time order shuffling) takes its place. LS is upstream's optional
+  LayerScale (`layer_scale=True`: params ls1, ls2 f32[C]); off (identity, no params) by default.
+
+  Params: cpe/..., norm1, attn/{qkv, proj}, norm2, mlp/{fc1, fc2}[, ls1, ls2].
   """
   channels: int
   heads: int
@@ -246,29 +300,92 @@ class Block(nn.Module):
   drop_path: float = 0.0
   dtype: Any = jnp.float32
   attention: Optional[str] = None
+  layer_scale: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array, stage: Any, train: bool) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-    """x: [B, N, C] (0 at padded slots), stage: batched `structs.Stage` -> (x, aux)."""
+  def __call__(self, x: jax.Array, stage: Any, train: bool,
+               order_id: Optional[jax.Array] = None) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """x: [B, N, C] (0 at padded slots), stage: batched `structs.Stage`, order_id: i32[] or None -> (x, aux)."""
     valid = stage.valid
-    o = self.order_index % stage.order.shape[1]
+    if order_id is None:
+      o = self.order_index % stage.order.shape[1]
+      order, inverse = stage.order[:, o], stage.inverse[:, o]
+    else:
+      order = jnp.take(stage.order, order_id, axis=1)
+      inverse = jnp.take(stage.inverse, order_id, axis=1)
     x = x + CPE(self.channels, self.dtype, name="cpe")(x, stage.neighbors)
     attn = SerializedAttention(self.channels, self.heads, self.patch_size, self.dtype, self.attention, name="attn")
-    y = attn(LayerNorm(self.dtype, name="norm1")(x), valid, stage.order[:, o], stage.inverse[:, o], stage.segment)
+    y = attn(LayerNorm(self.dtype, name="norm1")(x), valid, order, inverse, stage.segment)
+    if self.layer_scale:
+      y = y * self.param("ls1", nn.initializers.constant(1e-5), (self.channels,), jnp.float32).astype(y.dtype)
     x = x + DropPath(self.drop_path, name="drop_path1")(y, train)
     y = MLP(self.channels, self.mlp_ratio, self.dtype, name="mlp")(LayerNorm(self.dtype, name="norm2")(x))
+    if self.layer_scale:
+      y = y * self.param("ls2", nn.initializers.constant(1e-5), (self.channels,), jnp.float32).astype(y.dtype)
     x = x + DropPath(self.drop_path, name="drop_path2")(y, train)
     x = zero_padded(x, valid)
     return x, {}
 
 
-class GridPooling(nn.Module):
-  """Stride-2 grid pooling: Linear to the next width, max over the children of each parent voxel, LayerNorm, GELU.
+class BatchNorm(nn.Module):
+  """Evaluation-mode BatchNorm1d over the last axis from running statistics (upstream PT-v3m1, eps 1e-3).
 
-  Params: proj/{kernel, bias}, norm/{scale, bias} (PTv3's GridPooling has proj + norm + act).
+  Params: scale, bias, mean, var (all f32[C]; mean/var are the checkpoint's running statistics, held in the
+  params tree as constants). Training-mode batch statistics are not implemented (PT-v3m1 is load-and-evaluate
+  only in dos_jax: the model raises if asked to train it).
+  """
+  eps: float = 1e-3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    mean = self.param("mean", nn.initializers.zeros, (c,), jnp.float32)
+    var = self.param("var", nn.initializers.ones, (c,), jnp.float32)
+    y = (x.astype(jnp.float32) - mean) * (jax.lax.rsqrt(var + self.eps) * scale) + bias
+    return y.astype(self.dtype)
+
+
+def make_norm(kind: str, dtype: Any, name: str) -> nn.Module:
+  """'layer' -> LayerNorm (PT-v3m2, dos) or 'batch' -> eval BatchNorm (PT-v3m1), under module name `name`."""
+  if kind == "layer":
+    return LayerNorm(dtype, name=name)
+  if kind == "batch":
+    return BatchNorm(dtype=dtype, name=name)
+  raise ValueError(f"unknown norm {kind!r}: expected 'layer' or 'batch'")
+
+
+class ConvEmbedding(nn.Module):
+  """PT-v3m1 stem: submanifold 5x5x5 conv without bias (gathered neighbours x kernel), eval BatchNorm, GELU.
+
+  Params: conv/kernel f32[125, C_in, C] (kernel[k] <-> `structs.STEM_OFFSETS[k]`), batch_norm/{scale, bias,
+  mean, var}. Runs in float32 (raw coordinates are among the inputs).
   """
   channels: int
   dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, feat: jax.Array, valid: jax.Array, neighbors: jax.Array) -> jax.Array:
+    """feat: f32[B, N, C_in], valid: bool[B, N], neighbors: i32[B, N, 125] -> [B, N, C] in dtype."""
+    gathered = gather_rows(feat.astype(jnp.float32), neighbors)
+    k, cin = gathered.shape[-2:]
+    kernel = self.param("kernel", nn.initializers.truncated_normal(0.02), (k, cin, self.channels), jnp.float32)
+    x = jnp.dot(gathered.reshape(gathered.shape[:-2] + (k * cin,)), kernel.reshape(k * cin, self.channels))
+    x = gelu(BatchNorm(dtype=jnp.float32, name="batch_norm")(x))
+    return zero_padded(x.astype(self.dtype), valid)
+
+
+class GridPooling(nn.Module):
+  """Stride-2 grid pooling: Linear to the next width, max over the children of each parent voxel, norm, GELU.
+
+  Params: proj/{kernel, bias}, then norm/{scale, bias} (LayerNorm: PT-v3m2, dos) or batch_norm/{scale, bias, mean,
+  var} (`norm='batch'`: PT-v3m1's SerializedPooling, eval BatchNorm; its clusters are the same parent voxels).
+  """
+  channels: int
+  dtype: Any = jnp.float32
+  norm: str = "layer"
 
   @nn.compact
   def __call__(self, x: jax.Array, parent: jax.Array, next_valid: jax.Array) -> jax.Array:
@@ -278,5 +395,6 @@ class GridPooling(nn.Module):
     pooled = jax.vmap(lambda d, s: jax.ops.segment_max(d, s, num_segments=m + 1))(y, parent)[:, :m]
     # Padded parents have no children (segment_max gives -inf there): zero them before the norm.
     pooled = zero_padded(pooled, next_valid)
-    pooled = gelu(LayerNorm(self.dtype, name="norm")(pooled))
+    name = "norm" if self.norm == "layer" else "batch_norm"
+    pooled = gelu(make_norm(self.norm, self.dtype, name)(pooled))
     return zero_padded(pooled, next_valid)

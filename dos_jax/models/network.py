@@ -57,15 +57,23 @@ def init_params(rng: jax.Array, batch: Any, config) -> Dict[str, Any]:
   return {"encoder": enc_params, "head": head_params}
 
 
+def _order_rng(rng: Optional[jax.Array], config) -> Optional[jax.Array]:
+  """The key of training-time order shuffling (config.model.shuffle_orders), derived from the step's key by a
+  fold-in so the drop-path stream is the same with shuffling on or off; None without shuffling."""
+  if rng is None or not bool(config.model.get("shuffle_orders", False)):
+    return None
+  return jax.random.fold_in(rng, 0x0D5)
+
+
 def _cosines(params, points, *, train: bool, rng: Optional[jax.Array], mask_token: Optional[jax.Array],
-             config) -> jax.Array:
+             config, order_rng: Optional[jax.Array] = None) -> jax.Array:
   """points: PointSet with leading [B, V] -> f32[B, V, N, K] cosines to the prototypes (0 at padded slots)."""
   b, v = points.coord.shape[:2]
   flat = _flatten_views(points)
   if mask_token is not None:
     mask_token = mask_token.reshape((b * v,) + tuple(mask_token.shape[2:]))
   feat = encoder.apply(params["encoder"], flat, train=train, rng=rng, mask_token=mask_token,
-                       model_cfg=config.model)
+                       order_rng=order_rng, model_cfg=config.model)
   valid = flat.valid[..., None]
   # Padded slots carry exactly-zero features; an L2 normalisation of a zero row has a NaN gradient that survives
   # the masking below (0 * inf), so the head sees a harmless constant there instead.
@@ -81,11 +89,19 @@ def student_apply(params, batch: Any, *, rng: Optional[jax.Array] = None, train:
 
   Under supervision='observable' the student set holds only the visible points and `mask_token` is ignored;
   otherwise `batch.mask_token: bool[B, V, Ns]` selects the points whose embedding is the learnable mask token.
+  With config.model.shuffle_orders and `train`, the serialization orders of the blocks are shuffled per stage
+  from `rng` (upstream PTv3 / Sonata training).
   """
   mask = batch.mask_token if _uses_mask_token(config) else None
-  return _cosines(params, batch.student, train=train, rng=rng, mask_token=mask, config=config)
+  return _cosines(params, batch.student, train=train, rng=rng, mask_token=mask, config=config,
+                  order_rng=_order_rng(rng, config) if train else None)
 
 
-def teacher_apply(params, batch: Any, *, config) -> jax.Array:
-  """The teacher's cosines f32[B, V, Nt, K] on `batch.teacher` (full views, no drop path, no mask token)."""
-  return _cosines(params, batch.teacher, train=False, rng=None, mask_token=None, config=config)
+def teacher_apply(params, batch: Any, *, config, rng: Optional[jax.Array] = None) -> jax.Array:
+  """The teacher's cosines f32[B, V, Nt, K] on `batch.teacher` (full views, no drop path, no mask token).
+
+  `rng`: the step's teacher key, used only for order shuffling (config.model.shuffle_orders): as upstream, the
+  teacher's forward draws its own order permutations, independent of the student's. None = deterministic orders.
+  """
+  return _cosines(params, batch.teacher, train=False, rng=None, mask_token=None, config=config,
+                  order_rng=_order_rng(rng, config))

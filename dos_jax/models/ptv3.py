@@ -16,10 +16,12 @@ Input is a batched `dos_jax.batching.structs.PointSet` (leading axis [B] on ever
 Output: f32[B, N_0, D], exactly 0 at padded slots, plus an aux dict with each stage's features
 (`enc{s}`: [B, N_s, C_s] in the compute dtype) and the concatenated upcast (`upcast_concat`).
 
-Differences from Pointcept's PTv3 (documented for the torch reference and the converter): the embedding is a
-Linear (PTv3: a 5^3 sparse conv + BatchNorm), norms are LayerNorm throughout (PTv3 pools with BatchNorm), and the
-last, partial patch of a sequence attends only to its own real points (PTv3 pads it by repeating points of the
-previous patch).
+Relation to upstream Pointcept: with `upcast_projection=False` this is PT-v3m2 (Sonata's backbone) in
+encoder mode, to float32 rounding on any cloud (`dos_jax.interop.pointcept`, tested against upstream on real
+scans): the last, partial patch of a sequence is completed with the points before it as upstream does, the
+serialization depth is upstream's, and `orders` / `shuffle_orders` follow upstream's `order` / `shuffle_orders`.
+`embedding='conv'`, `pool_norm='batch'` is PT-v3m1 (evaluation only). The dos default adds the upcast projection
+(upstream has no weights for it).
 
 Parameter tree (Pointcept-like names; f32; C = channels[s], r = mlp_ratio):
 
@@ -37,7 +39,7 @@ Dense kernels are [in, out] (torch Linear weights are [out, in]: transpose when 
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -47,7 +49,11 @@ from dos_jax.models import blocks
 
 
 class EncoderStage(nn.Module):
-  """One stage: optional grid pooling from the previous stage, then `depth` blocks."""
+  """One stage: optional grid pooling from the previous stage, then `depth` blocks.
+
+  Block i uses serialization order `orders[i % len(orders)]` (indices into `structs.ORDERS`), or, when the
+  traced `order_ids: i32[len(orders)]` is given (training-time shuffling), `order_ids[i % len(orders)]`.
+  """
   channels: int
   depth: int
   heads: int
@@ -58,68 +64,128 @@ class EncoderStage(nn.Module):
   dtype: Any = jnp.float32
   attention: Optional[str] = None
   remat: bool = False
+  orders: Tuple[int, ...] = (0, 1, 2, 3)
+  pool_norm: str = "layer"
+  layer_scale: bool = False
 
   @nn.compact
-  def __call__(self, x, stage, parent, train: bool):
+  def __call__(self, x, stage, parent, train: bool, order_ids: Optional[jax.Array] = None):
     """x: [B, N_{s-1}, C_{s-1}] (or [B, N_s, C_s] without pooling) -> ([B, N_s, C_s], aux)."""
     if self.pool:
-      x = blocks.GridPooling(self.channels, self.dtype, name="down")(x, parent, stage.valid)
+      x = blocks.GridPooling(self.channels, self.dtype, norm=self.pool_norm, name="down")(x, parent, stage.valid)
     aux = {}
     # Rematerialisation recomputes each block's activations in the backward pass (memory for compute);
-    # argument 3 of Block.__call__ (self, x, stage, train) is the Python bool `train`.
+    # argument 3 of Block.__call__ (self, x, stage, train, order_id) is the Python bool `train`.
     block_cls = nn.remat(blocks.Block, static_argnums=(3,)) if self.remat else blocks.Block
+    num_orders = len(self.orders)
     for i in range(self.depth):
-      block = block_cls(self.channels, self.heads, self.patch_size, order_index=i, mlp_ratio=self.mlp_ratio,
-                           drop_path=self.drop_path[i], dtype=self.dtype, attention=self.attention,
-                           name=f"block{i}")
-      x, block_aux = block(x, stage, train)
+      block = block_cls(self.channels, self.heads, self.patch_size, order_index=self.orders[i % num_orders],
+                        mlp_ratio=self.mlp_ratio, drop_path=self.drop_path[i], dtype=self.dtype,
+                        attention=self.attention, layer_scale=self.layer_scale, name=f"block{i}")
+      order_id = None if order_ids is None else order_ids[i % num_orders]
+      x, block_aux = block(x, stage, train, order_id)
       aux.update({f"block{i}/{k}": v for k, v in block_aux.items()})
     return x, aux
 
 
+def _per_stage(value: Union[int, Sequence[int]], num_stages: int) -> Tuple[int, ...]:
+  if isinstance(value, int):
+    return (value,) * num_stages
+  return tuple(int(v) for v in value)
+
+
 class PointTransformerV3(nn.Module):
-  """The encoder. See the module docstring for the architecture and the parameter tree."""
+  """The encoder. See the module docstring for the architecture and the parameter tree.
+
+  Upstream options (defaults = the dos encoder): `patch_size` an int or one per stage (upstream
+  `enc_patch_size`); `orders` indices into `structs.ORDERS` cycled by the blocks of a stage (upstream `order`);
+  `shuffle_orders`: when called with an `order_key`, each stage draws a random permutation of `orders` from it
+  (upstream's `Point.serialization(shuffle_orders=True)` at the embedding and at every
+  pooling); `embedding='conv'` + `pool_norm='batch'` is PT-v3m1 (5x5x5 conv stem and eval BatchNorm; evaluation
+  only); `mask_token` whether the embedding has one; `layer_scale` upstream's LayerScale; `up_cast_level` how
+  many levels the up-cast concatenates (None = all, S - 1; Sonata probes 2), the result carried to stage 0;
+  `upcast_projection` the dos Linear + LayerNorm on top (upstream has none).
+  """
   channels: Tuple[int, ...]
   depths: Tuple[int, ...]
   heads: Tuple[int, ...]
-  patch_size: int
+  patch_size: Union[int, Tuple[int, ...]]
   mlp_ratio: float = 4.0
   drop_path: float = 0.0
   dtype: Any = jnp.float32
   attention: Optional[str] = None
   remat: bool = False
+  orders: Tuple[int, ...] = (0, 1, 2, 3)
+  shuffle_orders: bool = False
+  embedding: str = "linear"
+  pool_norm: str = "layer"
+  mask_token: bool = True
+  layer_scale: bool = False
+  up_cast_level: Optional[int] = None
+  upcast_projection: bool = True
+
+  @property
+  def levels(self) -> int:
+    """Number of up-cast levels concatenated (0..S-1)."""
+    s = len(self.channels)
+    return s - 1 if self.up_cast_level is None else min(int(self.up_cast_level), s - 1)
 
   @property
   def out_dim(self) -> int:
-    return sum(self.channels)
+    return sum(self.channels[len(self.channels) - 1 - self.levels:])
 
   @nn.compact
-  def __call__(self, points, *, train: bool = False,
-               mask_token: Optional[jax.Array] = None) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-    """points: batched PointSet (leading [B]); mask_token: bool[B, N_0] or None -> (f32[B, N_0, D], aux)."""
+  def __call__(self, points, *, train: bool = False, mask_token: Optional[jax.Array] = None,
+               order_key: Optional[jax.Array] = None) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    """points: batched PointSet (leading [B]); mask_token: bool[B, N_0] or None; order_key: PRNG key of the
+    block-order permutations (used only with `shuffle_orders`; stage s draws
+    `jax.random.permutation(fold_in(order_key, s), len(orders))`) -> (f32[B, N_0, D], aux)."""
     num_stages = len(self.channels)
+    if train and (self.embedding != "linear" or self.pool_norm != "layer"):
+      raise ValueError("PT-v3m1 (conv stem, BatchNorm) runs in evaluation mode only: dos_jax implements its "
+                       "BatchNorm from running statistics, not batch statistics (call with train=False)")
+    patch_sizes = _per_stage(self.patch_size, num_stages)
     # Stochastic depth rises linearly over all blocks, as PTv3 (torch.linspace(0, drop_path, sum(depths))).
     total = sum(self.depths)
     rates = [self.drop_path * i / max(total - 1, 1) for i in range(total)]
-    x = blocks.Embedding(self.channels[0], self.dtype, name="embedding")(points.feat, points.valid, mask_token)
+    if self.embedding == "conv":
+      if mask_token is not None:
+        raise ValueError("the PT-v3m1 embedding has no mask token")
+      x = blocks.ConvEmbedding(self.channels[0], self.dtype, name="embedding")(
+          points.feat, points.valid, points.stem_neighbors)
+    else:
+      x = blocks.Embedding(self.channels[0], self.dtype, use_mask_token=self.mask_token, name="embedding")(
+          points.feat, points.valid, mask_token)
     feats = []
     aux = {}
     start = 0
+    if not self.shuffle_orders:
+      order_key = None
     for s in range(num_stages):
+      order_ids = None
+      if order_key is not None:
+        perm = jax.random.permutation(jax.random.fold_in(order_key, s), len(self.orders))
+        order_ids = jnp.asarray(self.orders, jnp.int32)[perm]
       stage_module = EncoderStage(
-          self.channels[s], self.depths[s], self.heads[s], self.patch_size, self.mlp_ratio,
+          self.channels[s], self.depths[s], self.heads[s], patch_sizes[s], self.mlp_ratio,
           tuple(rates[start:start + self.depths[s]]), pool=s > 0, dtype=self.dtype, attention=self.attention,
-          remat=self.remat, name=f"enc{s}")
+          remat=self.remat, orders=tuple(self.orders), pool_norm=self.pool_norm, layer_scale=self.layer_scale,
+          name=f"enc{s}")
       start += self.depths[s]
-      x, stage_aux = stage_module(x, points.stages[s], points.parent[s - 1] if s > 0 else None, train)
+      x, stage_aux = stage_module(x, points.stages[s], points.parent[s - 1] if s > 0 else None, train, order_ids)
       feats.append(x)
       aux[f"enc{s}"] = x
       aux.update({f"enc{s}/{k}": v for k, v in stage_aux.items()})
-    # Upcast: children take their parent's (already concatenated) features, deepest stage first.
+    # Upcast: children take their parent's (already concatenated) features, deepest stage first; below the last
+    # concatenated level the features are only carried down (Sonata's up_cast_level, then its probe's gather).
     up = feats[-1]
+    lowest = num_stages - 1 - self.levels
     for s in range(num_stages - 2, -1, -1):
-      up = jnp.concatenate([feats[s], blocks.gather_rows(up, points.parent[s])], axis=-1)
+      carried = blocks.gather_rows(up, points.parent[s])
+      up = jnp.concatenate([feats[s], carried], axis=-1) if s >= lowest else carried
     aux["upcast_concat"] = up
+    if not self.upcast_projection:
+      return blocks.zero_padded(up.astype(jnp.float32), points.valid), aux
     y = _Upcast(self.out_dim, self.dtype, name="upcast")(up)
     return blocks.zero_padded(y.astype(jnp.float32), points.valid), aux
 

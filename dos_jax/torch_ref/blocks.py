@@ -7,7 +7,7 @@ Written for parity checks, not production: same padded, batched arrays as the Fl
   * LayerNorm: biased variance, eps 1e-5 (torch.nn.LayerNorm); GELU: exact erf (torch.nn.GELU());
   * attention: scaled dot product with scale 1/sqrt(C/heads) inside patches of P = min(patch_size, N) points of
     one serialization order; padded keys masked; a fully padded patch attends to all of its (padded) keys so it
-    stays finite; a partial last patch (N not a multiple of P) is padded with masked slots;
+    stays finite; a partial last patch is completed with the points before it (as upstream PTv3);
   * grid pooling: Linear, max over the children of each parent slot (padded children, whose parent is the sentinel,
     are dropped), LayerNorm, GELU.
 
@@ -111,6 +111,14 @@ class SerializedAttention(nn.Module):
     if pad:
       xs = torch.nn.functional.pad(xs, (0, 0, 0, pad))
       vs = torch.nn.functional.pad(vs, (0, pad), value=False)
+    if num_patches > 1:
+      # Upstream completes the last partial patch with the P - r points before it (positions n .. n_pad - 1 take
+      # positions n - P .. n - r - 1), when the sequence has n > P real points.
+      n_real = vs.sum(dim=1, keepdim=True)
+      pos = torch.arange(xs.shape[1])[None, :]
+      fill = (pos >= n_real) & (pos < (n_real + p - 1) // p * p) & (n_real > p)
+      xs = torch.where(fill[..., None], torch.roll(xs, p, dims=1), xs)
+      vs = vs | fill
     qkv = self.qkv(xs).reshape(b * num_patches, p, 3, h, c // h)
     q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))          # [B*np, H, P, Dh]
     key_valid = vs.reshape(b * num_patches, p)

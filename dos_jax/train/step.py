@@ -44,7 +44,10 @@ def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array,
     loss f32[] and a dict of f32[] metrics: loss, loss_same, loss_cross and the prototype diagnostics of the
     teacher at the student's same-view target points.
   """
-  teacher_cos = jax.lax.stop_gradient(network.teacher_apply(teacher_params, batch, config=config))
+  # The teacher's own key (order shuffling only; unused without config.model.shuffle_orders).
+  teacher_rng = jax.random.fold_in(rng, 0x7EA)
+  teacher_cos = jax.lax.stop_gradient(network.teacher_apply(teacher_params, batch, config=config,
+                                                            rng=teacher_rng))
   student_cos = network.student_apply(params, batch, rng=rng, train=True, config=config)
   loss, aux = objective.dos_loss(
       student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,

@@ -77,6 +77,9 @@ def test_bad_input():
     serialization.encode(np.array([[0, 0, 1]]), "peano", 4)
   assert serialization.required_depth(np.array([[0, 0, 0]])) == 1
   assert serialization.required_depth(np.array([[0, 8, 3]])) == 4
+  # Upstream Pointcept's rule (max + 1).bit_length(): one more bit when the largest coordinate is 2^k - 1.
+  assert serialization.required_depth(np.array([[0, 7, 3]])) == 4
+  assert serialization.required_depth(np.array([[0, 6, 3]])) == 3
 
 
 def test_encode_all_matches_encode():

@@ -42,9 +42,12 @@ def _block(x, stage, p, heads, patch_size, order_index, mlp_ratio):
   att = np.zeros((n, heads, c // heads))
   seq = stage.order[order_index % stage.order.shape[0]]
   size = min(patch_size, n)
+  n_real = int(valid.sum())  # real points come first in seq
   for start in range(0, n, size):
     idx = seq[start:start + size]
     keys = idx[valid[idx]]
+    if n_real > size and start < n_real < start + size:
+      keys = seq[n_real - size:n_real]  # upstream: the last partial patch attends over the last P real points
     for i in idx[valid[idx]]:
       for head in range(heads):
         q = qkv[i, 0, head]

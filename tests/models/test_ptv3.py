@@ -216,3 +216,33 @@ def test_cudnn_length_masking_matches_boolean_key_mask(params, scenes, monkeypat
   monkeypatch.setattr(jax.nn, "dot_product_attention", via_xla)
   lengths = jax.jit(ptv3.PointTransformerV3(**spec, attention="cudnn").apply)({"params": params}, points)[0]
   np.testing.assert_allclose(np.asarray(lengths), np.asarray(reference), atol=1e-6)
+
+
+def test_order_shuffling_is_a_per_stage_permutation_of_the_orders():
+  """With shuffle_orders, each stage's blocks use a permutation (drawn from the 'orders' key) of the order list:
+  the output equals the deterministic output of a model whose order list IS that permutation (one stage, so one
+  permutation); the same key gives the same output, no key gives the deterministic orders."""
+  coord, feat = scene(100, 11)
+  points = patches.stack_point_sets([point_set(coord, feat, 128, spec=dict(TINY, channels=(8,)))])
+  spec = dict(channels=(8,), depths=(4,), heads=(2,), patch_size=32)
+  model = ptv3.PointTransformerV3(**spec, shuffle_orders=True)
+  params = parity_params(model, points)
+  key = jax.random.key(3)
+  run = jax.jit(lambda p, k: model.apply({"params": p}, points, order_key=k)[0])
+  shuffled = np.asarray(run(params, key))
+  np.testing.assert_array_equal(np.asarray(run(params, key)), shuffled)
+  perm = tuple(int(i) for i in jax.random.permutation(jax.random.fold_in(key, 0), 4))
+  assert perm != (0, 1, 2, 3)  # this key does permute (else the test would not test anything)
+  fixed = ptv3.PointTransformerV3(**spec, orders=perm)
+  want = np.asarray(jax.jit(lambda p: fixed.apply({"params": p}, points)[0])(params))
+  np.testing.assert_allclose(shuffled, want, atol=1e-6)
+  plain = np.asarray(jax.jit(lambda p: model.apply({"params": p}, points)[0])(params))
+  assert np.abs(plain - shuffled).max() > 1e-3
+
+
+def parity_params(model, points, seed=0):
+  """Random non-trivial params of `model`'s shapes (no init compile)."""
+  shapes = jax.eval_shape(model.init, jax.random.key(0), points)["params"]
+  r = np.random.default_rng(seed)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: (float(path[-1].key == "scale") + 0.3 * r.normal(size=x.shape)).astype(np.float32), shapes)

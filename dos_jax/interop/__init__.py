@@ -1,0 +1,1 @@
+"""Interoperability with other implementations (upstream Pointcept PTv3 checkpoints)."""
