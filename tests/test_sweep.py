@@ -115,3 +115,5 @@ def test_report_tables_means_and_paired_differences(tmp_path):
   row = [l for l in text.splitlines() if l.startswith("| random_init |")][0]
   assert row.startswith("| random_init | 3 | 21.0 ± 1.0 | 30.0 ± 0.0 |") and "-14.0 [" in row and "** |" in row
   assert "## cross_view" in text and os.path.exists(os.path.join(root, "sweep.md"))
+  only_ref = sweep.write_report(root, runs[:1], [0, 1, 2], "dos", {}, plots=False)
+  assert "## cross_view" not in only_ref and "## all runs" in only_ref

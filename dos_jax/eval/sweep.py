@@ -234,7 +234,8 @@ def write_report(workdir: str, runs: Sequence[Run], seeds: Sequence[int], refere
         "mean ± sample std over seeds (mIoU and head/common/tail in %); Δ = paired difference to "
         f"`{reference}` over the seeds both have, mean [95% t-interval] in points; ** = resolved (excludes 0).\n"]
   for g, names in groups.items():
-    md.append(f"## {g}\n\n" + format_table(summary, names, reference))
+    if [n for n in names if n != reference]:  # a group holding only the reference compares nothing
+      md.append(f"## {g}\n\n" + format_table(summary, names, reference))
   md.append("## all runs\n\n" + format_table(summary, order, reference))
   text = "\n".join(md)
   fileio.write_json(os.path.join(workdir, "sweep.json"),
