@@ -93,6 +93,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.cross_radius = 0.0           # metres; 0 = 2 grid cells (cross-view nearest-point matching radius)
   c.data.token_jitter_sigma = 0.01    # metres, per axis (supervision=token_jitter; Sonata's value)
   c.data.token_jitter_clip = 0.02     # metres: the jitter is clipped to +-clip per axis
+  c.data.packing = False              # views of a pack in one point set per stage (dos_jax.batching.packing)
+  c.data.pack_scenes = 0              # scenes per pack (= per device); 0 = the whole host batch
+  c.data.packed_capacity = ()         # per-stage teacher capacities of a pack (benchmarks/padding.py --calibrate)
+  c.data.packed_student_capacity = () # per-stage student capacities of a pack
   c.data.augmentations = ()           # () = the defaults for data.kind (dos_jax.data.transforms)
 
   # --- model ---

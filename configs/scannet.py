@@ -42,6 +42,11 @@ def get_config(arg=None):
   c.data.capacity = 16384      # teacher points per view after grid sampling (padded; larger views downsampled)
   c.data.student_capacity = 8192
   c.data.num_workers = 8
+  c.data.pack_scenes = 4       # scenes per device (32 over 8 GPUs) when data.packing=True
+  # Packed capacities (teacher, student) per stage: `benchmarks/padding.py --config configs/scannet.py --scenes 16
+  # --margin 1.1 --calibrate` on the shared ScanNet scans (max of 128 balanced packs x 1.1).
+  c.data.packed_capacity = (83360, 28168, 8144, 1384, 312)
+  c.data.packed_student_capacity = (29288, 12240, 4000, 1112, 280)
 
   c.model.variant = "base"
   c.model.head_hidden = 2048

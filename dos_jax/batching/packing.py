@@ -23,6 +23,7 @@ from high quantiles of real packed footprints (`footprints`, `calibrate`; comman
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import List, Sequence, Tuple
 
@@ -94,10 +95,16 @@ def footprints(counts: np.ndarray, patch_size: int) -> np.ndarray:
   return np.array([layout(counts[:, s], patch_size)[1] for s in range(counts.shape[1])], dtype=np.int64)
 
 
-def round_capacity(value: float, patch_size: int) -> int:
-  """A stage capacity >= value: itself up to one patch, else rounded up to a multiple of the patch size."""
+def round_capacity(value: float, patch_size: int, multiple: int = 8) -> int:
+  """A stage capacity >= value, rounded up to `multiple` slots.
+
+  Not to a multiple of the patch size: the encoder pads the attention sequence itself (masked slots of their
+  own segment), so a capacity between patch multiples costs padding only in attention, not in the dense,
+  CPE and MLP work of the slots.
+  """
+  del patch_size
   v = max(1, int(math.ceil(value)))
-  return v if v <= patch_size else -(-v // patch_size) * patch_size
+  return -(-v // multiple) * multiple
 
 
 def calibrate(samples: np.ndarray, patch_size: int, quantile: float = 1.0, margin: float = 1.0) -> List[int]:
@@ -197,8 +204,15 @@ def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int],
   coord[:total0] = np.concatenate([ps.coord[:n] for ps, n in zip(sets, counts[:, 0])])
   feat[:total0] = np.concatenate([ps.feat[:n] for ps, n in zip(sets, counts[:, 0])])
   point_index[:total0] = np.concatenate([ps.point_index[:n] for ps, n in zip(sets, counts[:, 0])])
+  stem = None
+  if sets[0].stem_neighbors is not None:  # PT-v3m1 stem: a wider stage-0 neighbourhood, offset like `neighbors`
+    stem = np.full((cap0, sets[0].stem_neighbors.shape[1]), cap0, np.int32)
+    for m, ps in enumerate(sets):
+      n, lo = int(counts[m, 0]), int(starts[m, 0])
+      nb = ps.stem_neighbors[:n]
+      stem[lo:lo + n] = np.where(nb >= ps.coord.shape[0], cap0, nb + lo)
   packed = structs.PointSet(coord=coord, feat=feat, stages=tuple(stages), parent=tuple(parents),
-                            point_index=point_index)
+                            point_index=point_index, stem_neighbors=stem)
   return packed, [int(v) for v in starts[:-1, 0]]
 
 
@@ -209,3 +223,147 @@ def unpack_rows(packed: np.ndarray, starts: Sequence[int], counts: Sequence[int]
   for m, (lo, n) in enumerate(zip(starts, counts)):
     out[m, :n] = packed[lo:lo + n]
   return out
+
+
+# ------------------------------------------------------------------------------------------ training batches
+def spec_from_config(cfg, patch_size: int, num_views: int, supervision: str) -> dict:
+  """Packing parameters from config.data (packing, pack_scenes, packed_capacity, packed_student_capacity).
+
+  Raises ConfigError naming the key when packing is on and the capacities are missing or malformed.
+  """
+  d = cfg.data
+  teacher = tuple(int(c) for c in (d.get("packed_capacity", None) or ()))
+  student = tuple(int(c) for c in (d.get("packed_student_capacity", None) or ()))
+  if not teacher or not student or min(teacher + student) < 1:
+    raise ConfigError("config.data.packing=True needs per-stage capacities config.data.packed_capacity and "
+                      "config.data.packed_student_capacity (tuples, one int per encoder stage); calibrate them "
+                      "with `python benchmarks/padding.py --config CONFIG --calibrate`")
+  if supervision != "observable":
+    raise ConfigError(f"config.data.packing=True supports supervision='observable' only (got {supervision!r})")
+  pack_scenes = int(d.get("pack_scenes", 0) or 0)
+  if pack_scenes < 0:
+    raise ConfigError(f"config.data.pack_scenes={pack_scenes}: expected >= 0 (0 = the whole host batch)")
+  return dict(teacher=teacher, student=student, pack_scenes=pack_scenes, patch_size=int(patch_size),
+              num_views=int(num_views))
+
+
+def pack_train_views(pieces: Sequence[structs.TrainBatch], spec: dict) -> structs.PackedTrainBatch:
+  """M unbatched per-view TrainBatch pieces (scene-major: scene b's view v is piece b * V + v) -> one pack."""
+  v_count = spec["num_views"]
+  teacher, t_starts = pack_point_sets([p.teacher for p in pieces], spec["teacher"], spec["patch_size"], "teacher")
+  student, s_starts = pack_point_sets([p.student for p in pieces], spec["student"], spec["patch_size"], "student")
+  cap_s, cap_t = student.coord.shape[0], teacher.coord.shape[0]
+  mask_token = np.zeros(cap_s, bool)
+  target_valid = np.zeros(cap_s, bool)
+  cross_valid = np.zeros(cap_s, bool)
+  target_index = np.full(cap_s, cap_t, np.int32)
+  cross_index = np.full(cap_s, cap_t, np.int32)
+  view_count = np.zeros(len(pieces), np.int32)
+  for m, piece in enumerate(pieces):
+    n = int(np.count_nonzero(piece.student.valid))
+    view_count[m] = n
+    lo = s_starts[m]
+    other = (m // v_count) * v_count + (m % v_count + 1) % v_count
+    for src, dst, valid_src, valid_dst, t in ((piece.target_index, target_index, piece.target_valid, target_valid, m),
+                                              (piece.cross_index, cross_index, piece.cross_valid, cross_valid, other)):
+      idx = src[:n]
+      hit = idx < pieces[t].teacher.coord.shape[0]
+      dst[lo:lo + n] = np.where(hit, idx + t_starts[t], cap_t)
+      valid_dst[lo:lo + n] = valid_src[:n] & hit
+    mask_token[lo:lo + n] = piece.mask_token[:n]
+  return structs.PackedTrainBatch(teacher=teacher, student=student, mask_token=mask_token,
+                                  target_index=target_index, target_valid=target_valid, cross_index=cross_index,
+                                  cross_valid=cross_valid, view_count=view_count)
+
+
+def scene_load(pieces: Sequence[structs.TrainBatch]) -> int:
+  """What pack balancing equalises: real stage-0 points of a scene's views, teacher plus student."""
+  return sum(int(np.count_nonzero(p.teacher.valid)) + int(np.count_nonzero(p.student.valid)) for p in pieces)
+
+
+def assign_packs(loads: Sequence[int], per_pack: int) -> List[List[int]]:
+  """Scenes -> packs of `per_pack` with balanced total load (largest first into the lightest open pack).
+
+  Balancing cuts the spread of pack totals (what the capacities must cover) without dropping anything; the
+  step's loss is a mean over all views, so which device gets which scene does not change it. Deterministic in
+  `loads`; each pack lists its scenes ascending.
+  """
+  n = len(loads)
+  if n % per_pack:
+    raise ConfigError(f"config.data.pack_scenes={per_pack} must divide this host's {n} scenes per step "
+                      "(config.batch_size / process count)")
+  packs: List[List[int]] = [[] for _ in range(n // per_pack)]
+  totals = np.zeros(len(packs), np.int64)
+  for i in sorted(range(n), key=lambda i: (-int(loads[i]), i)):
+    open_packs = [j for j in range(len(packs)) if len(packs[j]) < per_pack]
+    j = min(open_packs, key=lambda j: (totals[j], j))
+    packs[j].append(i)
+    totals[j] += int(loads[i])
+  return [sorted(p) for p in packs]
+
+
+@dataclasses.dataclass
+class SceneExample:
+  """One scene's views for packing, with what rebuilding them needs (data.packing=True examples).
+
+  Attributes:
+    scene: the Scene.
+    rng: the example's Generator as it was BEFORE its views were drawn (rebuilding replays the same draws).
+    views: V unbatched TrainBatch pieces.
+    stats: drop counts of these views (`train_views(stats=...)`).
+  """
+  scene: object
+  rng: np.random.Generator
+  views: list
+  stats: dict
+
+
+def build_packs(examples: Sequence[SceneExample], rebuild, spec: dict, capacity: int, student_capacity: int,
+                stats=None, max_shrinks: int = 20) -> List[structs.PackedTrainBatch]:
+  """Scenes of one host step -> balanced packs of `spec['pack_scenes']` scenes each (all scenes when 0).
+
+  Packs are balanced (`assign_packs`). When a pack overflows a stage, the scene holding the largest view there
+  is rebuilt with a smaller per-view capacity (a smaller crop of the same view, as data.overflow='downsample'
+  does; the same random draws), until the pack fits. `stats` (a dict) gets the drop counts of the final views
+  plus 'views', 'views_shrunk' and 'pack_shrinks'.
+
+  Args:
+    examples: the host step's scenes, in order.
+    rebuild: (example, capacity, student_capacity, stats) -> V unbatched TrainBatch pieces.
+    spec: `spec_from_config`.
+    capacity, student_capacity: the config's per-view capacities.
+  """
+  per_pack = spec["pack_scenes"] or len(examples)
+  patch = spec["patch_size"]
+  views = [list(e.views) for e in examples]
+  scene_stats = [dict(e.stats) for e in examples]
+  caps = [[capacity, student_capacity] for _ in examples]
+  packs = []
+  for members in assign_packs([scene_load(v) for v in views], per_pack):
+    for _ in range(max_shrinks + 1):
+      try:
+        packs.append(pack_train_views([p for i in members for p in views[i]], spec))
+        break
+      except PackOverflowError as e:
+        worst = members[int(np.argmax(e.counts)) // spec["num_views"]]
+        which = 0 if e.branch == "teacher" else 1
+        n0 = max(int(np.count_nonzero(getattr(p, e.branch).valid)) for p in views[worst])
+        new = max(1, int(n0 * min(0.95, max(0.5, e.capacity / e.footprint))))
+        caps[worst][which] = new if new <= patch else new // patch * patch
+        if which == 0:
+          caps[worst][1] = min(caps[worst][1], caps[worst][0])
+        scene_stats[worst] = {}
+        views[worst] = rebuild(examples[worst], *caps[worst], scene_stats[worst])
+        if stats is not None:
+          stats["pack_shrinks"] = stats.get("pack_shrinks", 0) + 1
+    else:
+      raise DataError(f"a pack still overflows after {max_shrinks} shrinks; recalibrate data.packed_capacity / "
+                      "data.packed_student_capacity (benchmarks/padding.py --calibrate)")
+  if stats is not None:
+    for one in scene_stats:
+      for key, value in one.items():
+        stats[key] = stats.get(key, 0) + value
+    stats["views"] = stats.get("views", 0) + len(examples) * spec["num_views"]
+    stats["views_shrunk"] = stats.get("views_shrunk", 0) + spec["num_views"] * sum(
+        c != [capacity, student_capacity] for c in caps)
+  return packs

@@ -16,6 +16,8 @@ the batches i, i + W, ...; no GIL contention; the source must be picklable).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import pickle
 from typing import Optional, Sequence
@@ -24,6 +26,8 @@ from absl import flags
 import grain
 import numpy as np
 
+from dos_jax.batching import packing
+from dos_jax.batching import patches
 from dos_jax.batching import spec as spec_lib
 from dos_jax.batching import structs
 from dos_jax.batching import train_views
@@ -60,16 +64,45 @@ def scene_indices(num_scenes: int, seed: int, examples: Sequence[int]) -> np.nda
   return np.asarray([order[int(g)] for g in examples], dtype=np.int64)
 
 
-def _example(scene, rng: np.random.Generator, spec: spec_lib.BatchSpec):
-  return train_views.train_views(scene, spec, rng)
+def _example(scene, rng: np.random.Generator, spec: spec_lib.BatchSpec, packed: bool = False):
+  if not packed:
+    return train_views.train_views(scene, spec, rng)
+  start = copy.deepcopy(rng)  # packing may rebuild the scene smaller, replaying the same draws
+  stats = {}
+  return packing.SceneExample(scene=scene, rng=start, views=train_views.train_views(scene, spec, rng, stats),
+                              stats=stats)
+
+
+def packed(cfg) -> bool:
+  """Whether config.data.packing asks for packed batches (`dos_jax.batching.packing`)."""
+  return bool(cfg.data.get("packing", False))
 
 
 def global_examples(cfg, source: Sequence, spec: Optional[spec_lib.BatchSpec] = None) -> grain.MapDataset:
-  """MapDataset (unbounded in practice): entry g is global example g as a list of V TrainBatch pieces (`train_views`)."""
+  """MapDataset (unbounded in practice): entry g is global example g as a list of V TrainBatch pieces (`train_views`),
+  or a `packing.SceneExample` holding them under data.packing=True."""
   spec = spec or spec_lib.batch_spec(cfg)
   order = scene_order(len(source), cfg.seed)
   scenes = order.map(functools.partial(_read, source))
-  return scenes.random_map(functools.partial(_example, spec=spec), seed=_stream_seed(cfg.seed, 1))
+  return scenes.random_map(functools.partial(_example, spec=spec, packed=packed(cfg)), seed=_stream_seed(cfg.seed, 1))
+
+
+def _rebuild(example: packing.SceneExample, capacity: int, student_capacity: int, stats: Optional[dict],
+             spec: spec_lib.BatchSpec):
+  smaller = dataclasses.replace(spec, capacity=capacity, student_capacity=student_capacity)
+  return train_views.train_views(example.scene, smaller, copy.deepcopy(example.rng), stats)
+
+
+def pack_examples(examples: Sequence[packing.SceneExample], cfg, spec: spec_lib.BatchSpec,
+                  stats: Optional[dict] = None):
+  """One process's examples of a step -> list of PackedTrainBatch (balanced packs, see `packing.build_packs`)."""
+  pack_spec = packing.spec_from_config(cfg, spec.patch_size, spec.num_views, spec.supervision)
+  return packing.build_packs(examples, functools.partial(_rebuild, spec=spec), pack_spec, spec.capacity,
+                             spec.student_capacity, stats)
+
+
+def _packed_batch(examples, cfg, spec):
+  return patches.stack_tree(pack_examples(examples, cfg, spec))
 
 
 def _read(source, index):
@@ -89,8 +122,12 @@ def process_batches(cfg, source: Sequence, process_index: int = 0, process_count
     raise ConfigError(f"config.batch_size={batch_size} must be a positive multiple of the process count "
                       f"{process_count} (each process builds an equal share of every step's batch)")
   local = batch_size // process_count
+  spec = spec or spec_lib.batch_spec(cfg)
+  # Packed: each process packs its own scenes (packs are per device, so equality across process counts holds
+  # whenever each process's scenes split into whole packs: the step's loss is the mean over all views).
+  batch_fn = functools.partial(_packed_batch, cfg=cfg, spec=spec) if packed(cfg) else train_views.stack_batch
   # Blocks of `local` consecutive examples: block t*P + p is process p's share of step t.
-  blocks = global_examples(cfg, source, spec).batch(local, drop_remainder=True, batch_fn=train_views.stack_batch)
+  blocks = global_examples(cfg, source, spec).batch(local, drop_remainder=True, batch_fn=batch_fn)
   return blocks[process_index::process_count]
 
 

@@ -112,6 +112,33 @@ class TrainBatch:
 
 
 @flax.struct.dataclass
+class PackedTrainBatch:
+  """A pretraining batch with the views of each pack in one point set (leading axis [G] packs).
+
+  Built by `dos_jax.batching.packing`: pack g holds M = pack_scenes x V views; view m = scene b * V + view v.
+  Same meaning as `TrainBatch`, with every index into the pack's ONE teacher set:
+
+  Attributes:
+    teacher: packed PointSet (capacities data.packed_capacity), `stages[s].segment` = view of each slot.
+    student: packed PointSet of the visible points (data.packed_student_capacity).
+    mask_token, target_valid, cross_valid: bool[N_student].
+    target_index: i32[N_student] slot in the packed teacher set of the same point (N_t if none).
+    cross_index: i32[N_student] slot in the packed teacher set of the nearest point of the other view of the
+      same scene (N_t if none).
+    view_count: i32[M] real student points per view (M is static: its length).
+  """
+
+  teacher: PointSet
+  student: PointSet
+  mask_token: np.ndarray
+  target_index: np.ndarray
+  target_valid: np.ndarray
+  cross_index: np.ndarray
+  cross_valid: np.ndarray
+  view_count: np.ndarray
+
+
+@flax.struct.dataclass
 class LabeledBatch:
   """An evaluation batch: B scenes, one unaugmented view each (leading axis [B]).
 

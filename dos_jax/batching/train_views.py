@@ -9,7 +9,7 @@ of the model variant, feature channels, views), never on the data, so one compil
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.spatial
@@ -111,10 +111,13 @@ def _cross_match(scene_coord: np.ndarray, student: structs.PointSet, teacher: st
   return index, valid
 
 
-def train_views(scene, p: spec_lib.BatchSpec, rng: np.random.Generator) -> List[structs.TrainBatch]:
+def train_views(scene, p: spec_lib.BatchSpec, rng: np.random.Generator,
+                stats: Optional[dict] = None) -> List[structs.TrainBatch]:
   """One scene -> V unbatched TrainBatch pieces (one per view), drawing every random choice from `rng`.
 
   The pieces hold the fields of `structs.TrainBatch` without the leading [B, V] axes; `stack_batch` stacks them.
+  `stats` (a dict, optional) accumulates '{teacher,student}_views', '_views_dropped' (views that lost points to
+  a per-view capacity), '_points' and '_points_dropped' (student counts under supervision='observable').
   """
   scene = checked_scene(scene)
   name = scene.name
@@ -126,6 +129,7 @@ def train_views(scene, p: spec_lib.BatchSpec, rng: np.random.Generator) -> List[
   teachers, teacher_views = [], []
   for view in views:
     kept, teacher = _fitted_set(view, np.arange(view["coord"].shape[0]), p.capacity, p, "data.capacity", name)
+    _count_drops(stats, "teacher", view["coord"].shape[0], len(kept))
     teachers.append(teacher)
     teacher_views.append(view if len(kept) == view["coord"].shape[0] else transforms.take(view, kept))
   scene_coord = np.asarray(scene.coord, np.float32)
@@ -139,6 +143,7 @@ def train_views(scene, p: spec_lib.BatchSpec, rng: np.random.Generator) -> List[
     target_index = np.full(n_s, n_t, dtype=np.int32)
     if p.supervision == "observable":
       used, student = _fitted_set(view, np.flatnonzero(~masked), n_s, p, "data.student_capacity", name)
+      _count_drops(stats, "student", int(np.count_nonzero(~masked)), len(used))
       target_valid = student.valid.copy()
     else:
       student_view = view
@@ -167,6 +172,14 @@ def train_views(scene, p: spec_lib.BatchSpec, rng: np.random.Generator) -> List[
                                   target_index=target_index, target_valid=target_valid, cross_index=cross_index,
                                   cross_valid=cross_valid))
   return out
+
+
+def _count_drops(stats: Optional[dict], branch: str, wanted: int, kept: int) -> None:
+  if stats is None:
+    return
+  for key, value in (("views", 1), ("views_dropped", int(kept < wanted)), ("points_dropped", wanted - kept),
+                     ("points", wanted)):
+    stats[f"{branch}_{key}"] = stats.get(f"{branch}_{key}", 0) + value
 
 
 def stack_batch(per_scene: List[List[structs.TrainBatch]]) -> structs.TrainBatch:

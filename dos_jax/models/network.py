@@ -24,11 +24,6 @@ from dos_jax.models import encoder
 from dos_jax.models import heads
 
 
-def _flatten_views(tree: Any) -> Any:
-  """Merges the leading [B, V] axes of every leaf into [B*V] (the encoder's batch axis)."""
-  return jax.tree.map(lambda x: x.reshape((-1,) + tuple(x.shape[2:])), tree)
-
-
 def _head(config) -> heads.DOSHead:
   return heads.DOSHead(hidden=int(config.model.head_hidden), dim=int(config.model.head_dim),
                        num_prototypes=int(config.num_prototypes))
@@ -46,11 +41,12 @@ def init_params(rng: jax.Array, batch: Any, config) -> Dict[str, Any]:
 
   Args:
     rng: PRNG key.
-    batch: TrainBatch with leading axes [B, V] (numpy or jax; only shapes/dtypes matter).
+    batch: TrainBatch with leading axes [B, V], or PackedTrainBatch [G] (numpy or jax; only shapes matter).
     config: experiment config.
   """
   enc_rng, head_rng = jax.random.split(rng)
-  points = _flatten_views(batch.student)
+  lead = len(batch.student.coord.shape) - 2
+  points = jax.tree.map(lambda x: x.reshape((-1,) + tuple(x.shape[lead:])), batch.student)
   enc_params = encoder.init(enc_rng, points, config.model)
   feat = jnp.zeros((1, encoder.output_dim(config.model)), jnp.float32)
   head_params = _head(config).init({"params": head_rng}, feat)["params"]
@@ -67,11 +63,12 @@ def _order_rng(rng: Optional[jax.Array], config) -> Optional[jax.Array]:
 
 def _cosines(params, points, *, train: bool, rng: Optional[jax.Array], mask_token: Optional[jax.Array],
              config, order_rng: Optional[jax.Array] = None) -> jax.Array:
-  """points: PointSet with leading [B, V] -> f32[B, V, N, K] cosines to the prototypes (0 at padded slots)."""
-  b, v = points.coord.shape[:2]
-  flat = _flatten_views(points)
+  """points: PointSet with leading [B, V] (or [G] packs) -> f32[B, V, N, K] ([G, N, K]) cosines to the
+  prototypes (0 at padded slots)."""
+  lead = tuple(points.coord.shape[:-2])
+  flat = jax.tree.map(lambda x: x.reshape((-1,) + tuple(x.shape[len(lead):])), points)
   if mask_token is not None:
-    mask_token = mask_token.reshape((b * v,) + tuple(mask_token.shape[2:]))
+    mask_token = mask_token.reshape((-1,) + tuple(mask_token.shape[len(lead):]))
   feat = encoder.apply(params["encoder"], flat, train=train, rng=rng, mask_token=mask_token,
                        order_rng=order_rng, model_cfg=config.model)
   valid = flat.valid[..., None]
@@ -80,7 +77,7 @@ def _cosines(params, points, *, train: bool, rng: Optional[jax.Array], mask_toke
   feat = jnp.where(valid, feat, jnp.ones((), feat.dtype))
   cos = _head(config).apply({"params": params["head"]}, feat)
   cos = jnp.where(valid, cos, 0.0)
-  return cos.reshape((b, v) + tuple(cos.shape[1:]))
+  return cos.reshape(lead + tuple(cos.shape[1:]))
 
 
 def student_apply(params, batch: Any, *, rng: Optional[jax.Array] = None, train: bool = True,

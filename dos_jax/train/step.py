@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import optax
 
 from dos_jax import objective
+from dos_jax import segment_objective
+from dos_jax.batching import structs
 from dos_jax.eval import diagnostics
 from dos_jax.models import network
 from dos_jax.train import ema
@@ -49,11 +51,21 @@ def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array,
   teacher_cos = jax.lax.stop_gradient(network.teacher_apply(teacher_params, batch, config=config,
                                                             rng=teacher_rng))
   student_cos = network.student_apply(params, batch, rng=rng, train=True, config=config)
-  loss, aux = objective.dos_loss(
-      student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
-      batch.student.valid, teacher_temp=schedules.teacher_temperature(config)(step),
-      student_temp=float(config.student_temp), alpha=float(config.zipf_alpha),
-      num_iters=int(config.sinkhorn_iters), normalization=config.normalization, cross_view=bool(config.cross_view))
+  if isinstance(batch, structs.PackedTrainBatch):
+    # Packed views: the same per-view terms through segment reductions. The prototype diagnostics below then
+    # treat each pack as one set (usage statistics are unchanged; coverage/softmap entropy are per pack).
+    loss, aux = segment_objective.packed_dos_loss(
+        student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
+        batch.student.valid, batch.student.stages[0].segment, batch.view_count.shape[-1],
+        teacher_temp=schedules.teacher_temperature(config)(step), student_temp=float(config.student_temp),
+        alpha=float(config.zipf_alpha), num_iters=int(config.sinkhorn_iters), normalization=config.normalization,
+        cross_view=bool(config.cross_view))
+  else:
+    loss, aux = objective.dos_loss(
+        student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
+        batch.student.valid, teacher_temp=schedules.teacher_temperature(config)(step),
+        student_temp=float(config.student_temp), alpha=float(config.zipf_alpha),
+        num_iters=int(config.sinkhorn_iters), normalization=config.normalization, cross_view=bool(config.cross_view))
   metrics = {"loss": loss, "loss_same": aux["loss_same"], "loss_cross": aux["loss_cross"]}
   diag = diagnostics.prototype_diagnostics(aux["teacher_logits"], aux["targets"], aux["valid"])
   metrics.update({k: jnp.asarray(v, jnp.float32) for k, v in diag.items()})

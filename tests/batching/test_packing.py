@@ -45,7 +45,8 @@ def test_layout_rules():
   for off, n in zip(offsets, [150, 10, 64, 60, 1, 3]):  # short views never straddle a patch boundary
     assert n > 64 or off // 64 == (off + n - 1) // 64
   assert packing.layout([64, 64], 64)[1] == 128 and packing.layout([65], 64)[1] == 128
-  assert packing.calibrate(np.array([[100, 5], [300, 7], [200, 9]]), 64) == [320, 9]
+  assert packing.calibrate(np.array([[100, 5], [300, 7], [200, 9]]), 64) == [304, 16]  # max, up to 8 slots
+  assert packing.assign_packs([5, 1, 4, 2, 3, 3], 2) == [[0, 1], [2, 3], [4, 5]]  # totals 6, 6, 6
 
 
 def test_pack_overflow_names_stage():

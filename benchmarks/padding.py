@@ -1,0 +1,272 @@
+r"""How much of the encoder's work touches a real point: per-stage fill, useful FLOP fraction, compiled GFLOPs.
+
+  python benchmarks/padding.py --config configs/scannet.py [--config.key=value ...] [--scenes N]
+  python benchmarks/padding.py --config configs/scannet.py --calibrate [--quantile 1.0 --margin 1.05] \
+      [--out caps.json]          # per-stage packed capacities from the view pipeline (prints the overrides)
+  python benchmarks/padding.py --config configs/scannet.py --config.data.packing=True   # packed batches
+
+Runs the real view pipeline (crops, augmentation, masking, grid sampling, per-view capacities) over `--scenes`
+steps of `batch_size` scenes on one host, grouped into balanced packs of `data.pack_scenes` scenes (the batch per
+device; 0 = `batch_size`), and prints ONE JSON line:
+
+  * teacher/student `fill` and `capacity` per stage: mean real points per set and the set's capacity (per view
+    unpacked; per pack with data.packing=True), so fill/capacity is the occupied fraction;
+  * `useful_fraction`: sum_s real_s c_s / sum_s cap_s c_s, with c_s the encoder's FLOPs per slot at stage s
+    (dense + 27-tap CPE + patch attention per block, pooling, embedding and upcast), teacher forward (x1) plus
+    student forward+backward (x3); per branch too;
+  * `gflops_per_step`: XLA cost analysis of one device's encoder work (teacher forward + student
+    value_and_grad), lowered, not compiled (`--flops-variant small` for a cheaper lowering), next to the
+    analytic count from c_s (`gflops_analytic`);
+  * dropped points: views that lost points to a capacity (per-view today, plus pack shrinks when packed).
+
+Data: `data.root` when it exists; otherwise the real scans beside the checkout for scannet (VoteNet 50k-point
+scans) and semantickitti (4 frames), read in place. Calibration samples steps 100000+ so evaluation (steps
+0..N-1) sees packs it was not fitted on.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import config_flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from dos_jax import io as io_lib  # noqa: E402
+from dos_jax.batching import packing  # noqa: E402
+from dos_jax.batching import patches  # noqa: E402
+from dos_jax.batching import pipeline  # noqa: E402
+from dos_jax.batching import spec as spec_lib  # noqa: E402
+from dos_jax.data import pointcept  # noqa: E402
+from dos_jax.data import sources  # noqa: E402
+from dos_jax.models import encoder  # noqa: E402
+from dos_jax.models import variants  # noqa: E402
+
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+CALIBRATION_STEP0 = 100_000
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
+_SCENES = flags.DEFINE_integer("scenes", 4, "Steps to sample (each: batch_size scenes on one host).")
+_STEP0 = flags.DEFINE_integer("first_step", 0, "First sampled step (calibration: 100000 unless set).")
+_CALIBRATE = flags.DEFINE_bool("calibrate", False, "Write packed capacities instead of measuring.")
+_QUANTILE = flags.DEFINE_float("quantile", 1.0, "Calibration: quantile of packed footprints to cover.")
+_MARGIN = flags.DEFINE_float("margin", 1.05, "Calibration: headroom multiplier on that quantile.")
+_OUT = flags.DEFINE_string("out", "", "Calibration: JSON file to write (atomically).")
+_FLOPS = flags.DEFINE_bool("flops", True, "Lower the encoder and report XLA's FLOP count.")
+_FLOPS_VARIANT = flags.DEFINE_string("flops_variant", "", "Variant for the XLA count (default: the config's).")
+flags.mark_flags_as_required(["config"])
+
+
+def shared_source(dataset: str):
+  """Real scans beside the checkout, read in place: a list of Scenes."""
+  if dataset.startswith("scannet"):
+    return [pointcept.read_scannet_votenet(d) for d in
+            pointcept.find_scannet_votenet(os.path.join(SHARED, "scannet_votenet50k"))]
+  if dataset == "semantickitti":
+    base = os.path.join(SHARED, "semantickitti")
+    scenes = [pointcept.read_open3dml_kitti(p, p.replace("_points_", "_labels_"))
+              for p in sorted(glob.glob(os.path.join(base, "open3dml_seq01", "kitti_01_points_*.npy")))]
+    raw = os.path.join(base, "spvnas_sample_000000")
+    return scenes + [pointcept.read_semantickitti(os.path.join(raw, "000000.bin"),
+                                                  os.path.join(raw, "000000.label"))]
+  raise ValueError(f"no shared scans for dataset {dataset!r}; set --config.data.root")
+
+
+def scene_list(cfg):
+  if cfg.data.format == "synthetic" or os.path.isdir(str(cfg.data.root)):
+    return sources.scene_source(cfg.data, "train"), str(cfg.data.root or "synthetic")
+  return shared_source(cfg.data.dataset), f"shared:{cfg.data.dataset}"
+
+
+def slot_flops(variant: str, mlp_ratio: float, in_channels: int, stage_caps, patch_size: int):
+  """Forward FLOPs per slot at each stage (2 per multiply-add): blocks, the pooling into the next stage,
+  and at stage 0 the embedding and the upcast projection."""
+  spec = variants.decode_variant(variant)
+  ch, depths = spec["channels"], spec["depths"]
+  d_out = sum(ch)
+  out = []
+  for s, (c, d) in enumerate(zip(ch, depths)):
+    p = min(patch_size, int(stage_caps[s]))
+    # CPE 27C^2 + C^2, qkv 3C^2, proj C^2, MLP 2rC^2; attention QK^T and AV: 2PC.
+    macs = d * ((32 + 2 * mlp_ratio) * c * c + 2 * p * c)
+    if s + 1 < len(ch):
+      macs += c * ch[s + 1]
+    if s == 0:
+      macs += in_channels * c + d_out * d_out
+    out.append(2.0 * macs)
+  return out
+
+
+def sample(cfg, params, scenes, steps, packed: bool):
+  """Stage counts over `steps` of a one-host run (batch_size scenes per step, the training pipeline's examples).
+
+  Returns (teacher, student, stats, per_pack, footprints): counts i64[sets, S] per view (today's batching) or
+  per pack (data.packing=True); footprints (teacher, student) i64[packs, S] of the balanced packs the packed
+  pipeline builds from the same views (for calibration; None when packed).
+  """
+  per_pack = int(cfg.data.pack_scenes or 0) or int(cfg.batch_size)
+  batch = int(cfg.batch_size)
+  as_packed = cfg.copy_and_resolve_references()
+  as_packed.data.packing = True  # examples carry their drop counts; the views are the unpacked pipeline's
+  examples = pipeline.global_examples(as_packed, scenes, params)
+  stats = {}
+  teacher, student, t_fp, s_fp = [], [], [], []
+  for step in steps:
+    chosen = [examples[g] for g in range(step * batch, (step + 1) * batch)]
+    if packed:
+      for pack in pipeline.pack_examples(chosen, cfg, params, stats):
+        teacher.append(packing.stage_counts(pack.teacher))
+        student.append(packing.stage_counts(pack.student))
+      continue
+    for e in chosen:
+      for key, value in e.stats.items():
+        stats[key] = stats.get(key, 0) + value
+    for members in packing.assign_packs([packing.scene_load(e.views) for e in chosen], per_pack):
+      pieces = [p for i in members for p in chosen[i].views]
+      t = np.array([packing.stage_counts(p.teacher) for p in pieces])
+      s = np.array([packing.stage_counts(p.student) for p in pieces])
+      teacher.extend(t)
+      student.extend(s)
+      t_fp.append(packing.footprints(t, params.patch_size))
+      s_fp.append(packing.footprints(s, params.patch_size))
+  fps = None if packed else (np.array(t_fp), np.array(s_fp))
+  return np.array(teacher), np.array(student), stats, per_pack, fps
+
+
+def xla_gflops(cfg, variant, teacher_caps, student_caps, sets: int, in_channels: int):
+  """XLA's FLOP count of one device's encoder work (teacher fwd + student fwd/bwd), lowered on shapes only."""
+  spec = variants.decode_variant(variant)
+  model_cfg = dict(variant=variant, dtype="float32", drop_path=0.0, mlp_ratio=float(cfg.model.mlp_ratio))
+
+  def fake(caps, packed):
+    n0 = caps[0]
+    coord = np.zeros((n0, 3), np.float32)
+    st = []
+    for c in caps:
+      st.append(dict(grid=np.zeros((c, 3), np.int32), valid=np.zeros(c, bool),
+                     order=np.tile(np.arange(c, dtype=np.int32), (4, 1)),
+                     inverse=np.tile(np.arange(c, dtype=np.int32), (4, 1)),
+                     neighbors=np.full((c, 27), c, np.int32), segment=np.zeros(c, np.int32) if packed else None))
+    from dos_jax.batching import structs  # pylint: disable=g-import-not-at-top
+    ps = structs.PointSet(coord=coord, feat=np.zeros((n0, in_channels), np.float32),
+                          stages=tuple(structs.Stage(**d) for d in st),
+                          parent=tuple(np.zeros(c, np.int32) for c in caps[:-1]), point_index=np.zeros(n0, np.int32))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct((sets,) + x.shape, x.dtype), ps)
+
+  packed = bool(cfg.data.get("packing", False))
+  t_pts, s_pts = fake(teacher_caps, packed), fake(student_caps, packed)
+  small = jax.tree.map(lambda x: np.zeros((1,) + x.shape[1:], x.dtype), s_pts)
+  params = jax.eval_shape(lambda: encoder.init(jax.random.key(0), small, model_cfg))
+
+  def work(p, t, s):
+    feat_t = jax.lax.stop_gradient(encoder.apply(p, t, train=False, model_cfg=model_cfg))
+    loss, grads = jax.value_and_grad(lambda q: jnp.mean(jnp.square(encoder.apply(q, s, train=False,
+                                                                              model_cfg=model_cfg))))(p)
+    return jnp.sum(feat_t) + loss, grads
+
+  del spec
+  t0 = time.perf_counter()
+  cost = jax.jit(work).lower(params, t_pts, s_pts).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"]) / 1e9, time.perf_counter() - t0
+
+
+def measure(cfg, scenes, data_name):
+  params = spec_lib.batch_spec(cfg)
+  packed = bool(cfg.data.get("packing", False))
+  steps = range(_STEP0.value, _STEP0.value + _SCENES.value)
+  t_counts, s_counts, stats, per_pack, _ = sample(cfg, params, scenes, steps, packed)
+  in_ch = params.feat_dim
+  variant = cfg.model.variant
+  if packed:
+    t_caps, s_caps = list(cfg.data.packed_capacity), list(cfg.data.packed_student_capacity)
+    t_real, s_real = t_counts.mean(0), s_counts.mean(0)             # per pack
+    sets = 1
+  else:
+    t_caps = patches.stage_capacities(params.capacity, params.num_stages, params.patch_size, params.stage_ratio)
+    s_caps = patches.stage_capacities(params.student_set_capacity, params.num_stages, params.patch_size,
+                                      params.stage_ratio)
+    t_real, s_real = t_counts.mean(0), s_counts.mean(0)             # per view
+    sets = per_pack * params.num_views
+  mlp = float(cfg.model.mlp_ratio)
+  c_t = np.array(slot_flops(variant, mlp, in_ch, t_caps, params.patch_size))
+  c_s = np.array(slot_flops(variant, mlp, in_ch, s_caps, params.patch_size))
+  useful = dict(teacher=float(t_real @ c_t / (np.array(t_caps) @ c_t)),
+                student=float(s_real @ c_s / (np.array(s_caps) @ c_s)))
+  num = t_real @ c_t + 3 * (s_real @ c_s)
+  den = np.array(t_caps) @ c_t + 3 * (np.array(s_caps) @ c_s)
+  out = dict(benchmark="padding", config=_CONFIG_PATH[0], data=data_name,
+             packing=packed, variant=variant, scenes_per_device=per_pack, views_per_device=per_pack * params.num_views,
+             sampled_steps=len(steps),
+             teacher=dict(fill=[round(float(v), 1) for v in t_real], capacity=[int(c) for c in t_caps],
+                          fill_fraction=[round(float(a / b), 4) for a, b in zip(t_real, t_caps)]),
+             student=dict(fill=[round(float(v), 1) for v in s_real], capacity=[int(c) for c in s_caps],
+                          fill_fraction=[round(float(a / b), 4) for a, b in zip(s_real, s_caps)]),
+             useful_fraction=round(float(num / den), 4),
+             useful_fraction_by_branch={k: round(v, 4) for k, v in useful.items()},
+             gflops_analytic=round(float(sets * den) / 1e9, 2))
+  views = max(1, stats.get("teacher_views", 0))
+  out["dropped"] = dict(
+      teacher_views_frac=round(stats.get("teacher_views_dropped", 0) / views, 4),
+      student_views_frac=round(stats.get("student_views_dropped", 0) / max(1, stats.get("student_views", 0)), 4),
+      teacher_points_frac=round(stats.get("teacher_points_dropped", 0) / max(1, stats.get("teacher_points", 0)), 5),
+      student_points_frac=round(stats.get("student_points_dropped", 0) / max(1, stats.get("student_points", 0)), 5),
+      pack_shrinks=int(stats.get("pack_shrinks", 0)))
+  if _FLOPS.value:
+    fv = _FLOPS_VARIANT.value or variant
+    gf, secs = xla_gflops(cfg, fv, t_caps, s_caps, sets, in_ch)
+    out.update(gflops_per_step=round(gf, 2), gflops_variant=fv, lower_seconds=round(secs, 1))
+    if fv != variant:
+      c_t2 = np.array(slot_flops(fv, mlp, in_ch, t_caps, params.patch_size))
+      c_s2 = np.array(slot_flops(fv, mlp, in_ch, s_caps, params.patch_size))
+      out["gflops_analytic_flops_variant"] = round(
+          float(sets * (np.array(t_caps) @ c_t2 + 3 * (np.array(s_caps) @ c_s2))) / 1e9, 2)
+  return out
+
+
+def calibrate(cfg, scenes, data_name):
+  params = spec_lib.batch_spec(cfg)
+  first = _STEP0.value or CALIBRATION_STEP0
+  steps = range(first, first + _SCENES.value)
+  _, _, _, per_pack, (t_fp, s_fp) = sample(cfg, params, scenes, steps, packed=False)
+  t_caps = packing.calibrate(t_fp, params.patch_size, _QUANTILE.value, _MARGIN.value)
+  s_caps = packing.calibrate(s_fp, params.patch_size, _QUANTILE.value, _MARGIN.value)
+  out = dict(benchmark="padding-calibration", config=_CONFIG_PATH[0], data=data_name, pack_scenes=per_pack,
+             sampled_steps=len(steps), sampled_packs=len(t_fp), quantile=_QUANTILE.value, margin=_MARGIN.value,
+             packed_capacity=t_caps, packed_student_capacity=s_caps,
+             footprint_mean=dict(teacher=t_fp.mean(0).round(1).tolist(), student=s_fp.mean(0).round(1).tolist()),
+             footprint_max=dict(teacher=t_fp.max(0).tolist(), student=s_fp.max(0).tolist()),
+             overrides=(f"--config.data.packing=True --config.data.pack_scenes={per_pack} "
+                        f"--config.data.packed_capacity='{tuple(t_caps)}' "
+                        f"--config.data.packed_student_capacity='{tuple(s_caps)}'"))
+  if _OUT.value:
+    with io_lib.atomic_open(_OUT.value) as f:
+      json.dump(out, f, indent=1)
+  return out
+
+
+_CONFIG_PATH = [""]
+
+
+def main(argv):
+  del argv
+  cfg = _CONFIG.value
+  _CONFIG_PATH[0] = config_flags.get_config_filename(flags.FLAGS["config"])
+  scenes, data_name = scene_list(cfg)
+  out = calibrate(cfg, scenes, data_name) if _CALIBRATE.value else measure(cfg, scenes, data_name)
+  print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
