@@ -11,6 +11,12 @@ training step's encoder part). Reported per N: compile seconds, step seconds (mi
 analysis (argument/output/temp bytes; `peak_bytes` = their sum, the live-buffer bound of the step), the process
 peak RSS (cumulative over the run), and the compiled cost analysis' FLOPs with the achieved FLOP/s. The growth exponent k is the slope of
 log(time) vs log(N) (least squares); attention inside fixed patches makes the encoder linear in N (k ~ 1).
+
+  python benchmarks/encoder.py --scans scannet --variant tiny --out /tmp/encoder_scans.json
+
+`--scans scannet|semantickitti` times one device's teacher views of REAL scans instead (the config's recipe on the
+scans beside the checkout): the same views padded per view (today's layout) and packed into one set
+(`dos_jax.batching.packing`, the config's packed capacities), with their step-time ratio.
 """
 
 from __future__ import annotations
@@ -59,7 +65,33 @@ def make_batch(num_points: int, batch: int, fill: float, spec, seed: int = 0):
 
 
 def bench_one(num_points: int, args, model_cfg, spec):
-  points = jax.device_put(make_batch(num_points, args.batch, args.fill, spec))
+  return bench_points(jax.device_put(make_batch(num_points, args.batch, args.fill, spec)), num_points, args,
+                      model_cfg)
+
+
+def scan_batches(name: str, variant: str, step: int = 0):
+  """One device's teacher sets from REAL scans (configs/<name>.py recipe, the shared scans, `variant`):
+  {'padded': PointSet [B*V, ...] at the per-view capacities, 'packed': PointSet [1, ...] of the same views at
+  the config's packed capacities}."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from benchmarks import scans  # pylint: disable=g-import-not-at-top
+  from dos_jax.batching import packing, pipeline, spec as spec_lib  # pylint: disable=g-import-not-at-top
+  cfg = importlib.import_module(f"configs.{name}").get_config()
+  cfg.model.variant = variant
+  cfg.data.packing = True
+  cfg.batch_size = int(cfg.data.pack_scenes)
+  scenes, _ = scans.scene_list(cfg)
+  bspec = spec_lib.batch_spec(cfg)
+  examples = pipeline.global_examples(cfg, scenes, bspec)
+  chosen = [examples[g] for g in range(step * cfg.batch_size, (step + 1) * cfg.batch_size)]
+  padded = patches.stack_point_sets([p.teacher for e in chosen for p in e.views])
+  pack_spec = packing.spec_from_config(cfg, bspec.patch_size, bspec.num_views, bspec.supervision)
+  packed = packing.pack_point_sets([p.teacher for e in chosen for p in e.views], pack_spec["teacher"],
+                                   bspec.patch_size)[0]
+  return dict(padded=padded, packed=patches.stack_point_sets([packed]))
+
+
+def bench_points(points, num_points: int, args, model_cfg):
   params = encoder.init(jax.random.key(0), points, model_cfg)
 
   def loss(p, pts, key):
@@ -83,7 +115,7 @@ def bench_one(num_points: int, args, model_cfg, spec):
     times.append(time.perf_counter() - t0)
   # The minimum is the least load-sensitive statistic on a shared machine; the median is reported too.
   step_s = float(np.min(times))
-  row = dict(points=num_points, real_points=int(np.asarray(points.valid).sum()), batch=args.batch,
+  row = dict(points=num_points, real_points=int(np.asarray(points.valid).sum()), batch=int(points.valid.shape[0]),
              stage_capacities=[int(s.valid.shape[1]) for s in points.stages],
              compile_s=round(compile_s, 3), step_s=round(step_s, 5), step_s_median=round(float(np.median(times)), 5), step_s_all=[round(t, 5) for t in times],
              flops=flops, achieved_tflops=round(flops / step_s / 1e12, 4) if np.isfinite(flops) else None,
@@ -114,6 +146,9 @@ def main(argv=None):
   parser.add_argument("--fill", type=float, default=0.9, help="fraction of each capacity holding real points")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--max-seconds", type=float, default=600.0, help="skip larger N once a step exceeds this")
+  parser.add_argument("--scans", default="", choices=["", "scannet", "semantickitti"],
+                      help="time real views of configs/<scans>.py (shared scans), padded per view vs packed, "
+                           "instead of the synthetic heightfield")
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "encoder.json"))
   args = parser.parse_args(argv)
 
@@ -125,6 +160,17 @@ def main(argv=None):
                 attention=args.attention, platform=device.platform, device_kind=device.device_kind,
                 num_devices=jax.device_count(), cpu_count=os.cpu_count(), jax_version=jax.__version__,
                 params=encoder.param_count(args.variant), output_dim=encoder.output_dim(model_cfg), rows=rows)
+  if args.scans:
+    # Real scans: the same views padded per view (today) and packed, one device's teacher batch each.
+    result.update(scans=args.scans, fill="real views (configs/%s.py, shared scans)" % args.scans)
+    for layout, points in scan_batches(args.scans, args.variant).items():
+      row = dict(layout=layout, **bench_points(jax.device_put(points), int(points.valid.shape[1]), args, model_cfg))
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+    result["step_ratio_padded_over_packed"] = round(rows[0]["step_s"] / rows[1]["step_s"], 3)
+    fileio.write_json(args.out, result, indent=1)
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
+    return result
   for n in [int(v) for v in args.points.split(",") if v]:
     row = bench_one(n, args, model_cfg, spec)
     rows.append(row)

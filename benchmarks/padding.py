@@ -26,7 +26,6 @@ scans) and semantickitti (4 frames), read in place. Calibration samples steps 10
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import sys
@@ -43,17 +42,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+from benchmarks.scans import scene_list  # noqa: E402
 from dos_jax import io as io_lib  # noqa: E402
 from dos_jax.batching import packing  # noqa: E402
 from dos_jax.batching import patches  # noqa: E402
 from dos_jax.batching import pipeline  # noqa: E402
 from dos_jax.batching import spec as spec_lib  # noqa: E402
-from dos_jax.data import pointcept  # noqa: E402
-from dos_jax.data import sources  # noqa: E402
 from dos_jax.models import encoder  # noqa: E402
 from dos_jax.models import variants  # noqa: E402
 
-SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 CALIBRATION_STEP0 = 100_000
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
@@ -66,27 +63,6 @@ _OUT = flags.DEFINE_string("out", "", "Calibration: JSON file to write (atomical
 _FLOPS = flags.DEFINE_bool("flops", True, "Lower the encoder and report XLA's FLOP count.")
 _FLOPS_VARIANT = flags.DEFINE_string("flops_variant", "", "Variant for the XLA count (default: the config's).")
 flags.mark_flags_as_required(["config"])
-
-
-def shared_source(dataset: str):
-  """Real scans beside the checkout, read in place: a list of Scenes."""
-  if dataset.startswith("scannet"):
-    return [pointcept.read_scannet_votenet(d) for d in
-            pointcept.find_scannet_votenet(os.path.join(SHARED, "scannet_votenet50k"))]
-  if dataset == "semantickitti":
-    base = os.path.join(SHARED, "semantickitti")
-    scenes = [pointcept.read_open3dml_kitti(p, p.replace("_points_", "_labels_"))
-              for p in sorted(glob.glob(os.path.join(base, "open3dml_seq01", "kitti_01_points_*.npy")))]
-    raw = os.path.join(base, "spvnas_sample_000000")
-    return scenes + [pointcept.read_semantickitti(os.path.join(raw, "000000.bin"),
-                                                  os.path.join(raw, "000000.label"))]
-  raise ValueError(f"no shared scans for dataset {dataset!r}; set --config.data.root")
-
-
-def scene_list(cfg):
-  if cfg.data.format == "synthetic" or os.path.isdir(str(cfg.data.root)):
-    return sources.scene_source(cfg.data, "train"), str(cfg.data.root or "synthetic")
-  return shared_source(cfg.data.dataset), f"shared:{cfg.data.dataset}"
 
 
 def slot_flops(variant: str, mlp_ratio: float, in_channels: int, stage_caps, patch_size: int):

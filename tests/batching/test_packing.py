@@ -112,3 +112,36 @@ def test_packed_features_and_gradients_equal_unpacked():
   # Entries are sums of many signed terms (cancellation), so the bound is relative to each leaf's scale.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(np.abs(b).max()) + 1e-7),
                g_p, g_u)
+
+
+def test_pipeline_packs_the_unpacked_pipelines_views():
+  """data.packing=True: the training pipeline's packed batch holds exactly the unpacked batch's views (same
+  global examples), balanced into packs of pack_scenes scenes, at the configured capacities."""
+  from configs import synthetic_tiny
+  from dos_jax.batching import pipeline
+  from dos_jax.data import sources
+  cfg = synthetic_tiny.get_config("smoke")
+  cfg.batch_size, cfg.data.capacity, cfg.data.student_capacity = 4, 512, 256
+  source = sources.scene_source(cfg.data, "train")
+  unpacked = pipeline.process_batches(cfg, source)[1]
+  cfg.data.packing, cfg.data.pack_scenes = True, 2
+  cfg.data.packed_capacity, cfg.data.packed_student_capacity = (2048, 1024, 512), (1024, 512, 256)
+  packed = pipeline.process_batches(cfg, source)[1]
+  assert packed.teacher.coord.shape == (2, 2048, 3) and packed.student.stages[2].valid.shape == (2, 256)
+  assert packed.view_count.shape == (2, 4)
+  want = sorted(np.asarray(unpacked.teacher.coord[b, v][unpacked.teacher.valid[b, v]]).tobytes()
+                for b in range(4) for v in range(2))
+  got = []
+  for g in range(2):
+    seg = packed.teacher.stages[0].segment[g]
+    for m in range(4):
+      got.append(np.asarray(packed.teacher.coord[g][seg == m]).tobytes())
+  assert sorted(got) == want
+  # Targets point at the same view's teacher slots; cross-view matches at the other view of the same scene.
+  for g in range(2):
+    t_seg = packed.teacher.stages[0].segment[g]
+    s_seg = packed.student.stages[0].segment[g]
+    ok = packed.target_valid[g]
+    assert np.all(t_seg[packed.target_index[g][ok]] == s_seg[ok])
+    ok = packed.cross_valid[g]
+    assert np.all(t_seg[packed.cross_index[g][ok]] == s_seg[ok] // 2 * 2 + (1 - s_seg[ok] % 2))

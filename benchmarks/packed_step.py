@@ -1,0 +1,101 @@
+r"""Train step on CPU, per-view padded vs packed batches of the SAME scenes and views, in one run; peak XLA memory.
+
+  python benchmarks/packed_step.py --config configs/scannet.py --config.model.variant=tiny \
+      --config.batch_size=2 --config.data.pack_scenes=2 \
+      --config.data.packed_capacity='(...)' --config.data.packed_student_capacity='(...)' [--steps 3]
+
+The examples of step `--first_step` come from the training pipeline (`pipeline.global_examples`); the padded
+batch stacks their views at the per-view capacities (today's batching), the packed batch packs the same views
+(`pipeline.pack_examples`). Both go through `dos_jax.train.step.train_step`, jitted (state donated) from the
+same initial state; reported: compile seconds, step seconds (median of `--steps`, the two variants alternated so
+machine load hits both alike), their ratio, the first losses (equal up to float32 rounding), and XLA's
+compiled memory analysis (argument + output + temp bytes = the step's live-buffer bound). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from benchmarks import scans  # noqa: E402
+from dos_jax.batching import pipeline  # noqa: E402
+from dos_jax.batching import spec as spec_lib  # noqa: E402
+from dos_jax.batching import patches  # noqa: E402
+from dos_jax.batching import train_views  # noqa: E402
+from dos_jax.train import state as state_lib  # noqa: E402
+from dos_jax.train import step as step_lib  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per variant.")
+_FIRST = flags.DEFINE_integer("first_step", 0, "Pipeline step whose scenes are used.")
+flags.mark_flags_as_required(["config"])
+
+
+def _compile(state, batch, rng):
+  fn = jax.jit(step_lib.train_step, donate_argnums=0)
+  t0 = time.perf_counter()
+  compiled = fn.lower(state, batch, rng).compile()
+  secs = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  peak = int(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes) if mem else None
+  return compiled, secs, peak
+
+
+def main(argv):
+  del argv
+  cfg = _CONFIG.value
+  cfg.data.packing = True
+  scenes, data_name = scans.scene_list(cfg)
+  spec = spec_lib.batch_spec(cfg)
+  examples = pipeline.global_examples(cfg, scenes, spec)
+  b = int(cfg.batch_size)
+  chosen = [examples[g] for g in range(_FIRST.value * b, (_FIRST.value + 1) * b)]
+  padded = jax.device_put(train_views.stack_batch([e.views for e in chosen]))
+  packed = jax.device_put(patches.stack_tree(pipeline.pack_examples(chosen, cfg, spec)))
+  rng = jax.random.key(1)
+  init = state_lib.create_train_state(cfg, jax.random.key(int(cfg.seed)), padded)
+  rows = {}
+  states, fns = {}, {}
+  for name, batch in (("padded", padded), ("packed", packed)):
+    state = jax.tree.map(lambda x: x.copy() if hasattr(x, "copy") else x, init)
+    fn, secs, peak = _compile(state, batch, rng)
+    state, metrics = fn(state, batch, rng)  # warm-up; also the first loss
+    jax.block_until_ready(state)
+    states[name], fns[name] = state, fn
+    rows[name] = dict(compile_s=round(secs, 2), peak_bytes=peak, peak_mib=round(peak / 2**20, 1) if peak else None,
+                      first_loss=float(metrics["loss"]), times=[],
+                      real_teacher_points=int(np.asarray(batch.teacher.valid).sum()),
+                      teacher_slots=int(np.prod(batch.teacher.valid.shape)),
+                      student_slots=int(np.prod(batch.student.valid.shape)))
+  batches = dict(padded=padded, packed=packed)
+  for _ in range(_STEPS.value):
+    for name in ("padded", "packed"):
+      t0 = time.perf_counter()
+      states[name], _ = fns[name](states[name], batches[name], rng)
+      jax.block_until_ready(states[name])
+      rows[name]["times"].append(time.perf_counter() - t0)
+  for r in rows.values():
+    r["step_s"] = round(statistics.median(r.pop("times")), 4)
+  out = dict(benchmark="packed_step", config=config_flags.get_config_filename(flags.FLAGS["config"]),
+             data=data_name, variant=cfg.model.variant, batch_size=b, pack_scenes=int(cfg.data.pack_scenes),
+             platform=jax.devices()[0].platform, cpu_count=os.cpu_count(), **rows,
+             step_ratio_padded_over_packed=round(rows["padded"]["step_s"] / rows["packed"]["step_s"], 3),
+             memory_ratio_padded_over_packed=round(rows["padded"]["peak_bytes"] / rows["packed"]["peak_bytes"], 3))
+  print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
