@@ -6,7 +6,7 @@ import glob
 import os
 
 from dos_jax.data import pointcept
-from dos_jax.data import sources
+from dos_jax.data import catalog
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data")
 
@@ -28,5 +28,5 @@ def shared_source(dataset: str):
 
 def scene_list(cfg):
   if cfg.data.format == "synthetic" or os.path.isdir(str(cfg.data.root)):
-    return sources.scene_source(cfg.data, "train"), str(cfg.data.root or "synthetic")
+    return catalog.scene_source(cfg.data, "train"), str(cfg.data.root or "synthetic")
   return shared_source(cfg.data.dataset), f"shared:{cfg.data.dataset}"

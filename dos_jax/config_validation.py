@@ -2,7 +2,7 @@
 
 `validate_config(config)` raises `dos_jax.errors.ConfigError` naming the key (`config.data.capacity`) and the
 accepted range, so a typo or an impossible value fails in a second instead of after a minute of compilation or an
-hour of training. The schema is `configs.common.base_config()`: a key it does not hold is unknown, and its default
+hour of training. The schema is `dos_jax.schema.default_config()`: a key it does not hold is unknown, and its default
 gives the expected type. Value ranges live in `_RULES` below, one line per key.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import ml_collections
 
-from configs import common
+from dos_jax import schema
 from dos_jax.errors import ConfigError
 from dos_jax.models import variants
 
@@ -89,11 +89,16 @@ def _feat_keys() -> _Rule:
   return _Rule(check, f"a non-empty tuple of distinct names from {list(FEAT_KEYS)}")
 
 
+def _capacities() -> _Rule:
+  return _Rule(lambda v: isinstance(v, (tuple, list)) and all(_number(c, True) and c >= 1 for c in v),
+               "a tuple of positive integers, one per encoder stage (() when data.packing is off)")
+
+
 _POSITIVE_INT = _range(1, integer=True)
 _NON_NEGATIVE_INT = _range(0, integer=True)
 _FRACTION = _range(0.0, 1.0)
 
-# One rule per leaf key of configs.common.base_config(). A key added to the schema needs a rule here (a test checks).
+# One rule per leaf key of dos_jax.schema.default_config(). A key added to the schema needs a rule here (a test checks).
 _RULES: Dict[str, _Rule] = {
     "seed": _range(0, 2**31 - 1, integer=True),
     "total_steps": _POSITIVE_INT,
@@ -147,6 +152,10 @@ _RULES: Dict[str, _Rule] = {
     "data.token_jitter_sigma": _range(0.0),  # metres per axis; 0 = masked tokens at their exact positions
     "data.token_jitter_clip": _range(0.0, lo_open=True),  # metres
     "data.views": _one_of("duplicate", "independent"),
+    "data.packing": _boolean(),
+    "data.pack_scenes": _NON_NEGATIVE_INT,  # 0: the whole host batch in one pack
+    "data.packed_capacity": _capacities(),
+    "data.packed_student_capacity": _capacities(),
     "data.augmentations": _Rule(lambda v: isinstance(v, (tuple, list)),
                                 "a tuple of (op name, kwargs) pairs (dos_jax.data.transforms); () = defaults"),
     "model.variant": _one_of(*variants.VARIANTS),
@@ -201,7 +210,7 @@ def _check_keys(config, schema, prefix: str = "") -> None:
       did_you_mean = f" Did you mean {', '.join(repr(prefix + h) for h in hint)}?" if hint else ""
       raise ConfigError(
           f"config.{name}: unknown key.{did_you_mean} Known keys here: {sorted(schema.keys())} "
-          "(a new key must first be added to configs/common.py:base_config).")
+          "(a new key must first be added to dos_jax/schema.py:default_config).")
     sub, ref = config[key], schema[key]
     if isinstance(ref, ml_collections.ConfigDict):
       if not isinstance(sub, (ml_collections.ConfigDict, dict)):
@@ -229,15 +238,15 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
     config: a full experiment config (as returned by a `configs/*.py:get_config`, with command-line overrides).
     num_devices: devices on the data axis of the mesh; when given, `batch_size` must be a multiple of it.
   """
-  schema = common.base_config()
-  _check_keys(config, schema)
+  schema_config = schema.default_config()
+  _check_keys(config, schema_config)
   values = dict(flatten(config))
-  defaults = dict(flatten(schema))
+  defaults = dict(flatten(schema_config))
   for name, default in defaults.items():
     rule = _RULES.get(name) or _type_rule(default)
     if name not in values:
       raise ConfigError(f"config.{name}: missing; expected {rule.accepted} (default {default!r} in "
-                        "configs/common.py)")
+                        "dos_jax/schema.py)")
     value = values[name]
     if not rule.check(value):
       raise ConfigError(f"config.{name}={value!r}: expected {rule.accepted}.")

@@ -39,12 +39,11 @@ def _parse_flags(argv):
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as e:
     overrides = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
-    from configs import common  # pylint: disable=g-import-not-at-top
-    from dos_jax import config_validation  # pylint: disable=g-import-not-at-top
-    known = {k for k, _ in config_validation.flatten(common.base_config())}
+    from dos_jax import schema  # pylint: disable=g-import-not-at-top
+    known = {k for k, _ in config_validation.flatten(schema.default_config())}
     unknown = [k for k in overrides if k not in known] or [str(e).strip("'\"")]
     print(f"ConfigError: unknown config key(s) on the command line: "
-          f"{', '.join('--config.' + k for k in unknown)}. Accepted keys are those of configs/common.py:base_config "
+          f"{', '.join('--config.' + k for k in unknown)}. Accepted keys are those of dos_jax/schema.py "
           f"(e.g. --config.zipf_alpha, --config.data.root).", file=sys.stderr)
     sys.exit(2)
 

@@ -3,7 +3,8 @@
 Public API:
   Scene, load_scene, save_scene, validate_scene, DataError   (dos_jax.data.scene)
   make_scene                                                 (dos_jax.data.synthetic)
-  scene_source, SceneSource                                  (dos_jax.data.sources)
+  scene_source                                               (dos_jax.data.catalog: the source config.data names)
+  SceneSource                                                (dos_jax.data.sources)
 Readers/converters for real datasets live in dos_jax.data.pointcept, label maps in dos_jax.data.labels and the
 TFDS builders in dos_jax.data.tfds_builder (imported on demand: it pulls in tensorflow_datasets).
 """
@@ -23,7 +24,10 @@ def __getattr__(name):
   if name == "make_scene":
     from dos_jax.data import synthetic
     return synthetic.make_scene
-  if name in ("scene_source", "SceneSource"):
+  if name == "scene_source":
+    from dos_jax.data import catalog
+    return catalog.scene_source
+  if name == "SceneSource":
     from dos_jax.data import sources
-    return getattr(sources, name)
+    return sources.SceneSource
   raise AttributeError(f"module 'dos_jax.data' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Scene sources: an indexable set of scenes for one split, built from `config.data`.
 
-  source = scene_source(config.data, 'train')      # 'train' | 'val' | 'all'
+  source = catalog.scene_source(config.data, 'train')      # 'train' | 'val' | 'all' (dos_jax.data.catalog)
   len(source); scene = source[i]                    # a validated Scene, loaded (or generated) on access
   source.num_classes, source.class_names, source.groups, source.name
 
@@ -10,7 +10,7 @@ Formats (`data.format`):
              seed = `data.seed` if set, else the `seed` argument (default 0).
   pointcept  `data.root` is a folder of Pointcept scene folders (coord.npy, ...). With `root/train` and
              `root/val` subfolders those are the splits; otherwise a deterministic ~70/30 room-level split of the
-             sorted names (`dos_jax.eval.splits.split_scenes`, seed 0), with ScanNet re-scans `sceneXXXX_YY` of one
+             sorted names (`split_scenes`, seed 0), with ScanNet re-scans `sceneXXXX_YY` of one
              room on the same side. Nested layouts (`root/Area_1/office_1/`) are found too.
   tfds       `data.root` is a TFDS data_dir prepared by `dos_jax.data.tfds_builder` (see there).
 """
@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import collections.abc
 import functools
-import importlib
 import os
+import re
 import shutil
 import tempfile
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from dos_jax import errors
 from dos_jax.data import labels
+from dos_jax.data import pointcept
 from dos_jax.data import scene as scene_lib
 from dos_jax.data import synthetic
 
@@ -40,16 +43,6 @@ DATASETS = {
     "semantickitti": ("segment", 19),
     "las": ("segment", len(labels.ASPRS_NAMES)),
 }
-
-
-def _get(cfg, key, default=None):
-  """cfg.key for a ConfigDict, dict or any object, `default` when absent."""
-  if isinstance(cfg, collections.abc.Mapping):
-    return cfg.get(key, default)
-  try:
-    return cfg.get(key, default)   # ml_collections.ConfigDict
-  except AttributeError:
-    return getattr(cfg, key, default)
 
 
 class SceneSource(collections.abc.Sequence):
@@ -128,13 +121,46 @@ def find_scene_dirs(root: str, max_depth: int = 3) -> List[str]:
   return sorted(found)
 
 
-def split_names(names: Sequence[str], val_fraction: float = 0.3) -> Dict[str, List[int]]:
-  """Room-level deterministic split of scene names -> {'train': idx, 'val': idx, 'all': idx}.
+_ROOM = re.compile(r"(scene\d{4})_\d{2}")
 
-  Uses the evaluation package's rule (`dos_jax.eval.splits.split_scenes`) so the probe and the sources agree.
+
+def room_of(name: str) -> str:
+  """Room id of a scene: 'sceneXXXX' for ScanNet re-scans 'sceneXXXX_YY', else the folder's base name."""
+  base = os.path.basename(os.path.normpath(str(name)))
+  m = _ROOM.search(base)
+  return m.group(1) if m else base
+
+
+def split_scenes(names: Sequence[str], train_fraction: float = 0.7,
+                 seed: int = 0) -> Tuple[List[int], List[int]]:
+  """Deterministic room-level split: (training indices, held-out indices), each sorted.
+
+  Rooms are visited in a seeded permutation and go to the training side until it holds >= train_fraction of the
+  scenes; with two or more rooms both sides get at least one room. The result depends only on the sorted set of
+  names, the fraction and the seed (not on the order of `names`). The probe splits a folder with it too.
+
+  Raises:
+    ConfigError: train_fraction outside (0, 1).
   """
-  splits = importlib.import_module("dos_jax.eval.splits")
-  train, val = splits.split_scenes(list(names), train_fraction=1.0 - val_fraction, seed=0)
+  if not 0.0 < train_fraction < 1.0:
+    raise errors.ConfigError(f"config.probe.train_fraction={train_fraction}: expected a fraction in (0, 1)")
+  rooms = sorted({room_of(n) for n in names})
+  members = {r: [i for i, n in enumerate(names) if room_of(n) == r] for r in rooms}
+  order = [rooms[i] for i in np.random.default_rng(seed).permutation(len(rooms))]
+  train: List[int] = []
+  target = train_fraction * len(names)
+  for k, room in enumerate(order):
+    if len(train) >= target or (k == len(order) - 1 and len(order) > 1):
+      break
+    train.extend(members[room])
+  test = [i for i in range(len(names)) if i not in set(train)]
+  return sorted(train), test
+
+
+def split_names(names: Sequence[str], val_fraction: float = 0.3) -> Dict[str, List[int]]:
+  """Room-level deterministic split of scene names -> {'train': idx, 'val': idx, 'all': idx} (`split_scenes`,
+  seed 0)."""
+  train, val = split_scenes(list(names), train_fraction=1.0 - val_fraction, seed=0)
   return {"train": list(train), "val": list(val), "all": list(range(len(names)))}
 
 
@@ -165,36 +191,6 @@ def pointcept_source(root: str, split: str = "train", dataset: str = "", segment
   return SceneSource(f"pointcept:{root}:{split}", chosen, load, num_classes, names, None)
 
 
-# ------------------------------------------------------------------------------------------------ entry point
-def scene_source(data_cfg, split: str = "train", seed: Optional[int] = None) -> SceneSource:
-  """The scenes of `split` described by `data_cfg` (= `config.data`, see configs/common.py).
-
-  Raises:
-    ConfigError for an unknown format/split or missing root; DataError for unreadable data.
-  """
-  if split not in SPLITS:
-    raise errors.ConfigError(f"split={split!r}: expected one of {SPLITS}")
-  fmt = _get(data_cfg, "format", "synthetic")
-  root = _get(data_cfg, "root", "")
-  dataset = _get(data_cfg, "dataset", "") or ""
-  if fmt == "synthetic":
-    cfg_seed = _get(data_cfg, "seed", None)
-    s = int(cfg_seed if cfg_seed is not None else (seed or 0))
-    return synthetic_source(_get(data_cfg, "kind", "indoor"), int(_get(data_cfg, "num_scenes", 64)), split, s,
-                            _get(data_cfg, "num_val_scenes", None), _get(data_cfg, "num_points", None))
-  if fmt in ("pointcept", "tfds") and not root:
-    raise errors.ConfigError(f"config.data.root is empty: format {fmt!r} needs a folder "
-                             "(--config.data.root=PATH)")
-  if fmt == "pointcept":
-    return pointcept_source(root, split, dataset, _get(data_cfg, "segment_key", None),
-                            _get(data_cfg, "num_classes", None))
-  if fmt == "tfds":
-    tfds_builder = importlib.import_module("dos_jax.data.tfds_builder")
-    return tfds_builder.tfds_source(root, split, dataset=dataset, kind=_get(data_cfg, "kind", "indoor"),
-                                    name=_get(data_cfg, "tfds_name", None))
-  raise errors.ConfigError(f"config.data.format={fmt!r}: expected synthetic | pointcept | tfds")
-
-
 # ------------------------------------------------------------------------------------------------ demo trees
 def scannet_demo_tree(src_root: str, dst_root: Optional[str] = None, scenes: Optional[Sequence[str]] = None,
                       split_folders: bool = False) -> str:
@@ -206,7 +202,6 @@ def scannet_demo_tree(src_root: str, dst_root: Optional[str] = None, scenes: Opt
     scenes: scan names to convert (default: all).
     split_folders: write `train/` and `val/` subfolders using the room-level split instead of a flat folder.
   """
-  pointcept = importlib.import_module("dos_jax.data.pointcept")
   dst_root = dst_root or tempfile.mkdtemp(prefix="dos_scannet_")
   dirs = pointcept.find_scannet_votenet(src_root)
   if scenes is not None:

@@ -37,10 +37,11 @@ def probe_scenes(config, data: Optional[str], eval_data: Optional[str], max_trai
   """(probe-training scenes, evaluation scenes, class names, groups, description) for a probe run.
 
   `data`/`eval_data` are Pointcept folders read with the dataset's label file (config.data.dataset); without
-  `eval_data` the room-level split `splits.split_scenes(names, config.probe.train_fraction, seed=0)` is used (seed
+  `eval_data` the room-level split `sources.split_scenes(names, config.probe.train_fraction, seed=0)` is used (seed
   fixed so that every encoder of a comparison is probed on the same scenes). Without `data`, the config's source
   splits 'train' and 'val'.
   """
+  from dos_jax.data import catalog  # pylint: disable=g-import-not-at-top
   from dos_jax.data import sources  # pylint: disable=g-import-not-at-top
   from dos_jax.eval import splits  # pylint: disable=g-import-not-at-top
   dataset = config.data.dataset
@@ -53,16 +54,16 @@ def probe_scenes(config, data: Optional[str], eval_data: Optional[str], max_trai
       evals = _load_all(eval_source)
       desc = f"{data} (train) / {eval_data} (eval)"
     else:
-      train_idx, eval_idx = splits.split_scenes([str(x) for x in source.items], float(config.probe.train_fraction),
-                                                seed=0)
+      train_idx, eval_idx = sources.split_scenes([str(x) for x in source.items],
+                                                 float(config.probe.train_fraction), seed=0)
       train = [source[i] for i in train_idx[:max_train]]
       evals = [source[i] for i in eval_idx]
       desc = f"{data} (room-level split {len(train_idx)}/{len(eval_idx)})"
   else:
     if eval_data:
       raise ConfigError("--eval-data needs --data (the probe-training scenes)")
-    source = sources.scene_source(config.data, "train", seed=int(config.seed))
-    eval_source = sources.scene_source(config.data, "val", seed=int(config.seed))
+    source = catalog.scene_source(config.data, "train", seed=int(config.seed))
+    eval_source = catalog.scene_source(config.data, "val", seed=int(config.seed))
     train = [source[i] for i in range(len(source) if max_train is None else min(max_train, len(source)))]
     evals = [eval_source[i] for i in range(len(eval_source))]
     desc = f"{source.name} / {eval_source.name}"

@@ -10,19 +10,14 @@ tail (66) groups by annotated-point frequency.
   * 'synthetic': the synthetic generator's recorded frequency groups (`dos_jax.data.synthetic.CLASS_GROUPS`).
 Other datasets have no official groups and return {} (the probe then reports only mIoU).
 
-`split_scenes(names, train_fraction, seed)` is the probe's deterministic train/evaluation split of a scene folder:
-whole rooms go to one side, so re-scans `sceneXXXX_YY` of one room never straddle it.
+The room-level train/evaluation split of a scene folder is `dos_jax.data.sources.split_scenes`.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
-import numpy as np
-
+from dos_jax.data import synthetic
 from dos_jax.errors import ConfigError
 
 # ScanNet raw category ids of the 200 benchmark classes, in training-label order.
@@ -148,8 +143,6 @@ SCANNET200_GROUPS: Dict[str, Tuple[int, ...]] = {
 
 
 def _synthetic_groups(kind: str) -> Dict[str, Tuple[int, ...]]:
-  # Imported lazily: the synthetic generator lives in the data package and pulls in its own dependencies.
-  synthetic = importlib.import_module("dos_jax.data.synthetic")
   groups = synthetic.CLASS_GROUPS
   if kind in groups and isinstance(groups[kind], dict):
     groups = groups[kind]
@@ -166,7 +159,7 @@ def class_names(dataset: str, num_classes: Optional[int] = None, kind: str = "in
     return _NAMES[dataset]
   if dataset == "synthetic":
     try:
-      names = importlib.import_module("dos_jax.data.synthetic").CLASS_NAMES
+      names = synthetic.CLASS_NAMES
       names = names.get(kind) if isinstance(names, dict) else names
       if names is not None:
         return tuple(str(n) for n in names)
@@ -192,39 +185,3 @@ def class_groups(dataset: str, kind: str = "indoor") -> Dict[str, Tuple[int, ...
     except (ImportError, AttributeError):
       return {}
   return {}
-
-
-_ROOM = re.compile(r"(scene\d{4})_\d{2}")
-
-
-def room_of(name: str) -> str:
-  """Room id of a scene: 'sceneXXXX' for ScanNet re-scans 'sceneXXXX_YY', else the folder's base name."""
-  base = os.path.basename(os.path.normpath(str(name)))
-  m = _ROOM.search(base)
-  return m.group(1) if m else base
-
-
-def split_scenes(names: Sequence[str], train_fraction: float = 0.7,
-                 seed: int = 0) -> Tuple[List[int], List[int]]:
-  """Deterministic room-level split: (probe-training indices, evaluation indices), each sorted.
-
-  Rooms are visited in a seeded permutation and go to the training side until it holds >= train_fraction of the
-  scenes; with two or more rooms both sides get at least one room. The result depends only on the sorted set of
-  names, the fraction and the seed (not on the order of `names`).
-
-  Raises:
-    ConfigError: train_fraction outside (0, 1).
-  """
-  if not 0.0 < train_fraction < 1.0:
-    raise ConfigError(f"config.probe.train_fraction={train_fraction}: expected a fraction in (0, 1)")
-  rooms = sorted({room_of(n) for n in names})
-  members = {r: [i for i, n in enumerate(names) if room_of(n) == r] for r in rooms}
-  order = [rooms[i] for i in np.random.default_rng(seed).permutation(len(rooms))]
-  train: List[int] = []
-  target = train_fraction * len(names)
-  for k, room in enumerate(order):
-    if len(train) >= target or (k == len(order) - 1 and len(order) > 1):
-      break
-    train.extend(members[room])
-  test = [i for i in range(len(names)) if i not in set(train)]
-  return sorted(train), test

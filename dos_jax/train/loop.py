@@ -32,7 +32,7 @@ import tqdm
 
 from dos_jax import config_validation
 from dos_jax.batching import pipeline
-from dos_jax.data import sources
+from dos_jax.data import catalog
 from dos_jax.train import checkpoint
 from dos_jax.train import sharding
 from dos_jax.train import state as state_lib
@@ -174,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
   start_step = ckpt.latest_step() or 0
   total = int(config.total_steps)
   writer = writers.MetricWriter(workdir, enabled=is_chief, start_step=start_step)
-  source = sources.scene_source(config.data, "train")
+  source = catalog.scene_source(config.data, "train")
   batches = pipeline.TrainIterator(
       config, source, start_step=start_step, num_workers=config.data.num_workers, prefetch=config.data.prefetch,
       process_index=jax.process_index(), process_count=jax.process_count())

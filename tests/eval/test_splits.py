@@ -51,22 +51,3 @@ def test_other_class_lists():
   assert splits.class_groups("s3dis") == {}
   assert splits.class_names("scannet") == splits.CLASS_NAMES_20
   assert splits.class_names("unknown", 3) == ("class_0", "class_1", "class_2")
-
-
-def test_split_scenes_keeps_rooms_together_and_is_deterministic():
-  names = [f"/d/scene{r:04d}_{k:02d}" for r in range(10) for k in range(1 + r % 3)]
-  train, test = splits.split_scenes(names, 0.7, seed=0)
-  assert sorted(train + test) == list(range(len(names)))
-  assert not set(train) & set(test)
-  rooms_train = {splits.room_of(names[i]) for i in train}
-  rooms_test = {splits.room_of(names[i]) for i in test}
-  assert not rooms_train & rooms_test
-  assert 0.6 <= len(train) / len(names) <= 0.85
-  # Same split whatever the input order.
-  shuffled = names[::-1]
-  train2, _ = splits.split_scenes(shuffled, 0.7, seed=0)
-  assert sorted(shuffled[i] for i in train2) == sorted(names[i] for i in train)
-  # Two rooms: one each side.
-  train3, test3 = splits.split_scenes(["a/scene0000_00", "a/scene0000_01", "a/scene0001_00"], 0.7)
-  assert len(train3) >= 1 and len(test3) >= 1
-  assert splits.room_of("x/scene0007_02") == "scene0007" and splits.room_of("x/room_3") == "room_3"

@@ -13,14 +13,14 @@ from configs import synthetic_tiny
 from dos_jax.batching import packing
 from dos_jax.batching import spec as spec_lib
 from dos_jax.batching import train_views
-from dos_jax.data import sources
+from dos_jax.data import catalog
 from dos_jax.models import network
 from dos_jax.train import step as step_lib
 
 
 def _pieces(cfg):
   params = spec_lib.batch_spec(cfg)
-  source = sources.scene_source(cfg.data, "train")
+  source = catalog.scene_source(cfg.data, "train")
   stats = {}
   pieces = [train_views.train_views(source[i], params, np.random.default_rng(10 + i), stats) for i in range(2)]
   return params, pieces, stats
