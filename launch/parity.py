@@ -385,7 +385,17 @@ def main(argv=None) -> int:
   parser.add_argument("--components", default="objective,encoder", help="comma-separated: objective,encoder")
   parser.add_argument("--json", default=None, help="also write the JSON report here (atomically)")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--against", default="torch_ref", choices=["torch_ref", "pointcept"],
+                      help="torch_ref: the PyTorch reference of dos_jax (components, gradients); pointcept: upstream "
+                           "Pointcept PTv3 on a real scene, per stage (launch/parity_pointcept.py)")
+  parser.add_argument("--checkpoint", default=None, help="--against pointcept: an upstream PTv3 / Sonata checkpoint")
+  parser.add_argument("--scene", default=None, help="--against pointcept: a scene folder (default: a shared scan)")
+  parser.add_argument("--grid-size", type=float, default=0.05, help="--against pointcept: voxel size in metres")
+  parser.add_argument("--enc-num-head", default=None, help="--against pointcept: comma-separated heads per stage")
+  parser.add_argument("--enc-patch-size", type=int, default=None, help="--against pointcept: attention patch size")
   args = parser.parse_args(argv)
+  if args.against == "pointcept":
+    return _main_pointcept(args)
   dtypes = ("float32", "float64") if args.dtype == "both" else (args.dtype,)
   components = tuple(c for c in args.components.split(",") if c)
   for c in components:
@@ -396,6 +406,22 @@ def main(argv=None) -> int:
   if args.json:
     fileio.write_text(args.json, text + "\n")
   print("\n".join(summary_lines(report)), file=sys.stderr)
+  print(text)
+  return 0 if report["ok"] else 1
+
+
+def _main_pointcept(args) -> int:
+  from launch import parity_pointcept  # pylint: disable=g-import-not-at-top
+  overrides = {}
+  if args.enc_num_head:
+    overrides["enc_num_head"] = tuple(int(h) for h in args.enc_num_head.split(","))
+  if args.enc_patch_size:
+    overrides["enc_patch_size"] = args.enc_patch_size
+  report = parity_pointcept.run(args.checkpoint, args.scene, args.grid_size, overrides, seed=args.seed)
+  text = json.dumps(report, indent=1, sort_keys=True)
+  if args.json:
+    fileio.write_text(args.json, text + "\n")
+  print("\n".join(parity_pointcept.summary_lines(report)), file=sys.stderr)
   print(text)
   return 0 if report["ok"] else 1
 

@@ -184,3 +184,46 @@ def plot_softmap(coord, logits, path: str, title: str = "", point_size: float = 
   ax.set_ylabel("y (m)")
   ax.set_title(title, fontsize=9)
   return save_figure(fig, path)
+
+
+def pca_rgb(feat, max_fit_rows: int = 20000, seed: int = 0) -> np.ndarray:
+  """Per-point features f32[N, D] -> colours f32[N, 3] in [0, 1]: the first 3 principal components (fitted on at
+  most `max_fit_rows` random rows, in float64), each scaled from its 1st..99th percentile to [0, 1] and clipped.
+  The picture Sonata users look at first: similar features get similar colours."""
+  feat = np.asarray(feat, np.float64)
+  if feat.ndim != 2 or feat.shape[0] < 2:
+    raise DataError(f"pca_rgb: expected features [N >= 2, D], got {feat.shape}")
+  rows = feat
+  if feat.shape[0] > max_fit_rows:
+    rows = feat[np.random.default_rng(seed).choice(feat.shape[0], max_fit_rows, replace=False)]
+  mean = rows.mean(0)
+  _, _, vt = np.linalg.svd(rows - mean, full_matrices=False)
+  comp = (feat - mean) @ vt[:3].T
+  if comp.shape[1] < 3:
+    comp = np.pad(comp, ((0, 0), (0, 3 - comp.shape[1])))
+  lo, hi = np.percentile(comp, 1, axis=0), np.percentile(comp, 99, axis=0)
+  return np.clip((comp - lo) / np.maximum(hi - lo, 1e-12), 0.0, 1.0).astype(np.float32)
+
+
+def plot_feature_views(coord, rgb, path: str, title: str = "", point_size: float = 0.5,
+                       max_height_fraction: Optional[float] = 0.85) -> str:
+  """Top-down (x-y, ceiling hidden as in `plot_topdown`) and side (x-z) views of a cloud coloured by `rgb:
+  f32[N, 3]` (e.g. `pca_rgb` of its features), one PNG."""
+  coord = np.asarray(coord, np.float32)
+  rgb = np.asarray(rgb, np.float32)
+  if coord.ndim != 2 or coord.shape[1] != 3 or rgb.shape != (coord.shape[0], 3):
+    raise DataError(f"plot_feature_views: coord {coord.shape} and rgb {rgb.shape} must be [N, 3] both")
+  top = np.argsort(coord[:, 2])
+  if max_height_fraction is not None and coord.shape[0]:
+    lo, hi = coord[:, 2].min(), coord[:, 2].max()
+    top = top[coord[top, 2] <= lo + max_height_fraction * (hi - lo)]
+  side = np.argsort(-coord[:, 1])  # far points first, near points drawn over them
+  fig, (a, b) = plt.subplots(1, 2, figsize=(11, 5))
+  a.scatter(coord[top, 0], coord[top, 1], c=rgb[top], s=point_size, linewidths=0)
+  a.set_aspect("equal")
+  a.set(xlabel="x (m)", ylabel="y (m)", title="top-down")
+  b.scatter(coord[side, 0], coord[side, 2], c=rgb[side], s=point_size, linewidths=0)
+  b.set_aspect("equal")
+  b.set(xlabel="x (m)", ylabel="z (m)", title="side")
+  fig.suptitle(title or "features: PCA to RGB")
+  return save_figure(fig, path)

@@ -253,7 +253,37 @@ def _features_fn(cfg_items: Tuple[Tuple[str, Any], ...]):
   # Every level concatenated (the contract), the dos projection (if any) not applied.
   cfg.update(up_cast_level=0, upcast_projection=False)
   model = encoder.build(cfg)
-  return jax.jit(lambda p, pts: model.apply({"params": p}, pts, train=False)[0])
+
+  def run(p, pts):
+    out, aux = model.apply({"params": p}, pts, train=False)
+    return out, [aux[f"enc{s}"] for s in range(len(model.channels))]
+  return jax.jit(run)
+
+
+def _run(params, model_cfg, coord, feat, grid_coord):
+  coord = np.asarray(coord, np.float32)
+  grid = np.asarray(grid_coord)
+  n = len(coord)
+  if grid.shape != (n, 3) or np.shape(feat)[0] != n:
+    raise DataError(f"point_features: coord {coord.shape}, feat {np.shape(feat)} and grid_coord {grid.shape} must "
+                    f"be [N, 3], [N, C], [N, 3]")
+  if n and len(np.unique(grid, axis=0)) != n:
+    raise DataError("point_features: grid_coord has repeated voxels; grid-sample the cloud first (one point per "
+                    "voxel)")
+  model = encoder.build(model_cfg)
+  num_stages = len(model.channels)
+  m1 = model.embedding == "conv"
+  # Capacities rounded up to powers of two: clouds of similar sizes share one compiled program (padded slots
+  # are masked and real points come first, so the features do not depend on the capacities).
+  caps = [1 << max(0, int(c) - 1).bit_length() for c in patches.stage_counts(grid, num_stages)]
+  ps = patches.build_point_set(coord, feat, np.arange(n), 1.0, caps[0], num_stages, 1, name="point_features",
+                               grid=grid, capacities=caps, depth_rule="inherit" if m1 else "recompute",
+                               stem_neighbors=m1)
+  key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in dict(model_cfg).items()))
+  out, stage_feats = _features_fn(key)(params, patches.stack_point_sets([ps]))
+  stages = [(st.grid[st.valid].astype(np.int64), np.asarray(f[0])[st.valid])
+            for st, f in zip(ps.stages, stage_feats)]
+  return np.asarray(out[0, :n]), stages
 
 
 def point_features(params: Any, model_cfg: Mapping[str, Any], coord: np.ndarray, feat: np.ndarray,
@@ -272,24 +302,12 @@ def point_features(params: Any, model_cfg: Mapping[str, Any], coord: np.ndarray,
     Every stage's features carried back to the input points and concatenated in stage order (upstream: per
     pooling level, `parent.feat = cat(parent.feat, point.feat[pooling_inverse])`).
   """
-  coord = np.asarray(coord, np.float32)
-  grid = np.asarray(grid_coord)
-  n = len(coord)
-  if grid.shape != (n, 3) or np.shape(feat)[0] != n:
-    raise DataError(f"point_features: coord {coord.shape}, feat {np.shape(feat)} and grid_coord {grid.shape} must "
-                    f"be [N, 3], [N, C], [N, 3]")
-  if n and len(np.unique(grid, axis=0)) != n:
-    raise DataError("point_features: grid_coord has repeated voxels; grid-sample the cloud first (one point per "
-                    "voxel)")
-  model = encoder.build(model_cfg)
-  num_stages = len(model.channels)
-  m1 = model.embedding == "conv"
-  # Capacities rounded up to powers of two: clouds of similar sizes share one compiled program (padded slots
-  # are masked and real points come first, so the features do not depend on the capacities).
-  caps = [1 << max(0, int(c) - 1).bit_length() for c in patches.stage_counts(grid, num_stages)]
-  ps = patches.build_point_set(coord, feat, np.arange(n), 1.0, caps[0], num_stages, 1, name="point_features",
-                               grid=grid, capacities=caps,
-                               depth_rule="inherit" if m1 else "recompute", stem_neighbors=m1)
-  key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in dict(model_cfg).items()))
-  out = _features_fn(key)(params, patches.stack_point_sets([ps]))
-  return np.asarray(out[0, :n])
+  return _run(params, model_cfg, coord, feat, grid_coord)[0]
+
+
+def stage_features(params: Any, model_cfg: Mapping[str, Any], coord: np.ndarray, feat: np.ndarray,
+                   grid_coord: np.ndarray):
+  """Like `point_features`, also each stage's own output: ([(grid i64[N_s, 3], feat f32[N_s, C_s])], f32[N, D])
+  (stage rows in ascending parent-voxel order; match them to another implementation's by grid coordinate)."""
+  out, stages = _run(params, model_cfg, coord, feat, grid_coord)
+  return stages, out
