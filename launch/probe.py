@@ -11,6 +11,13 @@ it atomically to DIR/probe.json.
   python -m launch.probe --config configs/scannet.py --workdir DIR --data TRAIN_DIR --eval-data VAL_DIR
   python -m launch.probe --config configs/synthetic_tiny.py --workdir DIR --random-init   # -> probe_random_init.json
   python -m launch.probe --config configs/synthetic_tiny.py --workdir DIR --supervised    # -> probe_supervised.json
+  python -m launch.probe --config configs/scannet.py --workdir DIR --data D --init-from sonata.pth  # upstream encoder
+
+`--init-from PATH` probes the encoder of an upstream Pointcept PTv3 / Sonata checkpoint
+(`dos_jax.interop.pointcept.load_checkpoint`; `--teacher` takes Sonata's teacher branch): config.model takes the
+checkpoint's architecture, data.feat_keys its input width (6: coord, color; 9: + normal); `--up-cast-level 2`
+probes Sonata's head (1,088 channels at base) instead of every level (`--enc-num-head`, `--enc-patch-size` when the
+checkpoint's config differs from Sonata's defaults).
 
 Data: `--data` is a folder of Pointcept-format scene folders (coord.npy, color.npy, segment*.npy; see
 dos_jax.data.load_scene). Without `--eval-data`, a deterministic ~config.probe.train_fraction of its scenes train
@@ -54,7 +61,29 @@ def _define_flags():
   flags.DEFINE_integer("seed", None, "Probe seed (default config.seed).")
   flags.DEFINE_list("prototype", [], "Prototype ids whose softmap on the first evaluation scene is pictured "
                     "(DIR/probe_prototype<k>.png), e.g. --prototype 0,5.")
+  flags.DEFINE_string("init-from", None, "Probe the encoder of this upstream Pointcept PTv3 / Sonata checkpoint.")
+  flags.DEFINE_integer("up-cast-level", 0, "--init-from: levels the up-cast concatenates (0 = all; Sonata: 2).")
+  flags.DEFINE_list("enc-num-head", [], "--init-from: heads per stage (default C // 16).")
+  flags.DEFINE_integer("enc-patch-size", None, "--init-from: attention patch size (default 1024).")
   flags.mark_flags_as_required(["config", "workdir"])
+
+
+def init_from(config, path: str, teacher: bool = False, up_cast_level: int = 0, **overrides):
+  """(config with model/feat_keys of the upstream checkpoint at `path`, encoder params)."""
+  from dos_jax.interop import pointcept  # pylint: disable=g-import-not-at-top
+  params, model_cfg = pointcept.load_checkpoint(path, branch="teacher" if teacher else "student",
+                                                up_cast_level=up_cast_level, **overrides)
+  keys = {6: ("coord", "color"), 9: ("coord", "color", "normal")}.get(int(model_cfg["in_channels"]))
+  if keys is None:
+    raise ConfigError(f"{path}: the encoder takes {model_cfg['in_channels']} input channels; the probe feeds 6 "
+                      f"(coord, color) or 9 (+ normal)")
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    # A fresh ConfigDict: the checkpoint's values replace the config's (types may differ, e.g. mlp_ratio 4.0).
+    config.model = ml_collections.ConfigDict({**config.model.to_dict(), **model_cfg})
+    config.data.feat_keys = keys
+  return config, params
 
 
 def main(argv):
@@ -65,10 +94,19 @@ def main(argv):
   f = flags.FLAGS
   mode = "supervised" if f.supervised else ("random_init" if f["random-init"].value else "probe")
   try:
-    probe_lib.run_probe(f.config, f.workdir, data=f.data, eval_data=f["eval-data"].value, mode=mode, use_teacher=f.teacher,
+    config, extra = f.config, {}
+    if f["init-from"].value:
+      overrides = {}
+      if f["enc-num-head"].value:
+        overrides["enc_num_head"] = tuple(int(h) for h in f["enc-num-head"].value)
+      if f["enc-patch-size"].value:
+        overrides["enc_patch_size"] = f["enc-patch-size"].value
+      config, params = init_from(config, f["init-from"].value, f.teacher, f["up-cast-level"].value, **overrides)
+      extra = dict(encoder_params=params, encoder_source=f"pointcept checkpoint {f['init-from'].value}")
+    probe_lib.run_probe(config, f.workdir, data=f.data, eval_data=f["eval-data"].value, mode=mode, use_teacher=f.teacher,
               steps=f.steps, out_name=f.out, max_train_scenes=f["max-train-scenes"].value,
               max_eval_scenes=f["max-eval-scenes"].value, capacity=f.capacity, plots=f.plots, seed=f.seed,
-              progress=True, print_json=True, prototypes=[int(k) for k in f.prototype])
+              progress=True, print_json=True, prototypes=[int(k) for k in f.prototype], **extra)
   except (ConfigError, DataError) as e:
     print(f"{type(e).__name__}: {e}", file=sys.stderr)
     return 2

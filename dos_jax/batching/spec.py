@@ -49,6 +49,8 @@ class BatchSpec:
   jitter_clip: float
   views: str
   augmentations: tuple
+  depth_rule: str = "recompute"  # serialization depth per stage (upstream PT-v3m1 checkpoints: 'inherit')
+  stem_neighbors: bool = False   # PT-v3m1's 5x5x5 stem neighbour table
 
   @property
   def feat_dim(self) -> int:
@@ -63,19 +65,20 @@ class BatchSpec:
 def batch_spec(cfg) -> BatchSpec:
   """Decodes and validates the batching keys of a config (raises ConfigError naming the key)."""
   d = cfg.data
-  variant = variants.decode_variant(cfg.model.variant)
+  layout = variants.stage_layout(cfg.model)
   grid = float(d.grid_size)
   p = BatchSpec(
       grid_size=grid, capacity=int(d.capacity), student_capacity=int(d.student_capacity),
       num_views=int(d.num_views), crop_ratio=float(d.crop_ratio), mask_cell=float(d.mask_cell),
       mask_ratio=float(cfg.mask_ratio), supervision=str(cfg.supervision), overflow=str(d.overflow),
-      feat_keys=tuple(d.feat_keys), num_stages=len(variant["channels"]), patch_size=int(variant["patch_size"]),
+      feat_keys=tuple(d.feat_keys), num_stages=layout["num_stages"], patch_size=layout["patch_size"],
       stage_ratio=float(d.get("stage_ratio", None) or 0.5),
       cross_radius=float(d.get("cross_radius", None) or 2.0 * grid),
       jitter_sigma=float(_or_default(d.get("token_jitter_sigma", None), JITTER_SIGMA)),
       jitter_clip=float(_or_default(d.get("token_jitter_clip", None), JITTER_CLIP)),
       views=str(d.get("views", None) or "duplicate"),
-      augmentations=tuple(d.get("augmentations", None) or transforms.default_augmentations(d.kind)))
+      augmentations=tuple(d.get("augmentations", None) or transforms.default_augmentations(d.kind)),
+      depth_rule=layout["depth_rule"], stem_neighbors=layout["stem_neighbors"])
   checks = [
       (p.grid_size > 0, "data.grid_size", "> 0 (metres)"),
       (p.mask_cell > 0, "data.mask_cell", "> 0 (metres)"),

@@ -49,7 +49,8 @@ def checked_scene(scene) -> scene_lib.Scene:
 
 def point_set(view: transforms.Data, capacity: int, p: spec_lib.BatchSpec, name: str) -> structs.PointSet:
   return patches.build_point_set(view["coord"], features(view, p.feat_keys), view["point_index"], p.grid_size,
-                                 capacity, p.num_stages, p.patch_size, name=name, ratio=p.stage_ratio)
+                                 capacity, p.num_stages, p.patch_size, name=name, ratio=p.stage_ratio,
+                                 depth_rule=p.depth_rule, stem_neighbors=p.stem_neighbors)
 
 
 def _spatial_subset(coord: np.ndarray, positions: np.ndarray, k: int) -> np.ndarray:

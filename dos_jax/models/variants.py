@@ -22,3 +22,22 @@ def decode_variant(variant: str) -> Dict[str, Any]:
   if variant not in VARIANTS:
     raise ConfigError(f"config.model.variant={variant!r}: expected one of {sorted(VARIANTS)}")
   return dict(VARIANTS[variant])
+
+
+def stage_layout(model_cfg: Any) -> Dict[str, Any]:
+  """What batching needs to know of a model: num_stages, patch_size (the largest per-stage one), depth_rule
+  ('inherit' for upstream PT-v3m1, else 'recompute') and stem_neighbors (PT-v3m1's 5x5x5 stem). Reads upstream's
+  keys (enc_channels, enc_patch_size, type) when a model config carries them (a loaded Pointcept checkpoint),
+  else the variant."""
+  get = model_cfg.get if hasattr(model_cfg, "get") else (lambda k, d=None: getattr(model_cfg, k, d))
+  channels = get("enc_channels", None)
+  if channels is not None:
+    patch = get("enc_patch_size", 1024)
+    patch = max(patch) if isinstance(patch, (tuple, list)) else int(patch)
+    num_stages = len(channels)
+  else:
+    spec = decode_variant(get("variant", "tiny"))
+    num_stages, patch = len(spec["channels"]), int(spec["patch_size"])
+  m1 = get("type", "PT-v3m2") == "PT-v3m1"
+  return dict(num_stages=num_stages, patch_size=int(patch), depth_rule="inherit" if m1 else "recompute",
+              stem_neighbors=m1)
