@@ -11,6 +11,8 @@
 #   3. Zipf-Sinkhorn (+ softmap KL) memory bandwidth: bytes accessed from the compiled cost analysis / time,
 #      vs PEAK_GBPS; and the same computation in eager torch on the GPU (JAX/torch speed-up).
 #   4. synthetic_tiny train step, JAX vs torch reference (benchmarks/train_step.py --torch-device cuda).
+#   5. PTv3 encoder forward+backward, dos_jax vs upstream Pointcept (torch + spconv-cu126 on the GPU; same ScanNet
+#      scan and weights; benchmarks/pointcept.py --train --device cuda; needs ../shared beside the checkout).
 # Peaks default to the detected device (H100/H200 SXM: 989 dense bf16 TFLOP/s; A100: 312; L4: 121) and can be
 # overridden: PEAK_TFLOPS=... PEAK_GBPS=... bash benchmarks/gpu.sh.
 # Paste the printed summary into benchmarks/RESULTS.md (GPU section).
@@ -88,6 +90,13 @@ step "train step synthetic_tiny, JAX vs torch on GPU"
 timeout 150 python -m benchmarks.train_step --steps 10 --pipeline-seconds 2 --torch-device cuda \
   --out "$OUT/train_step_gpu.json" >/dev/null || echo "train step benchmark failed"
 
+step "PTv3 fwd+bwd, dos_jax vs upstream Pointcept on GPU"
+if [ "${SKIP_INSTALL:-0}" != "1" ]; then
+  python -m pip install -q spconv-cu126==2.3.8 addict==2.4.0 || echo "spconv-cu126 install failed (continuing)"
+fi
+timeout 240 python benchmarks/pointcept.py --train --device cuda --repeats 5 --out "$OUT/pointcept_gpu.json" \
+  || echo "pointcept benchmark failed"
+
 step "summary"
 python - "$OUT" <<'EOF'
 import json, os, sys
@@ -97,6 +106,7 @@ def load(name):
   p = os.path.join(out, name)
   return json.load(open(p)) if os.path.exists(p) else None
 enc, sk, ts = load("encoder_base_bf16.json"), load("sinkhorn_gpu.json"), load("train_step_gpu.json")
+pc = load("pointcept_gpu.json")
 kind = (enc or sk or {}).get("device_kind") or (sk or {}).get("device", "")
 peak_t, peak_b = next((v for k, v in peaks.items() if k in str(kind)), (float("nan"), float("nan")))
 peak_t = float(os.environ.get("PEAK_TFLOPS", peak_t)); peak_b = float(os.environ.get("PEAK_GBPS", peak_b))
@@ -113,6 +123,9 @@ if sk:
 if ts:
   summary["train_step"] = {k: ts.get(k) for k in ("jax_step_s", "torch_step_s", "speedup_jax_over_torch",
                                                   "jax_compile_s", "torch_device")}
+if pc:
+  summary["pointcept_fwd_bwd"] = [{k: r[k] for k in ("model", "points", "dos_jax_s", "upstream_s", "speedup")}
+                                  for r in pc["rows"]]
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
 print(json.dumps(summary, indent=1))
 EOF

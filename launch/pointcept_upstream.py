@@ -85,23 +85,41 @@ def build_from_config(model_cfg: Mapping[str, Any], params: Any = None):
   return prepare(model)
 
 
+def inputs(coord: np.ndarray, feat: np.ndarray, grid: np.ndarray, device: str = "cpu") -> Dict[str, Any]:
+  """Upstream's input dict (one cloud) on `device`."""
+  torch, _, _ = modules()
+  return dict(coord=torch.from_numpy(np.asarray(coord, np.float32)).to(device),
+              grid_coord=torch.from_numpy(np.asarray(grid, np.int64)).to(device),
+              feat=torch.from_numpy(np.asarray(feat, np.float32)).to(device),
+              offset=torch.tensor([len(coord)], device=device))
+
+
+def upcast(point, stages: List = None):
+  """Upstream's up-cast of an encoder output `Point`: per pooling level, parent.feat = cat(parent.feat,
+  point.feat[pooling_inverse]); returns the stage-0 tensor [N, sum C]. `stages` (a list) collects (grid_coord,
+  own feat) per stage, deepest first."""
+  torch, _, _ = modules()
+  if stages is not None:
+    stages.append((point.grid_coord, point.feat))
+  while "pooling_parent" in point.keys():
+    parent, inverse = point.pop("pooling_parent"), point.pop("pooling_inverse")
+    if stages is not None:
+      stages.append((parent.grid_coord, parent.feat))
+    parent.feat = torch.cat([parent.feat, point.feat[inverse]], dim=-1)
+    point = parent
+  return point.feat
+
+
 def forward(model, coord: np.ndarray, feat: np.ndarray, grid: np.ndarray
             ) -> Tuple[List[Tuple[np.ndarray, np.ndarray]], np.ndarray]:
-  """Upstream on one cloud: ([(grid_coord i64[N_s, 3], feat f32[N_s, C_s]) per stage], up-cast f32[N, sum C])
-  (the up-cast: per pooling level, parent.feat = cat(parent.feat, point.feat[pooling_inverse]))."""
+  """Upstream on one cloud (CPU, no grad): ([(grid_coord i64[N_s, 3], feat f32[N_s, C_s]) per stage], up-cast
+  f32[N, sum C])."""
   torch, _, _ = modules()
   with torch.no_grad():
-    point = model(dict(coord=torch.from_numpy(np.asarray(coord, np.float32)),
-                       grid_coord=torch.from_numpy(np.asarray(grid, np.int64)),
-                       feat=torch.from_numpy(np.asarray(feat, np.float32)), offset=torch.tensor([len(coord)])))
-    stages = [(point.grid_coord.numpy().astype(np.int64), point.feat.numpy().copy())]  # deepest first
-    while "pooling_parent" in point.keys():
-      parent, inverse = point.pop("pooling_parent"), point.pop("pooling_inverse")
-      stages.append((parent.grid_coord.numpy().astype(np.int64), parent.feat.numpy().copy()))  # its own feat
-      parent.feat = torch.cat([parent.feat, point.feat[inverse]], dim=-1)
-      point = parent
-  stages = stages[::-1]
-  return stages, point.feat.numpy()
+    stages = []
+    out = upcast(model(inputs(coord, feat, grid)), stages)
+  stages = [(g.numpy().astype(np.int64), f.numpy().copy()) for g, f in stages[::-1]]
+  return stages, out.numpy()
 
 
 def scan(path: str, grid_size: float, in_channels: int = 6):

@@ -260,6 +260,17 @@ def _features_fn(cfg_items: Tuple[Tuple[str, Any], ...]):
   return jax.jit(run)
 
 
+def bucket_capacities(counts) -> list:
+  """Per-stage capacities: each count rounded up to a multiple of 1/16 of its power of two (< 12.5% padding), so
+  clouds of similar sizes share one compiled program (padded slots are masked and real points come first, so the
+  features do not depend on the capacities)."""
+  out = []
+  for c in counts:
+    step = max(1, (1 << max(0, int(c) - 1).bit_length()) // 16)
+    out.append(-(-int(c) // step) * step)
+  return out
+
+
 def _run(params, model_cfg, coord, feat, grid_coord):
   coord = np.asarray(coord, np.float32)
   grid = np.asarray(grid_coord)
@@ -273,9 +284,7 @@ def _run(params, model_cfg, coord, feat, grid_coord):
   model = encoder.build(model_cfg)
   num_stages = len(model.channels)
   m1 = model.embedding == "conv"
-  # Capacities rounded up to powers of two: clouds of similar sizes share one compiled program (padded slots
-  # are masked and real points come first, so the features do not depend on the capacities).
-  caps = [1 << max(0, int(c) - 1).bit_length() for c in patches.stage_counts(grid, num_stages)]
+  caps = bucket_capacities(patches.stage_counts(grid, num_stages))
   ps = patches.build_point_set(coord, feat, np.arange(n), 1.0, caps[0], num_stages, 1, name="point_features",
                                grid=grid, capacities=caps, depth_rule="inherit" if m1 else "recompute",
                                stem_neighbors=m1)
