@@ -106,7 +106,6 @@ _RULES: Dict[str, _Rule] = {
     "log_every": _POSITIVE_INT,
     "checkpoint_every": _NON_NEGATIVE_INT,  # 0: only the final checkpoint (and on SIGTERM)
     "keep_checkpoints": _POSITIVE_INT,
-    "eval_every": _NON_NEGATIVE_INT,
     "num_devices": _NON_NEGATIVE_INT,  # 0: all devices
     "zipf_alpha": _range(0.0),
     "num_prototypes": _POSITIVE_INT,
@@ -145,7 +144,6 @@ _RULES: Dict[str, _Rule] = {
     "data.feat_keys": _feat_keys(),
     "data.num_workers": _NON_NEGATIVE_INT,
     "data.prefetch": _NON_NEGATIVE_INT,
-    "data.ignore_index": _range(integer=True),
     "data.stage_ratio": _range(0.0, 1.0, lo_open=True),
     "data.worker_backend": _one_of("thread", "process"),
     "data.cross_radius": _range(0.0),  # 0: 2 grid cells

@@ -18,7 +18,6 @@ def default_config() -> ml_collections.ConfigDict:
   c.log_every = 10
   c.checkpoint_every = 200
   c.keep_checkpoints = 3
-  c.eval_every = 0            # 0 = only at the end
   c.num_devices = 0           # devices on the 'data' mesh axis; 0 = all (tests/debugging use fewer)
 
   # --- method switches (DOS) ---
@@ -66,7 +65,6 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.feat_keys = ("coord", "color", "normal")
   c.data.num_workers = 2
   c.data.prefetch = 4
-  c.data.ignore_index = -1
   c.data.stage_ratio = 0.5            # capacity of pooled stage s+1 relative to stage s
   c.data.worker_backend = "thread"    # thread | process
   c.data.cross_radius = 0.0           # metres; 0 = 2 grid cells (cross-view nearest-point matching radius)

@@ -313,7 +313,7 @@ def encoder_parity(dtype: str, seed: int = 0) -> Dict[str, Dict[str, Any]]:
   check("embedding", blocks.Embedding(c0, jdt), emb, tblocks.Embedding(points.feat.shape[-1], c0), emb,
         "embedding", points.feat, {"valid": s0.valid, "mask": s0.valid & (r.random(s0.valid.shape) < 0.3)})
   check("block", blocks.Block(c0, 2 * h0, spec["patch_size"], order_index=1, dtype=jdt),
-        lambda m, x, c: m(x, c, False)[0], tblocks.Block(c0, 2 * h0, spec["patch_size"], order_index=1),
+        lambda m, x, c: m(x, c, False), tblocks.Block(c0, 2 * h0, spec["patch_size"], order_index=1),
         lambda m, x, c: m(x, c), "enc0/block0", x0, s0)
   # Depth 2 at stage 1 so that two serialization orders and a block after pooling are covered.
   depths = (1, 2, 1)

@@ -21,7 +21,6 @@ import collections.abc
 import functools
 import os
 import re
-import shutil
 import tempfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -215,8 +214,3 @@ def scannet_demo_tree(src_root: str, dst_root: Optional[str] = None, scenes: Opt
     if chosen:
       pointcept.convert_scannet_votenet(src_root, os.path.join(dst_root, s), scenes=chosen)
   return dst_root
-
-
-def remove_tree(path: str) -> None:
-  """Removes a folder made by `scannet_demo_tree` (or any temporary tree)."""
-  shutil.rmtree(path, ignore_errors=True)

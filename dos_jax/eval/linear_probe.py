@@ -26,7 +26,7 @@ import optax
 
 from dos_jax.errors import ConfigError, DataError
 
-Params = Dict[str, jax.Array]
+ProbeParams = Dict[str, jax.Array]
 
 
 def class_weights(labels, num_classes: int, class_balanced: bool, ignore_index: int = -1) -> np.ndarray:
@@ -53,7 +53,7 @@ def class_weights(labels, num_classes: int, class_balanced: bool, ignore_index: 
   return w.astype(np.float32)
 
 
-def init_probe(features, num_classes: int, seed: int = 0) -> Params:
+def init_probe(features, num_classes: int, seed: int = 0) -> ProbeParams:
   """Probe params for features f32[M, D]: mean f32[D], inv_std f32[D], w f32[D, C] (small random), b f32[C]."""
   features = np.asarray(features, np.float32)
   mean = features.mean(0)
@@ -65,7 +65,7 @@ def init_probe(features, num_classes: int, seed: int = 0) -> Params:
           "b": jnp.zeros((num_classes,), jnp.float32)}
 
 
-def logits(params: Params, features) -> jax.Array:
+def logits(params: ProbeParams, features) -> jax.Array:
   """f32[M, C] class scores for features f32[M, D]."""
   x = (jnp.asarray(features, jnp.float32) - params["mean"]) * params["inv_std"]
   return x @ params["w"] + params["b"]
@@ -102,7 +102,7 @@ def _train_chunk(trainable, opt_state, frozen, feats, labels, w_class, key, star
 def fit_linear_probe(features, labels, num_classes: int, steps: int = 300, lr: float = 1e-2,
                      class_balanced: bool = False, seed: int = 0, batch_points: Optional[int] = 65536,
                      weight_decay: float = 1e-4, ignore_index: int = -1, progress: bool = False,
-                     chunk: int = 25) -> Params:
+                     chunk: int = 25) -> ProbeParams:
   """Trains a linear classifier on frozen features.
 
   Args:
@@ -170,7 +170,7 @@ def _predict_chunk(params, x):
   return jnp.argmax(logits(params, x), axis=-1).astype(jnp.int32)
 
 
-def predict(params: Params, features, chunk: int = 262144) -> np.ndarray:
+def predict(params: ProbeParams, features, chunk: int = 262144) -> np.ndarray:
   """i32[M] arg-max class of each feature row f32[M, D] (evaluated in chunks to bound memory)."""
   features = np.asarray(features, np.float32)
   out = [np.asarray(_predict_chunk(params, features[i:i + chunk])) for i in range(0, features.shape[0], chunk)]

@@ -11,7 +11,7 @@ softmax run in float32.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -304,8 +304,8 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, stage: Any, train: bool,
-               order_id: Optional[jax.Array] = None) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-    """x: [B, N, C] (0 at padded slots), stage: batched `structs.Stage`, order_id: i32[] or None -> (x, aux)."""
+               order_id: Optional[jax.Array] = None) -> jax.Array:
+    """x: [B, N, C] (0 at padded slots), stage: batched `structs.Stage`, order_id: i32[] or None -> x [B, N, C]."""
     valid = stage.valid
     if order_id is None:
       o = self.order_index % stage.order.shape[1]
@@ -323,8 +323,7 @@ class Block(nn.Module):
     if self.layer_scale:
       y = y * self.param("ls2", nn.initializers.constant(1e-5), (self.channels,), jnp.float32).astype(y.dtype)
     x = x + DropPath(self.drop_path, name="drop_path2")(y, train)
-    x = zero_padded(x, valid)
-    return x, {}
+    return zero_padded(x, valid)
 
 
 class BatchNorm(nn.Module):

@@ -70,10 +70,9 @@ class EncoderStage(nn.Module):
 
   @nn.compact
   def __call__(self, x, stage, parent, train: bool, order_ids: Optional[jax.Array] = None):
-    """x: [B, N_{s-1}, C_{s-1}] (or [B, N_s, C_s] without pooling) -> ([B, N_s, C_s], aux)."""
+    """x: [B, N_{s-1}, C_{s-1}] (or [B, N_s, C_s] without pooling) -> [B, N_s, C_s]."""
     if self.pool:
       x = blocks.GridPooling(self.channels, self.dtype, norm=self.pool_norm, name="down")(x, parent, stage.valid)
-    aux = {}
     # Rematerialisation recomputes each block's activations in the backward pass (memory for compute);
     # argument 3 of Block.__call__ (self, x, stage, train, order_id) is the Python bool `train`.
     block_cls = nn.remat(blocks.Block, static_argnums=(3,)) if self.remat else blocks.Block
@@ -83,9 +82,8 @@ class EncoderStage(nn.Module):
                         mlp_ratio=self.mlp_ratio, drop_path=self.drop_path[i], dtype=self.dtype,
                         attention=self.attention, layer_scale=self.layer_scale, name=f"block{i}")
       order_id = None if order_ids is None else order_ids[i % num_orders]
-      x, block_aux = block(x, stage, train, order_id)
-      aux.update({f"block{i}/{k}": v for k, v in block_aux.items()})
-    return x, aux
+      x = block(x, stage, train, order_id)
+    return x
 
 
 def _per_stage(value: Union[int, Sequence[int]], num_stages: int) -> Tuple[int, ...]:
@@ -172,10 +170,9 @@ class PointTransformerV3(nn.Module):
           remat=self.remat, orders=tuple(self.orders), pool_norm=self.pool_norm, layer_scale=self.layer_scale,
           name=f"enc{s}")
       start += self.depths[s]
-      x, stage_aux = stage_module(x, points.stages[s], points.parent[s - 1] if s > 0 else None, train, order_ids)
+      x = stage_module(x, points.stages[s], points.parent[s - 1] if s > 0 else None, train, order_ids)
       feats.append(x)
       aux[f"enc{s}"] = x
-      aux.update({f"enc{s}/{k}": v for k, v in stage_aux.items()})
     # Upcast: children take their parent's (already concatenated) features, deepest stage first; below the last
     # concatenated level the features are only carried down (Sonata's up_cast_level, then its probe's gather).
     up = feats[-1]

@@ -36,7 +36,7 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 # Keys that may change when a run is resumed: they change how long / how verbosely it runs, not what it trains.
 # Everything else (method, model, data, optimizer, seed) is part of the fingerprint.
-RESUMABLE_KEYS = ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every",
+RESUMABLE_KEYS = ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints",
                   "num_devices", "data.num_workers", "data.worker_backend", "data.prefetch", "data.root")
 RESUMABLE_PREFIXES = ("probe.",)  # the probe reads checkpoints, it does not shape them
 
