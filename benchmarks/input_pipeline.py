@@ -1,17 +1,25 @@
-r"""Input pipeline throughput: scenes/s and points/s of `TrainIterator`, with 1 and 2 worker threads.
+r"""Input pipeline throughput: scenes/s of the grain `TrainIterator` with 1 and 2 worker threads / processes.
 
-  python -m benchmarks.input_pipeline [--seconds 3] [--out benchmarks/input_pipeline.json]
+  python -m benchmarks.input_pipeline [--seconds 3] [--step-s-tiny S] [--step-s-base S]
+                                      [--out benchmarks/input_pipeline.json]
 
 Two workloads:
   * synthetic: the embedded default (configs/synthetic_tiny.py: tiny variant, capacity 2048), scenes from
     `dos_jax.data.synthetic.make_scene` generated up front (generation is not timed);
   * scannet: the real ScanNet scans in ../shared/data/scannet_votenet50k (50k points each), read from disk on
-    every access (I/O is timed), with the paper-scale setting (base variant: 5 stages, patch 1024,
-    capacity 8192 / student 4096, grid 0.08 m).
+    every access (I/O is timed), with the base model's batch: configs/scannet.py (base variant: 5 stages, patch
+    1024, capacity 16384 / student 8192, grid 0.08 m), 4 scenes per step (one process's share of its global 32
+    on 8 accelerator processes).
 Each measurement takes one warm-up batch, then counts batches for about `--seconds`, for 1 and 2 worker threads
-and 2 worker processes. points/s counts raw scene points consumed; teacher_points/s counts real (non-padded)
-stage-0 teacher points produced. cpu_ms_per_scene is the single-thread CPU cost of building one scene's views
-(independent of other load on the machine; compare it with the wall numbers and the recorded load average).
+and 1 and 2 worker processes. points/s counts raw scene points consumed; teacher_points/s counts real (non-padded)
+stage-0 teacher points produced. cpu_ms_per_scene is the single-thread CPU cost of one scene's views (independent
+of other load on the machine), measured twice in the same run on the same scenes: `direct` calls
+`train_views.make_train_batch` (the view work alone, as the hand-written pool ran it) and `grain` reads the steps
+from `pipeline.process_batches` (grain's shuffle, per-example Generator, batching); `grain_over_direct` is the
+overhead ratio (1.0 = none). Demand: the step time of the train step the pipeline feeds (`--step-s-tiny`,
+`--step-s-base`, seconds per step, e.g. from benchmarks/train_step.py or benchmarks/gpu.sh) gives demand =
+batch_size / step_s scenes/s and supply_over_demand per run; `break_even_step_s` = batch_size / scenes_per_s is
+the shortest step each setting keeps fed (one process; each process of a multi-host job builds batch_size / P).
 Prints one JSON object and writes it atomically to --out. Cost: about 25 s of CPU time; the wall time is about
 20 s of measurement plus set-up and grows with other load on the machine (the JSON records the load average next
 to every measurement).
@@ -32,10 +40,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from configs import common  # noqa: E402
+from configs import scannet  # noqa: E402
 from configs import synthetic_tiny  # noqa: E402
 from dos_jax import io as fileio  # noqa: E402
 from dos_jax.batching import pipeline  # noqa: E402
+from dos_jax.batching import train_views  # noqa: E402
 
 SCANNET = os.path.join(ROOT, "..", "shared", "data", "scannet_votenet50k")
 
@@ -70,14 +79,31 @@ def _synthetic_source(cfg, count):
     return scenes, "random boxes"
 
 
-def _cpu_cost(cfg, source, batches=2):
-  """CPU milliseconds per scene of the batch builder alone, single thread (independent of machine load)."""
+def _cpu_cost(cfg, source, batches=3):
+  """CPU ms per scene, single thread, of the same scenes' views built directly and through grain (see above)."""
   steps = pipeline.process_batches(cfg, source)
   steps[0]  # pylint: disable=pointless-statement  (warm-up: imports, caches)
   start = time.process_time()
   for step in range(1, batches + 1):
     steps[step]  # pylint: disable=pointless-statement
-  return round(1000 * (time.process_time() - start) / (batches * cfg.batch_size), 1)
+  grain_ms = 1000 * (time.process_time() - start) / (batches * cfg.batch_size)
+  index = pipeline.scene_indices(len(source), cfg.seed, range(cfg.batch_size, (batches + 1) * cfg.batch_size))
+  rng = np.random.default_rng(0)
+  start = time.process_time()
+  for step in range(batches):
+    train_views.make_train_batch([source[int(i)] for i in index[step * cfg.batch_size:(step + 1) * cfg.batch_size]],
+                                 cfg, rng)
+  direct_ms = 1000 * (time.process_time() - start) / (batches * cfg.batch_size)
+  return {"direct": round(direct_ms, 1), "grain": round(grain_ms, 1), "grain_over_direct": round(grain_ms / direct_ms, 3)}
+
+
+def _with_demand(results, batch_size, step_s):
+  for r in results:
+    r["break_even_step_s"] = round(batch_size / r["scenes_per_s"], 3)
+    if step_s:
+      r["demand_scenes_per_s"] = round(batch_size / step_s, 2)
+      r["supply_over_demand"] = round(r["scenes_per_s"] * step_s / batch_size, 2)
+  return results
 
 
 def _measure(cfg, source, workers, seconds, backend="thread"):
@@ -107,7 +133,7 @@ def _measure(cfg, source, workers, seconds, backend="thread"):
 
 _COUNTS = {}
 # (workers, backend) measured for each workload.
-_RUNS = ((1, "thread"), (2, "thread"), (2, "process"))
+_RUNS = ((1, "thread"), (2, "thread"), (1, "process"), (2, "process"))
 
 
 def _num_points(source, i):
@@ -120,6 +146,8 @@ def _num_points(source, i):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--seconds", type=float, default=3.0, help="measured time per (workload, workers)")
+  parser.add_argument("--step-s-tiny", type=float, default=None, help="train step seconds of synthetic_tiny")
+  parser.add_argument("--step-s-base", type=float, default=None, help="train step seconds of the base batch")
   parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "input_pipeline.json"))
   args = parser.parse_args(argv)
 
@@ -131,22 +159,25 @@ def main(argv=None):
   report["workloads"]["synthetic"] = {
       "source": origin, "scenes": len(scenes), "mean_points": int(np.mean([s.num_points for s in scenes])),
       "config": _describe(cfg), "cpu_ms_per_scene": _cpu_cost(cfg, scenes),
-      "results": [_measure(cfg, scenes, w, args.seconds, b) for w, b in _RUNS]}
+      "step_s": args.step_s_tiny,
+      "results": _with_demand([_measure(cfg, scenes, w, args.seconds, b) for w, b in _RUNS], cfg.batch_size,
+                              args.step_s_tiny)}
 
   if os.path.isdir(SCANNET):
     from dos_jax.data import pointcept
     folders = pointcept.find_scannet_votenet(SCANNET)
-    cfg = common.base_config()
-    cfg.model.variant = "base"
-    cfg.data.grid_size = 0.08
-    cfg.data.capacity = 8192
-    cfg.data.student_capacity = 4096
+    # The base model's batch: configs/scannet.py (base variant, capacity 16384 / student 8192, grid 0.08 m), one
+    # process's share of its global batch of 32 on 8 accelerator processes.
+    cfg = scannet.get_config()
+    cfg.batch_size = 4
     cfg.data.feat_keys = ("coord", "color", "normal")
     source = _LazyScans(folders)
     report["workloads"]["scannet_votenet50k"] = {
         "source": SCANNET, "scenes": len(folders), "mean_points": 50000, "config": _describe(cfg),
         "cpu_ms_per_scene": _cpu_cost(cfg, source),
-        "results": [_measure(cfg, source, w, args.seconds, b) for w, b in _RUNS]}
+        "step_s": args.step_s_base,
+        "results": _with_demand([_measure(cfg, source, w, args.seconds, b) for w, b in _RUNS], cfg.batch_size,
+                                args.step_s_base)}
   else:
     report["workloads"]["scannet_votenet50k"] = {"skipped": f"{SCANNET} not found"}
 

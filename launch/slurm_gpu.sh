@@ -8,7 +8,8 @@
 # Requirements: `pip install -r requirements-cuda12.txt` in the job's environment (activate it below or before
 # sbatch); --workdir and data.root on a filesystem every node sees (checkpoints are written by all processes,
 # orbax coordinates them). config.batch_size is GLOBAL and must be a multiple of the total GPU count; each process
-# reads its own shard of the scenes (batch_size / processes per step).
+# builds its contiguous 1/P slice of every step's global batch (the same batch for any process count, so a
+# checkpoint resumes on another node count with the same data).
 #
 # How the processes find each other: srun starts SLURM_NTASKS copies of launch.train; with DOS_MULTIHOST=1 each
 # calls jax.distributed.initialize(), which reads SLURM_* variables. We also pass the coordinator explicitly (first

@@ -9,7 +9,7 @@
 # --version tpu-ubuntu2204-base`), copy the repo to every worker (`gcloud compute tpus tpu-vm scp --recurse . \
 # $TPU_NAME:~/dos_jax --zone $ZONE --worker=all`) and install `pip install -r requirements-tpu.txt` on all of them
 # (DOS_SETUP=1 below does it). --workdir must be visible to every worker (a GCS bucket path works with orbax) and
-# each worker must see the data (its own shard is read). config.batch_size is GLOBAL: a multiple of the chip count.
+# each worker must see the data (it builds its 1/P slice of every step's global batch). config.batch_size is GLOBAL: a multiple of the chip count.
 #
 # With DOS_MULTIHOST=1 each worker calls jax.distributed.initialize(), which discovers the slice's workers on
 # Cloud TPU by itself. Preemption / maintenance: the coordination service announces it, all workers save the

@@ -6,9 +6,16 @@ resumes from the latest checkpoint in DIR. SIGTERM (preemption) saves a checkpoi
   python -m launch.train --config configs/synthetic_tiny.py --workdir /tmp/dos_tiny
   python -m launch.train --config configs/scannet.py --workdir /ckpt/scannet --config.data.root=/data/scannet
   python -m launch.train --config configs/synthetic_tiny.py:smoke --workdir /tmp/smoke --config.zipf_alpha=1.6
+  python -m launch.train --config configs/synthetic_tiny.py --workdir /tmp/dos_tiny --stop_at=100  # then resume
 
 Multi-host (SLURM GPUs, TPU pod slices): see launch/slurm_gpu.sh and launch/tpu_pod.sh; they set
-DOS_MULTIHOST=1 so that `jax.distributed.initialize()` runs before anything else.
+DOS_MULTIHOST=1 so that `jax.distributed.initialize()` runs before anything else. Every process runs this same
+command on the same --workdir (a shared filesystem); the global batch and the losses do not depend on the number
+of processes (README "Multi-host"). Two processes on one machine, to try it:
+
+  for i in 0 1; do DOS_MULTIHOST=1 JAX_COORDINATOR_ADDRESS=127.0.0.1:12355 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=$i \
+    JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo XLA_FLAGS=--xla_force_host_platform_device_count=4 \
+    python -m launch.train --config configs/synthetic_tiny.py --workdir /tmp/dos_2proc --config.batch_size=8 & done; wait
 """
 
 import sys
@@ -26,6 +33,9 @@ from dos_jax.train import checkpoint
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/synthetic_tiny.py[:smoke].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, TensorBoard events.")
+_STOP_AT = flags.DEFINE_integer(
+    "stop_at", None, "Stop (with a checkpoint, exit 0) once this many steps are done, as a preemption would; the "
+    "schedules still span config.total_steps. For time-sliced schedulers; rerun without it to continue.", lower_bound=1)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -58,7 +68,7 @@ def main(argv):
     # Imported here so that `--help` and flag errors are instant, and so jax.distributed starts before JAX is used.
     from dos_jax.train import loop  # pylint: disable=g-import-not-at-top
     loop.maybe_initialize_distributed()
-    result = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    result = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, stop_at=_STOP_AT.value)
   except (ConfigError, DataError) as e:
     # Bad input is the user's to fix: one clear line, no traceback through JAX.
     print(f"{type(e).__name__}: {e}", file=sys.stderr)

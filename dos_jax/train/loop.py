@@ -39,6 +39,10 @@ from dos_jax.train import state as state_lib
 from dos_jax.train import writers
 
 
+# How long the processes of a multi-host job wait for each other's step compile (seconds).
+COMPILE_BARRIER_TIMEOUT_S = 3600
+
+
 class NonFiniteError(FloatingPointError):
   """Raised under config.nonfinite='stop' when a step's loss or gradient is not finite."""
 
@@ -146,6 +150,20 @@ def _init_or_restore(config, mesh, ckpt: checkpoint.Checkpointer, example_batch,
   return state
 
 
+def _compile_then_sync(step_fn, state, batch, mesh):
+  """Multi-host: the step compiled ahead of time, returned once EVERY process has compiled it.
+
+  CPU collectives (gloo) give the peers of the first all-reduce 30 s to join; processes whose compiles end minutes
+  apart (a loaded host, a compile cache warm on one host only) then fail with "Gloo context initialization
+  failed". The coordination-service barrier waits as long as compiles take; on TPU/GPU it costs nothing.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top  (loaded by the Checkpointer already)
+  example = sharding.shard_batch(batch, mesh)
+  compiled = step_fn.lower(state, example, jax.random.fold_in(state.rng, 0)).compile()
+  ocp.multihost.sync_global_processes("dos_jax_train_step_compiled", timeout=COMPILE_BARRIER_TIMEOUT_S)
+  return compiled
+
+
 def _num_points(batch) -> int:
   """Real teacher points in a host batch (the points/s of the progress bar)."""
   return int(np.asarray(batch.teacher.valid).sum())
@@ -189,6 +207,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
       batch = next(batches)
       state = _init_or_restore(config, mesh, ckpt, batch, start_step)
       step_fn = sharding.jit_train_step(mesh, sharding.state_sharding(mesh, state))
+      if jax.process_count() > 1:
+        step_fn = _compile_then_sync(step_fn, state, batch, mesh)
       if is_chief and not start_step:
         writer.write_hparams(dict(config_validation.flatten(config)))
       end = total if stop_at is None else min(total, int(stop_at))
