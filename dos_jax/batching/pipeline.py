@@ -1,7 +1,7 @@
 """The training input pipeline on grain: one global example sequence per run, each process's slice of it.
 
 Global example g of a run (g = step * batch_size + j, 0 <= j < batch_size) is a pure function of (config, seed, g):
-  scene of g  = the source's scenes in a fresh permutation per epoch (grain `shuffle`, seeded from (seed, epoch)),
+  scene of g  = the source's scenes in a fresh permutation per epoch (seeded from (seed, epoch)),
   views of g  = `train_views(scene, spec, rng_g)` with rng_g a Philox Generator keyed by (seed, g) (grain
                 `random_map`): every host-side random draw of an example (crop, augmentation, mask) comes from it.
 The global batch of step t is examples t*B .. t*B + B - 1. Process p of P builds the contiguous block
@@ -38,24 +38,39 @@ MAX_EXAMPLES = 2**40
 
 
 def _stream_seed(seed: int, stream: int) -> int:
-  """A 32-bit seed for one random stream of a run (grain wants seeds in [0, 2**32)).
-
-  Separate streams for the scene order and the per-example draws; hashing (seed, stream) rather than adding keeps
-  run seed s from reusing run seed s+1's permutations one epoch later (grain seeds epoch e with seed + e).
-  """
+  """A 32-bit seed for one random stream of a run (grain wants seeds in [0, 2**32)), hashed from (seed, stream)."""
   return int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(1)[0])
+
+
+class _EpochOrder:
+  """g -> the source index of global example g: epoch g // N visits the N scenes in its own permutation.
+
+  Not grain's `shuffle`: its index_shuffle walks a large cycle for small datasets (measured here: 14 ms per element
+  at 6 scenes, 3.6 ms at 32 - a tenth of a synthetic_tiny scene's views - and 0.04 ms at 1000), so the order is
+  a numpy permutation per epoch, seeded from (seed, epoch), cached (a run reads epochs in order).
+  """
+
+  def __init__(self, num_scenes: int, seed: int):
+    self._n, self._seed = int(num_scenes), int(seed)
+    self._cached = (-1, None)
+
+  def __call__(self, g) -> int:
+    epoch, position = divmod(int(g), self._n)
+    if self._cached[0] != epoch:
+      perm = np.random.default_rng([self._seed, 0, epoch]).permutation(self._n)
+      self._cached = (epoch, perm)
+    return int(self._cached[1][position])
 
 
 def scene_order(num_scenes: int, seed: int) -> grain.MapDataset:
   """MapDataset of int: entry g is the source index of global example g (one permutation per epoch).
 
-  About 2**40 entries (whole epochs): unbounded for any run, yet finite, because grain's slicing and batching
-  need a length that fits an index.
+  MAX_EXAMPLES entries: unbounded for any run, yet finite, because grain's slicing and batching need a length
+  that fits an index.
   """
   if num_scenes < 1:
     raise ConfigError("the scene source is empty: the training split has no scenes (check config.data)")
-  epochs = max(1, MAX_EXAMPLES // num_scenes)
-  return grain.MapDataset.range(num_scenes).shuffle(seed=_stream_seed(seed, 0)).repeat(epochs)
+  return grain.MapDataset.range(MAX_EXAMPLES).map(_EpochOrder(num_scenes, seed))
 
 
 def scene_indices(num_scenes: int, seed: int, examples: Sequence[int]) -> np.ndarray:
