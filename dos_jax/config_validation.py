@@ -81,6 +81,10 @@ def _string() -> _Rule:
   return _Rule(lambda v: isinstance(v, str), "a string")
 
 
+def _optional(rule: _Rule) -> _Rule:
+  return _Rule(lambda v: v is None or rule.check(v), f"None or {rule.accepted}")
+
+
 def _feat_keys() -> _Rule:
   def check(v):
     return (isinstance(v, (tuple, list)) and len(v) > 0 and len(set(v)) == len(v)
@@ -171,6 +175,13 @@ _RULES: Dict[str, _Rule] = {
     "probe.class_balanced": _boolean(),
     "probe.num_classes": _POSITIVE_INT,
     "probe.train_fraction": _range(0.0, 1.0, lo_open=True, hi_open=True),
+    "probe.capacity": _optional(_POSITIVE_INT),
+    "data.seed": _optional(_range(0, 2**31 - 1, integer=True)),
+    "data.num_val_scenes": _optional(_POSITIVE_INT),
+    "data.num_points": _optional(_POSITIVE_INT),
+    "data.segment_key": _optional(_string()),
+    "data.num_classes": _optional(_POSITIVE_INT),
+    "data.tfds_name": _optional(_string()),
 }
 
 

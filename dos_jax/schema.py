@@ -9,6 +9,11 @@ from __future__ import annotations
 import ml_collections
 
 
+def _optional(kind):
+  """None by default, settable from the command line as `kind` (a fresh placeholder per config)."""
+  return ml_collections.config_dict.placeholder(kind)
+
+
 def default_config() -> ml_collections.ConfigDict:
   """DOS defaults (paper / Sonata values) of every config key; experiment configs override a few fields."""
   c = ml_collections.ConfigDict()
@@ -75,6 +80,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.packed_capacity = ()         # per-stage teacher capacities of a pack (benchmarks/padding.py --calibrate)
   c.data.packed_student_capacity = () # per-stage student capacities of a pack
   c.data.augmentations = ()           # () = the defaults for data.kind (dos_jax.data.transforms)
+  # Optional keys (None = the rule in brackets; placeholders so the command line can set them with a type):
+  c.data.seed = _optional(int)              # synthetic scene set's seed [the run's seed for the probe, 0 in training]
+  c.data.num_val_scenes = _optional(int)    # synthetic validation scenes [num_scenes // 4, at least 1]
+  c.data.num_points = _optional(int)        # points per synthetic scene [the generator's natural count]
+  c.data.segment_key = _optional(str)       # Pointcept label file without .npy [data.dataset's, e.g. segment20]
+  c.data.num_classes = _optional(int)       # classes of the labels [data.dataset's count]
+  c.data.tfds_name = _optional(str)         # which prepared TFDS dataset under data.root [the only one]
 
   # --- model ---
   c.model = ml_collections.ConfigDict()
@@ -96,4 +108,5 @@ def default_config() -> ml_collections.ConfigDict:
   c.probe.class_balanced = False
   c.probe.num_classes = 20
   c.probe.train_fraction = 0.7
+  c.probe.capacity = _optional(int)         # stage-0 slots per probe scene [sized to every voxel of the batch]
   return c

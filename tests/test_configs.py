@@ -101,6 +101,10 @@ BAD_VALUES = [
     ("model.variant", "huge", "tiny"),
     ("model.dtype", "float16", "bfloat16"),
     ("probe.train_fraction", 1.0, "(0.0, 1.0)"),
+    ("probe.capacity", -1, "None or an integer in [1, inf)"),
+    ("data.num_val_scenes", 0, "None or an integer in [1, inf)"),
+    ("data.seed", -1, "None or an integer in [0, 2147483647]"),
+    ("data.segment_key", 20, "None or a string"),
 ]
 
 

@@ -155,7 +155,7 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
   start = time.time()
   seed = int(config.seed if seed is None else seed)
   steps = int(config.probe.steps if steps is None else steps)
-  capacity = capacity or config.probe.get("capacity", None) or None
+  capacity = capacity or config.probe.capacity
 
   train_scenes, eval_scenes, names, groups, source = probe_scenes(config, data, eval_data, max_train_scenes,
                                                                   max_eval_scenes)
