@@ -1,7 +1,8 @@
 """Packed training batches give the unpacked step's loss and gradients (same scenes, views and weights).
 
 The per-view pieces come from the real view pipeline (synthetic indoor scenes, tiny encoder, drop path 0); the
-unpacked batch stacks them at the per-view capacities, the packed one puts the 4 views in one set per stage.
+unpacked batch stacks them at the per-view capacities (1 device); the packed one puts each scene's 2 views in one
+set per stage, 2 packs sharded over 2 devices (packing is per device), so this also checks multi-device equality.
 The loss is a mean of per-view KLs (values ~1-5) computed by different reduction orders: rtol 1e-5 (~100 float32
 eps). Gradients: sums over <= 2k rows per leaf with cancellation, bounded by 1e-4 x the leaf's largest entry.
 """
@@ -11,10 +12,12 @@ import numpy as np
 
 from configs import synthetic_tiny
 from dos_jax.batching import packing
+from dos_jax.batching import patches
 from dos_jax.batching import spec as spec_lib
 from dos_jax.batching import train_views
 from dos_jax.data import catalog
 from dos_jax.models import network
+from dos_jax.train import sharding
 from dos_jax.train import step as step_lib
 
 
@@ -33,13 +36,16 @@ def test_packed_loss_and_grads_equal_unpacked():
   params, pieces, stats = _pieces(cfg)
   assert stats["teacher_views"] == 4 and stats["student_views"] == 4
   unpacked = train_views.stack_batch(pieces)
-  counts = np.array([packing.stage_counts(p.teacher) for vs in pieces for p in vs])
-  s_counts = np.array([packing.stage_counts(p.student) for vs in pieces for p in vs])
-  spec = dict(teacher=[int(c) for c in packing.footprints(counts, params.patch_size)],
-              student=[int(c) for c in packing.footprints(s_counts, params.patch_size)],
-              pack_scenes=2, patch_size=params.patch_size, num_views=2)
-  packed = jax.tree.map(lambda x: x[None], packing.pack_train_views([p for vs in pieces for p in vs], spec))
-  assert packed.teacher.coord.shape[1] <= 4 * unpacked.teacher.coord.shape[2]
+  # Two packs of one scene each (capacities: the larger footprint of the two), sharded over 2 devices below.
+  flat = [[p for p in vs] for vs in pieces]
+  t_fp = np.max([packing.footprints(np.array([packing.stage_counts(p.teacher) for p in vs]), params.patch_size)
+                 for vs in flat], axis=0)
+  s_fp = np.max([packing.footprints(np.array([packing.stage_counts(p.student) for p in vs]), params.patch_size)
+                 for vs in flat], axis=0)
+  spec = dict(teacher=[int(c) for c in t_fp], student=[int(c) for c in s_fp], pack_scenes=1,
+              patch_size=params.patch_size, num_views=2)
+  packed = patches.stack_tree([packing.pack_train_views(vs, spec) for vs in flat])
+  assert packed.teacher.coord.shape[0] == 2 and packed.view_count.shape == (2, 2)
   net = network.init_params(jax.random.key(0), unpacked, cfg)
   teacher = jax.tree.map(lambda x: x * 1.01, net)
 
@@ -47,7 +53,11 @@ def test_packed_loss_and_grads_equal_unpacked():
     return step_lib.compute_loss(p, teacher, batch, jax.random.key(1), np.int32(3), cfg)
 
   (l_u, m_u), g_u = jax.value_and_grad(loss, has_aux=True)(net, unpacked)
-  (l_p, m_p), g_p = jax.value_and_grad(loss, has_aux=True)(net, packed)
+  # Packing is per device: the packed batch's leading (pack) axis is sharded like the scene axis.
+  mesh = sharding.make_mesh(min(2, jax.device_count()))
+  rep = sharding.replicated(mesh)
+  grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True), in_shardings=(rep, sharding.batch_sharding(mesh)))
+  (l_p, m_p), g_p = grad_fn(jax.device_put(net, rep), sharding.shard_batch(packed, mesh))
   np.testing.assert_allclose(l_p, l_u, rtol=1e-5)
   np.testing.assert_allclose(m_p["loss_cross"], m_u["loss_cross"], rtol=1e-5)
   np.testing.assert_allclose(m_p["effective_prototypes"], m_u["effective_prototypes"], rtol=1e-4)
