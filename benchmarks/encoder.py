@@ -85,9 +85,12 @@ def scan_batches(name: str, variant: str, step: int = 0):
   examples = pipeline.global_examples(cfg, scenes, bspec)
   chosen = [examples[g] for g in range(step * cfg.batch_size, (step + 1) * cfg.batch_size)]
   padded = patches.stack_point_sets([p.teacher for e in chosen for p in e.views])
-  pack_spec = packing.spec_from_config(cfg, bspec.patch_size, bspec.num_views, bspec.supervision)
-  packed = packing.pack_point_sets([p.teacher for e in chosen for p in e.views], pack_spec["teacher"],
-                                   bspec.patch_size)[0]
+  sets = [p.teacher for e in chosen for p in e.views]
+  caps = list(cfg.data.packed_capacity)
+  if len(caps) != bspec.num_stages:  # another variant than the config's: this batch's own footprints x 1.1
+    counts = np.array([packing.stage_counts(ps) for ps in sets])
+    caps = [packing.round_capacity(1.1 * f, bspec.patch_size) for f in packing.footprints(counts, bspec.patch_size)]
+  packed = packing.pack_point_sets(sets, caps, bspec.patch_size)[0]
   return dict(padded=padded, packed=patches.stack_point_sets([packed]))
 
 
