@@ -181,11 +181,12 @@ def randomize(model, seed: int = 0):
 
 
 def build_random(kind: str, channels, depths, heads, patch, order=("z", "z-trans", "hilbert", "hilbert-trans"),
-                 in_channels: int = 6, seed: int = 0):
-  """An upstream encoder of `kind` ('PT-v3m2' | 'PT-v3m1') with `randomize`d weights, prepared for comparison."""
+                 in_channels: int = 6, seed: int = 0, layer_scale: bool = False):
+  """An upstream encoder of `kind` ('PT-v3m2' | 'PT-v3m1') with `randomize`d weights, prepared for comparison
+  (`layer_scale`: PT-v3m2's LayerScale modules, randomized too)."""
   torch, _, classes = modules()
   cfg = dict(type=kind, in_channels=in_channels, order=order, enc_channels=channels, enc_depths=depths,
-             enc_num_head=heads, enc_patch_size=patch, mask_token=kind == "PT-v3m2")
+             enc_num_head=heads, enc_patch_size=patch, mask_token=kind == "PT-v3m2", layer_scale=layer_scale)
   torch.manual_seed(seed)
   model = classes[kind](**constructor_args(cfg))
   return prepare(randomize(model, seed))

@@ -57,13 +57,14 @@ def test_trainer_layout_checkpoint_matches_upstream_and_round_trips(torch, tmp_p
 
 
 def test_plain_layout_five_stages_non_power_of_two_patch(torch, tmp_path):
-  """5 stages, patch 100, two orders (upstream's constructor default), a whole scan at 0.04 m (largest grid
-  coordinates 15 and 7 = 2^k - 1 at stages 3 and 4)."""
+  """5 stages, patch 100, two orders (upstream's constructor default), LayerScale, a whole scan at 0.04 m
+  (largest grid coordinates 15 and 7 = 2^k - 1 at stages 3 and 4)."""
   channels, depths, heads, patch, order = (8, 8, 16, 16, 16), (1, 1, 1, 2, 1), (1, 1, 2, 2, 2), 100, ("z", "hilbert")
-  model = upstream.build("PT-v3m2", channels, depths, heads, patch, order=order, seed=3)
+  model = upstream.build("PT-v3m2", channels, depths, heads, patch, order=order, seed=3, layer_scale=True)
   path = str(tmp_path / "plain.pth")
   torch.save(upstream.state_dict(model), path)
   params, cfg = pointcept.load_checkpoint(path, enc_num_head=heads, enc_patch_size=patch, order=order)
+  assert cfg["layer_scale"] and np.abs(params["enc3"]["block1"]["ls2"]).max() > 0.05
   coord, feat, gc = upstream.scan("scene0003_00", 0.04)
   err = upstream.rel(pointcept.point_features(params, cfg, coord, feat, gc), upstream.features(model, coord, feat, gc))
   print(f"scene0003_00 @ 0.04 m: {len(coord)} points, rel {err:.2e}")

@@ -22,11 +22,12 @@ def modules():
     pytest.skip(str(e), allow_module_level=True)
 
 
-def build(kind, channels, depths, heads, patch, order=ORDERS, in_channels=6, seed=0):
+def build(kind, channels, depths, heads, patch, order=ORDERS, in_channels=6, seed=0, layer_scale=False):
   """An upstream encoder with random non-trivial weights (BatchNorm running statistics included), prepared."""
   modules()
   from launch import pointcept_upstream  # pylint: disable=g-import-not-at-top
-  return pointcept_upstream.build_random(kind, channels, depths, heads, patch, order, in_channels, seed)
+  return pointcept_upstream.build_random(kind, channels, depths, heads, patch, order, in_channels, seed,
+                                         layer_scale)
 
 
 def prepare(model):
