@@ -27,11 +27,11 @@ def test_m1_plain_and_trainer_layouts_match_upstream(tmp_path):
   assert set(params["enc1"]["down"]) == {"proj", "batch_norm"}
   np.testing.assert_array_equal(params["enc1"]["down"]["batch_norm"]["var"],
                                 sd["enc.enc1.down.norm.0.running_var"].numpy())
-  coord, feat, gc = upstream.scan("scene0004_00", 0.05)
+  coord, feat, gc = upstream.scan("scene0004_00", 0.02)
   want = upstream.features(model, coord, feat, gc)
   got = pointcept.point_features(params_t, cfg_t, coord, feat, gc)
   err = upstream.rel(got, want)
-  print(f"scene0004_00 @ 0.05 m: {len(coord)} points, rel {err:.2e}")
+  print(f"scene0004_00 @ 0.02 m: {len(coord)} points, rel {err:.2e}")
   assert err <= TOL
   exported = pointcept.to_state_dict(params, cfg)
   fresh = upstream.build("PT-v3m1", channels, depths, heads, patch, seed=8)
