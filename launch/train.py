@@ -1,7 +1,9 @@
 r"""Pretrain with DOS: `python -m launch.train --config configs/<name>.py --workdir DIR [--config.key=value ...]`.
 
 Writes orbax checkpoints to DIR/checkpoints/, metrics to DIR/metrics.jsonl and TensorBoard events to DIR, and
-resumes from the latest checkpoint in DIR. SIGTERM (preemption) saves a checkpoint and exits 0. Examples:
+resumes from the latest checkpoint in DIR. SIGTERM (preemption) saves a checkpoint and exits 0. Exit codes: 0 done or
+preempted with a checkpoint, 2 bad config/data/workdir (one line on stderr), 3 the workdir is held by another live
+run (DIR/lock.json; the line names its host, pid and start). Examples:
 
   python -m launch.train --config configs/synthetic_tiny.py --workdir /tmp/dos_tiny
   python -m launch.train --config configs/scannet.py --workdir /ckpt/scannet --config.data.root=/data/scannet
@@ -29,6 +31,7 @@ from ml_collections import config_flags
 from dos_jax import config_validation
 from dos_jax.errors import ConfigError, DataError
 from dos_jax.train import checkpoint
+from dos_jax.train import workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/synthetic_tiny.py[:smoke].", lock_config=True)
@@ -73,6 +76,10 @@ def main(argv):
     # Bad input is the user's to fix: one clear line, no traceback through JAX.
     print(f"{type(e).__name__}: {e}", file=sys.stderr)
     return 2
+  except workdir_lock.WorkdirBusyError as e:
+    # Another live run owns the workdir (a resubmitted job while the old one runs): refuse, name the holder.
+    print(f"WorkdirBusyError: {e}", file=sys.stderr)
+    return 3
   logging.info("%s at step %d; final metrics: %s", "preempted, checkpoint saved" if result.preempted else "done",
                result.step, result.metrics)
   return 0

@@ -36,6 +36,7 @@ from dos_jax.data import catalog
 from dos_jax.train import checkpoint
 from dos_jax.train import sharding
 from dos_jax.train import state as state_lib
+from dos_jax.train import workdir_lock
 from dos_jax.train import writers
 
 
@@ -181,12 +182,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
 
   Raises:
     ConfigError: bad config or unusable workdir (before anything compiles).
+    WorkdirBusyError: another live run holds the workdir (`workdir_lock`; taken by process 0).
     DataError: bad input data.
     NonFiniteError: a non-finite loss/gradient under config.nonfinite='stop' (names the step).
   """
   config_validation.validate_config(config)
   mesh = sharding.make_mesh(config_validation.data_parallel_devices(config, jax.device_count()))
   is_chief = jax.process_index() == 0
+  checkpoint.prepare_workdir(workdir, config, write=False)
+  lock = hold_workdir(workdir, is_chief)  # before anything is written: one writer per workdir
+  try:
+    return _train(config, workdir, mesh, is_chief, stop_at)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def hold_workdir(workdir: str, is_chief: bool) -> Optional[workdir_lock.WorkdirLock]:
+  """Process 0 takes the workdir lock (one per job); every process learns whether it got it.
+
+  Returns the held lock on process 0 (None elsewhere). Raises WorkdirBusyError on every process when the workdir
+  belongs to another live run, so no host of the job is left waiting in a collective.
+  """
+  lock, error = None, None
+  if is_chief:
+    try:
+      lock = workdir_lock.WorkdirLock(workdir).acquire()
+    except workdir_lock.WorkdirBusyError as e:
+      error = e
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    held = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None and is_chief)))
+    if not held and error is None:
+      error = workdir_lock.WorkdirBusyError(
+          f"process 0 could not take the workdir lock of {workdir} (its log names the holder)")
+  if error is not None:
+    raise error
+  return lock
+
+
+def _train(config, workdir, mesh, is_chief, stop_at) -> TrainResult:
+  """`train_and_evaluate` once the workdir is held: records the config, restores or initialises, runs."""
   checkpoint.prepare_workdir(workdir, config, write=is_chief)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
   start_step = ckpt.latest_step() or 0
