@@ -115,11 +115,9 @@ def main(argv):
 
 if __name__ == "__main__":
   from absl import app as _app  # pylint: disable=g-import-not-at-top
-  import logging as _std_logging  # pylint: disable=g-import-not-at-top
-  # orbax logs several INFO lines per restore through absl; keep the console to our progress and result.
-  _std_logging.getLogger("absl").addFilter(
-      lambda r: r.levelno >= _std_logging.WARNING or "orbax" not in r.pathname)
   from launch import console  # pylint: disable=g-import-not-at-top
+  # JAX's backend probe and orbax's per-restore INFO lines: keep the console to our progress and result.
+  console.quiet_libraries()
   console.route_absl_through_tqdm()
   _define_flags()
   _app.run(main)

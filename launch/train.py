@@ -25,13 +25,13 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-import logging as std_logging
 from ml_collections import config_flags
 
 from dos_jax import config_validation
 from dos_jax.errors import ConfigError, DataError
 from dos_jax.train import checkpoint
 from dos_jax.train import workdir_lock
+from launch import console
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/synthetic_tiny.py[:smoke].", lock_config=True)
@@ -85,16 +85,8 @@ def main(argv):
   return 0
 
 
-class _QuietLibraries(std_logging.Filter):
-  """Keeps our INFO lines (step logs) but drops the INFO chatter orbax writes on every save."""
-
-  def filter(self, record):
-    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
-
-
 if __name__ == "__main__":
-  from launch import console  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  console.quiet_libraries()  # JAX's backend probe and orbax's per-save INFO lines stay off the console
   console.route_absl_through_tqdm()  # step logs above the progress bar, not spliced into it
   app.run(main, flags_parser=_parse_flags)

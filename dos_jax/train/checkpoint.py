@@ -9,7 +9,9 @@ Resume order (automatic, `train_and_evaluate`): (1) `prepare_workdir` refuses a 
 a different config; (2) the latest finalized checkpoint is restored into the abstract state of THIS config; (3) the
 data iterator restarts at the restored `state.step` (batches are a pure function of (config, seed, step), so the
 step is the whole iterator position); (4) the per-step RNG is folded from the restored state. No checkpoint:
-fresh start at step 0.
+fresh start at step 0. A checkpoint that cannot be restored (truncated or missing files after a full disk or a lost
+node, bad metadata) is skipped with one warning and moved to DIR/checkpoints_damaged/, and the newest intact one is
+used; when none restores the run stops with one `NoRestorableCheckpointError` line (`Checkpointer.restore_newest_intact`).
 
 Crash safety: orbax writes each checkpoint into a temporary directory and renames it when complete, so a process
 killed mid-save (SIGKILL, OOM, preemption without notice) leaves only a temporary directory that `all_steps` never
@@ -25,20 +27,36 @@ import os
 import signal
 import tempfile
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
+from absl import logging
 import ml_collections
+import numpy as np
 
 from dos_jax import io as fileio
-from dos_jax.errors import ConfigError
+from dos_jax.errors import ConfigError, DataError
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "checkpoints_damaged"  # damaged checkpoints are moved here on resume (see `restore_newest_intact`)
 # Keys that may change when a run is resumed: they change how long / how verbosely it runs, not what it trains.
 # Everything else (method, model, data, optimizer, seed) is part of the fingerprint.
 RESUMABLE_KEYS = ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints",
                   "num_devices", "data.num_workers", "data.worker_backend", "data.prefetch", "data.root")
 RESUMABLE_PREFIXES = ("probe.",)  # the probe reads checkpoints, it does not shape them
+
+
+
+
+class NoRestorableCheckpointError(DataError):
+  """Every checkpoint of the workdir failed to restore; the message lists each step with its error."""
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+  """`Type: first line of the message`, cut to `limit` characters (orbax/tensorstore errors run to pages)."""
+  text = str(error).strip().splitlines()
+  line = f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+  return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 # ----------------------------------------------------------------------------------------------- workdir safety
@@ -206,6 +224,61 @@ class Checkpointer:
 
   def all_steps(self):
     return list(self._manager.all_steps())
+
+  def restore_newest_intact(self, abstract_state: Any) -> Tuple[Optional[int], Any]:
+    """(step, state) of the newest checkpoint that restores into `abstract_state`; (None, None) without any.
+
+    A checkpoint that cannot be restored (truncated or missing files, bad metadata, a state whose `step` is not
+    its directory's) is reported with one warning naming the step and the error; once an older one restores,
+    each damaged newer one is moved to DIR/checkpoints_damaged/ (kept for inspection, never deleted), so that
+    training past that step saves it again. If none restores, nothing is moved and `NoRestorableCheckpointError`
+    lists every step with its error.
+    """
+    failures = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        state = self.restore(abstract_state, step)
+        restored_step = int(np.asarray(getattr(state, "step", step)))
+        if restored_step != step:
+          raise ValueError(f"it holds state.step={restored_step}")
+      except Exception as e:  # pylint: disable=broad-except  (any failure means: not restorable)
+        error = _one_line(e)
+        logging.warning("checkpoint step %d in %s cannot be restored (%s); trying the next older one",
+                        step, self.directory, error)
+        failures.append((step, error))
+        continue
+      if failures:
+        self._set_aside([bad for bad, _ in failures], step)
+      return step, state
+    if failures:
+      listed = "; ".join(f"step {s}: {e}" for s, e in failures)
+      raise NoRestorableCheckpointError(
+          f"no checkpoint in {self.directory} can be restored ({listed}). Nothing was moved or deleted: move the "
+          "damaged step directories elsewhere to start from scratch, or use a new --workdir.")
+    return None, None
+
+  def _set_aside(self, steps, resumed_from: int) -> None:
+    """Process 0 moves the damaged `steps` aside; every process then sees the same list of checkpoints."""
+    import jax  # pylint: disable=g-import-not-at-top  (already loaded by orbax)
+    if jax.process_index() == 0:
+      for bad in steps:
+        aside = self._move_aside(bad)
+        logging.warning("moved the damaged checkpoint step %d to %s; resuming from step %d", bad, aside,
+                        resumed_from)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("dos_jax: damaged checkpoints moved aside")
+    self._manager.reload()
+
+  def _move_aside(self, step: int) -> str:
+    """Renames checkpoint `step` to DIR/checkpoints_damaged/<step>[.N] (a new name if that one is taken)."""
+    target_dir = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+    os.makedirs(target_dir, exist_ok=True)
+    target, n = os.path.join(target_dir, str(step)), 1
+    while os.path.exists(target):
+      target, n = os.path.join(target_dir, f"{step}.{n}"), n + 1
+    os.rename(os.path.join(self.directory, str(step)), target)
+    return target
 
   def restore(self, abstract_state: Any, step: Optional[int] = None) -> Any:
     """Restores checkpoint `step` (default: latest) into the structure, dtypes and shardings of `abstract_state`."""

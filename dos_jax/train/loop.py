@@ -137,18 +137,19 @@ class _Interval:
 
 
 def _init_or_restore(config, mesh, ckpt: checkpoint.Checkpointer, example_batch, start_step: int):
-  """Fresh state at step 0, or the checkpoint at `start_step` restored with this config's shardings."""
+  """(state, step): a fresh state at step 0, or the newest checkpoint that restores, with this config's shardings.
+
+  The step is below `start_step` (the newest checkpoint's) when that one is damaged (`restore_newest_intact`).
+  """
   rng = jax.random.PRNGKey(config.seed)
   if not start_step:
-    return sharding.create_sharded_state(config, rng, example_batch, mesh)
+    return sharding.create_sharded_state(config, rng, example_batch, mesh), 0
   frozen = state_lib.freeze_config(config)
   abstract = jax.eval_shape(lambda r, b: state_lib.create_train_state(frozen, r, b), rng, example_batch)
   shardings = sharding.state_sharding(mesh, abstract)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-  state = ckpt.restore(abstract, start_step)
-  if int(jax.device_get(state.step)) != start_step:
-    raise RuntimeError(f"checkpoint {start_step} in {ckpt.directory} holds state.step={int(state.step)}")
-  return state
+  step, state = ckpt.restore_newest_intact(abstract)
+  return state, step
 
 
 def _compile_then_sync(step_fn, state, batch, mesh):
@@ -227,13 +228,14 @@ def _train(config, workdir, mesh, is_chief, stop_at) -> TrainResult:
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
   start_step = ckpt.latest_step() or 0
   total = int(config.total_steps)
-  writer = writers.MetricWriter(workdir, enabled=is_chief, start_step=start_step)
   source = catalog.scene_source(config.data, "train")
-  batches = pipeline.TrainIterator(
-      config, source, start_step=start_step, num_workers=config.data.num_workers, prefetch=config.data.prefetch,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  logging.info("workdir %s: %s at step %d of %d", workdir, "resuming" if start_step else "starting",
-               start_step, total)
+
+  def batches_from(step):
+    return pipeline.TrainIterator(
+        config, source, start_step=step, num_workers=config.data.num_workers, prefetch=config.data.prefetch,
+        process_index=jax.process_index(), process_count=jax.process_count())
+
+  batches, writer = batches_from(start_step), None
   # Multi-host: JAX's preemption service owns SIGTERM and makes all hosts agree on the step (`reached_preemption`);
   # a Python handler here would replace its handler and let hosts stop at different steps. Single host: installed
   # before the (long) compile, so a notice that arrives during start-up still ends in a clean exit.
@@ -241,7 +243,15 @@ def _train(config, workdir, mesh, is_chief, stop_at) -> TrainResult:
   with checkpoint.PreemptionFlag(signals) as preemption:
     try:
       batch = next(batches)
-      state = _init_or_restore(config, mesh, ckpt, batch, start_step)
+      state, restored_step = _init_or_restore(config, mesh, ckpt, batch, start_step)
+      if restored_step != start_step:  # the newest checkpoint was damaged: the data restarts at the older step
+        batches.close()
+        start_step = restored_step
+        batches = batches_from(start_step)
+        batch = next(batches)
+      writer = writers.MetricWriter(workdir, enabled=is_chief, start_step=start_step)
+      logging.info("workdir %s: %s at step %d of %d", workdir, "resuming" if start_step else "starting",
+                   start_step, total)
       step_fn = sharding.jit_train_step(mesh, sharding.state_sharding(mesh, state))
       if jax.process_count() > 1:
         step_fn = _compile_then_sync(step_fn, state, batch, mesh)
@@ -254,7 +264,8 @@ def _train(config, workdir, mesh, is_chief, stop_at) -> TrainResult:
       return result
     finally:
       batches.close()
-      writer.close()
+      if writer is not None:
+        writer.close()
       ckpt.close()
 
 

@@ -210,3 +210,93 @@ def test_read_only_workdir_is_refused(tmp_path):
     checkpoint.prepare_workdir(existing, _config())
   with pytest.raises(ConfigError, match=r"cannot create it"):
     checkpoint.prepare_workdir(missing, _config())
+
+
+# ------------------------------------------------------------------------------------------- damaged checkpoints
+
+
+def _files(step_dir):
+  return [os.path.join(d, n) for d, _, names in os.walk(step_dir) for n in names]
+
+
+def _truncate_data(step_dir):
+  """A full disk / lost node: every array data file cut to half its length."""
+  data = [f for f in _files(step_dir) if f"{os.sep}d{os.sep}" in f]
+  assert data, _files(step_dir)
+  for f in data:
+    os.truncate(f, os.path.getsize(f) // 2)
+
+
+def _delete_data(step_dir):
+  import shutil  # pylint: disable=g-import-not-at-top
+  dirs = [d for d, _, _ in os.walk(step_dir) if os.path.basename(d) == "d"]
+  assert dirs
+  for d in dirs:
+    shutil.rmtree(d)
+
+
+def _garble_metadata(step_dir):
+  meta = [f for f in _files(step_dir) if os.path.basename(f) == "_METADATA"]
+  assert meta
+  for f in meta:
+    with open(f, "w") as fh:
+      fh.write("{not json")
+
+
+def _saved(workdir, steps):
+  ckpt = checkpoint.Checkpointer(workdir, keep=len(steps))
+  states = {s: _state(s, seed=s) for s in steps}
+  for s in steps:
+    ckpt.save(s, states[s])
+  ckpt.wait_until_finished()
+  ckpt.close()
+  return states
+
+
+@pytest.mark.parametrize("damage", [_truncate_data, _delete_data, _garble_metadata])
+def test_damaged_newest_checkpoint_is_skipped_and_kept_aside(tmp_path, damage, caplog):
+  workdir = str(tmp_path)
+  states = _saved(workdir, [1, 2, 3])
+  damage(os.path.join(workdir, checkpoint.CHECKPOINT_DIR, "3"))
+  ckpt = checkpoint.Checkpointer(workdir, keep=3)
+  assert ckpt.latest_step() == 3
+  step, restored = ckpt.restore_newest_intact(jax.eval_shape(lambda: states[3]))
+  assert step == 2
+  _assert_trees_equal(restored, states[2])
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert any(m.startswith("checkpoint step 3 ") and "cannot be restored (" in m for m in warnings), warnings
+  assert all(len(m.splitlines()) == 1 and len(m) < 800 for m in warnings), warnings  # one line each
+  # Kept aside (not deleted), out of orbax's sight, so the resumed run saves step 3 again.
+  aside = os.path.join(workdir, checkpoint.DAMAGED_DIR, "3")
+  assert os.path.isdir(aside) and _files(aside)
+  assert ckpt.all_steps() == [1, 2] and ckpt.latest_step() == 2
+  assert ckpt.save(3, states[3])
+  ckpt.wait_until_finished()
+  _assert_trees_equal(ckpt.restore(jax.eval_shape(lambda: states[3]), 3), states[3])
+  ckpt.close()
+
+
+def test_no_intact_checkpoint_is_one_clear_error_and_nothing_moves(tmp_path):
+  workdir = str(tmp_path)
+  states = _saved(workdir, [1, 2])
+  for s in (1, 2):
+    _truncate_data(os.path.join(workdir, checkpoint.CHECKPOINT_DIR, str(s)))
+  ckpt = checkpoint.Checkpointer(workdir, keep=2)
+  with pytest.raises(checkpoint.NoRestorableCheckpointError) as e:
+    ckpt.restore_newest_intact(jax.eval_shape(lambda: states[2]))
+  msg = str(e.value)
+  assert "\n" not in msg and f"no checkpoint in {ckpt.directory} can be restored" in msg
+  assert "step 2: " in msg and "step 1: " in msg and len(msg) < 1500
+  assert ckpt.all_steps() == [1, 2] and not os.path.exists(os.path.join(workdir, checkpoint.DAMAGED_DIR))
+  ckpt.close()
+
+
+def test_a_checkpoint_holding_another_step_is_not_intact(tmp_path):
+  workdir = str(tmp_path)
+  ckpt = checkpoint.Checkpointer(workdir, keep=3)
+  ckpt.save(1, _state(1))
+  ckpt.save(2, _state(7))  # state.step=7 in directory 2: not what a resume at step 2 needs
+  ckpt.wait_until_finished()
+  step, restored = ckpt.restore_newest_intact(jax.eval_shape(lambda: _state(1)))
+  assert step == 1 and int(restored.step) == 1
+  ckpt.close()

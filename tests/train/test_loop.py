@@ -223,3 +223,46 @@ def test_interval_averages_finite_values_only():
   interval.add({"loss": np.float32(np.nan), "lr": np.float32(0.25), "nonfinite": np.float32(1)}, 10)
   out = interval.flush(nonfinite_count=2)  # a fresh interval: only the last step
   assert np.isnan(out["loss"]) and out["lr"] == 0.25
+
+
+def _truncate_checkpoint(workdir, step):
+  """A full disk or a lost node: every array data file of checkpoint `step` cut to half its length."""
+  step_dir = os.path.join(workdir, checkpoint.CHECKPOINT_DIR, str(step))
+  data = [os.path.join(d, n) for d, _, names in os.walk(step_dir) for n in names if os.path.basename(d) == "d"]
+  assert data, step_dir
+  for f in data:
+    os.truncate(f, os.path.getsize(f) // 2)
+
+
+def test_damaged_newest_checkpoint_resume_equals_straight_run(straight, tmp_path, caplog):
+  straight_dir, reference = straight
+  workdir = str(tmp_path)
+  loop.train_and_evaluate(_config(), workdir, stop_at=TOTAL // 2)
+  _truncate_checkpoint(workdir, TOTAL // 2)
+  result = loop.train_and_evaluate(_config(), workdir)
+  assert result.step == TOTAL
+  _assert_states_equal(result.state, reference.state)
+  # Resumed from the step before the damaged one: the re-run steps log the uninterrupted run's losses.
+  assert ([(r["step"], r["loss"]) for r in writers.read_metrics(workdir)]
+          == [(r["step"], r["loss"]) for r in writers.read_metrics(straight_dir)])
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert any(m.startswith(f"checkpoint step {TOTAL // 2} ") and "cannot be restored" in m for m in warnings)
+  assert os.path.isdir(os.path.join(workdir, checkpoint.DAMAGED_DIR, str(TOTAL // 2)))
+
+
+def test_no_intact_checkpoint_exits_2_with_one_line(straight, tmp_path):
+  workdir = str(tmp_path / "run")
+  os.makedirs(workdir)
+  loop.train_and_evaluate(_config(), workdir, stop_at=2)
+  steps = sorted(int(n) for n in _checkpoint_names(workdir) if n.isdigit())
+  for step in steps:
+    _truncate_checkpoint(workdir, step)
+  proc = _launch(workdir)
+  _, stderr = proc.communicate(timeout=300)
+  assert proc.returncode == 2, stderr[-3000:]
+  lines = [l for l in stderr.splitlines() if l.strip()]
+  assert lines[-1].startswith(f"NoRestorableCheckpointError: no checkpoint in {workdir}/checkpoints can be restored")
+  # One warning per damaged step and the error line: no tracebacks, no asyncio/orbax thread noise.
+  assert "Traceback" not in stderr and "Event loop is closed" not in stderr, stderr[-3000:]
+  assert len(lines) <= len(steps) + 3, stderr[-3000:]
+  assert sorted(int(n) for n in _checkpoint_names(workdir) if n.isdigit()) == steps  # nothing moved
