@@ -26,7 +26,12 @@ if [[ -z "${SLURM_JOB_NODELIST:-}" ]]; then
   echo "launch/slurm_gpu.sh: run it with sbatch (or inside salloc); SLURM_JOB_NODELIST is not set" >&2
   exit 2
 fi
-COORDINATOR_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+if [[ ! -f launch/train.py ]]; then
+  echo "launch/slurm_gpu.sh: $PWD is not the dos_jax repository (no launch/train.py); submit it from the repository root" >&2
+  exit 2
+fi
+# sed, not head: head exits after one line and under pipefail scontrol's SIGPIPE would end the script (exit 141).
+COORDINATOR_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)
 export JAX_COORDINATOR_ADDRESS="${COORDINATOR_HOST}:${DOS_COORDINATOR_PORT:-12345}"
 export DOS_MULTIHOST=1
 # One GPU per process: SLURM's --gpus-per-task / CUDA_VISIBLE_DEVICES binding, or fall back to the local rank.

@@ -13,7 +13,8 @@
 #
 # With DOS_MULTIHOST=1 each worker calls jax.distributed.initialize(), which discovers the slice's workers on
 # Cloud TPU by itself. Preemption / maintenance: the coordination service announces it, all workers save the
-# same step and exit 0; rerun this script to resume from the latest checkpoint.
+# same step and exit 0; rerun this script to resume from the latest checkpoint. pipefail: a worker's exit code is
+# launch.train's, not tee's.
 set -euo pipefail
 : "${TPU_NAME:?set TPU_NAME to the TPU VM / pod slice name}"
 : "${ZONE:?set ZONE (e.g. us-central2-b)}"
@@ -26,4 +27,4 @@ if [[ "${DOS_SETUP:-0}" == "1" ]]; then
 fi
 ARGS=$(printf ' %q' "$@")
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" $PROJECT_FLAG --worker=all \
-  --command "cd $REPO_DIR && ${SETUP}DOS_MULTIHOST=1 python3 -m launch.train${ARGS} 2>&1 | tee -a ~/dos_train.log"
+  --command "set -o pipefail; cd $REPO_DIR && ${SETUP}DOS_MULTIHOST=1 python3 -m launch.train${ARGS} 2>&1 | tee -a ~/dos_train.log"

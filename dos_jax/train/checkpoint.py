@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import tempfile
 import threading
 from typing import Any, Dict, Optional, Tuple
@@ -50,6 +51,30 @@ RESUMABLE_PREFIXES = ("probe.",)  # the probe reads checkpoints, it does not sha
 
 class NoRestorableCheckpointError(DataError):
   """Every checkpoint of the workdir failed to restore; the message lists each step with its error."""
+
+
+def _silence_closed_loop_callbacks() -> None:
+  """Drops the "Event loop is closed" errors that a failed orbax restore leaves behind, and nothing else.
+
+  When one array of a restore fails (a truncated file: tensorstore's OUT_OF_RANGE), orbax's asyncio loop ends while
+  the other arrays' reads are still in flight; each of their completion callbacks then calls
+  `loop.call_soon_threadsafe` on the closed loop and Python prints "Exception ignored ... RuntimeError: Event loop
+  is closed" with a traceback, for every pending read (about 1,300 lines for one damaged checkpoint). The failure
+  itself is reported once by `restore_newest_intact`; those callbacks have nothing left to deliver. Installed as a
+  wrapper of `sys.unraisablehook` (other unraisable errors still reach the previous hook).
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "dos_jax_closed_loop_filter", False):
+    return
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  hook.dos_jax_closed_loop_filter = True
+  sys.unraisablehook = hook
 
 
 def _one_line(error: BaseException, limit: int = 300) -> str:
@@ -242,6 +267,7 @@ class Checkpointer:
         if restored_step != step:
           raise ValueError(f"it holds state.step={restored_step}")
       except Exception as e:  # pylint: disable=broad-except  (any failure means: not restorable)
+        _silence_closed_loop_callbacks()
         error = _one_line(e)
         logging.warning("checkpoint step %d in %s cannot be restored (%s); trying the next older one",
                         step, self.directory, error)
