@@ -109,5 +109,6 @@ def test_launch_train_on_a_held_workdir_stops_with_one_line(tmp_path):
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert lines[-1].startswith("WorkdirBusyError: workdir ") and f"pid {os.getpid()} since" in lines[-1]
   assert "Traceback" not in proc.stderr
+  assert "Unable to initialize backend" not in proc.stderr  # JAX's start-up INFO lines stay off the console
   # Stopped before writing anything: no checkpoints, metrics or config of its own.
   assert sorted(os.listdir(workdir)) == []
