@@ -8,16 +8,19 @@
 # them) but not the packages below. It reaches no package index, so they travel with the run: name DIR in the run's
 # `carry`, and benchmarks/gpu.sh installs them offline (`pip install --no-index --no-deps --target`). Versions:
 # the project's pins (requirements.txt) and, for their dependencies, versions that install together with them.
-# Only py3.12 / manylinux x86-64 wheels are fetched, with --no-deps: every dependency is named here, once.
+# Only py3.12 / manylinux x86-64 wheels are fetched, with --no-deps: every dependency is named here, once (the
+# dependencies' own Requires-Dist were read with `unzip -p WHEEL '*/METADATA' | grep ^Requires-Dist`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${1:-.whl}
 mkdir -p "$DIR"
 pin() { grep -iE "^$1==" requirements.txt | head -n 1; }
 PROJECT=(ml-collections clu tensorboardX tensorflow-datasets grain array-record laspy)
-DEPS=(portpicker==1.6.0 dm-tree==0.1.10 immutabledict==4.3.1 promise==2.3 simple-parsing==0.1.9
+DEPS=(portpicker==1.6.0 dm-tree==0.1.10 immutabledict==4.3.1 simple-parsing==0.1.9
       docstring-parser==0.18.0 tensorflow-metadata==1.21.0 googleapis-common-protos==1.76.0 termcolor==3.3.0
       toml==0.10.2)
+# Pure-Python packages published only as source: built into a py3-none-any wheel here (nothing to compile).
+BUILD=(promise==2.3)
 SPECS=()
 for name in "${PROJECT[@]}"; do
   spec=$(pin "$name") || { echo "fetch_device_wheels: $name is not pinned in requirements.txt" >&2; exit 2; }
@@ -30,5 +33,6 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manyl
 done
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   "${PLATFORMS[@]}" -d "$DIR" "${SPECS[@]}" "${DEPS[@]}"
+python3 -m pip wheel -q --no-deps -w "$DIR" "${BUILD[@]}"
 ls -1 "$DIR"
 du -sh "$DIR"

@@ -2,8 +2,9 @@ r"""Pretrain with DOS: `python -m launch.train --config configs/<name>.py --work
 
 Writes orbax checkpoints to DIR/checkpoints/, metrics to DIR/metrics.jsonl and TensorBoard events to DIR, and
 resumes from the latest checkpoint in DIR. SIGTERM (preemption) saves a checkpoint and exits 0. Exit codes: 0 done or
-preempted with a checkpoint, 2 bad config/data/workdir (one line on stderr), 3 the workdir is held by another live
-run (DIR/lock.json; the line names its host, pid and start). Examples:
+preempted with a checkpoint, 1 a non-finite loss under --config.nonfinite=stop (one line naming the step), 2 bad
+config/data/workdir or no restorable checkpoint (one line on stderr), 3 the workdir is held by another live run
+(DIR/lock.json; the line names its host, pid and start). Examples:
 
   python -m launch.train --config configs/synthetic_tiny.py --workdir /tmp/dos_tiny
   python -m launch.train --config configs/scannet.py --workdir /ckpt/scannet --config.data.root=/data/scannet
@@ -80,6 +81,9 @@ def main(argv):
     # Another live run owns the workdir (a resubmitted job while the old one runs): refuse, name the holder.
     print(f"WorkdirBusyError: {e}", file=sys.stderr)
     return 3
+  except FloatingPointError as e:  # loop.NonFiniteError under config.nonfinite='stop': names the step and the fix
+    print(f"{type(e).__name__}: {e}", file=sys.stderr)
+    return 1
   logging.info("%s at step %d; final metrics: %s", "preempted, checkpoint saved" if result.preempted else "done",
                result.step, result.metrics)
   return 0

@@ -35,3 +35,27 @@ def test_train_rejects_a_workdir_with_a_missing_parent(tmp_path):
   proc = _run("launch.train", "--config=configs/synthetic_tiny.py:smoke", f"--workdir={tmp_path / 'a' / 'b'}",
               "--config.num_devices=1")
   assert proc.returncode == 2 and "parent directory" in proc.stderr and "does not exist" in proc.stderr
+
+
+def test_train_failures_are_one_line_with_their_exit_code(tmp_path, monkeypatch, capsys):
+  """launch.train.main maps each failure of the loop to one stderr line and its exit code (no traceback)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from dos_jax.errors import DataError  # pylint: disable=g-import-not-at-top
+  from dos_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from dos_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from dos_jax.train import workdir_lock  # pylint: disable=g-import-not-at-top
+  from launch import train  # pylint: disable=g-import-not-at-top
+  flags.FLAGS(["train", f"--config={ROOT}/configs/synthetic_tiny.py:smoke", f"--workdir={tmp_path}"])
+  cases = [(loop.NonFiniteError("non-finite loss or gradient at step 2"), 1, "NonFiniteError: non-finite loss"),
+           (checkpoint.NoRestorableCheckpointError("no checkpoint in D can be restored"), 2,
+            "NoRestorableCheckpointError: no checkpoint in D"),
+           (DataError("scene.npy: label 27 out of range"), 2, "DataError: scene.npy: label 27"),
+           (workdir_lock.WorkdirBusyError("workdir D is in use by host h pid 1"), 3, "WorkdirBusyError: workdir D")]
+  for error, code, line in cases:
+    def fail(*args, error=error, **kwargs):
+      raise error
+    monkeypatch.setattr(loop, "train_and_evaluate", fail)
+    assert train.main(["train"]) == code
+    err = capsys.readouterr().err
+    assert err.strip().startswith(line) and "\n" not in err.strip(), err
+  flags.FLAGS.unparse_flags()
