@@ -47,8 +47,6 @@ RESUMABLE_KEYS = ("total_steps", "log_every", "checkpoint_every", "keep_checkpoi
 RESUMABLE_PREFIXES = ("probe.",)  # the probe reads checkpoints, it does not shape them
 
 
-
-
 class NoRestorableCheckpointError(DataError):
   """Every checkpoint of the workdir failed to restore; the message lists each step with its error."""
 
@@ -254,10 +252,10 @@ class Checkpointer:
     """(step, state) of the newest checkpoint that restores into `abstract_state`; (None, None) without any.
 
     A checkpoint that cannot be restored (truncated or missing files, bad metadata, a state whose `step` is not
-    its directory's) is reported with one warning naming the step and the error; once an older one restores,
-    each damaged newer one is moved to DIR/checkpoints_damaged/ (kept for inspection, never deleted), so that
-    training past that step saves it again. If none restores, nothing is moved and `NoRestorableCheckpointError`
-    lists every step with its error.
+    its directory's) is skipped; once an older one restores, each damaged newer one gets one warning line (its
+    step, the error, where it went) and is moved to DIR/checkpoints_damaged/ (kept for inspection, never deleted),
+    so that training past that step saves it again. If none restores, nothing is moved and
+    `NoRestorableCheckpointError` lists every step with its error (that one line is the whole report).
     """
     failures = []
     for step in sorted(self.all_steps(), reverse=True):
@@ -268,13 +266,10 @@ class Checkpointer:
           raise ValueError(f"it holds state.step={restored_step}")
       except Exception as e:  # pylint: disable=broad-except  (any failure means: not restorable)
         _silence_closed_loop_callbacks()
-        error = _one_line(e)
-        logging.warning("checkpoint step %d in %s cannot be restored (%s); trying the next older one",
-                        step, self.directory, error)
-        failures.append((step, error))
+        failures.append((step, _one_line(e)))
         continue
       if failures:
-        self._set_aside([bad for bad, _ in failures], step)
+        self._set_aside(failures, step)
       return step, state
     if failures:
       listed = "; ".join(f"step {s}: {e}" for s, e in failures)
@@ -283,14 +278,14 @@ class Checkpointer:
           "damaged step directories elsewhere to start from scratch, or use a new --workdir.")
     return None, None
 
-  def _set_aside(self, steps, resumed_from: int) -> None:
-    """Process 0 moves the damaged `steps` aside; every process then sees the same list of checkpoints."""
+  def _set_aside(self, failures, resumed_from: int) -> None:
+    """Process 0 moves the damaged steps aside (one warning each); every process then sees the same steps."""
     import jax  # pylint: disable=g-import-not-at-top  (already loaded by orbax)
     if jax.process_index() == 0:
-      for bad in steps:
+      for bad, error in failures:
         aside = self._move_aside(bad)
-        logging.warning("moved the damaged checkpoint step %d to %s; resuming from step %d", bad, aside,
-                        resumed_from)
+        logging.warning("checkpoint step %d in %s cannot be restored (%s); moved it to %s, resuming from step %d",
+                        bad, self.directory, error, aside, resumed_from)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices("dos_jax: damaged checkpoints moved aside")
