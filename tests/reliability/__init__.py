@@ -14,6 +14,7 @@ import numpy as np
 from dos_jax.batching import patches
 from dos_jax.batching import structs
 from dos_jax.data import scene as scene_lib
+from tests.batching import leaves
 
 
 @contextlib.contextmanager
@@ -31,20 +32,6 @@ def time_limit(seconds: int, what: str):
   finally:
     signal.alarm(0)
     signal.signal(signal.SIGALRM, old)
-
-
-def leaves(tree, prefix=""):
-  """(path, array) for every numpy leaf of a batch pytree (dataclasses and tuples; None fields skipped)."""
-  if tree is None:
-    return
-  if isinstance(tree, np.ndarray):
-    yield prefix, tree
-  elif isinstance(tree, tuple):
-    for i, t in enumerate(tree):
-      yield from leaves(t, f"{prefix}[{i}]")
-  else:
-    for f in dataclasses.fields(tree):
-      yield from leaves(getattr(tree, f.name), f"{prefix}.{f.name}")
 
 
 def signature(tree):
