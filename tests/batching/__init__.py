@@ -28,12 +28,7 @@ def cfg(**kw):
   c.data.capacity = 512
   c.data.student_capacity = 256
   c.data.num_workers = 0
-  for k, v in kw.items():
-    node = c
-    *path, last = k.split(".")
-    for part in path:
-      node = node[part]
-    node[last] = v
+  c.update_from_flattened_dict(kw)
   return c
 
 

@@ -34,12 +34,7 @@ def tiny_config(**overrides):
   c.data.grid_size = GRID
   c.total_steps = 100
   c.optim.warmup_frac = 0.0
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)
   return c
 
 

@@ -128,12 +128,7 @@ def test_preemption_flag_catches_sigterm_and_restores_the_handler():
 
 def _config(**overrides):
   c = synthetic_tiny.get_config("smoke")
-  for key, value in overrides.items():
-    *groups, leaf = key.split(".")
-    node = c
-    for g in groups:
-      node = node[g]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)
   return c
 
 
