@@ -28,17 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from benchmarks import timing
 from dos_jax import io as fileio
 from dos_jax import objective
 from dos_jax.torch_ref import objective as torch_objective
 
 
 def _median_time(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
+  times, _ = timing.call_times(fn, repeats)
   return statistics.median(times), times
 
 

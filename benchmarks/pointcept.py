@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
+from benchmarks import timing  # noqa: E402
 from dos_jax import io as fileio  # noqa: E402
 from launch import parity_pointcept  # noqa: E402
 from launch import pointcept_upstream  # noqa: E402
@@ -33,13 +34,7 @@ MODELS = {
 
 
 def _best(fn, repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return min(times)
+  return min(timing.call_times(fn, repeats, warmup=1)[0])
 
 
 def _upstream_train_step(model, coord, feat, grid, g, device):

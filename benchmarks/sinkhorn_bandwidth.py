@@ -15,7 +15,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -23,18 +22,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
+from benchmarks import timing  # noqa: E402
 from dos_jax import io as fileio  # noqa: E402
 from dos_jax import objective  # noqa: E402
 
 
 def _timed(fn, repeats):
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return statistics.median(timing.call_times(fn, repeats, warmup=1)[0])
 
 
 def _cost(compiled):

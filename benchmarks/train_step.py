@@ -33,6 +33,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from benchmarks import input_pipeline  # noqa: E402
+from benchmarks import timing  # noqa: E402
 from configs import synthetic_tiny  # noqa: E402
 from dos_jax import io as fileio  # noqa: E402
 from dos_jax.batching import pipeline  # noqa: E402
@@ -116,12 +117,7 @@ def torch_step_fn(state, batch, config, device: str = "cpu"):
 
 
 def _median_time(fn, steps):
-  times = []
-  out = None
-  for _ in range(steps):
-    start = time.perf_counter()
-    out = fn()
-    times.append(time.perf_counter() - start)
+  times, out = timing.call_times(fn, steps)
   return statistics.median(times), times, out
 
 
