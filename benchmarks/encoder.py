@@ -72,7 +72,7 @@ def bench_one(num_points: int, args, model_cfg, spec):
 def scan_batches(name: str, variant: str, step: int = 0):
   """One device's teacher sets from REAL scans (configs/<name>.py recipe, the shared scans, `variant`):
   {'padded': PointSet [B*V, ...] at the per-view capacities, 'packed': PointSet [1, ...] of the same views at
-  the config's packed capacities}."""
+  the config's packed slots and sequence lengths}."""
   import importlib  # pylint: disable=g-import-not-at-top
   from benchmarks import scans  # pylint: disable=g-import-not-at-top
   from dos_jax.batching import packing, pipeline, spec as spec_lib  # pylint: disable=g-import-not-at-top
@@ -86,11 +86,12 @@ def scan_batches(name: str, variant: str, step: int = 0):
   chosen = [examples[g] for g in range(step * cfg.batch_size, (step + 1) * cfg.batch_size)]
   padded = patches.stack_point_sets([p.teacher for e in chosen for p in e.views])
   sets = [p.teacher for e in chosen for p in e.views]
-  caps = list(cfg.data.packed_capacity)
-  if len(caps) != bspec.num_stages:  # another variant than the config's: this batch's own footprints x 1.1
+  caps, seq = list(cfg.data.packed_capacity), list(cfg.data.packed_sequence)
+  if len(caps) != bspec.num_stages:  # another variant than the config's: this batch's own sizes x 1.1
     counts = np.array([packing.stage_counts(ps) for ps in sets])
-    caps = [packing.round_capacity(1.1 * f, bspec.patch_size) for f in packing.footprints(counts, bspec.patch_size)]
-  packed = packing.pack_point_sets(sets, caps, bspec.patch_size)[0]
+    caps = [packing.round_capacity(1.1 * n) for n in counts.sum(0)]
+    seq = [packing.round_sequence(1.1 * f, bspec.patch_size) for f in packing.footprints(counts, bspec.patch_size)]
+  packed = packing.pack_point_sets(sets, caps, bspec.patch_sizes or bspec.patch_size, sequence=seq)[0]
   return dict(padded=padded, packed=patches.stack_point_sets([packed]))
 
 
@@ -120,6 +121,7 @@ def bench_points(points, num_points: int, args, model_cfg):
   step_s = float(np.min(times))
   row = dict(points=num_points, real_points=int(np.asarray(points.valid).sum()), batch=int(points.valid.shape[0]),
              stage_capacities=[int(s.valid.shape[1]) for s in points.stages],
+             stage_sequence=[int(s.order.shape[-1]) for s in points.stages],
              compile_s=round(compile_s, 3), step_s=round(step_s, 5), step_s_median=round(float(np.median(times)), 5), step_s_all=[round(t, 5) for t in times],
              flops=flops, achieved_tflops=round(flops / step_s / 1e12, 4) if np.isfinite(flops) else None,
              peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))

@@ -11,8 +11,11 @@ device; 0 = `batch_size`), and prints ONE JSON line:
 
   * teacher/student `fill` and `capacity` per stage: mean real points per set and the set's capacity (per view
     unpacked; per pack with data.packing=True), so fill/capacity is the occupied fraction;
-  * `useful_fraction`: sum_s real_s c_s / sum_s cap_s c_s, with c_s the encoder's FLOPs per slot at stage s
-    (dense + 27-tap CPE + patch attention per block, pooling, embedding and upcast), teacher forward (x1) plus
+  * `useful_fraction`: what a real point needs over what the compiled program computes:
+    sum_s real_s (d_s + a_s) / sum_s (N_s d_s + L_s a_s), with d_s the encoder's FLOPs per slot at stage s
+    (dense: qkv/proj, 27-tap CPE, MLP per block, pooling, embedding and upcast), a_s the patch attention's FLOPs
+    per sequence position (QK^T and AV over P keys per block), N_s the slots and L_s the attention positions
+    (whole patches; = N_s per view and for packs without a separate sequence), teacher forward (x1) plus
     student forward+backward (x3); per branch too;
   * `gflops_per_step`: XLA cost analysis of one device's encoder work (teacher forward + student
     value_and_grad), lowered, not compiled (`--flops-variant small` for a cheaper lowering), next to the
@@ -65,31 +68,42 @@ _FLOPS_VARIANT = flags.DEFINE_string("flops_variant", "", "Variant for the XLA c
 flags.mark_flags_as_required(["config"])
 
 
-def slot_flops(variant: str, mlp_ratio: float, in_channels: int, stage_caps, patch_size: int):
-  """Forward FLOPs per slot at each stage (2 per multiply-add): blocks, the pooling into the next stage,
-  and at stage 0 the embedding and the upcast projection."""
+def slot_flops(variant: str, mlp_ratio: float, in_channels: int, stage_seq, patch_sizes):
+  """Forward FLOPs (2 per multiply-add) per stage: (dense per slot, attention per sequence position).
+
+  Dense: blocks' CPE 27C^2 + C^2, qkv 3C^2, proj C^2, MLP 2rC^2, the pooling into the next stage, and at stage 0
+  the embedding and the upcast projection. Attention: QK^T and AV over P = min(P_s, L_s) keys, 2PC per block.
+  """
   spec = variants.decode_variant(variant)
   ch, depths = spec["channels"], spec["depths"]
+  patches_ = packing.stage_patches(patch_sizes, len(ch))
   d_out = sum(ch)
-  out = []
+  dense, attn = [], []
   for s, (c, d) in enumerate(zip(ch, depths)):
-    p = min(patch_size, int(stage_caps[s]))
-    # CPE 27C^2 + C^2, qkv 3C^2, proj C^2, MLP 2rC^2; attention QK^T and AV: 2PC.
-    macs = d * ((32 + 2 * mlp_ratio) * c * c + 2 * p * c)
+    p = min(patches_[s], int(stage_seq[s]))
+    macs = d * (32 + 2 * mlp_ratio) * c * c
     if s + 1 < len(ch):
       macs += c * ch[s + 1]
     if s == 0:
       macs += in_channels * c + d_out * d_out
-    out.append(2.0 * macs)
-  return out
+    dense.append(2.0 * macs)
+    attn.append(2.0 * d * 2 * p * c)
+  return np.array(dense), np.array(attn)
+
+
+def positions(seq, patch_sizes):
+  """Attention positions the program computes per stage: L_s rounded up to whole patches of min(P_s, L_s)."""
+  patches_ = packing.stage_patches(patch_sizes, len(seq))
+  return np.array([-(-int(n) // min(p, int(n))) * min(p, int(n)) for n, p in zip(seq, patches_)], np.float64)
 
 
 def sample(cfg, params, scenes, steps, packed: bool):
   """Stage counts over `steps` of a one-host run (batch_size scenes per step, the training pipeline's examples).
 
-  Returns (teacher, student, stats, per_pack, footprints): counts i64[sets, S] per view (today's batching) or
-  per pack (data.packing=True); footprints (teacher, student) i64[packs, S] of the balanced packs the packed
-  pipeline builds from the same views (for calibration; None when packed).
+  Returns (teacher, student, stats, per_pack, samples): counts i64[sets, S] per view (today's batching) or
+  per pack (data.packing=True); samples (None when packed): for the balanced packs the packed pipeline builds
+  from the same views, dict of i64[packs, S]: real points ('teacher_total', 'student_total') and sequence
+  footprints ('teacher_footprint', 'student_footprint'), for calibration.
   """
   per_pack = int(cfg.data.pack_scenes or 0) or int(cfg.batch_size)
   batch = int(cfg.batch_size)
@@ -97,7 +111,9 @@ def sample(cfg, params, scenes, steps, packed: bool):
   as_packed.data.packing = True  # examples carry their drop counts; the views are the unpacked pipeline's
   examples = pipeline.global_examples(as_packed, scenes, params)
   stats = {}
-  teacher, student, t_fp, s_fp = [], [], [], []
+  teacher, student = [], []
+  samples = {k: [] for k in ("teacher_total", "student_total", "teacher_footprint", "student_footprint")}
+  patch_sizes = params.patch_sizes or params.patch_size
   for step in steps:
     chosen = [examples[g] for g in range(step * batch, (step + 1) * batch)]
     if packed:
@@ -114,25 +130,25 @@ def sample(cfg, params, scenes, steps, packed: bool):
       s = np.array([packing.stage_counts(p.student) for p in pieces])
       teacher.extend(t)
       student.extend(s)
-      t_fp.append(packing.footprints(t, params.patch_size))
-      s_fp.append(packing.footprints(s, params.patch_size))
-  fps = None if packed else (np.array(t_fp), np.array(s_fp))
-  return np.array(teacher), np.array(student), stats, per_pack, fps
+      for name, c in (("teacher", t), ("student", s)):
+        samples[f"{name}_total"].append(c.sum(0))
+        samples[f"{name}_footprint"].append(packing.footprints(c, patch_sizes))
+  samples = None if packed else {k: np.array(v) for k, v in samples.items()}
+  return np.array(teacher), np.array(student), stats, per_pack, samples
 
 
-def xla_gflops(cfg, variant, teacher_caps, student_caps, sets: int, in_channels: int):
+def xla_gflops(cfg, variant, teacher_caps, student_caps, sets: int, in_channels: int, teacher_seq, student_seq):
   """XLA's FLOP count of one device's encoder work (teacher fwd + student fwd/bwd), lowered on shapes only."""
   spec = variants.decode_variant(variant)
   model_cfg = dict(variant=variant, dtype="float32", drop_path=0.0, mlp_ratio=float(cfg.model.mlp_ratio))
 
-  def fake(caps, packed):
+  def fake(caps, seq, packed):
     n0 = caps[0]
     coord = np.zeros((n0, 3), np.float32)
     st = []
-    for c in caps:
+    for c, n in zip(caps, seq):
       st.append(dict(grid=np.zeros((c, 3), np.int32), valid=np.zeros(c, bool),
-                     order=np.tile(np.arange(c, dtype=np.int32), (4, 1)),
-                     inverse=np.tile(np.arange(c, dtype=np.int32), (4, 1)),
+                     order=np.zeros((4, n), np.int32), inverse=np.zeros((4, c), np.int32),
                      neighbors=np.full((c, 27), c, np.int32), segment=np.zeros(c, np.int32) if packed else None))
     from dos_jax.batching import structs  # pylint: disable=g-import-not-at-top
     ps = structs.PointSet(coord=coord, feat=np.zeros((n0, in_channels), np.float32),
@@ -141,7 +157,7 @@ def xla_gflops(cfg, variant, teacher_caps, student_caps, sets: int, in_channels:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct((sets,) + x.shape, x.dtype), ps)
 
   packed = bool(cfg.data.get("packing", False))
-  t_pts, s_pts = fake(teacher_caps, packed), fake(student_caps, packed)
+  t_pts, s_pts = fake(teacher_caps, teacher_seq, packed), fake(student_caps, student_seq, packed)
   small = jax.tree.map(lambda x: np.zeros((1,) + x.shape[1:], x.dtype), s_pts)
   params = jax.eval_shape(lambda: encoder.init(jax.random.key(0), small, model_cfg))
 
@@ -160,35 +176,49 @@ def xla_gflops(cfg, variant, teacher_caps, student_caps, sets: int, in_channels:
 
 def measure(cfg, scenes, data_name):
   params = spec_lib.batch_spec(cfg)
+  patch_sizes = params.patch_sizes or params.patch_size
   packed = bool(cfg.data.get("packing", False))
   steps = range(_STEP0.value, _STEP0.value + _SCENES.value)
   t_counts, s_counts, stats, per_pack, _ = sample(cfg, params, scenes, steps, packed)
   in_ch = params.feat_dim
   variant = cfg.model.variant
   if packed:
-    t_caps, s_caps = list(cfg.data.packed_capacity), list(cfg.data.packed_student_capacity)
-    t_real, s_real = t_counts.mean(0), s_counts.mean(0)             # per pack
-    sets = 1
+    spec = packing.spec_from_config(cfg, patch_sizes, params.num_views, params.supervision)
+    t_caps, s_caps = list(spec["teacher"]), list(spec["student"])
+    t_seq, s_seq = list(spec["teacher_sequence"]), list(spec["student_sequence"])
+    sets = 1                                                        # per pack
   else:
     t_caps = patches.stage_capacities(params.capacity, params.num_stages, params.patch_size, params.stage_ratio)
     s_caps = patches.stage_capacities(params.student_set_capacity, params.num_stages, params.patch_size,
                                       params.stage_ratio)
-    t_real, s_real = t_counts.mean(0), s_counts.mean(0)             # per view
+    t_seq, s_seq = t_caps, s_caps                                   # per view: positions are slots
     sets = per_pack * params.num_views
+  t_real, s_real = t_counts.mean(0), s_counts.mean(0)
   mlp = float(cfg.model.mlp_ratio)
-  c_t = np.array(slot_flops(variant, mlp, in_ch, t_caps, params.patch_size))
-  c_s = np.array(slot_flops(variant, mlp, in_ch, s_caps, params.patch_size))
-  useful = dict(teacher=float(t_real @ c_t / (np.array(t_caps) @ c_t)),
-                student=float(s_real @ c_s / (np.array(s_caps) @ c_s)))
-  num = t_real @ c_t + 3 * (s_real @ c_s)
-  den = np.array(t_caps) @ c_t + 3 * (np.array(s_caps) @ c_s)
+
+  def cost(fv):
+    """(useful, compiled) FLOPs per set of each branch for variant fv."""
+    out = {}
+    for name, real, caps, seq in (("teacher", t_real, t_caps, t_seq), ("student", s_real, s_caps, s_seq)):
+      dense, attn = slot_flops(fv, mlp, in_ch, seq, patch_sizes)
+      out[name] = (float(real @ (dense + attn)), float(np.array(caps) @ dense + positions(seq, patch_sizes) @ attn))
+    return out
+
+  c = cost(variant)
+  useful = {k: u / d for k, (u, d) in c.items()}
+  num = c["teacher"][0] + 3 * c["student"][0]
+  den = c["teacher"][1] + 3 * c["student"][1]
+
+  def branch(real, caps, seq):
+    out = dict(fill=[round(float(v), 1) for v in real], capacity=[int(x) for x in caps],
+               fill_fraction=[round(float(a / b), 4) for a, b in zip(real, caps)])
+    if packed:
+      out.update(sequence=[int(x) for x in seq])
+    return out
+
   out = dict(benchmark="padding", config=_CONFIG_PATH[0], data=data_name,
              packing=packed, variant=variant, scenes_per_device=per_pack, views_per_device=per_pack * params.num_views,
-             sampled_steps=len(steps),
-             teacher=dict(fill=[round(float(v), 1) for v in t_real], capacity=[int(c) for c in t_caps],
-                          fill_fraction=[round(float(a / b), 4) for a, b in zip(t_real, t_caps)]),
-             student=dict(fill=[round(float(v), 1) for v in s_real], capacity=[int(c) for c in s_caps],
-                          fill_fraction=[round(float(a / b), 4) for a, b in zip(s_real, s_caps)]),
+             sampled_steps=len(steps), teacher=branch(t_real, t_caps, t_seq), student=branch(s_real, s_caps, s_seq),
              useful_fraction=round(float(num / den), 4),
              useful_fraction_by_branch={k: round(v, 4) for k, v in useful.items()},
              gflops_analytic=round(float(sets * den) / 1e9, 2))
@@ -201,31 +231,38 @@ def measure(cfg, scenes, data_name):
       pack_shrinks=int(stats.get("pack_shrinks", 0)))
   if _FLOPS.value:
     fv = _FLOPS_VARIANT.value or variant
-    gf, secs = xla_gflops(cfg, fv, t_caps, s_caps, sets, in_ch)
+    gf, secs = xla_gflops(cfg, fv, t_caps, s_caps, sets, in_ch, t_seq, s_seq)
     out.update(gflops_per_step=round(gf, 2), gflops_variant=fv, lower_seconds=round(secs, 1))
     if fv != variant:
-      c_t2 = np.array(slot_flops(fv, mlp, in_ch, t_caps, params.patch_size))
-      c_s2 = np.array(slot_flops(fv, mlp, in_ch, s_caps, params.patch_size))
-      out["gflops_analytic_flops_variant"] = round(
-          float(sets * (np.array(t_caps) @ c_t2 + 3 * (np.array(s_caps) @ c_s2))) / 1e9, 2)
+      c2 = cost(fv)
+      out["gflops_analytic_flops_variant"] = round(sets * (c2["teacher"][1] + 3 * c2["student"][1]) / 1e9, 2)
   return out
 
 
 def calibrate(cfg, scenes, data_name):
   params = spec_lib.batch_spec(cfg)
+  patch_sizes = params.patch_sizes or params.patch_size
   first = _STEP0.value or CALIBRATION_STEP0
   steps = range(first, first + _SCENES.value)
-  _, _, _, per_pack, (t_fp, s_fp) = sample(cfg, params, scenes, steps, packed=False)
-  t_caps = packing.calibrate(t_fp, params.patch_size, _QUANTILE.value, _MARGIN.value)
-  s_caps = packing.calibrate(s_fp, params.patch_size, _QUANTILE.value, _MARGIN.value)
+  _, _, _, per_pack, smp = sample(cfg, params, scenes, steps, packed=False)
+  q, m = _QUANTILE.value, _MARGIN.value
+  sizes = {}
+  for name in ("teacher", "student"):
+    sizes[name] = packing.calibrate(smp[f"{name}_total"], patch_sizes, q, m, kind="slots")
+    sizes[f"{name}_sequence"] = packing.calibrate(smp[f"{name}_footprint"], patch_sizes, q, m, kind="sequence")
   out = dict(benchmark="padding-calibration", config=_CONFIG_PATH[0], data=data_name, pack_scenes=per_pack,
-             sampled_steps=len(steps), sampled_packs=len(t_fp), quantile=_QUANTILE.value, margin=_MARGIN.value,
-             packed_capacity=t_caps, packed_student_capacity=s_caps,
-             footprint_mean=dict(teacher=t_fp.mean(0).round(1).tolist(), student=s_fp.mean(0).round(1).tolist()),
-             footprint_max=dict(teacher=t_fp.max(0).tolist(), student=s_fp.max(0).tolist()),
+             sampled_steps=len(steps), sampled_packs=len(smp["teacher_total"]), quantile=q, margin=m,
+             packed_capacity=sizes["teacher"], packed_student_capacity=sizes["student"],
+             packed_sequence=sizes["teacher_sequence"], packed_student_sequence=sizes["student_sequence"],
+             real_mean={k: smp[f"{k}_total"].mean(0).round(1).tolist() for k in ("teacher", "student")},
+             real_max={k: smp[f"{k}_total"].max(0).tolist() for k in ("teacher", "student")},
+             footprint_mean={k: smp[f"{k}_footprint"].mean(0).round(1).tolist() for k in ("teacher", "student")},
+             footprint_max={k: smp[f"{k}_footprint"].max(0).tolist() for k in ("teacher", "student")},
              overrides=(f"--config.data.packing=True --config.data.pack_scenes={per_pack} "
-                        f"--config.data.packed_capacity='{tuple(t_caps)}' "
-                        f"--config.data.packed_student_capacity='{tuple(s_caps)}'"))
+                        f"--config.data.packed_capacity='{tuple(sizes['teacher'])}' "
+                        f"--config.data.packed_student_capacity='{tuple(sizes['student'])}' "
+                        f"--config.data.packed_sequence='{tuple(sizes['teacher_sequence'])}' "
+                        f"--config.data.packed_student_sequence='{tuple(sizes['student_sequence'])}'"))
   if _OUT.value:
     with io_lib.atomic_open(_OUT.value) as f:
       json.dump(out, f, indent=1)

@@ -55,6 +55,7 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.student_capacity = 512
   c.data.num_workers = 0
   c.model.variant = "tiny"
+  c.data.packing = False       # the paper configs' packed sizes are for their encoder and data, not the smoke's
   c.model.head_hidden = 64
   c.model.head_dim = 32
   c.probe.steps = 20

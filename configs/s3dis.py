@@ -21,6 +21,13 @@ def get_config(arg=None):
   c.data.dataset = "s3dis"
   c.data.capacity = 32768      # S3DIS rooms are denser/larger than ScanNet scans at the same grid
   c.data.student_capacity = 16384
+  # Packed sizes NOT calibrated on S3DIS (no S3DIS rooms beside the checkout): the ScanNet calibration scaled by
+  # the per-view capacities (x2). Recalibrate before a real run: `python benchmarks/padding.py --config
+  # configs/s3dis.py --config.data.root=/data/s3dis --scenes 16 --margin 1.1 --calibrate`.
+  c.data.packed_capacity = (153344, 46096, 11536, 2864, 688)
+  c.data.packed_student_capacity = (45088, 17840, 6416, 2240, 624)
+  c.data.packed_sequence = (161792, 57344, 16384, 4096, 688)
+  c.data.packed_student_sequence = (55296, 24576, 8192, 4096, 624)
   c.probe.num_classes = 13
   if parsed.smoke:
     common.apply_smoke(c)

@@ -42,11 +42,16 @@ def get_config(arg=None):
   c.data.capacity = 16384      # teacher points per view after grid sampling (padded; larger views downsampled)
   c.data.student_capacity = 8192
   c.data.num_workers = 8
-  c.data.pack_scenes = 4       # scenes per device (32 over 8 GPUs) when data.packing=True
-  # Packed capacities (teacher, student) per stage: `benchmarks/padding.py --config configs/scannet.py --scenes 16
-  # --margin 1.1 --calibrate` on the shared ScanNet scans (max of 128 balanced packs x 1.1).
-  c.data.packed_capacity = (83360, 28168, 8144, 1384, 312)
-  c.data.packed_student_capacity = (29288, 12240, 4000, 1112, 280)
+  # Packed batches (dos_jax.batching.packing): the 4 scenes x 2 views of a device in one point set per stage.
+  c.data.packing = True
+  c.data.pack_scenes = 4       # scenes per device (32 over 8 GPUs)
+  # Slots and attention sequence lengths per stage (teacher, student): `benchmarks/padding.py --config
+  # configs/scannet.py --scenes 16 --margin 1.1 --calibrate` on the shared ScanNet scans (max of 128 balanced
+  # packs x 1.1). Recalibrate on your data (--config.data.root=PATH) and for another batch per host/device.
+  c.data.packed_capacity = (76672, 23048, 5768, 1432, 344)
+  c.data.packed_student_capacity = (22544, 8920, 3208, 1120, 312)
+  c.data.packed_sequence = (80896, 28672, 8192, 2048, 344)
+  c.data.packed_student_sequence = (27648, 12288, 4096, 2048, 312)
 
   c.model.variant = "base"
   c.model.head_hidden = 2048

@@ -158,6 +158,8 @@ _RULES: Dict[str, _Rule] = {
     "data.pack_scenes": _NON_NEGATIVE_INT,  # 0: the whole host batch in one pack
     "data.packed_capacity": _capacities(),
     "data.packed_student_capacity": _capacities(),
+    "data.packed_sequence": _capacities(),  # () = the slot capacities
+    "data.packed_student_sequence": _capacities(),
     "data.augmentations": _Rule(lambda v: isinstance(v, (tuple, list)),
                                 "a tuple of (op name, kwargs) pairs (dos_jax.data.transforms); () = defaults"),
     "model.variant": _one_of(*variants.VARIANTS),
@@ -276,8 +278,27 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: Optional[int
   if values["ema_momentum_start"] > values["ema_momentum_end"]:
     raise ConfigError(f"config.ema_momentum_start={values['ema_momentum_start']}: must be <= ema_momentum_end="
                       f"{values['ema_momentum_end']} (the teacher momentum rises over training).")
+  if values["data.packing"]:
+    _check_packing(values)
   if num_devices is not None:
     _check_batch_split(values["batch_size"], num_devices)
+
+
+def _check_packing(values) -> None:
+  """data.packing=True: one capacity (and sequence length, when given) per encoder stage, and the recipe the
+  packed step implements (`dos_jax.batching.packing`, `dos_jax.segment_objective`)."""
+  stages = len(variants.decode_variant(values["model.variant"])["channels"])
+  fix = "calibrate with `python benchmarks/padding.py --config CONFIG --calibrate` or set --config.data.packing=False"
+  for key in ("packed_capacity", "packed_student_capacity", "packed_sequence", "packed_student_sequence"):
+    value = tuple(values[f"data.{key}"])
+    optional = key.endswith("sequence")
+    if (value or not optional) and len(value) != stages:
+      raise ConfigError(f"config.data.{key}={value}: data.packing=True needs one entry per encoder stage "
+                        f"({stages} for model.variant={values['model.variant']!r}){' or ()' if optional else ''}; "
+                        f"{fix}")
+  if values["supervision"] != "observable" or values["normalization"] != "softmap":
+    raise ConfigError(f"config.data.packing=True supports supervision='observable' and normalization='softmap' "
+                      f"(got {values['supervision']!r}, {values['normalization']!r}); set --config.data.packing=False")
 
 
 def _check_batch_split(batch_size: int, num_devices: int) -> None:

@@ -79,6 +79,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.pack_scenes = 0              # scenes per pack (= per device); 0 = the whole host batch
   c.data.packed_capacity = ()         # per-stage teacher capacities of a pack (benchmarks/padding.py --calibrate)
   c.data.packed_student_capacity = () # per-stage student capacities of a pack
+  c.data.packed_sequence = ()         # per-stage teacher attention sequence lengths of a pack (() = the capacities)
+  c.data.packed_student_sequence = () # per-stage student attention sequence lengths of a pack
   c.data.augmentations = ()           # () = the defaults for data.kind (dos_jax.data.transforms)
   # Optional keys (None = the rule in brackets; placeholders so the command line can set them with a type):
   c.data.seed = _optional(int)              # synthetic scene set's seed [the run's seed for the probe, 0 in training]

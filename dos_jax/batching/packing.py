@@ -5,27 +5,33 @@ scans most slots are empty (ScanNet base config: ~11% of the encoder's FLOPs tou
 holds the M views of a pack (M = scenes per pack x views) back to back, each view padded only as its stage's
 attention needs (as upstream Pointcept batches by offsets):
 
-  * Sequence layout (serialization order o, stage s, patch size P = min(patch_size, C_s)): view m occupies
-    sequence positions [off_m, off_m + n_m). A view with n_m > P starts on a patch boundary and reserves
-    ceil(n_m / P) * P positions (its patches are exactly its unpacked patches); a view with n_m <= P lies inside
-    ONE patch, shared with other short views (first-fit decreasing). Offsets are the same for every order
-    (only the order inside a view differs); see `layout`.
+  * Sequence layout (serialization order o, stage s, patch size P = min(P_s, L_s), L_s the stage's sequence
+    length): view m occupies sequence positions [off_m, off_m + n_m). A view with n_m > P starts on a patch
+    boundary and reserves ceil(n_m / P) * P positions (its patches are exactly its unpacked patches); a view
+    with n_m <= P lies inside ONE patch, shared with other short views (first-fit decreasing). Offsets are the
+    same for every order (only the order inside a view differs); see `layout`.
   * Slot layout: view m's real points are slots [S_m, S_m + n_m) (S_m = sum of earlier counts), in the view's own
-    slot order; padding slots follow. `order[o]` maps sequence positions to slots (gaps -> padding slots).
+    slot order; padding slots (a small margin) follow. The slots are what embedding, CPE, MLP, pooling and the
+    objective compute on; only attention works on the sequence: `order[o]: i32[L_s]` is the slot at each
+    position (N_s for a gap: a position no point takes), `inverse[o]: i32[N_s]` each slot's position (L_s for
+    padding slots). Each attention block gathers its sequence from the slots, attends and scatters back (as
+    upstream Pointcept's pad/unpad indices), so patch padding costs attention FLOPs only.
   * `Stage.segment[i]` = m for real slots of view m, M for padding. Attention masks keys of another segment, CPE
     neighbours and pooling parents are the per-view ones offset by S_m, so no information crosses views and each
     view's features equal its unpacked features (tested to float32 rounding).
 
-Capacities C_s per stage are fixed by the config (`data.packed_capacity`, `data.packed_student_capacity`), sized
-from high quantiles of real packed footprints (`footprints`, `calibrate`; command `benchmarks/padding.py
---calibrate`). A pack whose footprint exceeds C_s raises `PackOverflowError` (the pipeline then shrinks a view).
+Two numbers per stage are fixed by the config: the slot capacity N_s (`data.packed_capacity`,
+`data.packed_student_capacity`: real points of a pack plus a margin) and the sequence length L_s
+(`data.packed_sequence`, `data.packed_student_sequence`: the layout's footprint plus a margin; () = the slot
+capacity), sized from high quantiles of real packs (`calibrate`; command `benchmarks/padding.py --calibrate`).
+A pack that does not fit raises `PackOverflowError` (the pipeline then shrinks a view).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -85,47 +91,73 @@ def layout(counts: Sequence[int], patch: int) -> Tuple[np.ndarray, int]:
   return offsets, int(footprint)
 
 
-def footprints(counts: np.ndarray, patch_size: int) -> np.ndarray:
-  """Packed footprint per stage of one pack: counts i64[M, S] (points of each view at each stage) -> i64[S].
+def stage_patches(patch_size: Union[int, Sequence[int]], num_stages: int) -> List[int]:
+  """The model's attention patch size at each stage: an int for every stage, or one per stage (upstream
+  `enc_patch_size`). Raises ConfigError when a tuple has the wrong length."""
+  if isinstance(patch_size, (int, np.integer)):
+    return [int(patch_size)] * num_stages
+  sizes = [int(p) for p in patch_size]
+  if len(sizes) != num_stages or min(sizes) < 1:
+    raise ConfigError(f"per-stage patch sizes {sizes}: expected {num_stages} positive ints (one per encoder "
+                      "stage; model enc_patch_size)")
+  return sizes
 
-  Uses the model's patch size at every stage: a footprint <= patch_size also fits a capacity smaller than the
-  patch size (the whole stage is then one patch), so the result is a valid capacity either way.
+
+def footprints(counts: np.ndarray, patch_size: Union[int, Sequence[int]]) -> np.ndarray:
+  """Sequence footprint per stage of one pack: counts i64[M, S] (points of each view at each stage) -> i64[S].
+
+  Uses the model's patch size at every stage: a footprint <= the patch size also fits a sequence shorter than
+  the patch (the whole stage is then one patch), so the result is a valid sequence length either way.
   """
   counts = np.asarray(counts)
-  return np.array([layout(counts[:, s], patch_size)[1] for s in range(counts.shape[1])], dtype=np.int64)
+  patches_ = stage_patches(patch_size, counts.shape[1])
+  return np.array([layout(counts[:, s], patches_[s])[1] for s in range(counts.shape[1])], dtype=np.int64)
 
 
-def round_capacity(value: float, patch_size: int, multiple: int = 8) -> int:
-  """A stage capacity >= value, rounded up to `multiple` slots.
-
-  Not to a multiple of the patch size: the encoder pads the attention sequence itself (masked slots of their
-  own segment), so a capacity between patch multiples costs padding only in attention, not in the dense,
-  CPE and MLP work of the slots.
-  """
+def round_capacity(value: float, patch_size: int = 0, multiple: int = 8) -> int:
+  """A slot capacity >= value, rounded up to `multiple` slots (slots need no patch multiple: the sequence is
+  separate). `patch_size` is unused (kept for callers that pass it)."""
   del patch_size
   v = max(1, int(math.ceil(value)))
   return -(-v // multiple) * multiple
 
 
-def calibrate(samples: np.ndarray, patch_size: int, quantile: float = 1.0, margin: float = 1.0) -> List[int]:
-  """Per-stage packed capacities from footprints of sampled packs.
+def round_sequence(value: float, patch_size: int, multiple: int = 8) -> int:
+  """A sequence length >= value: up to `multiple` while within one patch, else up to a multiple of the patch
+  (attention pads to whole patches anyway, so a length between patch multiples would buy nothing)."""
+  v = max(1, int(math.ceil(value)))
+  if v <= patch_size:
+    return min(-(-v // multiple) * multiple, patch_size)
+  return -(-v // patch_size) * patch_size
+
+
+def calibrate(samples: np.ndarray, patch_size: Union[int, Sequence[int]], quantile: float = 1.0,
+              margin: float = 1.0, kind: str = "slots") -> List[int]:
+  """Per-stage packed sizes from sampled packs of the real view pipeline.
 
   Args:
-    samples: i64[num_packs, S] footprints (`footprints`) of packs built by the real view pipeline.
-    patch_size: the model's attention patch size.
-    quantile: which quantile of the footprints to cover (1.0 = the largest seen).
+    samples: i64[num_packs, S]: real points per pack and stage (kind='slots': `counts.sum(0)`) or sequence
+      footprints (kind='sequence': `footprints`).
+    patch_size: the model's attention patch size (an int or one per stage).
+    quantile: which quantile of the samples to cover (1.0 = the largest seen).
     margin: multiplier on that quantile (headroom for unseen scenes).
+    kind: 'slots' (rounded to 8) or 'sequence' (rounded to 8 within a patch, else to whole patches).
 
   Returns:
-    [C_0, ..., C_{S-1}], non-increasing is not required (each stage is sized from its own data).
+    [C_0, ..., C_{S-1}] (each stage sized from its own data; non-increasing is not required).
   """
   samples = np.asarray(samples, dtype=np.float64)
   if samples.ndim != 2 or samples.shape[0] == 0:
-    raise ConfigError(f"calibrate: expected footprints [num_packs, stages], got shape {samples.shape}")
+    raise ConfigError(f"calibrate: expected samples [num_packs, stages], got shape {samples.shape}")
   if not 0.0 < quantile <= 1.0 or margin < 1.0:
     raise ConfigError(f"calibrate: quantile={quantile} must be in (0, 1] and margin={margin} >= 1")
+  if kind not in ("slots", "sequence"):
+    raise ValueError(f"calibrate: kind={kind!r}, expected 'slots' or 'sequence'")
+  patches_ = stage_patches(patch_size, samples.shape[1])
   q = np.quantile(samples, quantile, axis=0, method="higher")
-  return [round_capacity(v * margin, patch_size) for v in q]
+  if kind == "slots":
+    return [round_capacity(v * margin) for v in q]
+  return [round_sequence(v * margin, p) for v, p in zip(q, patches_)]
 
 
 def stage_counts(point_set: structs.PointSet) -> List[int]:
@@ -133,46 +165,53 @@ def stage_counts(point_set: structs.PointSet) -> List[int]:
   return [int(np.count_nonzero(s.valid)) for s in point_set.stages]
 
 
-def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int], patch_size: int,
-                    branch: str = "teacher") -> Tuple[structs.PointSet, List[int]]:
+def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int],
+                    patch_size: Union[int, Sequence[int]], branch: str = "teacher",
+                    sequence: Optional[Sequence[int]] = None) -> Tuple[structs.PointSet, List[int]]:
   """Packs unbatched per-view sets (real points first at every stage, as `patches.build_point_set` makes them).
 
   Args:
     sets: M PointSets of one pack, in segment order.
-    capacities: [C_0, ..., C_{S-1}] packed capacities.
-    patch_size: the model's attention patch size (stage s uses min(patch_size, C_s)).
+    capacities: [N_0, ..., N_{S-1}] slot capacities.
+    patch_size: the model's attention patch size, an int or one per stage (stage s uses min(P_s, L_s)).
     branch: 'teacher' | 'student' (error messages and `PackOverflowError.branch`).
+    sequence: [L_0, ..., L_{S-1}] attention sequence lengths; None or () = the slot capacities.
 
   Returns:
-    (packed PointSet with `segment` on every stage, stage-0 slot offsets S_m of the views: list of M ints).
+    (packed PointSet with `segment` on every stage; stage s has order i32[O, L_s] (slot per position, N_s for
+    gaps) and inverse i32[O, N_s] (position per slot, L_s for padding slots); stage-0 slot offsets S_m of the
+    views: list of M ints).
 
   Raises:
-    PackOverflowError when a stage's footprint exceeds its capacity.
+    PackOverflowError when a stage's real points exceed its slots or its layout exceeds its sequence length.
   """
   num_stages = len(sets[0].stages)
-  if len(capacities) != num_stages:
-    raise ConfigError(f"packed {branch} capacities {list(capacities)} give {len(capacities)} stages, the model "
-                      f"has {num_stages} (data.packed_capacity / data.packed_student_capacity)")
+  sequence = list(sequence) if sequence else list(capacities)
+  if len(capacities) != num_stages or len(sequence) != num_stages:
+    raise ConfigError(f"packed {branch} capacities {list(capacities)} / sequence lengths {sequence} must give "
+                      f"{num_stages} stages, one per encoder stage (data.packed_capacity, "
+                      "data.packed_student_capacity, data.packed_sequence, data.packed_student_sequence)")
+  patches_ = stage_patches(patch_size, num_stages)
   m_count = len(sets)
   counts = np.array([stage_counts(ps) for ps in sets], dtype=np.int64)  # [M, S]
   starts = np.concatenate([np.zeros((1, num_stages), np.int64), np.cumsum(counts, axis=0)], axis=0)  # [M+1, S]
   stages = []
   for s in range(num_stages):
-    cap = int(capacities[s])
-    patch = min(patch_size, cap)
-    offsets, end = layout(counts[:, s], patch)
-    if end > cap:
-      raise PackOverflowError(f"packed {branch} stage {s}: the pack's views need {end} slots (counts "
-                              f"{counts[:, s].tolist()}), capacity {cap}; recalibrate with benchmarks/padding.py "
-                              f"--calibrate", branch, s, end, cap, counts[:, s])
+    cap, length = int(capacities[s]), int(sequence[s])
     total = int(starts[-1, s])
+    offsets, end = layout(counts[:, s], min(patches_[s], length))
+    for what, need, have in (("slots", total, cap), ("sequence positions", end, length)):
+      if need > have:
+        raise PackOverflowError(f"packed {branch} stage {s}: the pack's views need {need} {what} (counts "
+                                f"{counts[:, s].tolist()}), capacity {have}; recalibrate with "
+                                "benchmarks/padding.py --calibrate", branch, s, need, have, counts[:, s])
     num_orders = sets[0].stages[s].order.shape[0]
     grid = np.zeros((cap, 3), np.int32)
     valid = np.zeros(cap, bool)
     valid[:total] = True
     segment = np.full(cap, m_count, np.int32)
     neighbors = np.full((cap, structs.NEIGHBOR_OFFSETS.shape[0]), cap, np.int32)
-    order = np.full((num_orders, cap), -1, np.int32)
+    order = np.full((num_orders, length), cap, np.int32)           # gaps read the zero sentinel row
     for m, ps in enumerate(sets):
       st, n, lo, off = ps.stages[s], int(counts[m, s]), int(starts[m, s]), int(offsets[m])
       grid[lo:lo + n] = st.grid[:n]
@@ -180,12 +219,9 @@ def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int],
       nb = st.neighbors[:n]
       neighbors[lo:lo + n] = np.where(nb >= st.valid.shape[0], cap, nb + lo)
       order[:, off:off + n] = st.order[:, :n] + lo
-    # Sequence positions no view uses take the padding slots, in increasing order (same for every order).
-    free = order[0] < 0
-    order[:, free] = np.arange(total, cap, dtype=np.int32)[None, :]
-    inverse = np.empty_like(order)
-    rows = np.arange(num_orders)[:, None]
-    inverse[rows, order] = np.arange(cap, dtype=np.int32)[None, :]
+    inverse = np.full((num_orders, cap), length, np.int32)           # padding slots: read by no position
+    rows, pos = np.nonzero(order < cap)
+    inverse[rows, order[rows, pos]] = pos
     stages.append(structs.Stage(grid=grid, valid=valid, order=order, inverse=inverse, neighbors=neighbors,
                                 segment=segment))
   parents = []
@@ -232,26 +268,35 @@ def spec_from_config(cfg, patch_size: int, num_views: int, supervision: str) -> 
   Raises ConfigError naming the key when packing is on and the capacities are missing or malformed.
   """
   d = cfg.data
-  teacher = tuple(int(c) for c in (d.get("packed_capacity", None) or ()))
-  student = tuple(int(c) for c in (d.get("packed_student_capacity", None) or ()))
-  if not teacher or not student or min(teacher + student) < 1:
+  def ints(key):
+    return tuple(int(c) for c in (d.get(key, None) or ()))
+
+  teacher, student = ints("packed_capacity"), ints("packed_student_capacity")
+  t_seq, s_seq = ints("packed_sequence") or teacher, ints("packed_student_sequence") or student
+  if not teacher or not student or min(teacher + student + t_seq + s_seq) < 1:
     raise ConfigError("config.data.packing=True needs per-stage capacities config.data.packed_capacity and "
-                      "config.data.packed_student_capacity (tuples, one int per encoder stage); calibrate them "
-                      "with `python benchmarks/padding.py --config CONFIG --calibrate`")
+                      "config.data.packed_student_capacity (tuples, one int per encoder stage; optional "
+                      "data.packed_sequence / data.packed_student_sequence); calibrate them with "
+                      "`python benchmarks/padding.py --config CONFIG --calibrate`")
+  for key, value, slots in (("packed_sequence", t_seq, teacher), ("packed_student_sequence", s_seq, student)):
+    if len(value) != len(slots):
+      raise ConfigError(f"config.data.{key}={value}: expected one length per stage like its capacities {slots}")
   if supervision != "observable":
     raise ConfigError(f"config.data.packing=True supports supervision='observable' only (got {supervision!r})")
   pack_scenes = int(d.get("pack_scenes", 0) or 0)
   if pack_scenes < 0:
     raise ConfigError(f"config.data.pack_scenes={pack_scenes}: expected >= 0 (0 = the whole host batch)")
-  return dict(teacher=teacher, student=student, pack_scenes=pack_scenes, patch_size=int(patch_size),
-              num_views=int(num_views))
+  return dict(teacher=teacher, student=student, teacher_sequence=t_seq, student_sequence=s_seq,
+              pack_scenes=pack_scenes, patch_size=patch_size, num_views=int(num_views))
 
 
 def pack_train_views(pieces: Sequence[structs.TrainBatch], spec: dict) -> structs.PackedTrainBatch:
   """M unbatched per-view TrainBatch pieces (scene-major: scene b's view v is piece b * V + v) -> one pack."""
   v_count = spec["num_views"]
-  teacher, t_starts = pack_point_sets([p.teacher for p in pieces], spec["teacher"], spec["patch_size"], "teacher")
-  student, s_starts = pack_point_sets([p.student for p in pieces], spec["student"], spec["patch_size"], "student")
+  teacher, t_starts = pack_point_sets([p.teacher for p in pieces], spec["teacher"], spec["patch_size"], "teacher",
+                                      spec.get("teacher_sequence"))
+  student, s_starts = pack_point_sets([p.student for p in pieces], spec["student"], spec["patch_size"], "student",
+                                      spec.get("student_sequence"))
   cap_s, cap_t = student.coord.shape[0], teacher.coord.shape[0]
   mask_token = np.zeros(cap_s, bool)
   target_valid = np.zeros(cap_s, bool)
@@ -334,7 +379,7 @@ def build_packs(examples: Sequence[SceneExample], rebuild, spec: dict, capacity:
     capacity, student_capacity: the config's per-view capacities.
   """
   per_pack = spec["pack_scenes"] or len(examples)
-  patch = spec["patch_size"]
+  patch = spec["patch_size"] if isinstance(spec["patch_size"], int) else max(spec["patch_size"])  # per-view caps
   views = [list(e.views) for e in examples]
   scene_stats = [dict(e.stats) for e in examples]
   caps = [[capacity, student_capacity] for _ in examples]

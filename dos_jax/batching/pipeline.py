@@ -111,7 +111,7 @@ def _rebuild(example: packing.SceneExample, capacity: int, student_capacity: int
 def pack_examples(examples: Sequence[packing.SceneExample], cfg, spec: spec_lib.BatchSpec,
                   stats: Optional[dict] = None):
   """One process's examples of a step -> list of PackedTrainBatch (balanced packs, see `packing.build_packs`)."""
-  pack_spec = packing.spec_from_config(cfg, spec.patch_size, spec.num_views, spec.supervision)
+  pack_spec = packing.spec_from_config(cfg, spec.patch_sizes or spec.patch_size, spec.num_views, spec.supervision)
   return packing.build_packs(examples, functools.partial(_rebuild, spec=spec), pack_spec, spec.capacity,
                              spec.student_capacity, stats)
 

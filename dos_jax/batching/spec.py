@@ -51,6 +51,7 @@ class BatchSpec:
   augmentations: tuple
   depth_rule: str = "recompute"  # serialization depth per stage (upstream PT-v3m1 checkpoints: 'inherit')
   stem_neighbors: bool = False   # PT-v3m1's 5x5x5 stem neighbour table
+  patch_sizes: Tuple[int, ...] = ()  # attention patch size per stage (() = patch_size at every stage)
 
   @property
   def feat_dim(self) -> int:
@@ -78,7 +79,8 @@ def batch_spec(cfg) -> BatchSpec:
       jitter_clip=float(_or_default(d.get("token_jitter_clip", None), JITTER_CLIP)),
       views=str(d.get("views", None) or "duplicate"),
       augmentations=tuple(d.get("augmentations", None) or transforms.default_augmentations(d.kind)),
-      depth_rule=layout["depth_rule"], stem_neighbors=layout["stem_neighbors"])
+      depth_rule=layout["depth_rule"], stem_neighbors=layout["stem_neighbors"],
+      patch_sizes=tuple(layout["patch_sizes"]))
   checks = [
       (p.grid_size > 0, "data.grid_size", "> 0 (metres)"),
       (p.mask_cell > 0, "data.mask_cell", "> 0 (metres)"),

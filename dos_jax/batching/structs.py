@@ -44,7 +44,9 @@ class Stage:
     neighbors: i32[N_s, 27] slot of the real point at grid + NEIGHBOR_OFFSETS[k], or N_s when there is none
       (and for every entry of a padded slot). Entry 13 is the point itself for real points.
     segment: None for a set holding one view; for a packed set (`dos_jax.batching.packing`) i32[N_s] the view
-      (0..M-1) each real slot belongs to, M for padding. Attention never mixes segments.
+      (0..M-1) each real slot belongs to, M for padding. Attention never mixes segments. A packed set's
+      attention sequence is decoupled from its slots: `order` is i32[O, L_s] (the slot at each sequence
+      position, N_s for a gap) and `inverse` i32[O, N_s] (each slot's position, L_s for padding slots).
   """
 
   grid: np.ndarray

@@ -66,6 +66,29 @@ def _permute_bwd(res, g):
 permute_rows.defvjp(_permute_fwd, _permute_bwd)
 
 
+@jax.custom_vjp
+def gather_one_to_one(x: jax.Array, index: jax.Array, inverse: jax.Array) -> jax.Array:
+  """Row gather through a zero sentinel row where each row of x is read at most once: [B, N, C] -> [B, L, C].
+
+  index: i32[B, L] rows of x in [0, N] (N gathers zeros); inverse: i32[B, N] the one position reading each row,
+  L for rows nobody reads. So the transpose is the gather g[inverse] (no scatter-add). Packed attention uses it
+  both ways: slots -> sequence (index = order, inverse = the slots' positions) and back (the two swapped).
+  """
+  return _take(jnp.pad(x, ((0, 0), (0, 1), (0, 0))), index)
+
+
+def _gather_fwd(x, index, inverse):
+  return gather_one_to_one(x, index, inverse), (index, inverse)
+
+
+def _gather_bwd(res, g):
+  index, inverse = res
+  return _take(jnp.pad(g, ((0, 0), (0, 1), (0, 0))), inverse), None, None
+
+
+gather_one_to_one.defvjp(_gather_fwd, _gather_bwd)
+
+
 def zero_padded(x: jax.Array, valid: jax.Array) -> jax.Array:
   """x: [B, N, C], valid: bool[B, N] -> x with padded slots set to exactly 0."""
   return jnp.where(valid[..., None], x, jnp.zeros((), x.dtype))
@@ -227,9 +250,11 @@ class SerializedAttention(nn.Module):
     The contract puts real points first in `order`, so patch boundaries of real points do not depend on the
     capacity; the last partial patch of a cloud is completed with the points before it (`fill_partial_patch`,
     as upstream); padded keys are masked in every patch (a fully padded patch attends to its zero rows, finite).
-    `segment: i32[B, N]` (packed sets): a query attends only to keys of its own segment; padded slots form
-    their own segment, so every query has at least itself as a key (finite everywhere).
+    `segment: i32[B, N]` (packed sets): then order is i32[B, L] and inverse i32[B, N] with sentinels (the
+    sequence is decoupled from the slots, see `_packed`); a query attends only to keys of its own segment.
     """
+    if segment is not None:
+      return self._packed(x, valid, order, inverse, segment)
     b, n, c = x.shape
     h = self.heads
     p = min(self.patch_size, n)
@@ -240,24 +265,13 @@ class SerializedAttention(nn.Module):
     if pad:  # capacity not a multiple of P: pad the sequence with masked slots
       xs = jnp.pad(xs, ((0, 0), (0, pad), (0, 0)))
       vs = jnp.pad(vs, ((0, 0), (0, pad)))
-    ss = None
-    if segment is not None:
-      ss = _take(segment, order)
-      if pad:  # the extra sequence slots get a segment no slot has: they only see each other
-        ss = jnp.pad(ss, ((0, 0), (0, pad)), constant_values=-1)
     if num_patches > 1:
-      xs, vs, ss = fill_partial_patch(xs, vs, p, ss)
+      xs, vs, _ = fill_partial_patch(xs, vs, p)
     qkv = _dense(3 * c, self.dtype, "qkv")(xs)
     qkv = qkv.reshape(b * num_patches, p, 3, h, c // h)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]              # [B*np, P, H, Dh]
     key_valid = vs.reshape(b * num_patches, p)
-    if segment is not None:
-      if self.implementation == "cudnn":
-        raise ValueError("packed point sets need config.model.attention='xla' (segment masks)")
-      ss = ss.reshape(b * num_patches, p)
-      same = ss[:, :, None] == ss[:, None, :]                        # [B*np, P(query), P(key)]
-      y = jax.nn.dot_product_attention(q, k, v, mask=same[:, None], implementation=self.implementation)
-    elif self.implementation == "cudnn":
+    if self.implementation == "cudnn":
       # Real points come first in the order, so the valid keys of each patch are a prefix of it.
       lengths = jnp.maximum(jnp.sum(key_valid, axis=-1, dtype=jnp.int32), 1)
       y = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation="cudnn")
@@ -269,6 +283,43 @@ class SerializedAttention(nn.Module):
     y = y.reshape(b, num_patches * p, c)[:, :n]
     y = _dense(c, self.dtype, "proj")(y)
     return permute_rows(y, inverse, order)                          # back to slot order
+
+  def _packed(self, x, valid, order, inverse, segment):
+    """A packed set (`dos_jax.batching.packing`): the attention sequence is decoupled from the slots.
+
+    x: [B, N, C] slots; order: i32[B, L] slot at each sequence position (N for a gap: a position no point
+    takes, e.g. the rest of a long view's last patch); inverse: i32[B, N] each slot's position (L for padding
+    slots); segment: i32[B, N] view of each slot. qkv and proj run on the N slots; only the patch attention
+    runs on the L positions, so patch padding costs attention FLOPs only. A query attends to keys of its own
+    segment; gaps form one more segment (-1) of zero rows, finite and discarded.
+    """
+    b, n, c = x.shape
+    h = self.heads
+    length = order.shape[1]
+    p = min(self.patch_size, length)
+    num_patches = -(-length // p)
+    pad = num_patches * p - length
+    if self.implementation == "cudnn":
+      raise ValueError("packed point sets need config.model.attention='xla' (segment masks)")
+    qkv = _dense(3 * c, self.dtype, "qkv")(x)                      # per slot (a row-wise map commutes with gathers)
+    qs = gather_one_to_one(qkv, order, inverse)                     # [B, L, 3C], gaps 0
+    vs = _take(jnp.pad(valid, ((0, 0), (0, 1))), order)
+    ss = _take(jnp.pad(segment, ((0, 0), (0, 1)), constant_values=-1), order)
+    ss = jnp.where(vs, ss, -1)
+    if pad:  # L not a multiple of P: the extra positions are gaps too
+      qs = jnp.pad(qs, ((0, 0), (0, pad), (0, 0)))
+      vs = jnp.pad(vs, ((0, 0), (0, pad)))
+      ss = jnp.pad(ss, ((0, 0), (0, pad)), constant_values=-1)
+    if num_patches > 1:  # filling qkv rows = filling the input rows (qkv is row-wise)
+      qs, vs, ss = fill_partial_patch(qs, vs, p, ss)
+    qkv = qs.reshape(b * num_patches, p, 3, h, c // h)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]              # [B*np, P, H, Dh]
+    ss = ss.reshape(b * num_patches, p)
+    same = ss[:, :, None] == ss[:, None, :]                          # [B*np, P(query), P(key)]
+    y = jax.nn.dot_product_attention(q, k, v, mask=same[:, None], implementation=self.implementation)
+    y = y.reshape(b, num_patches * p, c)[:, :length]
+    y = gather_one_to_one(y, inverse, order)                        # back to the slots, padding slots 0
+    return _dense(c, self.dtype, "proj")(y)
 
 
 class MLP(nn.Module):

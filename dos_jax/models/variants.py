@@ -25,7 +25,8 @@ def decode_variant(variant: str) -> Dict[str, Any]:
 
 
 def stage_layout(model_cfg: Any) -> Dict[str, Any]:
-  """What batching needs to know of a model: num_stages, patch_size (the largest per-stage one), depth_rule
+  """What batching needs to know of a model: num_stages, patch_size (the largest per-stage one), patch_sizes
+  (one per stage: the packer lays each stage out with its own), depth_rule
   ('inherit' for upstream PT-v3m1, else 'recompute') and stem_neighbors (PT-v3m1's 5x5x5 stem). Reads upstream's
   keys (enc_channels, enc_patch_size, type) when a model config carries them (a loaded Pointcept checkpoint),
   else the variant."""
@@ -33,11 +34,14 @@ def stage_layout(model_cfg: Any) -> Dict[str, Any]:
   channels = get("enc_channels", None)
   if channels is not None:
     patch = get("enc_patch_size", 1024)
-    patch = max(patch) if isinstance(patch, (tuple, list)) else int(patch)
     num_stages = len(channels)
   else:
     spec = decode_variant(get("variant", "tiny"))
-    num_stages, patch = len(spec["channels"]), int(spec["patch_size"])
+    num_stages, patch = len(spec["channels"]), spec["patch_size"]
+  per_stage = tuple(int(p) for p in patch) if isinstance(patch, (tuple, list)) else (int(patch),) * num_stages
+  if len(per_stage) != num_stages:
+    raise ConfigError(f"model config enc_patch_size={tuple(per_stage)}: expected one patch size per stage "
+                      f"({num_stages} stages)")
   m1 = get("type", "PT-v3m2") == "PT-v3m1"
-  return dict(num_stages=num_stages, patch_size=int(patch), depth_rule="inherit" if m1 else "recompute",
-              stem_neighbors=m1)
+  return dict(num_stages=num_stages, patch_size=max(per_stage), patch_sizes=per_stage,
+              depth_rule="inherit" if m1 else "recompute", stem_neighbors=m1)

@@ -51,15 +51,21 @@ def test_layout_rules():
 
 def test_pack_overflow_names_stage():
   sets = _views()
-  with pytest.raises(packing.PackOverflowError, match="stage 0"):
-    packing.pack_point_sets(sets, [256, 512, 512], PATCH)
+  with pytest.raises(packing.PackOverflowError, match="stage 0.*sequence positions"):
+    packing.pack_point_sets(sets, [512, 512, 512], PATCH, sequence=[256, 512, 512])
+  with pytest.raises(packing.PackOverflowError, match="stage 1.*slots"):
+    packing.pack_point_sets(sets, [512, 64, 512], PATCH, sequence=[512, 512, 512])
 
 
 def _packed():
   sets = _views()
   counts = np.array([packing.stage_counts(s) for s in sets])
-  caps = [packing.round_capacity(v, PATCH) + PATCH for v in packing.footprints(counts, PATCH)]  # spare slots too
-  packed, starts = packing.pack_point_sets(sets, caps, PATCH)
+  # Compact slots (real points + 8 spare) and a separate, longer attention sequence (the layout's footprint,
+  # whole patches): the partial last patches and the short views' shared patch leave gaps in the sequence.
+  caps = [packing.round_capacity(v) + 8 for v in counts.sum(0)]
+  seq = [packing.round_sequence(v, PATCH) for v in packing.footprints(counts, PATCH)]
+  assert seq[0] > caps[0]  # gaps exist: the sequence is longer than the slots
+  packed, starts = packing.pack_point_sets(sets, caps, PATCH, sequence=seq)
   return sets, counts, packed, starts
 
 
@@ -77,9 +83,13 @@ def test_packed_structure():
     nb = st.neighbors[st.valid]
     hit = nb < st.valid.shape[0]
     assert np.all(seg[nb[hit]] == np.repeat(seg[st.valid], 27).reshape(nb.shape)[hit])  # never across views
+    cap, length = st.valid.shape[0], st.order.shape[1]
     for o in range(st.order.shape[0]):
-      assert np.array_equal(np.sort(st.order[o]), np.arange(st.valid.shape[0]))
-      assert np.array_equal(st.inverse[o][st.order[o]], np.arange(st.valid.shape[0]))
+      # Every real slot at exactly one sequence position; gaps read the sentinel; padding slots are read by none.
+      used = st.order[o][st.order[o] < cap]
+      assert np.array_equal(np.sort(used), np.flatnonzero(st.valid))
+      assert np.array_equal(st.inverse[o][used], np.flatnonzero(st.order[o] < cap))
+      assert np.all(st.inverse[o][~st.valid] == length)
   for s, parent in enumerate(packed.parent):
     real = packed.stages[s].valid
     assert np.all(packed.stages[s + 1].segment[parent[real]] == packed.stages[s].segment[real])

@@ -36,13 +36,19 @@ def test_packed_loss_and_grads_equal_unpacked():
   params, pieces, stats = _pieces(cfg)
   assert stats["teacher_views"] == 4 and stats["student_views"] == 4
   unpacked = train_views.stack_batch(pieces)
-  # Two packs of one scene each (capacities: the larger footprint of the two), sharded over 2 devices below.
+  # Two packs of one scene each, sharded over 2 devices below. Slots: exactly the larger pack's real points;
+  # attention sequences: the larger layout footprint (longer: the sequence has gaps the slots do not).
   flat = [[p for p in vs] for vs in pieces]
-  t_fp = np.max([packing.footprints(np.array([packing.stage_counts(p.teacher) for p in vs]), params.patch_size)
-                 for vs in flat], axis=0)
-  s_fp = np.max([packing.footprints(np.array([packing.stage_counts(p.student) for p in vs]), params.patch_size)
-                 for vs in flat], axis=0)
-  spec = dict(teacher=[int(c) for c in t_fp], student=[int(c) for c in s_fp], pack_scenes=1,
+
+  def sizes(branch):
+    counts = [np.array([packing.stage_counts(getattr(p, branch)) for p in vs]) for vs in flat]
+    slots = np.max([c.sum(0) for c in counts], axis=0)
+    seq = np.max([packing.footprints(c, params.patch_size) for c in counts], axis=0)
+    return [int(c) for c in slots], [int(c) for c in seq]
+
+  (t_slots, t_seq), (s_slots, s_seq) = sizes("teacher"), sizes("student")
+  assert t_seq[1] > t_slots[1] and s_seq[0] > s_slots[0]  # the sequences have gaps
+  spec = dict(teacher=t_slots, student=s_slots, teacher_sequence=t_seq, student_sequence=s_seq, pack_scenes=1,
               patch_size=params.patch_size, num_views=2)
   packed = patches.stack_tree([packing.pack_train_views(vs, spec) for vs in flat])
   assert packed.teacher.coord.shape[0] == 2 and packed.view_count.shape == (2, 2)
