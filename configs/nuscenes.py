@@ -32,6 +32,7 @@ def get_config(arg=None):
   c.data.dataset = "nuscenes"
   c.data.kind = "outdoor"
   c.data.grid_size = 0.2
+  c.data.cross_radius = 0.4        # metres: 2 grid cells
   c.data.mask_cell = 1.0
   c.data.feat_keys = ("coord", "strength")  # Pointcept feeds coord + LiDAR strength
   c.data.capacity = 32768

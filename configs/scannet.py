@@ -38,6 +38,7 @@ def get_config(arg=None):
   c.data.dataset = "scannet"
   c.data.kind = "indoor"
   c.data.grid_size = 0.08
+  c.data.cross_radius = 0.16       # metres: 2 grid cells
   c.data.mask_cell = 0.4
   c.data.capacity = 16384      # teacher points per view after grid sampling (padded; larger views downsampled)
   c.data.student_capacity = 8192

@@ -22,6 +22,7 @@ def get_config(arg=None):
   c.optim.lr = 2e-3
   c.data.num_scenes = 32
   c.data.grid_size = 0.1
+  c.data.cross_radius = 0.2        # metres: 2 grid cells
   c.data.mask_cell = 0.4
   c.data.capacity = 2048
   c.data.student_capacity = 1024

@@ -30,9 +30,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from dos_jax import choices
 from dos_jax import errors
 
-NORMALIZATIONS = ("softmap", "clustering")
+NORMALIZATIONS = choices.NORMALIZATIONS
 
 
 def zipf_prior(num_prototypes: int, alpha: float) -> jax.Array:

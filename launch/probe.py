@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import sys
 
+from dos_jax import schema
 from dos_jax.errors import ConfigError, DataError
 from dos_jax.eval import probe as probe_lib
 
@@ -94,7 +95,7 @@ def main(argv):
   f = flags.FLAGS
   mode = "supervised" if f.supervised else ("random_init" if f["random-init"].value else "probe")
   try:
-    config, extra = f.config, {}
+    config, extra = schema.validate(f.config), {}  # the gate; the effective config is what the probe uses
     if f["init-from"].value:
       overrides = {}
       if f["enc-num-head"].value:

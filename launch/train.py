@@ -28,7 +28,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from dos_jax import config_validation
+from dos_jax import schema
 from dos_jax.errors import ConfigError, DataError
 from dos_jax.train import checkpoint
 from dos_jax.train import workdir_lock
@@ -53,8 +53,7 @@ def _parse_flags(argv):
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as e:
     overrides = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
-    from dos_jax import schema  # pylint: disable=g-import-not-at-top
-    known = {k for k, _ in config_validation.flatten(schema.default_config())}
+    known = set(schema.SCHEMA)
     unknown = [k for k in overrides if k not in known] or [str(e).strip("'\"")]
     print(f"ConfigError: unknown config key(s) on the command line: "
           f"{', '.join('--config.' + k for k in unknown)}. Accepted keys are those of dos_jax/schema.py "
@@ -67,12 +66,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
     # A bad config or workdir fails in a second, before JAX, the model and the data are even imported.
-    config_validation.validate_config(_CONFIG.value)
-    checkpoint.prepare_workdir(_WORKDIR.value, _CONFIG.value, write=False)  # the loop records the config
+    config = schema.validate(_CONFIG.value)  # the gate; the effective config is what the run records
+    checkpoint.prepare_workdir(_WORKDIR.value, config, write=False)  # the loop records the config
     # Imported here so that `--help` and flag errors are instant, and so jax.distributed starts before JAX is used.
     from dos_jax.train import loop  # pylint: disable=g-import-not-at-top
     loop.maybe_initialize_distributed()
-    result = loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value, stop_at=_STOP_AT.value)
+    result = loop.train_and_evaluate(config, _WORKDIR.value, stop_at=_STOP_AT.value)
   except (ConfigError, DataError) as e:
     # Bad input is the user's to fix: one clear line, no traceback through JAX.
     print(f"{type(e).__name__}: {e}", file=sys.stderr)

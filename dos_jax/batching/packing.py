@@ -268,11 +268,11 @@ def spec_from_config(cfg, patch_size: int, num_views: int, supervision: str) -> 
   Raises ConfigError naming the key when packing is on and the capacities are missing or malformed.
   """
   d = cfg.data
-  def ints(key):
-    return tuple(int(c) for c in (d.get(key, None) or ()))
+  def ints(values):
+    return tuple(int(c) for c in values)
 
-  teacher, student = ints("packed_capacity"), ints("packed_student_capacity")
-  t_seq, s_seq = ints("packed_sequence") or teacher, ints("packed_student_sequence") or student
+  teacher, student = ints(d.packed_capacity), ints(d.packed_student_capacity)
+  t_seq, s_seq = ints(d.packed_sequence) or teacher, ints(d.packed_student_sequence) or student
   if not teacher or not student or min(teacher + student + t_seq + s_seq) < 1:
     raise ConfigError("config.data.packing=True needs per-stage capacities config.data.packed_capacity and "
                       "config.data.packed_student_capacity (tuples, one int per encoder stage; optional "
@@ -283,7 +283,7 @@ def spec_from_config(cfg, patch_size: int, num_views: int, supervision: str) -> 
       raise ConfigError(f"config.data.{key}={value}: expected one length per stage like its capacities {slots}")
   if supervision != "observable":
     raise ConfigError(f"config.data.packing=True supports supervision='observable' only (got {supervision!r})")
-  pack_scenes = int(d.get("pack_scenes", 0) or 0)
+  pack_scenes = int(d.pack_scenes)
   if pack_scenes < 0:
     raise ConfigError(f"config.data.pack_scenes={pack_scenes}: expected >= 0 (0 = the whole host batch)")
   return dict(teacher=teacher, student=student, teacher_sequence=t_seq, student_sequence=s_seq,

@@ -33,7 +33,6 @@ from dos_jax.batching import structs
 from dos_jax.batching import train_views
 from dos_jax.errors import ConfigError
 
-BACKENDS = ("thread", "process")
 MAX_EXAMPLES = 2**40
 
 
@@ -90,7 +89,7 @@ def _example(scene, rng: np.random.Generator, spec: spec_lib.BatchSpec, packed: 
 
 def packed(cfg) -> bool:
   """Whether config.data.packing asks for packed batches (`dos_jax.batching.packing`)."""
-  return bool(cfg.data.get("packing", False))
+  return bool(cfg.data.packing)
 
 
 def global_examples(cfg, source: Sequence, spec: Optional[spec_lib.BatchSpec] = None) -> grain.MapDataset:
@@ -169,9 +168,9 @@ class TrainIterator:
     self._batches = process_batches(cfg, source, process_index, process_count)
     workers = int(cfg.data.num_workers if num_workers is None else num_workers)
     prefetch = max(1, int(cfg.data.prefetch if prefetch is None else prefetch))
-    backend = backend or cfg.data.get("worker_backend", None) or "thread"
-    if backend not in BACKENDS:
-      raise ConfigError(f"config.data.worker_backend={backend!r}: expected one of {BACKENDS}")
+    backend = backend or cfg.data.worker_backend
+    if backend not in spec_lib.WORKER_BACKENDS:
+      raise ValueError(f"backend={backend!r}: expected one of {spec_lib.WORKER_BACKENDS}")
     self._iter = None
     if workers > 0:
       remaining = self._batches[self._step:]

@@ -7,47 +7,29 @@ datasets from `sources`, so the dispatch cannot live in `sources` without an imp
 
 from __future__ import annotations
 
-import collections.abc
 from typing import Optional
 
-from dos_jax import errors
 from dos_jax.data import sources
 
-
-def _get(cfg, key, default=None):
-  """cfg.key for a ConfigDict, dict or any object, `default` when absent."""
-  if isinstance(cfg, collections.abc.Mapping):
-    return cfg.get(key, default)
-  try:
-    return cfg.get(key, default)   # ml_collections.ConfigDict
-  except AttributeError:
-    return getattr(cfg, key, default)
+FORMATS = ("synthetic", "pointcept", "tfds")  # data.format
 
 
 def scene_source(data_cfg, split: str = "train", seed: Optional[int] = None) -> sources.SceneSource:
-  """The scenes of `split` described by `data_cfg` (= `config.data`, see configs/common.py).
+  """The scenes of `split` described by `data_cfg` (= `config.data` of a validated config; `seed` is the synthetic
+  scene set's seed when data.seed is None).
 
   Raises:
-    ConfigError for an unknown format/split or missing root; DataError for unreadable data.
+    DataError for unreadable data (ValueError for an unknown split or format, which the gate rules out).
   """
   if split not in sources.SPLITS:
-    raise errors.ConfigError(f"split={split!r}: expected one of {sources.SPLITS}")
-  fmt = _get(data_cfg, "format", "synthetic")
-  root = _get(data_cfg, "root", "")
-  dataset = _get(data_cfg, "dataset", "") or ""
-  if fmt == "synthetic":
-    cfg_seed = _get(data_cfg, "seed", None)
-    s = int(cfg_seed if cfg_seed is not None else (seed or 0))
-    return sources.synthetic_source(_get(data_cfg, "kind", "indoor"), int(_get(data_cfg, "num_scenes", 64)), split,
-                                    s, _get(data_cfg, "num_val_scenes", None), _get(data_cfg, "num_points", None))
-  if fmt in ("pointcept", "tfds") and not root:
-    raise errors.ConfigError(f"config.data.root is empty: format {fmt!r} needs a folder "
-                             "(--config.data.root=PATH)")
-  if fmt == "pointcept":
-    return sources.pointcept_source(root, split, dataset, _get(data_cfg, "segment_key", None),
-                                    _get(data_cfg, "num_classes", None))
-  if fmt == "tfds":
+    raise ValueError(f"split={split!r}: expected one of {sources.SPLITS}")
+  d = data_cfg
+  if d.format == "synthetic":
+    s = int(d.seed if d.seed is not None else (seed or 0))
+    return sources.synthetic_source(d.kind, int(d.num_scenes), split, s, d.num_val_scenes, d.num_points)
+  if d.format == "pointcept":
+    return sources.pointcept_source(d.root, split, d.dataset, d.segment_key, d.num_classes)
+  if d.format == "tfds":
     from dos_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top  (pulls in tensorflow_datasets)
-    return tfds_builder.tfds_source(root, split, dataset=dataset, kind=_get(data_cfg, "kind", "indoor"),
-                                    name=_get(data_cfg, "tfds_name", None))
-  raise errors.ConfigError(f"config.data.format={fmt!r}: expected synthetic | pointcept | tfds")
+    return tfds_builder.tfds_source(d.root, split, dataset=d.dataset, kind=d.kind, name=d.tfds_name)
+  raise ValueError(f"data.format={d.format!r}: expected one of {FORMATS}")

@@ -90,9 +90,9 @@ def synthetic_source(kind: str = "indoor", num_scenes: int = 64, split: str = "t
                      num_val_scenes: Optional[int] = None, num_points: Optional[int] = None) -> SceneSource:
   """Synthetic scenes seeded (seed, 0, i) for train and (seed, 1, i) for val; 'all' is train then val."""
   if kind not in synthetic.KINDS:
-    raise errors.ConfigError(f"config.data.kind={kind!r}: expected one of {synthetic.KINDS}")
+    raise ValueError(f"kind={kind!r}: expected one of {synthetic.KINDS}")
   if int(num_scenes) < 1:
-    raise errors.ConfigError(f"config.data.num_scenes={num_scenes}: expected >= 1")
+    raise ValueError(f"num_scenes={num_scenes}: expected >= 1")
   n_val = max(1, int(num_scenes) // 4) if num_val_scenes is None else int(num_val_scenes)
   seeds = {"train": [(seed, 0, i) for i in range(int(num_scenes))], "val": [(seed, 1, i) for i in range(n_val)]}
   seeds["all"] = seeds["train"] + seeds["val"]
@@ -139,10 +139,10 @@ def split_scenes(names: Sequence[str], train_fraction: float = 0.7,
   names, the fraction and the seed (not on the order of `names`). The probe splits a folder with it too.
 
   Raises:
-    ConfigError: train_fraction outside (0, 1).
+    ValueError: train_fraction outside (0, 1).
   """
   if not 0.0 < train_fraction < 1.0:
-    raise errors.ConfigError(f"config.probe.train_fraction={train_fraction}: expected a fraction in (0, 1)")
+    raise ValueError(f"train_fraction={train_fraction}: expected a fraction in (0, 1)")
   rooms = sorted({room_of(n) for n in names})
   members = {r: [i for i, n in enumerate(names) if room_of(n) == r] for r in rooms}
   order = [rooms[i] for i in np.random.default_rng(seed).permutation(len(rooms))]

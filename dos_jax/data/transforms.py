@@ -17,7 +17,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dos_jax.errors import ConfigError
 
 Data = Dict[str, Any]
 Op = Callable[[Data, np.random.Generator], Data]
@@ -101,7 +100,7 @@ def _need(ok: bool, op: str, problem: str) -> None:
   """Op parameters come from config.data.augmentations: a bad one must fail at build time, not deep in a worker
   (a zero scale made the normal transform singular; a NaN std gave NaN colours, so every step was skipped)."""
   if not ok:
-    raise ConfigError(f"data.augmentations: {op}: {problem}")
+    raise ValueError(f"{op}: {problem}")
 
 
 def _is_number(x) -> bool:
@@ -130,7 +129,7 @@ def _rotation(axis: str, angle: float) -> np.ndarray:
     return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
   if axis == "z":
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-  raise ConfigError(f"random_rotate axis={axis!r}: expected 'x', 'y' or 'z'")
+  raise ValueError(f"random_rotate axis={axis!r}: expected 'x', 'y' or 'z'")
 
 
 def _apply_linear(data: Data, matrix: np.ndarray, center: np.ndarray) -> Data:
@@ -296,16 +295,17 @@ def compose(ops: Sequence[Op]) -> Op:
 
 
 def build(spec: Sequence[Tuple[str, Dict[str, Any]]]) -> Op:
-  """Builds a composed op from [(name, kwargs), ...] (names from `OPS`); raises ConfigError on unknown names."""
+  """Builds a composed op from [(name, kwargs), ...] (names from `OPS`); raises ValueError on unknown names or
+  bad parameters (the gate reports it as config.data.augmentations)."""
   ops = []
   for item in spec:
     name, kwargs = (item, {}) if isinstance(item, str) else (item[0], dict(item[1]) if len(item) > 1 else {})
     if name not in OPS:
-      raise ConfigError(f"data.augmentations: unknown op {name!r}; expected one of {sorted(OPS)}")
+      raise ValueError(f"unknown op {name!r}; expected one of {sorted(OPS)}")
     try:
       ops.append(OPS[name](**kwargs))
     except TypeError as e:
-      raise ConfigError(f"data.augmentations: bad parameters for {name!r}: {e}") from e
+      raise ValueError(f"bad parameters for {name!r}: {e}") from e
   return compose(ops)
 
 
@@ -332,4 +332,4 @@ def default_augmentations(kind: str) -> List[Tuple[str, Dict[str, Any]]]:
         ("random_flip", dict(p=0.5)),
         ("random_jitter", dict(sigma=0.005, clip=0.02)),
     ]
-  raise ConfigError(f"data.kind={kind!r}: expected 'indoor', 'longtail' or 'outdoor'")
+  raise ValueError(f"kind={kind!r}: expected 'indoor', 'longtail' or 'outdoor'")

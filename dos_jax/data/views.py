@@ -14,7 +14,6 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from dos_jax.data import transforms
-from dos_jax.errors import ConfigError
 
 
 def random_crop(data: transforms.Data, ratio: float, rng: np.random.Generator) -> transforms.Data:
@@ -65,7 +64,7 @@ def make_views(data: transforms.Data, num_views: int, crop_ratio: float, grid_si
     V cloud dicts, each with one point per voxel; `point_index` gives each point's original scene index.
   """
   if mode not in VIEW_MODES:
-    raise ConfigError(f"config.data.views={mode!r}: expected one of {VIEW_MODES}")
+    raise ValueError(f"mode={mode!r}: expected one of {VIEW_MODES}")
   shared = random_crop(data, crop_ratio, rng) if mode == "duplicate" else None
   views = []
   for _ in range(num_views):

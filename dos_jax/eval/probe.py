@@ -45,7 +45,7 @@ def probe_scenes(config, data: Optional[str], eval_data: Optional[str], max_trai
   from dos_jax.data import sources  # pylint: disable=g-import-not-at-top
   from dos_jax.eval import splits  # pylint: disable=g-import-not-at-top
   dataset = config.data.dataset
-  segment_key = config.data.get("segment_key", None)
+  segment_key = config.data.segment_key
   if data:
     source = sources.pointcept_source(data, "all", dataset, segment_key)
     if eval_data:

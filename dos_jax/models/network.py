@@ -56,7 +56,7 @@ def init_params(rng: jax.Array, batch: Any, config) -> Dict[str, Any]:
 def _order_rng(rng: Optional[jax.Array], config) -> Optional[jax.Array]:
   """The key of training-time order shuffling (config.model.shuffle_orders), derived from the step's key by a
   fold-in so the drop-path stream is the same with shuffling on or off; None without shuffling."""
-  if rng is None or not bool(config.model.get("shuffle_orders", False)):
+  if rng is None or not bool(config.model.shuffle_orders):
     return None
   return jax.random.fold_in(rng, 0x0D5)
 

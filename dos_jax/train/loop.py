@@ -1,7 +1,8 @@
 """The training loop: `train_and_evaluate(config, workdir)`, the only function with side effects.
 
 Order of operations (each step fails early and clearly, before anything expensive):
-  1. mesh over the data-parallel devices; `validate_config` (ConfigError naming the key) before any compile;
+  1. the gate `schema.validate` (ConfigError naming the key; returns the effective config, which the run uses
+     and records) and the mesh over the data-parallel devices, before any compile;
   2. `prepare_workdir`: a usable workdir whose checkpoints (if any) belong to this config; config.json recorded;
   3. start step = latest checkpoint's step (0 without one); the data iterator starts there (batches are a pure
      function of (config, seed, step) and each process builds its slice, so the step is the iterator's whole
@@ -30,7 +31,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from dos_jax import config_validation
+from dos_jax import schema
 from dos_jax.batching import pipeline
 from dos_jax.data import catalog
 from dos_jax.train import checkpoint
@@ -187,8 +188,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     DataError: bad input data.
     NonFiniteError: a non-finite loss/gradient under config.nonfinite='stop' (names the step).
   """
-  config_validation.validate_config(config)
-  mesh = sharding.make_mesh(config_validation.data_parallel_devices(config, jax.device_count()))
+  config = schema.validate(config)  # the effective config: what the run uses and DIR/config.json records
+  mesh = sharding.make_mesh(schema.data_parallel_devices(config, jax.device_count()))
   is_chief = jax.process_index() == 0
   checkpoint.prepare_workdir(workdir, config, write=False)
   lock = hold_workdir(workdir, is_chief)  # before anything is written: one writer per workdir
@@ -256,7 +257,7 @@ def _train(config, workdir, mesh, is_chief, stop_at) -> TrainResult:
       if jax.process_count() > 1:
         step_fn = _compile_then_sync(step_fn, state, batch, mesh)
       if is_chief and not start_step:
-        writer.write_hparams(dict(config_validation.flatten(config)))
+        writer.write_hparams(dict(schema.flatten(config)))
       end = total if stop_at is None else min(total, int(stop_at))
       result = _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, preemption, start_step, total, end,
                     is_chief)

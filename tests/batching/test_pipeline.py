@@ -115,7 +115,7 @@ def test_process_backend_matches_threads():
     got = [next(it) for _ in range(3)]  # steps 1, 2, 3: two workers own alternate steps
   for t, batch in zip((1, 2, 3), got):
     _assert_same(reference.batch_at(t), batch)
-  with pytest.raises(ConfigError, match="worker_backend"):
+  with pytest.raises(ValueError, match="backend='fibers'"):
     pipeline.TrainIterator(cfg, helpers.SCENES, backend="fibers")
 
   class Unpicklable(list):

@@ -1,21 +1,24 @@
-"""Config decoding of the batching: bad keys raise ConfigError naming the key."""
-
-import pytest
+"""Config decoding of the batching: `batch_spec` reads the validated config's values as they are (the gate,
+tests/test_schema.py, checks them; nothing is defaulted or re-checked here)."""
 
 from dos_jax.batching import spec
-from dos_jax.errors import ConfigError
+from dos_jax.data import transforms
 from tests import batching as helpers
 
 
-def test_config_errors():
-  with pytest.raises(ConfigError, match="supervision"):
-    spec.batch_spec(helpers.cfg(supervision="everything"))
-  with pytest.raises(ConfigError, match="feat_keys"):
-    spec.batch_spec(helpers.cfg(**{"data.feat_keys": ("coord", "curvature")}))
-  with pytest.raises(ConfigError, match="patch size"):
-    spec.batch_spec(helpers.cfg(**{"data.capacity": 100}))
+def test_batch_spec_reads_the_config_values():
+  cfg = helpers.cfg(**{"data.cross_radius": 0.35, "data.stage_ratio": 0.25, "data.token_jitter_sigma": 0.0,
+                       "data.views": "independent", "supervision": "token_jitter"})
+  p = spec.batch_spec(cfg)
+  assert (p.cross_radius, p.stage_ratio, p.jitter_sigma, p.jitter_clip) == (0.35, 0.25, 0.0, 0.02)
+  assert (p.views, p.supervision, p.capacity, p.student_capacity) == ("independent", "token_jitter", 512, 256)
+  assert (p.num_stages, p.patch_size) == (3, 64)                 # the tiny variant
+  assert p.student_set_capacity == p.capacity                   # token variants: the full view
+  assert p.feat_dim == 9                                         # coord, color, normal
 
 
-def test_views_key_is_checked():
-  with pytest.raises(ConfigError, match="data.views"):
-    spec.batch_spec(helpers.cfg(**{"data.views": "triplicate"}))
+def test_empty_augmentations_are_the_kind_defaults():
+  cfg = helpers.cfg()
+  assert spec.batch_spec(cfg).augmentations == tuple(transforms.default_augmentations("indoor"))
+  cfg.data.augmentations = (("random_flip", {"p": 1.0}),)
+  assert spec.batch_spec(cfg).augmentations == (("random_flip", {"p": 1.0}),)

@@ -45,7 +45,7 @@ def test_targets_and_cross_matches(supervision):
   cfg = helpers.cfg(supervision=supervision)
   batch = train_views.make_train_batch(helpers.SCENES[:2], cfg, np.random.default_rng(1))
   n_t = cfg.data.capacity
-  radius = 2 * cfg.data.grid_size
+  radius = cfg.data.cross_radius
   for b in range(2):
     scene_coord = helpers.SCENES[b].coord
     for v in range(2):

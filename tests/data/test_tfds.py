@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from dos_jax import errors
+from dos_jax import schema
 from dos_jax.data import catalog
 from dos_jax.data import scene as scene_lib
 from dos_jax.data import sources
@@ -45,7 +46,8 @@ def test_synthetic_round_trip(synthetic_dir):
 
 
 def test_scene_source_tfds_format(synthetic_dir):
-  cfg = {"format": "tfds", "root": synthetic_dir, "dataset": "synthetic", "kind": "indoor"}
+  cfg = schema.default_config().data
+  cfg.update(format="tfds", root=synthetic_dir, dataset="synthetic", kind="indoor")
   src = catalog.scene_source(cfg, "train")
   _equal(src[2], synthetic.make_scene((0, 0, 2), "indoor"))
 

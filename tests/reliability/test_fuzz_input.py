@@ -41,6 +41,7 @@ import numpy as np
 import pytest
 
 from configs import synthetic_tiny
+from dos_jax import schema
 from dos_jax.batching import patches
 from dos_jax.batching import eval_batch
 from dos_jax.batching import spec as spec_lib
@@ -380,8 +381,8 @@ def test_bad_augmentation_parameters_fail_at_config_time(op, kwargs):
   """Regression: these crashed in the first batch (LinAlgError, IndexError, TypeError) or made NaN colours."""
   cfg = _config()
   cfg.data.augmentations = ((op, kwargs),)
-  with pytest.raises(ConfigError, match=f"data.augmentations: {op}: {next(iter(kwargs))}="):
-    spec_lib.batch_spec(cfg)
+  with pytest.raises(ConfigError, match=f"config.data.augmentations: {op}: {next(iter(kwargs))}="):
+    schema.validate(cfg)
 
 
 @hypothesis.settings(max_examples=40, **SETTINGS)

@@ -32,6 +32,7 @@ def tiny_config(**overrides):
   c.data.capacity = TEACHER_CAP
   c.data.student_capacity = STUDENT_CAP
   c.data.grid_size = GRID
+  c.data.cross_radius = 2 * GRID
   c.total_steps = 100
   c.optim.warmup_frac = 0.0
   c.update_from_flattened_dict(overrides)
