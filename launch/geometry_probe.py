@@ -15,6 +15,7 @@ import os
 import sys
 
 from dos_jax import io as fileio
+from dos_jax import schema
 from dos_jax.eval import geometry_probe
 from dos_jax.eval import probe as probe_lib
 from launch import console
@@ -37,7 +38,7 @@ def main(argv):
   del argv
   console.quiet_libraries()
   f = flags.FLAGS
-  config = f.config
+  config = schema.validate(f.config)  # the gate; the effective config is what the probe reads
   train, evals, names, groups, desc = probe_lib.probe_scenes(config, f.data, None)
   balanced = bool(config.probe.class_balanced) and not f.unweighted
   result = geometry_probe.geometry_probe(train, evals, len(names), float(config.data.grid_size), names, groups,
