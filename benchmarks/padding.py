@@ -247,9 +247,16 @@ def calibrate(cfg, scenes, data_name):
   _, _, _, per_pack, smp = sample(cfg, params, scenes, steps, packed=False)
   q, m = _QUANTILE.value, _MARGIN.value
   sizes = {}
-  for name in ("teacher", "student"):
-    sizes[name] = packing.calibrate(smp[f"{name}_total"], patch_sizes, q, m, kind="slots")
-    sizes[f"{name}_sequence"] = packing.calibrate(smp[f"{name}_footprint"], patch_sizes, q, m, kind="sequence")
+  views = per_pack * params.num_views
+  stage_patch = packing.stage_patches(patch_sizes, params.num_stages)
+  for name, cap in (("teacher", params.capacity), ("student", params.student_set_capacity)):
+    # A pack never holds more than its views' per-view stage capacities (each view is cut to them first), nor
+    # needs a longer sequence where those capacities are whole patches: the margin stops there.
+    view_caps = patches.stage_capacities(cap, params.num_stages, params.patch_size, params.stage_ratio)
+    slots = packing.calibrate(smp[f"{name}_total"], patch_sizes, q, m, kind="slots")
+    seq = packing.calibrate(smp[f"{name}_footprint"], patch_sizes, q, m, kind="sequence")
+    sizes[name] = [min(a, views * c) for a, c in zip(slots, view_caps)]
+    sizes[f"{name}_sequence"] = [min(a, views * c) if c >= p else a for a, c, p in zip(seq, view_caps, stage_patch)]
   out = dict(benchmark="padding-calibration", config=_CONFIG_PATH[0], data=data_name, pack_scenes=per_pack,
              sampled_steps=len(steps), sampled_packs=len(smp["teacher_total"]), quantile=q, margin=m,
              packed_capacity=sizes["teacher"], packed_student_capacity=sizes["student"],

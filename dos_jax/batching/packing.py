@@ -167,7 +167,8 @@ def stage_counts(point_set: structs.PointSet) -> List[int]:
 
 def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int],
                     patch_size: Union[int, Sequence[int]], branch: str = "teacher",
-                    sequence: Optional[Sequence[int]] = None) -> Tuple[structs.PointSet, List[int]]:
+                    sequence: Optional[Sequence[int]] = None, view_ids: Optional[Sequence[int]] = None
+                    ) -> Tuple[structs.PointSet, List[int]]:
   """Packs unbatched per-view sets (real points first at every stage, as `patches.build_point_set` makes them).
 
   Args:
@@ -176,6 +177,7 @@ def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int],
     patch_size: the model's attention patch size, an int or one per stage (stage s uses min(P_s, L_s)).
     branch: 'teacher' | 'student' (error messages and `PackOverflowError.branch`).
     sequence: [L_0, ..., L_{S-1}] attention sequence lengths; None or () = the slot capacities.
+    view_ids: M global view indices (`PointSet.view_id`, keys of the drop-path masks); None = 0, 1, ..., M-1.
 
   Returns:
     (packed PointSet with `segment` on every stage; stage s has order i32[O, L_s] (slot per position, N_s for
@@ -247,8 +249,10 @@ def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int],
       n, lo = int(counts[m, 0]), int(starts[m, 0])
       nb = ps.stem_neighbors[:n]
       stem[lo:lo + n] = np.where(nb >= ps.coord.shape[0], cap0, nb + lo)
+  ids = np.arange(m_count) if view_ids is None else np.asarray(view_ids, np.int64)
   packed = structs.PointSet(coord=coord, feat=feat, stages=tuple(stages), parent=tuple(parents),
-                            point_index=point_index, stem_neighbors=stem)
+                            point_index=point_index, stem_neighbors=stem,
+                            view_id=(ids % 2**31).astype(np.int32))
   return packed, [int(v) for v in starts[:-1, 0]]
 
 
@@ -290,13 +294,16 @@ def spec_from_config(cfg, patch_size: int, num_views: int, supervision: str) -> 
               pack_scenes=pack_scenes, patch_size=patch_size, num_views=int(num_views))
 
 
-def pack_train_views(pieces: Sequence[structs.TrainBatch], spec: dict) -> structs.PackedTrainBatch:
-  """M unbatched per-view TrainBatch pieces (scene-major: scene b's view v is piece b * V + v) -> one pack."""
+def pack_train_views(pieces: Sequence[structs.TrainBatch], spec: dict,
+                     view_ids: Optional[Sequence[int]] = None) -> structs.PackedTrainBatch:
+  """M unbatched per-view TrainBatch pieces (scene-major: scene b's view v is piece b * V + v) -> one pack.
+
+  view_ids: the views' global indices (`PointSet.view_id`); None = 0..M-1."""
   v_count = spec["num_views"]
   teacher, t_starts = pack_point_sets([p.teacher for p in pieces], spec["teacher"], spec["patch_size"], "teacher",
-                                      spec.get("teacher_sequence"))
+                                      spec.get("teacher_sequence"), view_ids)
   student, s_starts = pack_point_sets([p.student for p in pieces], spec["student"], spec["patch_size"], "student",
-                                      spec.get("student_sequence"))
+                                      spec.get("student_sequence"), view_ids)
   cap_s, cap_t = student.coord.shape[0], teacher.coord.shape[0]
   mask_token = np.zeros(cap_s, bool)
   target_valid = np.zeros(cap_s, bool)
@@ -356,11 +363,14 @@ class SceneExample:
     rng: the example's Generator as it was BEFORE its views were drawn (rebuilding replays the same draws).
     views: V unbatched TrainBatch pieces.
     stats: drop counts of these views (`train_views(stats=...)`).
+    index: the global example index (its views are index * V + v: `PointSet.view_id`); -1 = unknown (0..M-1
+      within each pack).
   """
   scene: object
   rng: np.random.Generator
   views: list
   stats: dict
+  index: int = -1
 
 
 def build_packs(examples: Sequence[SceneExample], rebuild, spec: dict, capacity: int, student_capacity: int,
@@ -387,7 +397,10 @@ def build_packs(examples: Sequence[SceneExample], rebuild, spec: dict, capacity:
   for members in assign_packs([scene_load(v) for v in views], per_pack):
     for _ in range(max_shrinks + 1):
       try:
-        packs.append(pack_train_views([p for i in members for p in views[i]], spec))
+        ids = None
+        if all(examples[i].index >= 0 for i in members):
+          ids = [examples[i].index * spec["num_views"] + v for i in members for v in range(spec["num_views"])]
+        packs.append(pack_train_views([p for i in members for p in views[i]], spec, ids))
         break
       except PackOverflowError as e:
         worst = members[int(np.argmax(e.counts)) // spec["num_views"]]

@@ -81,10 +81,11 @@ def scene_indices(num_scenes: int, seed: int, examples: Sequence[int]) -> np.nda
 def _example(scene, rng: np.random.Generator, spec: spec_lib.BatchSpec, packed: bool = False):
   if not packed:
     return train_views.train_views(scene, spec, rng)
+  index, scene = scene  # packed: (global example index, scene), see global_examples
   start = copy.deepcopy(rng)  # packing may rebuild the scene smaller, replaying the same draws
   stats = {}
   return packing.SceneExample(scene=scene, rng=start, views=train_views.train_views(scene, spec, rng, stats),
-                              stats=stats)
+                              stats=stats, index=index)
 
 
 def packed(cfg) -> bool:
@@ -97,7 +98,11 @@ def global_examples(cfg, source: Sequence, spec: Optional[spec_lib.BatchSpec] = 
   or a `packing.SceneExample` holding them under data.packing=True."""
   spec = spec or spec_lib.batch_spec(cfg)
   order = scene_order(len(source), cfg.seed)
-  scenes = order.map(functools.partial(_read, source))
+  if packed(cfg):  # the example keeps its global index: it keys its views' drop-path masks (PointSet.view_id)
+    scenes = grain.MapDataset.range(MAX_EXAMPLES).map(functools.partial(_read_indexed, source, order))
+  else:
+    scenes = order.map(functools.partial(_read, source))
+  # random_map seeds each example from its position only, so both forms draw the same views.
   return scenes.random_map(functools.partial(_example, spec=spec, packed=packed(cfg)), seed=_stream_seed(cfg.seed, 1))
 
 
@@ -121,6 +126,10 @@ def _packed_batch(examples, cfg, spec):
 
 def _read(source, index):
   return source[int(index)]
+
+
+def _read_indexed(source, order, g):
+  return int(g), source[int(order[int(g)])]
 
 
 def process_batches(cfg, source: Sequence, process_index: int = 0, process_count: int = 1,

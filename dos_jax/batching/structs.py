@@ -71,6 +71,9 @@ class PointSet:
       representative), -1 in padded slots. Used for cross-view matching and for mapping back to every point.
     stem_neighbors: None, or i32[N, 125] like `Stage.neighbors` over `STEM_OFFSETS` at stage 0 (only the
       PT-v3m1 convolutional stem needs it; `build_point_set(..., stem_neighbors=True)`).
+    view_id: None, or for a packed set i32[M] the global index of each view (global example g, view v:
+      (g * V + v) mod 2^31). It keys the drop-path masks of the view's points (with the point's rank among the
+      view's slots), so they do not depend on which pack, device or process the view lands in.
   """
 
   coord: np.ndarray
@@ -79,6 +82,7 @@ class PointSet:
   parent: Tuple[np.ndarray, ...]
   point_index: np.ndarray
   stem_neighbors: Optional[np.ndarray] = None
+  view_id: Optional[np.ndarray] = None
 
   @property
   def valid(self):

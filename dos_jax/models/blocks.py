@@ -119,16 +119,24 @@ def _dense(features: int, dtype: Any, name: str, use_bias: bool = True) -> nn.De
 class DropPath(nn.Module):
   """Stochastic depth per point (as PTv3, whose DropPath acts on the [N, C] feature rows).
 
-  A dropped row is zeroed; kept rows are scaled by 1 / (1 - rate). Uses the 'dropout' rng stream.
+  A dropped row is zeroed; kept rows are scaled by 1 / (1 - rate). Uses the 'dropout' rng stream: one draw
+  over the slots, or, with `noise_id: i32[B, N, 2]` (packed sets: the view's global index and the point's rank
+  among its view's slots), one draw per point keyed by those two numbers, so a view's mask does not depend on
+  where it is packed.
   """
   rate: float
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool, noise_id: Optional[jax.Array] = None) -> jax.Array:
     if not train or self.rate <= 0.0:
       return x
     keep = 1.0 - self.rate
-    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape[:-1] + (1,))
+    if noise_id is not None:
+      key = self.make_rng("dropout")
+      draw = lambda ids: jax.random.bernoulli(jax.random.fold_in(jax.random.fold_in(key, ids[0]), ids[1]), keep)
+      mask = jax.vmap(jax.vmap(draw))(noise_id)[..., None]
+    else:
+      mask = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape[:-1] + (1,))
     return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
 
 
@@ -355,8 +363,9 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, stage: Any, train: bool,
-               order_id: Optional[jax.Array] = None) -> jax.Array:
-    """x: [B, N, C] (0 at padded slots), stage: batched `structs.Stage`, order_id: i32[] or None -> x [B, N, C]."""
+               order_id: Optional[jax.Array] = None, noise_id: Optional[jax.Array] = None) -> jax.Array:
+    """x: [B, N, C] (0 at padded slots), stage: batched `structs.Stage`, order_id: i32[] or None, noise_id:
+    i32[B, N, 2] or None (`DropPath`) -> x [B, N, C]."""
     valid = stage.valid
     if order_id is None:
       o = self.order_index % stage.order.shape[1]
@@ -369,11 +378,11 @@ class Block(nn.Module):
     y = attn(LayerNorm(self.dtype, name="norm1")(x), valid, order, inverse, stage.segment)
     if self.layer_scale:
       y = y * self.param("ls1", nn.initializers.constant(1e-5), (self.channels,), jnp.float32).astype(y.dtype)
-    x = x + DropPath(self.drop_path, name="drop_path1")(y, train)
+    x = x + DropPath(self.drop_path, name="drop_path1")(y, train, noise_id)
     y = MLP(self.channels, self.mlp_ratio, self.dtype, name="mlp")(LayerNorm(self.dtype, name="norm2")(x))
     if self.layer_scale:
       y = y * self.param("ls2", nn.initializers.constant(1e-5), (self.channels,), jnp.float32).astype(y.dtype)
-    x = x + DropPath(self.drop_path, name="drop_path2")(y, train)
+    x = x + DropPath(self.drop_path, name="drop_path2")(y, train, noise_id)
     return zero_padded(x, valid)
 
 

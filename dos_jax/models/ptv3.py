@@ -69,8 +69,9 @@ class EncoderStage(nn.Module):
   layer_scale: bool = False
 
   @nn.compact
-  def __call__(self, x, stage, parent, train: bool, order_ids: Optional[jax.Array] = None):
-    """x: [B, N_{s-1}, C_{s-1}] (or [B, N_s, C_s] without pooling) -> [B, N_s, C_s]."""
+  def __call__(self, x, stage, parent, train: bool, order_ids: Optional[jax.Array] = None,
+               noise_id: Optional[jax.Array] = None):
+    """x: [B, N_{s-1}, C_{s-1}] (or [B, N_s, C_s] without pooling) -> [B, N_s, C_s]; noise_id: see Block."""
     if self.pool:
       x = blocks.GridPooling(self.channels, self.dtype, norm=self.pool_norm, name="down")(x, parent, stage.valid)
     # Rematerialisation recomputes each block's activations in the backward pass (memory for compute);
@@ -82,8 +83,24 @@ class EncoderStage(nn.Module):
                         mlp_ratio=self.mlp_ratio, drop_path=self.drop_path[i], dtype=self.dtype,
                         attention=self.attention, layer_scale=self.layer_scale, name=f"block{i}")
       order_id = None if order_ids is None else order_ids[i % num_orders]
-      x = block(x, stage, train, order_id)
+      x = block(x, stage, train, order_id, noise_id)
     return x
+
+
+def noise_ids(stage, view_id: jax.Array) -> jax.Array:
+  """i32[B, N_s, 2] drop-path keys of a packed stage's slots: (global view index, rank among its view's slots).
+
+  stage: batched packed `structs.Stage` (segment i32[B, N_s], M for padding); view_id: i32[B, M]. Padding slots
+  get (0, rank); their rows are zero anyway."""
+  num_views = view_id.shape[-1]
+
+  def one(segment, ids):
+    pos = jnp.arange(segment.shape[0], dtype=jnp.int32)
+    first = jax.ops.segment_min(pos, segment, num_segments=num_views + 1)
+    view = jnp.concatenate([ids, jnp.zeros((1,), ids.dtype)])[segment]
+    return jnp.stack([view, pos - first[segment]], axis=-1)
+
+  return jax.vmap(one)(stage.segment, view_id)
 
 
 def _per_stage(value: Union[int, Sequence[int]], num_stages: int) -> Tuple[int, ...]:
@@ -170,7 +187,10 @@ class PointTransformerV3(nn.Module):
           remat=self.remat, orders=tuple(self.orders), pool_norm=self.pool_norm, layer_scale=self.layer_scale,
           name=f"enc{s}")
       start += self.depths[s]
-      x = stage_module(x, points.stages[s], points.parent[s - 1] if s > 0 else None, train, order_ids)
+      noise = None
+      if train and self.drop_path > 0 and getattr(points, "view_id", None) is not None:
+        noise = noise_ids(points.stages[s], points.view_id)
+      x = stage_module(x, points.stages[s], points.parent[s - 1] if s > 0 else None, train, order_ids, noise)
       feats.append(x)
       aux[f"enc{s}"] = x
     # Upcast: children take their parent's (already concatenated) features, deepest stage first; below the last

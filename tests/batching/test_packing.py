@@ -155,3 +155,29 @@ def test_pipeline_packs_the_unpacked_pipelines_views():
     assert np.all(t_seg[packed.target_index[g][ok]] == s_seg[ok])
     ok = packed.cross_valid[g]
     assert np.all(t_seg[packed.cross_index[g][ok]] == s_seg[ok] // 2 * 2 + (1 - s_seg[ok] % 2))
+
+
+def test_drop_path_masks_follow_the_view_not_its_place():
+  """With drop path on, a view's features depend on its global index (PointSet.view_id), not on where it sits in
+  a pack: the same views packed in reverse order (same ids) give each view the same features (float32 rounding,
+  as above); changing only the ids changes them (masks at rate 0.5 differ in O(1) of the rows)."""
+  sets = _views()
+  counts = np.array([packing.stage_counts(s) for s in sets])
+  caps = [packing.round_capacity(v) for v in counts.sum(0)]
+  seq = [packing.round_sequence(v, PATCH) + PATCH for v in packing.footprints(counts, PATCH)]
+  cfg = dict(variant="tiny", drop_path=0.5)
+  order = [3, 1, 0, 2]
+  fwd, starts = packing.pack_point_sets(sets, caps, PATCH, sequence=seq, view_ids=[10, 11, 12, 13])
+  rev, r_starts = packing.pack_point_sets([sets[m] for m in order], caps, PATCH, sequence=seq,
+                                          view_ids=[10 + m for m in order])
+  other, _ = packing.pack_point_sets(sets, caps, PATCH, sequence=seq, view_ids=[20, 21, 22, 23])
+  params = encoder.init(jax.random.key(0), _batched(sets[0]), cfg)
+  run = lambda pts: np.asarray(encoder.apply(params, _batched(pts), train=True, rng=jax.random.key(5),
+                                             model_cfg=cfg)[0])
+  out_f, out_r, out_o = run(fwd), run(rev), run(other)
+  for j, m in enumerate(order):
+    a = out_f[starts[m]:starts[m] + counts[m, 0]]
+    np.testing.assert_allclose(out_r[r_starts[j]:r_starts[j] + counts[m, 0]], a, atol=1e-5)
+  big = int(np.argmax(counts[:, 0]))
+  rows = slice(starts[big], starts[big] + counts[big, 0])
+  assert np.mean(np.any(np.abs(out_o[rows] - out_f[rows]) > 1e-3, axis=1)) > 0.2
