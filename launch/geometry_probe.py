@@ -3,8 +3,8 @@ r"""Oracle probe on hand-made local-geometry features (no encoder): is each clas
   python -m launch.geometry_probe --config configs/ablation_tiny.py:kind=longtail --config.seed=0 --out /tmp/g.json
 
 Same probe-training / evaluation scenes as `launch.probe` with the config (its data source's 'train' / 'val'
-splits, or `--data` as there), same grid (config.data.grid_size) and class weighting (config.probe.class_balanced
-unless `--unweighted`); the features are `dos_jax.eval.geometry_probe.local_geometry_features`. Prints mIoU,
+splits, or `--data` as there), same grid (config.data.grid_size), learning rate (config.probe.lr) and class weighting
+(config.probe.class_balanced unless `--unweighted`); the features are `dos_jax.eval.geometry_probe.local_geometry_features`. Prints mIoU,
 head/common/tail and per-class IoU, and writes the result JSON to `--out` when given.
 """
 
@@ -27,7 +27,7 @@ def _define_flags():
   config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/ablation_tiny.py:kind=longtail.",
                                   lock_config=True)
   flags.DEFINE_string("data", None, "Folder of Pointcept scene folders (default: the config's data source).")
-  flags.DEFINE_integer("steps", 500, "Full-batch AdamW steps of the linear probe.")
+  flags.DEFINE_integer("steps", 150, "Full-batch AdamW steps of the linear probe.")
   flags.DEFINE_bool("unweighted", False, "Unweighted cross-entropy even if config.probe.class_balanced.")
   flags.DEFINE_string("out", None, "Write the result JSON here (atomically).")
   flags.mark_flags_as_required(["config"])
@@ -42,7 +42,8 @@ def main(argv):
   train, evals, names, groups, desc = probe_lib.probe_scenes(config, f.data, None)
   balanced = bool(config.probe.class_balanced) and not f.unweighted
   result = geometry_probe.geometry_probe(train, evals, len(names), float(config.data.grid_size), names, groups,
-                                         steps=int(f.steps), class_balanced=balanced, seed=int(config.seed))
+                                         steps=int(f.steps), lr=float(config.probe.lr), class_balanced=balanced,
+                                         seed=int(config.seed))
   result["data"] = desc
   pct = lambda x: "-" if x is None or x != x else f"{100 * x:.1f}"  # noqa: E731  (NaN: group absent)
   print(f"geometry oracle on {desc}: mIoU {pct(result['miou'])}, " +
