@@ -14,6 +14,7 @@ compiled memory analysis (argument + output + temp bytes = the step's live-buffe
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
@@ -31,6 +32,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from benchmarks import scans  # noqa: E402
+from dos_jax import specs  # noqa: E402
 from dos_jax.batching import pipeline  # noqa: E402
 from dos_jax.batching import spec as spec_lib  # noqa: E402
 from dos_jax.batching import patches  # noqa: E402
@@ -44,8 +46,8 @@ _FIRST = flags.DEFINE_integer("first_step", 0, "Pipeline step whose scenes are u
 flags.mark_flags_as_required(["config"])
 
 
-def _compile(state, batch, rng):
-  fn = jax.jit(step_lib.train_step, donate_argnums=0)
+def _compile(state, batch, rng, spec):
+  fn = jax.jit(functools.partial(step_lib.train_step, spec=spec), donate_argnums=0)
   t0 = time.perf_counter()
   compiled = fn.lower(state, batch, rng).compile()
   secs = time.perf_counter() - t0
@@ -66,12 +68,13 @@ def main(argv):
   padded = jax.device_put(train_views.stack_batch([e.views for e in chosen]))
   packed = jax.device_put(patches.stack_tree(pipeline.pack_examples(chosen, cfg, spec)))
   rng = jax.random.key(1)
-  init = state_lib.create_train_state(cfg, jax.random.key(int(cfg.seed)), padded)
+  step_spec = specs.step_spec(cfg)
+  init = state_lib.create_train_state(step_spec, jax.random.key(int(cfg.seed)), padded)
   rows = {}
   states, fns = {}, {}
   for name, batch in (("padded", padded), ("packed", packed)):
     state = jax.tree.map(lambda x: x.copy() if hasattr(x, "copy") else x, init)
-    fn, secs, peak = _compile(state, batch, rng)
+    fn, secs, peak = _compile(state, batch, rng, step_spec)
     state, metrics = fn(state, batch, rng)  # warm-up; also the first loss
     jax.block_until_ready(state)
     states[name], fns[name] = state, fn

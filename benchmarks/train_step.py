@@ -18,6 +18,7 @@ config and scenes; supply/demand = pipeline scenes/s / (batch_size / JAX step ti
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -36,6 +37,7 @@ from benchmarks import input_pipeline  # noqa: E402
 from benchmarks import timing  # noqa: E402
 from configs import synthetic_tiny  # noqa: E402
 from dos_jax import io as fileio  # noqa: E402
+from dos_jax import specs  # noqa: E402
 from dos_jax.batching import pipeline  # noqa: E402
 
 
@@ -132,9 +134,10 @@ def run(config, steps: int, pipeline_seconds: float, with_torch: bool = True, to
             "num_prototypes": int(config.num_prototypes), "scene_source": origin, "cpu_count": os.cpu_count(),
             "load_average_start": round(os.getloadavg()[0], 2), "jax_version": jax.__version__}
 
-  state = state_lib.create_train_state(config, jax.random.key(int(config.seed)), batch)
+  spec = specs.step_spec(config)
+  state = state_lib.create_train_state(spec, jax.random.key(int(config.seed)), batch)
   batch_j = jax.device_put(batch)
-  step_fn = jax.jit(step_lib.train_step, donate_argnums=0)
+  step_fn = jax.jit(functools.partial(step_lib.train_step, spec=spec), donate_argnums=0)
   rng = jax.random.key(1)
   torch_step = torch_step_fn(state, batch, config, torch_device) if with_torch else None  # before donation consumes params
   start = time.perf_counter()

@@ -13,7 +13,7 @@ import sys
 ROOT = _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Rank of each top-level part of dos_jax: a module may import only parts of lower or equal rank.
 RANKS = {"errors": 0, "io": 0, "choices": 0, "data": 1, "batching": 2, "models": 3, "objective": 4,
-         "segment_objective": 4, "torch_ref": 4, "eval": 5, "schema": 6, "train": 7, "interop": 7}
+         "segment_objective": 4, "torch_ref": 4, "eval": 5, "schema": 6, "specs": 6, "train": 7, "interop": 7}
 # Wrong-way imports that exist today, named so that none is added silently (and the list must shrink: an entry that
 # no longer exists fails too). batching.spec decodes model.variant's stage count and patch size; eval.probe
 # restores checkpoints through train.checkpoint. Both go when batching takes a spec decoded above it.

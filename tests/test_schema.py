@@ -379,3 +379,23 @@ def test_packing_needs_per_stage_capacities_and_the_dos_objective():
   c.data.packing, c.normalization = True, "clustering"
   with pytest.raises(ConfigError, match=r"packing=True supports supervision='observable' and normalization"):
     schema.validate(c)
+
+
+def test_specs_hold_what_the_step_computes_with_and_not_the_run_identity():
+  """The specs decode the config's values; two runs that differ only in seed / data location get equal specs
+  (equal specs close over the same program: the compile cache hits), a method switch changes them."""
+  from dos_jax import specs  # pylint: disable=g-import-not-at-top
+  c = schema.validate(_smoke())
+  spec = specs.step_spec(c)
+  assert (spec.total_steps, spec.zipf_alpha, spec.optim.lr, spec.model.num_prototypes) == (6, 1.3, 2e-3, 64)
+  assert (spec.model.variant, spec.model.head_hidden, spec.model.student_mask_token) == ("tiny", 128, False)
+  other = _smoke()
+  other.seed, other.data.root, other.data.num_scenes = 5, "/elsewhere", 9
+  assert specs.step_spec(schema.validate(other)) == spec
+  hash(spec)                                     # static under jit: must be hashable
+  tokens = _smoke()
+  tokens.supervision = "masked_tokens"
+  assert specs.model_spec(schema.validate(tokens)).student_mask_token
+  alpha = _smoke()
+  alpha.zipf_alpha = 1.6
+  assert specs.step_spec(schema.validate(alpha)) != spec

@@ -1,8 +1,8 @@
 """The full DOS network as pure functions of param pytrees: encoder + projector/prototype head.
 
-  params = network.init_params(rng, batch, config)                      # {'encoder': ..., 'head': ...}
-  student_cos = network.student_apply(params, batch, rng=key, config=config)    # f32[B, V, Ns, K]
-  teacher_cos = network.teacher_apply(teacher_params, batch, config=config)     # f32[B, V, Nt, K]
+  params = network.init_params(rng, batch, spec)                        # {'encoder': ..., 'head': ...}
+  student_cos = network.student_apply(params, batch, rng=key, spec=spec)        # f32[B, V, Ns, K]
+  teacher_cos = network.teacher_apply(teacher_params, batch, spec=spec)         # f32[B, V, Nt, K]
 
 The student and the teacher are the same functions with different params. The student runs on `batch.student`
 (ONLY the visible points under supervision='observable'; the full view with `batch.mask_token` marking the
@@ -10,7 +10,8 @@ points whose embedding is replaced by the learnable mask token under 'masked_tok
 teacher runs on `batch.teacher` (the full view), without drop path. Neither function reads the other's point set,
 so masked coordinates cannot reach the student through this module.
 
-`config` is the experiment config (keys model.*, num_prototypes); it is static (closed over under jit).
+`spec` is a `dos_jax.models.spec.ModelSpec` (`dos_jax.specs.model_spec(config)`), static (closed over under jit):
+the network needs no experiment config.
 """
 
 from __future__ import annotations
@@ -22,47 +23,43 @@ import jax.numpy as jnp
 
 from dos_jax.models import encoder
 from dos_jax.models import heads
+from dos_jax.models.spec import ModelSpec
 
 
-def _head(config) -> heads.DOSHead:
-  return heads.DOSHead(hidden=int(config.model.head_hidden), dim=int(config.model.head_dim),
-                       num_prototypes=int(config.num_prototypes))
+def _head(spec: ModelSpec) -> heads.DOSHead:
+  return heads.DOSHead(hidden=int(spec.head_hidden), dim=int(spec.head_dim), num_prototypes=int(spec.num_prototypes))
 
 
-def _uses_mask_token(config) -> bool:
-  return config.supervision != "observable"
-
-
-def init_params(rng: jax.Array, batch: Any, config) -> Dict[str, Any]:
+def init_params(rng: jax.Array, batch: Any, spec: ModelSpec) -> Dict[str, Any]:
   """Initial params {'encoder': ..., 'head': ...} (f32) for batches shaped like `batch`.
 
   The encoder's params always include its learnable mask token (`encoder/embedding/mask_token`); it is only used
-  (and only gets gradients) when config.supervision != 'observable'.
+  (and only gets gradients) when spec.student_mask_token (supervision != 'observable').
 
   Args:
     rng: PRNG key.
     batch: TrainBatch with leading axes [B, V], or PackedTrainBatch [G] (numpy or jax; only shapes matter).
-    config: experiment config.
+    spec: the ModelSpec.
   """
   enc_rng, head_rng = jax.random.split(rng)
   lead = len(batch.student.coord.shape) - 2
   points = jax.tree.map(lambda x: x.reshape((-1,) + tuple(x.shape[lead:])), batch.student)
-  enc_params = encoder.init(enc_rng, points, config.model)
-  feat = jnp.zeros((1, encoder.output_dim(config.model)), jnp.float32)
-  head_params = _head(config).init({"params": head_rng}, feat)["params"]
+  enc_params = encoder.init(enc_rng, points, spec)
+  feat = jnp.zeros((1, encoder.output_dim(spec)), jnp.float32)
+  head_params = _head(spec).init({"params": head_rng}, feat)["params"]
   return {"encoder": enc_params, "head": head_params}
 
 
-def _order_rng(rng: Optional[jax.Array], config) -> Optional[jax.Array]:
-  """The key of training-time order shuffling (config.model.shuffle_orders), derived from the step's key by a
+def _order_rng(rng: Optional[jax.Array], spec: ModelSpec) -> Optional[jax.Array]:
+  """The key of training-time order shuffling (spec.shuffle_orders), derived from the step's key by a
   fold-in so the drop-path stream is the same with shuffling on or off; None without shuffling."""
-  if rng is None or not bool(config.model.shuffle_orders):
+  if rng is None or not bool(spec.shuffle_orders):
     return None
   return jax.random.fold_in(rng, 0x0D5)
 
 
 def _cosines(params, points, *, train: bool, rng: Optional[jax.Array], mask_token: Optional[jax.Array],
-             config, order_rng: Optional[jax.Array] = None) -> jax.Array:
+             spec: ModelSpec, order_rng: Optional[jax.Array] = None) -> jax.Array:
   """points: PointSet with leading [B, V] (or [G] packs) -> f32[B, V, N, K] ([G, N, K]) cosines to the
   prototypes (0 at padded slots)."""
   lead = tuple(points.coord.shape[:-2])
@@ -70,35 +67,35 @@ def _cosines(params, points, *, train: bool, rng: Optional[jax.Array], mask_toke
   if mask_token is not None:
     mask_token = mask_token.reshape((-1,) + tuple(mask_token.shape[len(lead):]))
   feat = encoder.apply(params["encoder"], flat, train=train, rng=rng, mask_token=mask_token,
-                       order_rng=order_rng, model_cfg=config.model)
+                       order_rng=order_rng, model_cfg=spec)
   valid = flat.valid[..., None]
   # Padded slots carry exactly-zero features; an L2 normalisation of a zero row has a NaN gradient that survives
   # the masking below (0 * inf), so the head sees a harmless constant there instead.
   feat = jnp.where(valid, feat, jnp.ones((), feat.dtype))
-  cos = _head(config).apply({"params": params["head"]}, feat)
+  cos = _head(spec).apply({"params": params["head"]}, feat)
   cos = jnp.where(valid, cos, 0.0)
   return cos.reshape(lead + tuple(cos.shape[1:]))
 
 
 def student_apply(params, batch: Any, *, rng: Optional[jax.Array] = None, train: bool = True,
-                  config) -> jax.Array:
+                  spec: ModelSpec) -> jax.Array:
   """The student's cosines f32[B, V, Ns, K] on `batch.student` (drop path when `train`, keyed by `rng`).
 
   Under supervision='observable' the student set holds only the visible points and `mask_token` is ignored;
-  otherwise `batch.mask_token: bool[B, V, Ns]` selects the points whose embedding is the learnable mask token.
-  With config.model.shuffle_orders and `train`, the serialization orders of the blocks are shuffled per stage
+  with spec.student_mask_token `batch.mask_token: bool[B, V, Ns]` selects the points whose embedding is the
+  learnable mask token. With spec.shuffle_orders and `train`, the serialization orders of the blocks are shuffled per stage
   from `rng` (upstream PTv3 / Sonata training).
   """
-  mask = batch.mask_token if _uses_mask_token(config) else None
-  return _cosines(params, batch.student, train=train, rng=rng, mask_token=mask, config=config,
-                  order_rng=_order_rng(rng, config) if train else None)
+  mask = batch.mask_token if spec.student_mask_token else None
+  return _cosines(params, batch.student, train=train, rng=rng, mask_token=mask, spec=spec,
+                  order_rng=_order_rng(rng, spec) if train else None)
 
 
-def teacher_apply(params, batch: Any, *, config, rng: Optional[jax.Array] = None) -> jax.Array:
+def teacher_apply(params, batch: Any, *, spec: ModelSpec, rng: Optional[jax.Array] = None) -> jax.Array:
   """The teacher's cosines f32[B, V, Nt, K] on `batch.teacher` (full views, no drop path, no mask token).
 
-  `rng`: the step's teacher key, used only for order shuffling (config.model.shuffle_orders): as upstream, the
+  `rng`: the step's teacher key, used only for order shuffling (spec.shuffle_orders): as upstream, the
   teacher's forward draws its own order permutations, independent of the student's. None = deterministic orders.
   """
-  return _cosines(params, batch.teacher, train=False, rng=None, mask_token=None, config=config,
-                  order_rng=_order_rng(rng, config))
+  return _cosines(params, batch.teacher, train=False, rng=None, mask_token=None, spec=spec,
+                  order_rng=_order_rng(rng, spec))

@@ -32,6 +32,7 @@ import numpy as np
 import tqdm
 
 from dos_jax import schema
+from dos_jax import specs
 from dos_jax.batching import pipeline
 from dos_jax.data import catalog
 from dos_jax.train import checkpoint
@@ -137,16 +138,16 @@ class _Interval:
     return out
 
 
-def _init_or_restore(config, mesh, ckpt: checkpoint.Checkpointer, example_batch, start_step: int):
-  """(state, step): a fresh state at step 0, or the newest checkpoint that restores, with this config's shardings.
+def _init_or_restore(spec: specs.StepSpec, seed: int, mesh, ckpt: checkpoint.Checkpointer, example_batch,
+                     start_step: int):
+  """(state, step): a fresh state at step 0, or the newest checkpoint that restores, with this spec's shardings.
 
   The step is below `start_step` (the newest checkpoint's) when that one is damaged (`restore_newest_intact`).
   """
-  rng = jax.random.PRNGKey(config.seed)
+  rng = jax.random.PRNGKey(seed)
   if not start_step:
-    return sharding.create_sharded_state(config, rng, example_batch, mesh), 0
-  frozen = state_lib.freeze_config(config)
-  abstract = jax.eval_shape(lambda r, b: state_lib.create_train_state(frozen, r, b), rng, example_batch)
+    return sharding.create_sharded_state(spec, rng, example_batch, mesh), 0
+  abstract = jax.eval_shape(lambda r, b: state_lib.create_train_state(spec, r, b), rng, example_batch)
   shardings = sharding.state_sharding(mesh, abstract)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
   step, state = ckpt.restore_newest_intact(abstract)
@@ -229,6 +230,7 @@ def _train(config, workdir, mesh, is_chief, stop_at) -> TrainResult:
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, every=config.checkpoint_every)
   start_step = ckpt.latest_step() or 0
   total = int(config.total_steps)
+  spec = specs.step_spec(config)  # what the step computes with (the seed and the data location are not in it)
   source = catalog.scene_source(config.data, "train")
 
   def batches_from(step):
@@ -244,7 +246,7 @@ def _train(config, workdir, mesh, is_chief, stop_at) -> TrainResult:
   with checkpoint.PreemptionFlag(signals) as preemption:
     try:
       batch = next(batches)
-      state, restored_step = _init_or_restore(config, mesh, ckpt, batch, start_step)
+      state, restored_step = _init_or_restore(spec, int(config.seed), mesh, ckpt, batch, start_step)
       if restored_step != start_step:  # the newest checkpoint was damaged: the data restarts at the older step
         batches.close()
         start_step = restored_step
@@ -253,7 +255,7 @@ def _train(config, workdir, mesh, is_chief, stop_at) -> TrainResult:
       writer = writers.MetricWriter(workdir, enabled=is_chief, start_step=start_step)
       logging.info("workdir %s: %s at step %d of %d", workdir, "resuming" if start_step else "starting",
                    start_step, total)
-      step_fn = sharding.jit_train_step(mesh, sharding.state_sharding(mesh, state))
+      step_fn = sharding.jit_train_step(spec, mesh, sharding.state_sharding(mesh, state))
       if jax.process_count() > 1:
         step_fn = _compile_then_sync(step_fn, state, batch, mesh)
       if is_chief and not start_step:

@@ -6,8 +6,8 @@ replicated, and XLA inserts the gradient all-reduce. The same compiled program r
 or a multi-host TPU slice (after `jax.distributed.initialize()`):
 
   mesh = sharding.make_mesh()
-  state = sharding.create_sharded_state(config, rng, example_batch, mesh)
-  step_fn = sharding.jit_train_step(mesh, sharding.state_sharding(mesh, state))
+  state = sharding.create_sharded_state(spec, rng, example_batch, mesh)       # spec: dos_jax.specs.StepSpec
+  step_fn = sharding.jit_train_step(spec, mesh, sharding.state_sharding(mesh, state))
   state, metrics = step_fn(state, sharding.shard_batch(host_batch, mesh), jax.random.fold_in(state.rng, i))
 
 The variant `make_shard_map_step` shares the loss/update code (`step.cross_device_step`) and writes the collective
@@ -24,6 +24,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from dos_jax import specs
 from dos_jax.errors import ConfigError
 from dos_jax.train import state as state_lib
 from dos_jax.train import step as step_lib
@@ -54,17 +55,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def state_sharding(mesh: Mesh, state: Any) -> Any:
-  """Sharding pytree for a TrainState (concrete or abstract): everything replicated (the config stays static)."""
+  """Sharding pytree for a TrainState (concrete or abstract): everything replicated."""
   rep = replicated(mesh)
   return jax.tree.map(lambda _: rep, state)
-
-
-def check_batch_size(batch_size: int, mesh: Mesh) -> None:
-  """Raises ConfigError unless `batch_size` (global scenes per step) splits evenly over the mesh's devices."""
-  n = mesh.devices.size
-  if batch_size < 1 or batch_size % n:
-    raise ConfigError(f"config.batch_size={batch_size} must be a positive multiple of the number of devices "
-                      f"({n}); set --config.batch_size to a multiple of {n}")
 
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
@@ -85,23 +78,24 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 
 
-def create_sharded_state(config, rng: jax.Array, example_batch: Any, mesh: Mesh) -> state_lib.TrainState:
+def create_sharded_state(spec: specs.StepSpec, rng: jax.Array, example_batch: Any, mesh: Mesh
+                         ) -> state_lib.TrainState:
   """`state.create_train_state` jitted with replicated `out_shardings` (params born on every device).
 
   Shardings are inferred once from `jax.eval_shape` of the init (STYLE.md 7); the example batch only provides
-  shapes, so a host numpy batch is fine.
+  shapes, so a host numpy batch is fine. That the batch splits over the mesh is the gate's check
+  (`dos_jax.schema.data_parallel_devices`) and `shard_batch`'s.
   """
-  config = state_lib.freeze_config(config)
-  check_batch_size(int(config.batch_size), mesh)
-  init = functools.partial(state_lib.create_train_state, config)
+  init = functools.partial(state_lib.create_train_state, spec)
   abstract = jax.eval_shape(init, rng, example_batch)
   return jax.jit(init, out_shardings=state_sharding(mesh, abstract))(rng, example_batch)
 
 
-def jit_train_step(mesh: Mesh, state_shardings: Any) -> Callable:
+def jit_train_step(spec: specs.StepSpec, mesh: Mesh, state_shardings: Any) -> Callable:
   """The default distributed step: `jax.jit(step.train_step)` with explicit shardings, donating the state.
 
   Args:
+    spec: the StepSpec (closed over: it fixes the compiled program).
     mesh: from `make_mesh`.
     state_shardings: from `state_sharding(mesh, state)`.
 
@@ -109,11 +103,12 @@ def jit_train_step(mesh: Mesh, state_shardings: Any) -> Callable:
     step_fn(state, global_batch, rng) -> (state, metrics); metrics replicated f32[] scalars.
   """
   rep = replicated(mesh)
-  return jax.jit(step_lib.train_step, in_shardings=(state_shardings, batch_sharding(mesh), rep),
+  return jax.jit(functools.partial(step_lib.train_step, spec=spec),
+                 in_shardings=(state_shardings, batch_sharding(mesh), rep),
                  out_shardings=(state_shardings, rep), donate_argnums=0)
 
 
-def make_shard_map_step(mesh: Mesh, state_shardings: Optional[Any] = None) -> Callable:
+def make_shard_map_step(spec: specs.StepSpec, mesh: Mesh, state_shardings: Optional[Any] = None) -> Callable:
   """The same step written per device with `jax.shard_map` and explicit collectives.
 
   Each device computes the loss and gradients of its B/n scenes; `step.cross_device_step` averages them with
@@ -124,7 +119,7 @@ def make_shard_map_step(mesh: Mesh, state_shardings: Optional[Any] = None) -> Ca
   Returns:
     step_fn(state, global_batch, rng) -> (state, metrics), jitted, donating the state.
   """
-  body = functools.partial(step_lib.cross_device_step, axis_name=DATA_AXIS)
+  body = functools.partial(step_lib.cross_device_step, axis_name=DATA_AXIS, spec=spec)
   mapped = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()), out_specs=(P(), P()),
                          check_vma=False)
   rep = replicated(mesh)

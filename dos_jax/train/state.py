@@ -1,9 +1,9 @@
 """The training state pytree and the optimizer.
 
-`TrainState` is everything a step reads and writes, so `train_step(state, batch, rng) -> (state, metrics)` is a
-pure function and a checkpoint of the state is a complete resume point. The experiment config rides along as a
-static (non-pytree) field: it is hashable (`FrozenConfigDict`), it fixes the compiled step, and it lets the step
-evaluate its schedules and loss switches without a second argument.
+`TrainState` is everything a step reads and writes (arrays only), so `train_step(state, batch, rng, spec=spec)`
+is a pure function and a checkpoint of the state is a complete resume point. What the step computes with (loss
+switches, schedules, optimizer, model) is the `dos_jax.specs.StepSpec` the step is jitted with, not part of the
+state: the state carries no config.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
+from dos_jax import specs
 from dos_jax.models import network
 from dos_jax.train import schedules
 
@@ -33,10 +33,9 @@ class TrainState:
     step: i32[] number of steps taken (including skipped non-finite steps): the next batch's step index.
     params: the student's params pytree (`{'encoder': ..., 'head': ...}`, f32).
     teacher_params: the teacher's params, same structure; an EMA of `params`, never differentiated.
-    opt_state: optax state of `make_optimizer(config)` for `params`.
+    opt_state: optax state of `make_optimizer(spec)` for `params`.
     rng: u32[2] base PRNG key of the run (the loop derives per-step keys with `fold_in(rng, step)`).
     nonfinite_count: i32[] number of steps skipped because the loss or a gradient was not finite.
-    config: the experiment config (static, hashable `FrozenConfigDict`; not a pytree leaf, not checkpointed).
   """
 
   step: jax.Array
@@ -45,14 +44,6 @@ class TrainState:
   opt_state: Any
   rng: jax.Array
   nonfinite_count: jax.Array
-  config: ml_collections.FrozenConfigDict = flax.struct.field(pytree_node=False)
-
-
-def freeze_config(config) -> ml_collections.FrozenConfigDict:
-  """A hashable copy of `config` (jit keys compiled steps on it)."""
-  if isinstance(config, ml_collections.FrozenConfigDict):
-    return config
-  return ml_collections.FrozenConfigDict(config)
 
 
 def decay_mask(params) -> Any:
@@ -69,40 +60,39 @@ def decay_mask(params) -> Any:
   return jax.tree_util.tree_map_with_path(wants_decay, params)
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
+def make_optimizer(spec: specs.StepSpec) -> optax.GradientTransformation:
   """Global-norm clipping (`optim.clip_norm`), then AdamW with scheduled learning rate and weight decay.
 
   `optax.inject_hyperparams` evaluates both schedules at the optimizer's own update count (so the opt state also
   records the values used, under `opt_state[1].hyperparams`). A step skipped by the non-finite guard keeps the old
   opt state, so its count (and the lr/wd schedules) lag `TrainState.step` by `nonfinite_count` steps.
   """
-  clip = float(config.optim.clip_norm)
+  clip = float(spec.optim.clip_norm)
   adamw = optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
-      learning_rate=schedules.learning_rate(config),
-      weight_decay=schedules.weight_decay(config),
-      b1=float(config.optim.b1), b2=float(config.optim.b2), mask=decay_mask)
+      learning_rate=schedules.learning_rate(spec),
+      weight_decay=schedules.weight_decay(spec),
+      b1=float(spec.optim.b1), b2=float(spec.optim.b2), mask=decay_mask)
   if clip > 0:
     return optax.chain(optax.clip_by_global_norm(clip), adamw)
   # clip_norm <= 0 disables clipping; an identity keeps the opt-state structure the same.
   return optax.chain(optax.identity(), adamw)
 
 
-def create_train_state(config, rng: jax.Array, example_batch) -> TrainState:
+def create_train_state(spec: specs.StepSpec, rng: jax.Array, example_batch) -> TrainState:
   """A fresh state: student params from `network.init_params`, the teacher an exact copy, step 0.
 
   Traceable (no host side effects besides building the encoder module), so it can run under `jax.jit` with
   `out_shardings` or `jax.eval_shape` to get the abstract state for sharding and checkpoint restore.
 
   Args:
-    config: experiment ConfigDict (or FrozenConfigDict).
+    spec: the StepSpec (its model and optimizer).
     rng: PRNG key (u32[2]); split into the init key and the run's base key.
     example_batch: a `TrainBatch` (numpy or jax arrays; only shapes and dtypes matter) with leading [B, V].
   """
-  config = freeze_config(config)
   init_rng, run_rng = jax.random.split(rng)
-  params = network.init_params(init_rng, example_batch, config)
+  params = network.init_params(init_rng, example_batch, spec.model)
   # A separate copy: the teacher must not alias the student's buffers (the jitted step donates the state).
   teacher_params = jax.tree.map(jnp.copy, params)
-  opt_state = make_optimizer(config).init(params)
+  opt_state = make_optimizer(spec).init(params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, teacher_params=teacher_params,
-                    opt_state=opt_state, rng=run_rng, nonfinite_count=jnp.zeros((), jnp.int32), config=config)
+                    opt_state=opt_state, rng=run_rng, nonfinite_count=jnp.zeros((), jnp.int32))

@@ -1,9 +1,9 @@
 """The pure DOS training step: teacher forward, student forward + loss, AdamW update, EMA teacher.
 
-  state, metrics = train_step(state, batch, rng)
+  state, metrics = train_step(state, batch, rng, spec=spec)       # spec: a dos_jax.specs.StepSpec (static)
 
 `train_step` is a top-level pure function; `dos_jax.train.sharding` jits it once over a device mesh (default) or
-wraps the same pieces in `shard_map`. The two halves, `loss_and_grads` (per-shard work) and
+wraps the same pieces in `shard_map`, with the StepSpec closed over (it fixes the compiled program). The two halves, `loss_and_grads` (per-shard work) and
 `apply_update` (everything after the gradient is known), are shared by both variants, so they cannot drift.
 """
 
@@ -18,6 +18,7 @@ import optax
 
 from dos_jax import objective
 from dos_jax import segment_objective
+from dos_jax import specs
 from dos_jax.batching import structs
 from dos_jax.eval import diagnostics
 from dos_jax.models import network
@@ -28,7 +29,7 @@ from dos_jax.train import state as state_lib
 Metrics = Dict[str, jax.Array]
 
 
-def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array, config
+def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array, spec: specs.StepSpec
                  ) -> Tuple[jax.Array, Metrics]:
   """The DOS loss of the student `params` against the teacher `teacher_params` on `batch`.
 
@@ -40,39 +41,39 @@ def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array,
     batch: TrainBatch with leading [B, V].
     rng: PRNG key for the student's drop path.
     step: i32[] step index (teacher temperature schedule).
-    config: experiment config (static).
+    spec: the StepSpec (static).
 
   Returns:
     loss f32[] and a dict of f32[] metrics: loss, loss_same, loss_cross and the prototype diagnostics of the
     teacher at the student's same-view target points.
   """
-  # The teacher's own key (order shuffling only; unused without config.model.shuffle_orders).
+  # The teacher's own key (order shuffling only; unused without spec.model.shuffle_orders).
   teacher_rng = jax.random.fold_in(rng, 0x7EA)
-  teacher_cos = jax.lax.stop_gradient(network.teacher_apply(teacher_params, batch, config=config,
+  teacher_cos = jax.lax.stop_gradient(network.teacher_apply(teacher_params, batch, spec=spec.model,
                                                             rng=teacher_rng))
-  student_cos = network.student_apply(params, batch, rng=rng, train=True, config=config)
+  student_cos = network.student_apply(params, batch, rng=rng, train=True, spec=spec.model)
   if isinstance(batch, structs.PackedTrainBatch):
     # Packed views: the same per-view terms through segment reductions. The prototype diagnostics below then
     # treat each pack as one set (usage statistics are unchanged; coverage/softmap entropy are per pack).
     loss, aux = segment_objective.packed_dos_loss(
         student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
         batch.student.valid, batch.student.stages[0].segment, batch.view_count.shape[-1],
-        teacher_temp=schedules.teacher_temperature(config)(step), student_temp=float(config.student_temp),
-        alpha=float(config.zipf_alpha), num_iters=int(config.sinkhorn_iters), normalization=config.normalization,
-        cross_view=bool(config.cross_view))
+        teacher_temp=schedules.teacher_temperature(spec)(step), student_temp=float(spec.student_temp),
+        alpha=float(spec.zipf_alpha), num_iters=int(spec.sinkhorn_iters), normalization=spec.normalization,
+        cross_view=bool(spec.cross_view))
   else:
     loss, aux = objective.dos_loss(
         student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
-        batch.student.valid, teacher_temp=schedules.teacher_temperature(config)(step),
-        student_temp=float(config.student_temp), alpha=float(config.zipf_alpha),
-        num_iters=int(config.sinkhorn_iters), normalization=config.normalization, cross_view=bool(config.cross_view))
+        batch.student.valid, teacher_temp=schedules.teacher_temperature(spec)(step),
+        student_temp=float(spec.student_temp), alpha=float(spec.zipf_alpha),
+        num_iters=int(spec.sinkhorn_iters), normalization=spec.normalization, cross_view=bool(spec.cross_view))
   metrics = {"loss": loss, "loss_same": aux["loss_same"], "loss_cross": aux["loss_cross"]}
   diag = diagnostics.prototype_diagnostics(aux["teacher_logits"], aux["targets"], aux["valid"])
   metrics.update({k: jnp.asarray(v, jnp.float32) for k, v in diag.items()})
   return loss, metrics
 
 
-def loss_and_grads(state: state_lib.TrainState, batch, rng: jax.Array
+def loss_and_grads(state: state_lib.TrainState, batch, rng: jax.Array, spec: specs.StepSpec
                    ) -> Tuple[jax.Array, Any, Metrics]:
   """Loss, student gradients and per-batch metrics on `batch` (the whole batch, or one device's shard).
 
@@ -80,11 +81,12 @@ def loss_and_grads(state: state_lib.TrainState, batch, rng: jax.Array
     state: the current TrainState.
     batch: TrainBatch with leading [B, V] (B = this device's scenes inside shard_map).
     rng: per-step PRNG key (drop path).
+    spec: the StepSpec.
 
   Returns:
     loss: f32[]; grads: pytree like state.params; metrics: dict of f32[] (see `compute_loss`).
   """
-  loss_fn = functools.partial(compute_loss, config=state.config)
+  loss_fn = functools.partial(compute_loss, spec=spec)
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params, state.teacher_params, batch, rng, state.step)
   return loss, grads, metrics
@@ -95,22 +97,21 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def apply_update(state: state_lib.TrainState, loss: jax.Array, grads: Any, metrics: Metrics
-                 ) -> Tuple[state_lib.TrainState, Metrics]:
+def apply_update(state: state_lib.TrainState, loss: jax.Array, grads: Any, metrics: Metrics,
+                 spec: specs.StepSpec) -> Tuple[state_lib.TrainState, Metrics]:
   """AdamW update of the student, EMA update of the teacher, non-finite guard, schedule metrics.
 
   `loss` and `grads` must already be the global (all-device) values. When the loss or any gradient is not
   finite, params, teacher and opt state are kept as they were (the step is skipped), `nonfinite_count` grows by
   one and `metrics['nonfinite']` is 1; `step` advances either way (the batch is consumed).
   """
-  config = state.config
-  tx = state_lib.make_optimizer(config)
+  tx = state_lib.make_optimizer(spec)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & _all_finite(grads)
 
   updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
-  momentum = schedules.ema_momentum(config)(state.step)
+  momentum = schedules.ema_momentum(spec)(state.step)
   new_teacher = ema.ema_update(state.teacher_params, new_params, momentum)
 
   def keep_if_finite(new, old):
@@ -127,34 +128,35 @@ def apply_update(state: state_lib.TrainState, loss: jax.Array, grads: Any, metri
   step = state.step
   metrics = dict(metrics)
   metrics.update(
-      lr=schedules.learning_rate(config)(step),
-      weight_decay=schedules.weight_decay(config)(step),
+      lr=schedules.learning_rate(spec)(step),
+      weight_decay=schedules.weight_decay(spec)(step),
       ema_momentum=momentum,
-      teacher_temp=schedules.teacher_temperature(config)(step),
+      teacher_temp=schedules.teacher_temperature(spec)(step),
       grad_norm=grad_norm,
       nonfinite=jnp.where(finite, 0.0, 1.0))
   return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
 
-def train_step(state: state_lib.TrainState, batch, rng: jax.Array
+def train_step(state: state_lib.TrainState, batch, rng: jax.Array, *, spec: specs.StepSpec
                ) -> Tuple[state_lib.TrainState, Metrics]:
   """One DOS step on a whole (global) batch. Pure; jit it via `dos_jax.train.sharding.jit_train_step`.
 
   Args:
-    state: TrainState (its static `config` selects the loss switches and schedules).
+    state: TrainState.
     batch: TrainBatch, leading axes [B, V].
     rng: per-step key, e.g. `jax.random.fold_in(state.rng, step)`.
+    spec: the StepSpec (static: loss switches, schedules, optimizer, model).
 
   Returns:
     (new_state, metrics): metrics is a dict of f32[] scalars: loss, loss_same, loss_cross, lr, weight_decay,
     ema_momentum, teacher_temp, grad_norm, nonfinite, and the prototype diagnostics.
   """
-  loss, grads, metrics = loss_and_grads(state, batch, rng)
-  return apply_update(state, loss, grads, metrics)
+  loss, grads, metrics = loss_and_grads(state, batch, rng, spec)
+  return apply_update(state, loss, grads, metrics, spec)
 
 
-def cross_device_step(state: state_lib.TrainState, batch, rng: jax.Array, axis_name: str
-                      ) -> Tuple[state_lib.TrainState, Metrics]:
+def cross_device_step(state: state_lib.TrainState, batch, rng: jax.Array, axis_name: str, *,
+                      spec: specs.StepSpec) -> Tuple[state_lib.TrainState, Metrics]:
   """The per-device body of the shard_map variants: local loss and grads, then `lax.pmean` over
   `axis_name`, then the same `apply_update` on every device (so replicated state stays identical).
 
@@ -163,6 +165,6 @@ def cross_device_step(state: state_lib.TrainState, batch, rng: jax.Array, axis_n
   mean of per-shard values, not the value on the global batch).
   """
   rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-  loss, grads, metrics = loss_and_grads(state, batch, rng)
+  loss, grads, metrics = loss_and_grads(state, batch, rng, spec)
   loss, grads, metrics = jax.lax.pmean((loss, grads, metrics), axis_name)
-  return apply_update(state, loss, grads, metrics)
+  return apply_update(state, loss, grads, metrics, spec)

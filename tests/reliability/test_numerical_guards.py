@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from dos_jax import objective
+from dos_jax import specs
 
 N, K = 12, 8
 ALPHAS = (0.0, 1.0, 2.0, 3.0)
@@ -298,8 +299,9 @@ def step_setup():
     scenes.append(scene_lib.Scene(coord=coord, color=rng.random((n, 3)).astype(np.float32), normal=normal,
                                   name=f"floor{i}"))
   batch = train_views.make_train_batch(scenes, cfg, np.random.default_rng(1))
-  state = jax.jit(lambda key: state_lib.create_train_state(cfg, key, batch))(jax.random.PRNGKey(0))
-  return state, batch, jax.jit(step_lib.train_step)
+  spec = specs.step_spec(cfg)
+  state = jax.jit(lambda key: state_lib.create_train_state(spec, key, batch))(jax.random.PRNGKey(0))
+  return state, batch, jax.jit(functools.partial(step_lib.train_step, spec=spec))
 
 
 def _poisoned(batch, which, value):

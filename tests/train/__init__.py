@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from configs import synthetic_tiny
+from dos_jax import specs
 from dos_jax.batching import patches
 from dos_jax.batching import structs
 from dos_jax.models import variants
@@ -129,9 +130,10 @@ def reference_setup():
   config = tiny_config(batch_size=REF_BATCH)
   batch = make_batch(config, REF_BATCH, seed=0)
   mesh = sharding.make_mesh(1)
-  state = sharding.create_sharded_state(config, jax.random.PRNGKey(0), batch, mesh)
+  spec = specs.step_spec(config)
+  state = sharding.create_sharded_state(spec, jax.random.PRNGKey(0), batch, mesh)
   host_state = jax.device_get(state)
-  step_fn = sharding.jit_train_step(mesh, sharding.state_sharding(mesh, state))
+  step_fn = sharding.jit_train_step(spec, mesh, sharding.state_sharding(mesh, state))
   return config, batch, host_state, mesh, step_fn
 
 

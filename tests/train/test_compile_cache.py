@@ -7,8 +7,11 @@ entries). Lowering only (no XLA compile), on the tiny test config; a method swit
 text, so equal texts are not vacuous.
 """
 
+import functools
+
 import jax
 
+from dos_jax import specs
 from dos_jax.train import state as state_lib
 from dos_jax.train import step as step_lib
 from tests import train as helpers
@@ -17,8 +20,10 @@ from tests import train as helpers
 def _lowered(**overrides) -> str:
   config = helpers.tiny_config(batch_size=2, **{"data.format": "pointcept"}, **overrides)
   batch = helpers.make_batch(config, 2, seed=0)
-  abstract = jax.eval_shape(lambda key: state_lib.create_train_state(config, key, batch), jax.random.PRNGKey(0))
-  return jax.jit(step_lib.train_step, donate_argnums=0).lower(abstract, batch, jax.random.PRNGKey(1)).as_text()
+  spec = specs.step_spec(config)
+  abstract = jax.eval_shape(lambda key: state_lib.create_train_state(spec, key, batch), jax.random.PRNGKey(0))
+  step_fn = jax.jit(functools.partial(step_lib.train_step, spec=spec), donate_argnums=0)
+  return step_fn.lower(abstract, batch, jax.random.PRNGKey(1)).as_text()
 
 
 def test_same_program_for_two_seeds_and_two_data_roots():

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from configs import synthetic_tiny
+from dos_jax import specs
 from dos_jax.batching import patches
 from dos_jax.batching import pipeline
 from dos_jax.data import catalog
@@ -33,8 +34,9 @@ def test_packed_loss_with_drop_path_is_independent_of_the_process_count():
   two = jax.tree.map(lambda x: np.concatenate(list(x)), two)  # [2 processes, 1 pack] -> [2 packs]
   packs = lambda b: sorted(tuple(sorted(ids.tolist())) for ids in b.student.view_id)
   assert packs(one) != packs(two) and sorted(sum(packs(one), ())) == sorted(sum(packs(two), ()))
-  net = network.init_params(jax.random.key(0), one, cfg)
+  spec = specs.step_spec(cfg)
+  net = network.init_params(jax.random.key(0), one, spec.model)
   teacher = jax.tree.map(lambda x: x * 1.01, net)
-  loss = jax.jit(lambda b: step_lib.compute_loss(net, teacher, b, jax.random.key(1), np.int32(3), cfg)[0])
+  loss = jax.jit(lambda b: step_lib.compute_loss(net, teacher, b, jax.random.key(1), np.int32(3), spec)[0])
   l_one, l_two = float(loss(one)), float(loss(two))
   np.testing.assert_allclose(l_two, l_one, rtol=1e-5)

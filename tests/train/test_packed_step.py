@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from configs import synthetic_tiny
+from dos_jax import specs
 from dos_jax.batching import packing
 from dos_jax.batching import patches
 from dos_jax.batching import spec as spec_lib
@@ -52,11 +53,12 @@ def test_packed_loss_and_grads_equal_unpacked():
               patch_size=params.patch_size, num_views=2)
   packed = patches.stack_tree([packing.pack_train_views(vs, spec) for vs in flat])
   assert packed.teacher.coord.shape[0] == 2 and packed.view_count.shape == (2, 2)
-  net = network.init_params(jax.random.key(0), unpacked, cfg)
+  spec = specs.step_spec(cfg)
+  net = network.init_params(jax.random.key(0), unpacked, spec.model)
   teacher = jax.tree.map(lambda x: x * 1.01, net)
 
   def loss(p, batch):
-    return step_lib.compute_loss(p, teacher, batch, jax.random.key(1), np.int32(3), cfg)
+    return step_lib.compute_loss(p, teacher, batch, jax.random.key(1), np.int32(3), spec)
 
   (l_u, m_u), g_u = jax.value_and_grad(loss, has_aux=True)(net, unpacked)
   # Packing is per device: the packed batch's leading (pack) axis is sharded like the scene axis.

@@ -28,6 +28,7 @@ another order, and so does XLA when a batch of 8 scenes becomes 8 batches of 1):
   N * eps * |loss|; the loss check therefore keeps the N * eps bound on every step.
 """
 
+import functools
 import math
 
 import jax
@@ -35,6 +36,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from dos_jax import specs
 from dos_jax.errors import ConfigError
 from dos_jax.train import schedules
 from dos_jax.train import sharding
@@ -118,7 +120,8 @@ def eight():
 def _loss_and_grads(mesh, host_state, batch):
   """`step.loss_and_grads` jitted on `mesh` (batch sharded over it, state replicated): (loss, grads) on host."""
   shardings = sharding.state_sharding(mesh, host_state)
-  fn = jax.jit(step_lib.loss_and_grads, in_shardings=(shardings, sharding.batch_sharding(mesh),
+  fn = jax.jit(functools.partial(step_lib.loss_and_grads, spec=specs.step_spec(helpers.reference_setup()[0])),
+               in_shardings=(shardings, sharding.batch_sharding(mesh),
                                                       sharding.replicated(mesh)))
   loss, grads, _ = fn(jax.device_put(host_state, shardings), sharding.shard_batch(batch, mesh),
                       jax.random.PRNGKey(1))
@@ -142,7 +145,7 @@ def test_jit_mesh_8_devices_equals_1_device(eight):
   leaf = global_batch.student.coord
   assert leaf.sharding.spec == P("data")
   assert {s.data.shape[0] for s in leaf.addressable_shards} == {1}
-  step_fn = sharding.jit_train_step(mesh, eight["shardings"])
+  step_fn = sharding.jit_train_step(specs.step_spec(eight["config"]), mesh, eight["shardings"])
   losses, state = helpers.run_steps(step_fn, eight["host_state"], eight["batch"], mesh, helpers.REF_STEPS)
   assert len(jax.tree.leaves(state.params)[0].sharding.device_set) == 8
   _assert_same_run(losses, helpers.run_steps.metrics[0], state, eight)
@@ -150,7 +153,7 @@ def test_jit_mesh_8_devices_equals_1_device(eight):
 
 def test_shard_map_8_devices_equals_1_device(eight):
   mesh = eight["mesh"]
-  step_fn = sharding.make_shard_map_step(mesh, eight["shardings"])
+  step_fn = sharding.make_shard_map_step(specs.step_spec(eight["config"]), mesh, eight["shardings"])
   losses, state = helpers.run_steps(step_fn, eight["host_state"], eight["batch"], mesh, helpers.REF_STEPS)
   _assert_same_run(losses, helpers.run_steps.metrics[0], state, eight)
 
@@ -172,7 +175,5 @@ def test_batch_size_must_divide_over_devices(eight):
   six = jax.tree.map(lambda x: x[:6], eight["batch"])
   with pytest.raises(ConfigError, match="batch_size"):
     sharding.shard_batch(six, eight["mesh"])
-  with pytest.raises(ConfigError, match="batch_size"):
-    sharding.check_batch_size(6, eight["mesh"])
   with pytest.raises(ConfigError, match="num_devices"):
     sharding.make_mesh(jax.device_count() + 1)

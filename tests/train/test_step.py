@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dos_jax import specs
 from dos_jax.models import network
 from dos_jax.train import schedules
 from dos_jax.train import sharding
@@ -80,7 +81,7 @@ def test_no_gradient_reaches_the_teacher():
   # broadcast, i.e. identically 0 for any input, not just numerically small on one batch.
   config, batch, host_state, _, _ = helpers.reference_setup()
   small = jax.tree.map(lambda x: x[:2], batch)
-  loss_fn = functools.partial(step_lib.compute_loss, config=state_lib.freeze_config(config))
+  loss_fn = functools.partial(step_lib.compute_loss, spec=specs.step_spec(config))
   closed = jax.make_jaxpr(jax.grad(loss_fn, argnums=1, has_aux=True))(
       host_state.params, host_state.teacher_params, small, jax.random.PRNGKey(1), jnp.int32(0))
   producer = {id(v): eqn for eqn in closed.jaxpr.eqns for v in eqn.outvars}
@@ -139,7 +140,7 @@ def scene():
 
 
 def _student_fn(config):
-  return jax.jit(functools.partial(network.student_apply, train=False, config=config))
+  return jax.jit(functools.partial(network.student_apply, train=False, spec=specs.model_spec(config)))
 
 
 def test_observable_student_ignores_masked_points(scene):
@@ -185,7 +186,7 @@ def test_optimizer_matches_a_numpy_adamw_with_clipping_and_decay_mask():
   mask = state_lib.decay_mask(params)
   assert mask == {"enc": {"dense": {"kernel": True, "bias": False}, "norm": {"scale": False}},
                   "head": {"prototypes": False}}
-  tx = state_lib.make_optimizer(config)
+  tx = state_lib.make_optimizer(specs.step_spec(config))
   rng = np.random.default_rng(0)
   grads_seq = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32) * 3, params)
                for _ in range(2)]
