@@ -178,6 +178,7 @@ def main(argv=None):
     # process's share of its global batch of 32 on 8 accelerator processes.
     cfg = scannet.get_config()
     cfg.batch_size = 4
+    cfg.data.packing = False  # per-view batches on both sides: the direct path builds them (make_train_batch)
     cfg.data.feat_keys = ("coord", "color", "normal")
     source = _LazyScans(folders)
     report["workloads"]["scannet_votenet50k"] = {

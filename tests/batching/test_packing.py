@@ -16,6 +16,7 @@ import pytest
 
 from dos_jax.batching import packing
 from dos_jax.batching import patches
+from dos_jax.errors import ConfigError
 from dos_jax.models import encoder
 
 CFG = dict(variant="tiny")
@@ -181,3 +182,28 @@ def test_drop_path_masks_follow_the_view_not_its_place():
   big = int(np.argmax(counts[:, 0]))
   rows = slice(starts[big], starts[big] + counts[big, 0])
   assert np.mean(np.any(np.abs(out_o[rows] - out_f[rows]) > 1e-3, axis=1)) > 0.2
+
+
+def test_per_stage_patch_sizes_are_read_by_the_packer():
+  """An upstream-style model with one patch size per stage (enc_patch_size): the packer lays out each stage with
+  its own patch (long views on boundaries of THAT stage's patch), and the packed features equal the per-view ones
+  (same tolerance as above). A tuple of the wrong length is a ConfigError."""
+  sizes = (64, 32, 16)
+  cfg = dict(enc_channels=(16, 32, 64), enc_depths=(1, 1, 1), enc_num_head=(1, 2, 4), enc_patch_size=sizes)
+  sets = _views()
+  counts = np.array([packing.stage_counts(s) for s in sets])
+  seq = [packing.round_sequence(v, p) for v, p in zip(packing.footprints(counts, sizes), sizes)]
+  assert seq != [packing.round_sequence(v, PATCH) for v in packing.footprints(counts, PATCH)]
+  packed, starts = packing.pack_point_sets(sets, list(counts.sum(0)), sizes, sequence=seq)
+  for s, p in enumerate(sizes):
+    offsets, _ = packing.layout(counts[:, s], p)
+    for m in np.flatnonzero(counts[:, s] > p):  # long views start on a patch boundary of this stage
+      first_slot = int(np.sum(counts[:m, s])) + sets[m].stages[s].order[0, 0]  # the view's first point in order 0
+      assert offsets[m] % p == 0 and packed.stages[s].order[0, offsets[m]] == first_slot
+  params = encoder.init(jax.random.key(0), _batched(sets[0]), cfg)
+  out = encoder.apply(params, _batched(packed), train=False, model_cfg=cfg)[0]
+  for m, s in enumerate(sets):
+    want = encoder.apply(params, _batched(s), train=False, model_cfg=cfg)[0][:counts[m, 0]]
+    np.testing.assert_allclose(out[starts[m]:starts[m] + counts[m, 0]], want, atol=1e-5)
+  with pytest.raises(ConfigError, match="per-stage patch sizes"):
+    packing.pack_point_sets(sets, list(counts.sum(0)), (64, 32), sequence=seq)
