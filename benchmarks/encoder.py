@@ -36,9 +36,9 @@ import numpy as np
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from dos_jax import io as fileio  # noqa: E402
+from dos_jax import variants  # noqa: E402
 from dos_jax.batching import patches  # noqa: E402
 from dos_jax.models import encoder  # noqa: E402
-from dos_jax.models import variants  # noqa: E402
 
 GRID = 0.05  # metres
 

@@ -47,12 +47,12 @@ if ROOT not in sys.path:
 
 from benchmarks.scans import scene_list  # noqa: E402
 from dos_jax import io as io_lib  # noqa: E402
+from dos_jax import variants  # noqa: E402
 from dos_jax.batching import packing  # noqa: E402
 from dos_jax.batching import patches  # noqa: E402
 from dos_jax.batching import pipeline  # noqa: E402
 from dos_jax.batching import spec as spec_lib  # noqa: E402
 from dos_jax.models import encoder  # noqa: E402
-from dos_jax.models import variants  # noqa: E402
 
 CALIBRATION_STEP0 = 100_000
 

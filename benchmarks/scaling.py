@@ -27,7 +27,7 @@ if ROOT not in sys.path:
 
 from benchmarks import encoder as encoder_bench  # noqa: E402
 from dos_jax import io as fileio  # noqa: E402
-from dos_jax.models import variants  # noqa: E402
+from dos_jax import variants  # noqa: E402
 
 
 def slope(xs, ys):

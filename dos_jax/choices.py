@@ -4,7 +4,7 @@ The gate (`dos_jax.schema.validate`) checks configs without importing JAX, so th
 written in JAX live here, and those layers import them from here. Choice lists of numpy layers live in the layer
 (`dos_jax.data.views.VIEW_MODES`, `dos_jax.data.synthetic.KINDS`, `dos_jax.data.catalog.FORMATS`,
 `dos_jax.batching.spec.SUPERVISION` / `OVERFLOW` / `WORKER_BACKENDS` / `FEATURE_DIMS`,
-`dos_jax.models.variants.VARIANTS`).
+`dos_jax.variants.VARIANTS`).
 """
 
 NORMALIZATIONS = ("softmap", "clustering")  # dos_jax.objective.dos_loss: DOS softmaps | the clustering baseline

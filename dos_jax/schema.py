@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 import ml_collections
 
 from dos_jax import choices
+from dos_jax import variants
 from dos_jax.batching import spec as batch_spec_lib
 from dos_jax.data import catalog
 from dos_jax.data import sources
@@ -29,7 +30,6 @@ from dos_jax.data import synthetic
 from dos_jax.data import transforms
 from dos_jax.data import views
 from dos_jax.errors import ConfigError
-from dos_jax.models import variants
 
 DATASETS = ("synthetic",) + tuple(sources.DATASETS)  # data.dataset: a label set (file, class count, names)
 
@@ -196,7 +196,7 @@ KEYS: Tuple[Key, ...] = (
     Key("data.augmentations", (), AUGMENTATIONS,
         "[(op name, kwargs), ...] of dos_jax.data.transforms; () = the defaults of data.kind"),
     # --- model ---
-    Key("model.variant", "tiny", one_of(variants.VARIANTS), "encoder size (dos_jax.models.variants)"),
+    Key("model.variant", "tiny", one_of(variants.VARIANTS), "encoder size (dos_jax.variants)"),
     Key("model.dtype", "float32", one_of(choices.MODEL_DTYPES), "compute dtype (params stay float32)"),
     Key("model.attention", "xla", one_of(choices.ATTENTION_KERNELS),
         "patch attention: xla | cudnn (GPU flash attention, needs model.dtype='bfloat16')"),

@@ -44,10 +44,10 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from dos_jax import io as fileio  # noqa: E402
+from dos_jax import variants  # noqa: E402
 from dos_jax.batching import patches  # noqa: E402
 from dos_jax.models import blocks  # noqa: E402
 from dos_jax.models import ptv3  # noqa: E402
-from dos_jax.models import variants  # noqa: E402
 
 TOLERANCES = {
     "objective": {"float32": 1e-5, "float64": 1e-10},

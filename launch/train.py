@@ -28,9 +28,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from dos_jax import checkpoint
 from dos_jax import schema
 from dos_jax.errors import ConfigError, DataError
-from dos_jax.train import checkpoint
 from dos_jax.train import workdir_lock
 from launch import console
 

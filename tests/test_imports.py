@@ -12,17 +12,14 @@ import sys
 
 ROOT = _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Rank of each top-level part of dos_jax: a module may import only parts of lower or equal rank.
-RANKS = {"errors": 0, "io": 0, "choices": 0, "data": 1, "batching": 2, "models": 3, "objective": 4,
-         "segment_objective": 4, "torch_ref": 4, "eval": 5, "schema": 6, "specs": 6, "train": 7, "interop": 7}
-# Wrong-way imports that exist today, named so that none is added silently (and the list must shrink: an entry that
-# no longer exists fails too). batching.spec decodes model.variant's stage count and patch size; eval.probe
-# restores checkpoints through train.checkpoint. Both go when batching takes a spec decoded above it.
-KNOWN_WRONG_WAY = {
-    "dos_jax.batching.spec imports dos_jax.models",
-    "dos_jax.batching.spec imports dos_jax.models.variants",
-    "dos_jax.eval.probe imports dos_jax.train",
-    "dos_jax.eval.probe imports dos_jax.train.checkpoint",
-}
+# Rank 0 holds what several layers share and that imports nothing above it: errors, io, the choice lists, the
+# encoder size table (`variants`: the batching needs its stage count and patch sizes, the model its widths) and
+# the run directory's checkpoints (`checkpoint`: the trainer writes them, the probe reads them).
+RANKS = {"errors": 0, "io": 0, "choices": 0, "variants": 0, "checkpoint": 0, "data": 1, "batching": 2,
+         "models": 3, "objective": 4, "segment_objective": 4, "torch_ref": 4, "eval": 5, "schema": 6, "specs": 6,
+         "train": 7, "interop": 7}
+# Wrong-way imports that exist, named so that none is added silently (an entry that no longer exists fails too).
+KNOWN_WRONG_WAY = set()
 
 
 def _modules():

@@ -41,7 +41,7 @@ def test_train_failures_are_one_line_with_their_exit_code(tmp_path, monkeypatch,
   """launch.train.main maps each failure of the loop to one stderr line and its exit code (no traceback)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from dos_jax.errors import DataError  # pylint: disable=g-import-not-at-top
-  from dos_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from dos_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from dos_jax.train import loop  # pylint: disable=g-import-not-at-top
   from dos_jax.train import workdir_lock  # pylint: disable=g-import-not-at-top
   from launch import train  # pylint: disable=g-import-not-at-top

@@ -61,7 +61,7 @@ def test_restore_params_from_train_checkpoint(tmp_path):
   import flax.struct  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from dos_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from dos_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from dos_jax.eval import probe  # pylint: disable=g-import-not-at-top
 
   @flax.struct.dataclass

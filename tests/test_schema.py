@@ -212,7 +212,7 @@ def test_effective_optionals_are_what_the_sources_resolve(tmp_path):
 
 def test_effective_config_is_what_config_json_records(tmp_path):
   from dos_jax.io import read_json  # pylint: disable=g-import-not-at-top
-  from dos_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from dos_jax import checkpoint  # pylint: disable=g-import-not-at-top
   effective = schema.validate(importlib.import_module("configs.scannet").get_config())
   checkpoint.prepare_workdir(str(tmp_path / "run"), effective)
   stored = read_json(str(tmp_path / "run" / "config.json"))["config"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Tuple
 
+from dos_jax import variants
 from dos_jax.data import transforms
-from dos_jax.models import variants
 
 # Channels contributed by each entry of data.feat_keys, concatenated in the listed order.
 FEATURE_DIMS = {"coord": 3, "color": 3, "normal": 3, "strength": 1}

@@ -80,11 +80,11 @@ def probe_scenes(config, data: Optional[str], eval_data: Optional[str], max_trai
 def restore_params(workdir: str, use_teacher: bool = False) -> Tuple[Optional[Dict[str, Any]], Optional[int]]:
   """({'encoder': ..., 'head': ...}, step) from the latest checkpoint in DIR/checkpoints, or (None, None).
 
-  Reads through `dos_jax.train.checkpoint.Checkpointer` (the trainer's own orbax wrapper) without an abstract
+  Reads through `dos_jax.checkpoint.Checkpointer` (the trainer's own orbax wrapper) without an abstract
   target: the saved TrainState comes back as nested dicts, and the student's `params` (or `teacher_params`) are
   taken from it.
   """
-  from dos_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from dos_jax import checkpoint  # pylint: disable=g-import-not-at-top
   ckpt_dir = os.path.join(os.path.abspath(workdir), checkpoint.CHECKPOINT_DIR)
   if not os.path.isdir(ckpt_dir) or not any(n.isdigit() for n in os.listdir(ckpt_dir)):
     return None, None

@@ -22,10 +22,10 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from dos_jax import variants
 from dos_jax.batching import structs
 from dos_jax.errors import ConfigError
 from dos_jax.models import ptv3
-from dos_jax.models import variants
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _ATTENTION = {"xla": None, "cudnn": "cudnn", None: None}

@@ -18,7 +18,7 @@ class ModelSpec:
   """Encoder + head hyper-parameters (frozen and hashable: jitted functions close over it).
 
   Attributes:
-    variant: encoder size, a key of `dos_jax.models.variants.VARIANTS` ('tiny' | 'small' | 'base').
+    variant: encoder size, a key of `dos_jax.variants.VARIANTS` ('tiny' | 'small' | 'base').
     dtype: compute dtype name, 'float32' | 'bfloat16' (params stay float32).
     attention: patch attention kernel, 'xla' | 'cudnn'.
     remat: recompute block activations in the backward pass.

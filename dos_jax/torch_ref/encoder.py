@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dos_jax.models import variants
+from dos_jax import variants
 from dos_jax.torch_ref import blocks
 
 
@@ -91,7 +91,7 @@ class PointTransformerV3(nn.Module):
 
   @classmethod
   def from_variant(cls, variant: str, in_channels: int, mlp_ratio: float = 4.0) -> "PointTransformerV3":
-    """The reference for a `dos_jax.models.variants` name ('tiny', 'small', 'base')."""
+    """The reference for a `dos_jax.variants` name ('tiny', 'small', 'base')."""
     spec = variants.decode_variant(variant)
     return cls(in_channels, spec["channels"], spec["depths"], spec["heads"], spec["patch_size"], mlp_ratio)
 

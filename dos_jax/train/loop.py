@@ -31,11 +31,11 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from dos_jax import checkpoint
 from dos_jax import schema
 from dos_jax import specs
 from dos_jax.batching import pipeline
 from dos_jax.data import catalog
-from dos_jax.train import checkpoint
 from dos_jax.train import sharding
 from dos_jax.train import state as state_lib
 from dos_jax.train import workdir_lock

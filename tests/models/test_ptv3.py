@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dos_jax import variants
 from dos_jax.batching import patches
 from dos_jax.errors import ConfigError
 from dos_jax.models import encoder
 from dos_jax.models import ptv3
-from dos_jax.models import variants
 from tests.models import reference_np
 
 GRID = 0.1

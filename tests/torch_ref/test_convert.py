@@ -9,8 +9,8 @@ from tests import conftest
 
 torch = conftest.require_torch()
 
+from dos_jax import variants  # pylint: disable=g-import-not-at-top
 from dos_jax.models import ptv3  # pylint: disable=g-import-not-at-top
-from dos_jax.models import variants  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import blocks as tblocks  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import convert  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import encoder as tenc  # pylint: disable=g-import-not-at-top

@@ -14,9 +14,9 @@ import numpy as np
 
 from configs import synthetic_tiny
 from dos_jax import specs
+from dos_jax import variants
 from dos_jax.batching import patches
 from dos_jax.batching import structs
-from dos_jax.models import variants
 from dos_jax.train import sharding
 
 GRID = 0.1          # metres per voxel

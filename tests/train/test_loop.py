@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from configs import synthetic_tiny
+from dos_jax import checkpoint
 from dos_jax.batching import pipeline
-from dos_jax.train import checkpoint
 from dos_jax.train import loop
 from dos_jax.train import writers
 

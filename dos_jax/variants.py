@@ -1,4 +1,6 @@
-"""Encoder size variants, decoded in one place (used by the model and by batching to know the stage count)."""
+"""Encoder size variants, decoded in one place: the model reads the widths, the batching the stage count and patch
+sizes, the gate the names. A bottom-layer table (it imports only `dos_jax.errors`), so the batching does not import
+the models package."""
 
 from __future__ import annotations
 

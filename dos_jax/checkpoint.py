@@ -1,9 +1,12 @@
 """Checkpoints and workdir safety: orbax CheckpointManager, the run's config fingerprint, preemption (SIGTERM).
 
+A bottom-layer module (it imports only `dos_jax.io` and `dos_jax.errors`): the trainer (`dos_jax.train.loop`)
+writes the run directory, the probe (`dos_jax.eval.probe`) reads its checkpoints, and both import it from here.
+
 Workdir layout (`python -m launch.train ... --workdir DIR`):
   DIR/config.json       the full config of the run + a fingerprint of the keys that define it (written atomically).
   DIR/checkpoints/<step>/  orbax checkpoints of the whole TrainState (params, teacher, optimizer, rng, step).
-  DIR/metrics.jsonl, DIR/events.out.tfevents.*   (see `writers.py`).
+  DIR/metrics.jsonl, DIR/events.out.tfevents.*   (see `dos_jax/train/writers.py`).
 
 Resume order (automatic, `train_and_evaluate`): (1) `prepare_workdir` refuses a workdir whose checkpoints belong to
 a different config; (2) the latest finalized checkpoint is restored into the abstract state of THIS config; (3) the

@@ -15,10 +15,10 @@ import optax
 import pytest
 
 from configs import synthetic_tiny
+from dos_jax import checkpoint
 from dos_jax.errors import ConfigError
-from dos_jax.train import checkpoint
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
 @flax.struct.dataclass
@@ -79,7 +79,7 @@ def test_restore_places_arrays_on_the_requested_sharding(tmp_path):
 _KILL_CHILD = textwrap.dedent("""
     import sys
     import jax.numpy as jnp
-    from dos_jax.train import checkpoint
+    from dos_jax import checkpoint
     ckpt = checkpoint.Checkpointer(sys.argv[1], keep=2, every=1)
     big = jnp.zeros((8 * 1024 * 1024,), jnp.float32)  # 32 MB: a save takes long enough to be interrupted
     for step in range(1, 1000):
