@@ -31,7 +31,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from dos_jax import choices
-from dos_jax import errors
 
 NORMALIZATIONS = choices.NORMALIZATIONS
 
@@ -403,7 +402,7 @@ _kl_from_potentials.defvjp(_kl_fwd, _kl_bwd)
 
 def _check_iters(num_iters) -> int:
   if not isinstance(num_iters, int) or num_iters < 0:
-    raise errors.ConfigError(f"sinkhorn_iters must be a non-negative int, got {num_iters!r}")
+    raise ValueError(f"sinkhorn_iters must be a non-negative int, got {num_iters!r}")
   return num_iters
 
 
@@ -454,13 +453,13 @@ def dos_loss(student_cos: jax.Array, teacher_cos: jax.Array, target_index: jax.A
       'valid' (bool[B, V, Ns]). Unused aux entries are dead code under jit.
   """
   if normalization not in NORMALIZATIONS:
-    raise errors.ConfigError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
   if student_cos.ndim != 4 or teacher_cos.ndim != 4:
-    raise errors.ConfigError(f"dos_loss expects [B, V, N, K] cosines, got student {student_cos.shape} and "
+    raise ValueError(f"dos_loss expects [B, V, N, K] cosines, got student {student_cos.shape} and "
                              f"teacher {teacher_cos.shape}")
   num_views = student_cos.shape[1]
   if cross_view and num_views != 2:
-    raise errors.ConfigError(f"cross_view=True needs data.num_views == 2, got {num_views} views")
+    raise ValueError(f"cross_view=True needs data.num_views == 2, got {num_views} views")
 
   student_logits = student_cos / student_temp
   teacher_logits_all = lax.stop_gradient(teacher_cos) / teacher_temp

@@ -52,7 +52,7 @@ def _define_flags():
   flags.DEFINE_bool("supervised", False, "Train the supervised baseline (encoder + linear head) instead.")
   flags.DEFINE_bool("random-init", False, "Probe a random-init encoder even if DIR has checkpoints.")
   flags.DEFINE_bool("teacher", False, "Probe the EMA teacher's encoder instead of the student's.")
-  flags.DEFINE_integer("steps", None, "Probe (or supervised) steps; default config.probe.steps.")
+  flags.DEFINE_integer("steps", None, "Probe (or supervised) steps; default config.probe.steps.", lower_bound=1)
   flags.DEFINE_string("out", None, "Output file name in DIR (default by mode: " + ", ".join(OUT_NAMES.values()) + ").")
   flags.DEFINE_integer("max-train-scenes", None, "Use at most this many probe-training scenes.")
   flags.DEFINE_integer("max-eval-scenes", None, "Use at most this many evaluation scenes.")

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dos_jax.errors import ConfigError, DataError
+from dos_jax.errors import DataError
 
 ProbeParams = Dict[str, jax.Array]
 
@@ -135,7 +135,7 @@ def fit_linear_probe(features, labels, num_classes: int, steps: int = 300, lr: f
     raise DataError(f"linear probe: label {int(labels.max() if labels.max() >= num_classes else labels.min())} "
                     f"outside [0, {num_classes}): set config.probe.num_classes to cover the dataset's labels")
   if steps < 0 or lr <= 0:
-    raise ConfigError(f"config.probe.steps={steps} / config.probe.lr={lr}: expected steps >= 0 and lr > 0")
+    raise ValueError(f"steps={steps} / lr={lr}: expected steps >= 0 and lr > 0")
   params = init_probe(features, num_classes, seed)
   w_class = jnp.asarray(class_weights(labels, num_classes, class_balanced))
   if batch_points is not None and batch_points >= labels.shape[0]:

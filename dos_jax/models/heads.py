@@ -17,7 +17,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dos_jax import errors
 
 _EPS = 1e-6
 
@@ -52,7 +51,7 @@ class DOSHead(nn.Module):
     hidden = _one_of("hidden", self.hidden, "hidden_dim", self.hidden_dim)
     dim = _one_of("dim", self.dim, "out_dim", self.out_dim)
     if self.num_prototypes < 1:
-      raise errors.ConfigError(f"num_prototypes must be >= 1, got {self.num_prototypes}")
+      raise ValueError(f"num_prototypes must be >= 1, got {self.num_prototypes}")
     return hidden, dim
 
   @nn.compact
@@ -73,8 +72,8 @@ class DOSHead(nn.Module):
 
 def _one_of(name, value, alias, alias_value) -> int:
   if (value is None) == (alias_value is None):
-    raise errors.ConfigError(f"DOSHead: give exactly one of {name!r} or {alias!r} (got {value!r}, {alias_value!r})")
+    raise ValueError(f"DOSHead: give exactly one of {name!r} or {alias!r} (got {value!r}, {alias_value!r})")
   out = value if value is not None else alias_value
   if int(out) < 1:
-    raise errors.ConfigError(f"DOSHead: {name} must be >= 1, got {out}")
+    raise ValueError(f"DOSHead: {name} must be >= 1, got {out}")
   return int(out)

@@ -1,6 +1,7 @@
 """Training schedules as pure functions of the step (optax schedules), evaluated inside the jitted step.
 
-Every function takes the experiment config and returns an `optax.Schedule`: `schedule(step) -> f32[]` for an
+Every function takes a `dos_jax.specs.StepSpec` (its fields are named like the config keys, so a config reads the
+same) and returns an `optax.Schedule`: `schedule(step) -> f32[]` for an
 integer (or i32[] traced) step. Sonata keeps these as stateful scheduler objects advanced by hooks; here they are
 stateless, so a resumed run evaluates exactly the same values at the same step.
 """
@@ -9,19 +10,18 @@ from __future__ import annotations
 
 import optax
 
-from dos_jax.errors import ConfigError
 
 
 def _total_steps(config) -> int:
   total = int(config.total_steps)
   if total < 1:
-    raise ConfigError(f"config.total_steps={total}: expected a positive number of steps")
+    raise ValueError(f"total_steps={total}: expected a positive number of steps")
   return total
 
 
 def _frac_steps(config, key: str, frac: float) -> int:
   if not 0.0 <= float(frac) <= 1.0:
-    raise ConfigError(f"config.{key}={frac}: expected a fraction in [0, 1]")
+    raise ValueError(f"{key}={frac}: expected a fraction in [0, 1]")
   return int(round(float(frac) * _total_steps(config)))
 
 
@@ -34,7 +34,7 @@ def learning_rate(config) -> optax.Schedule:
   warmup = _frac_steps(config, "optim.warmup_frac", config.optim.warmup_frac)
   peak = float(config.optim.lr)
   if peak <= 0:
-    raise ConfigError(f"config.optim.lr={peak}: expected a positive learning rate")
+    raise ValueError(f"optim.lr={peak}: expected a positive learning rate")
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak, warmup_steps=warmup,
       # optax needs a positive cosine length; a run shorter than its warm-up simply ends at the peak.
@@ -60,7 +60,7 @@ def ema_momentum(config) -> optax.Schedule:
   start, end = float(config.ema_momentum_start), float(config.ema_momentum_end)
   for key, value in (("ema_momentum_start", start), ("ema_momentum_end", end)):
     if not 0.0 <= value <= 1.0:
-      raise ConfigError(f"config.{key}={value}: expected a momentum in [0, 1]")
+      raise ValueError(f"{key}={value}: expected a momentum in [0, 1]")
   return _cosine(start, end, _total_steps(config))
 
 
@@ -69,7 +69,7 @@ def teacher_temperature(config) -> optax.Schedule:
   the steps, then constant."""
   start, end = float(config.teacher_temp_start), float(config.teacher_temp_end)
   if start <= 0 or end <= 0:
-    raise ConfigError(f"config.teacher_temp_start/end=({start}, {end}): expected positive temperatures")
+    raise ValueError(f"teacher_temp_start/end=({start}, {end}): expected positive temperatures")
   warmup = _frac_steps(config, "teacher_temp_warmup_frac", config.teacher_temp_warmup_frac)
   # transition_steps=0 makes optax return the start value forever; a zero warm-up means "already warm".
   if warmup == 0:

@@ -37,9 +37,9 @@ def make_mesh(num_devices: Optional[int] = None) -> Mesh:
   devices = jax.devices()
   if num_devices is not None:
     if not 1 <= num_devices <= len(devices):
-      raise ConfigError(f"num_devices={num_devices}: expected 1..{len(devices)} (devices available)")
+      raise ValueError(f"num_devices={num_devices}: expected 1..{len(devices)} (devices available)")
     if jax.process_count() > 1 and num_devices != len(devices):
-      raise ConfigError("num_devices must be all devices in a multi-host run (each host feeds its own devices)")
+      raise ValueError("num_devices must be all devices in a multi-host run (each host feeds its own devices)")
     devices = devices[:num_devices]
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
@@ -70,7 +70,7 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
   local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
   leading = {np.shape(x)[0] for x in jax.tree.leaves(batch)}
   if len(leading) != 1:
-    raise ConfigError(f"batch leaves disagree on the leading (scene) axis: {sorted(leading)}")
+    raise ValueError(f"batch leaves disagree on the leading (scene) axis: {sorted(leading)}")
   (b_local,) = leading
   if b_local % local_devices:
     raise ConfigError(f"config.batch_size: this host's {b_local} scenes per step do not split over its "

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import special
 
-from dos_jax import errors
 from dos_jax.models import heads
 
 
@@ -48,7 +47,7 @@ def test_prototype_scale_does_not_matter_and_zero_features_stay_finite():
 
 def test_bad_sizes_raise_config_error():
   x = jnp.zeros((1, 3))
-  with pytest.raises(errors.ConfigError, match="hidden"):
+  with pytest.raises(ValueError, match="hidden"):
     heads.DOSHead(dim=4, num_prototypes=3).init(jax.random.PRNGKey(0), x)
-  with pytest.raises(errors.ConfigError, match="dim"):
+  with pytest.raises(ValueError, match="dim"):
     heads.DOSHead(hidden=4, dim=4, out_dim=4, num_prototypes=3).init(jax.random.PRNGKey(0), x)

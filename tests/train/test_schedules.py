@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from configs import common
-from dos_jax.errors import ConfigError
 from dos_jax.train import ema
 from dos_jax.train import schedules
 
@@ -73,13 +72,13 @@ def test_schedules_under_jit_with_traced_step():
 def test_short_run_and_bad_config():
   c = _config(total=3)
   assert np.isfinite(float(schedules.learning_rate(c)(1)))
-  with pytest.raises(ConfigError, match="total_steps"):
+  with pytest.raises(ValueError, match="total_steps"):
     schedules.learning_rate(_config(total=0))
-  with pytest.raises(ConfigError, match="warmup_frac"):
+  with pytest.raises(ValueError, match="warmup_frac"):
     schedules.learning_rate(_config(warmup_frac=1.5))
   bad = _config()
   bad.ema_momentum_end = 1.5
-  with pytest.raises(ConfigError, match="ema_momentum_end"):
+  with pytest.raises(ValueError, match="ema_momentum_end"):
     schedules.ema_momentum(bad)
 
 

@@ -175,5 +175,5 @@ def test_batch_size_must_divide_over_devices(eight):
   six = jax.tree.map(lambda x: x[:6], eight["batch"])
   with pytest.raises(ConfigError, match="batch_size"):
     sharding.shard_batch(six, eight["mesh"])
-  with pytest.raises(ConfigError, match="num_devices"):
+  with pytest.raises(ValueError, match="num_devices"):
     sharding.make_mesh(jax.device_count() + 1)
