@@ -17,7 +17,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from dos_jax import errors
 from dos_jax import objective
 
 
@@ -121,7 +120,7 @@ def segment_zipf_softmap_kl(teacher_scores: jax.Array, student_scores: jax.Array
 
 def _iters(num_iters) -> int:
   if not isinstance(num_iters, int) or num_iters < 0:
-    raise errors.ConfigError(f"sinkhorn_iters must be a non-negative int, got {num_iters!r}")
+    raise ValueError(f"sinkhorn_iters must be a non-negative int, got {num_iters!r}")
   return num_iters
 
 
@@ -151,7 +150,7 @@ def packed_dos_loss(student_cos: jax.Array, teacher_cos: jax.Array, target_index
     'loss_per_view' f32[G, M] (same-view term, for tests).
   """
   if normalization != "softmap":
-    raise errors.ConfigError("data.packing=True supports normalization='softmap' only (the clustering baseline "
+    raise ValueError("data.packing=True supports normalization='softmap' only (the clustering baseline "
                              "runs unpacked)")
   student_logits = student_cos / student_temp
   teacher_logits_all = lax.stop_gradient(teacher_cos) / teacher_temp

@@ -1,12 +1,11 @@
 """Encoder size variants, decoded in one place: the model reads the widths, the batching the stage count and patch
-sizes, the gate the names. A bottom-layer table (it imports only `dos_jax.errors`), so the batching does not import
-the models package."""
+sizes, the gate the names. A bottom-layer table (it imports nothing from the package), so the batching does not
+import the models package. Bad arguments raise ValueError: config values reach here through the gate
+(`dos_jax.schema.validate` checks config.model.variant), upstream model configs through `dos_jax.interop`."""
 
 from __future__ import annotations
 
 from typing import Any, Dict
-
-from dos_jax.errors import ConfigError
 
 VARIANTS: Dict[str, Dict[str, Any]] = {
     # CPU tests and the quickstart.
@@ -22,7 +21,7 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 def decode_variant(variant: str) -> Dict[str, Any]:
   """Returns dict(channels, depths, heads, patch_size) for a variant name."""
   if variant not in VARIANTS:
-    raise ConfigError(f"config.model.variant={variant!r}: expected one of {sorted(VARIANTS)}")
+    raise ValueError(f"config.model.variant={variant!r}: expected one of {sorted(VARIANTS)}")
   return dict(VARIANTS[variant])
 
 
@@ -42,7 +41,7 @@ def stage_layout(model_cfg: Any) -> Dict[str, Any]:
     num_stages, patch = len(spec["channels"]), spec["patch_size"]
   per_stage = tuple(int(p) for p in patch) if isinstance(patch, (tuple, list)) else (int(patch),) * num_stages
   if len(per_stage) != num_stages:
-    raise ConfigError(f"model config enc_patch_size={tuple(per_stage)}: expected one patch size per stage "
+    raise ValueError(f"model config enc_patch_size={tuple(per_stage)}: expected one patch size per stage "
                       f"({num_stages} stages)")
   m1 = get("type", "PT-v3m2") == "PT-v3m1"
   return dict(num_stages=num_stages, patch_size=max(per_stage), patch_sizes=per_stage,

@@ -93,12 +93,12 @@ def layout(counts: Sequence[int], patch: int) -> Tuple[np.ndarray, int]:
 
 def stage_patches(patch_size: Union[int, Sequence[int]], num_stages: int) -> List[int]:
   """The model's attention patch size at each stage: an int for every stage, or one per stage (upstream
-  `enc_patch_size`). Raises ConfigError when a tuple has the wrong length."""
+  `enc_patch_size`). Raises ValueError when a tuple has the wrong length."""
   if isinstance(patch_size, (int, np.integer)):
     return [int(patch_size)] * num_stages
   sizes = [int(p) for p in patch_size]
   if len(sizes) != num_stages or min(sizes) < 1:
-    raise ConfigError(f"per-stage patch sizes {sizes}: expected {num_stages} positive ints (one per encoder "
+    raise ValueError(f"per-stage patch sizes {sizes}: expected {num_stages} positive ints (one per encoder "
                       "stage; model enc_patch_size)")
   return sizes
 
@@ -148,9 +148,9 @@ def calibrate(samples: np.ndarray, patch_size: Union[int, Sequence[int]], quanti
   """
   samples = np.asarray(samples, dtype=np.float64)
   if samples.ndim != 2 or samples.shape[0] == 0:
-    raise ConfigError(f"calibrate: expected samples [num_packs, stages], got shape {samples.shape}")
+    raise ValueError(f"calibrate: expected samples [num_packs, stages], got shape {samples.shape}")
   if not 0.0 < quantile <= 1.0 or margin < 1.0:
-    raise ConfigError(f"calibrate: quantile={quantile} must be in (0, 1] and margin={margin} >= 1")
+    raise ValueError(f"calibrate: quantile={quantile} must be in (0, 1] and margin={margin} >= 1")
   if kind not in ("slots", "sequence"):
     raise ValueError(f"calibrate: kind={kind!r}, expected 'slots' or 'sequence'")
   patches_ = stage_patches(patch_size, samples.shape[1])
@@ -190,7 +190,7 @@ def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int],
   num_stages = len(sets[0].stages)
   sequence = list(sequence) if sequence else list(capacities)
   if len(capacities) != num_stages or len(sequence) != num_stages:
-    raise ConfigError(f"packed {branch} capacities {list(capacities)} / sequence lengths {sequence} must give "
+    raise ValueError(f"packed {branch} capacities {list(capacities)} / sequence lengths {sequence} must give "
                       f"{num_stages} stages, one per encoder stage (data.packed_capacity, "
                       "data.packed_student_capacity, data.packed_sequence, data.packed_student_sequence)")
   patches_ = stage_patches(patch_size, num_stages)
@@ -269,7 +269,7 @@ def unpack_rows(packed: np.ndarray, starts: Sequence[int], counts: Sequence[int]
 def spec_from_config(cfg, patch_size: int, num_views: int, supervision: str) -> dict:
   """Packing parameters from config.data (packing, pack_scenes, packed_capacity, packed_student_capacity).
 
-  Raises ConfigError naming the key when packing is on and the capacities are missing or malformed.
+  Raises ValueError naming the key when packing is on and the capacities are missing or malformed.
   """
   d = cfg.data
   def ints(values):
@@ -278,18 +278,18 @@ def spec_from_config(cfg, patch_size: int, num_views: int, supervision: str) -> 
   teacher, student = ints(d.packed_capacity), ints(d.packed_student_capacity)
   t_seq, s_seq = ints(d.packed_sequence) or teacher, ints(d.packed_student_sequence) or student
   if not teacher or not student or min(teacher + student + t_seq + s_seq) < 1:
-    raise ConfigError("config.data.packing=True needs per-stage capacities config.data.packed_capacity and "
+    raise ValueError("config.data.packing=True needs per-stage capacities config.data.packed_capacity and "
                       "config.data.packed_student_capacity (tuples, one int per encoder stage; optional "
                       "data.packed_sequence / data.packed_student_sequence); calibrate them with "
                       "`python benchmarks/padding.py --config CONFIG --calibrate`")
   for key, value, slots in (("packed_sequence", t_seq, teacher), ("packed_student_sequence", s_seq, student)):
     if len(value) != len(slots):
-      raise ConfigError(f"config.data.{key}={value}: expected one length per stage like its capacities {slots}")
+      raise ValueError(f"config.data.{key}={value}: expected one length per stage like its capacities {slots}")
   if supervision != "observable":
-    raise ConfigError(f"config.data.packing=True supports supervision='observable' only (got {supervision!r})")
+    raise ValueError(f"config.data.packing=True supports supervision='observable' only (got {supervision!r})")
   pack_scenes = int(d.pack_scenes)
   if pack_scenes < 0:
-    raise ConfigError(f"config.data.pack_scenes={pack_scenes}: expected >= 0 (0 = the whole host batch)")
+    raise ValueError(f"config.data.pack_scenes={pack_scenes}: expected >= 0 (0 = the whole host batch)")
   return dict(teacher=teacher, student=student, teacher_sequence=t_seq, student_sequence=s_seq,
               pack_scenes=pack_scenes, patch_size=patch_size, num_views=int(num_views))
 

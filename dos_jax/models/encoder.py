@@ -24,7 +24,6 @@ import jax.numpy as jnp
 
 from dos_jax import variants
 from dos_jax.batching import structs
-from dos_jax.errors import ConfigError
 from dos_jax.models import ptv3
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -45,21 +44,21 @@ def _architecture(model_cfg: Any) -> Dict[str, Any]:
     spec = dict(channels=tuple(_get(model_cfg, "enc_channels", None)), depths=tuple(_get(model_cfg, "enc_depths", ())),
                 heads=tuple(_get(model_cfg, "enc_num_head", ())), patch_size=_get(model_cfg, "enc_patch_size", 1024))
     if not len(spec["channels"]) == len(spec["depths"]) == len(spec["heads"]):
-      raise ConfigError(f"model config: enc_channels {spec['channels']}, enc_depths {spec['depths']} and "
+      raise ValueError(f"model config: enc_channels {spec['channels']}, enc_depths {spec['depths']} and "
                         f"enc_num_head {spec['heads']} must have one entry per stage")
   patch = spec["patch_size"]
   spec["patch_size"] = int(patch) if isinstance(patch, int) else tuple(int(p) for p in patch)
   kind = _get(model_cfg, "type", "PT-v3m2")
   if kind not in ("PT-v3m2", "PT-v3m1"):
-    raise ConfigError(f"model config type={kind!r}: expected 'PT-v3m2' or 'PT-v3m1'")
+    raise ValueError(f"model config type={kind!r}: expected 'PT-v3m2' or 'PT-v3m1'")
   order = _get(model_cfg, "order", structs.ORDERS)
   order = (order,) if isinstance(order, str) else tuple(order)
   bad = [o for o in order if o not in structs.ORDERS]
   if bad or not order:
-    raise ConfigError(f"model config order={order!r}: expected names among {structs.ORDERS}")
+    raise ValueError(f"model config order={order!r}: expected names among {structs.ORDERS}")
   level = int(_get(model_cfg, "up_cast_level", 0) or 0)
   if level < 0:
-    raise ConfigError(f"config.model.up_cast_level={level}: expected >= 0 (0 = every level)")
+    raise ValueError(f"config.model.up_cast_level={level}: expected >= 0 (0 = every level)")
   spec.update(orders=tuple(structs.ORDERS.index(o) for o in order),
               embedding="conv" if kind == "PT-v3m1" else "linear",
               pool_norm="batch" if kind == "PT-v3m1" else "layer",
@@ -72,26 +71,26 @@ def _architecture(model_cfg: Any) -> Dict[str, Any]:
 
 
 def build(model_cfg: Any) -> ptv3.PointTransformerV3:
-  """The Flax module described by `model_cfg` (raises ConfigError naming the bad config.model key)."""
+  """The Flax module described by `model_cfg` (raises ValueError naming the bad config.model key)."""
   spec = _architecture(model_cfg)
   dtype_name = _get(model_cfg, "dtype", "float32")
   if dtype_name not in _DTYPES:
-    raise ConfigError(f"config.model.dtype={dtype_name!r}: expected one of {sorted(_DTYPES)}")
+    raise ValueError(f"config.model.dtype={dtype_name!r}: expected one of {sorted(_DTYPES)}")
   drop_path = float(_get(model_cfg, "drop_path", 0.0))
   if not 0.0 <= drop_path < 1.0:
-    raise ConfigError(f"config.model.drop_path={drop_path}: expected a rate in [0, 1)")
+    raise ValueError(f"config.model.drop_path={drop_path}: expected a rate in [0, 1)")
   mlp_ratio = float(_get(model_cfg, "mlp_ratio", 4))
   if mlp_ratio <= 0:
-    raise ConfigError(f"config.model.mlp_ratio={mlp_ratio}: expected > 0")
+    raise ValueError(f"config.model.mlp_ratio={mlp_ratio}: expected > 0")
   attention = _get(model_cfg, "attention", "xla")
   if attention not in _ATTENTION:
-    raise ConfigError(f"config.model.attention={attention!r}: expected 'xla' or 'cudnn'")
+    raise ValueError(f"config.model.attention={attention!r}: expected 'xla' or 'cudnn'")
   if attention == "cudnn" and dtype_name != "bfloat16":
-    raise ConfigError("config.model.attention='cudnn' needs config.model.dtype='bfloat16' (cuDNN flash attention "
+    raise ValueError("config.model.attention='cudnn' needs config.model.dtype='bfloat16' (cuDNN flash attention "
                       "has no float32 kernel)")
   for c, h in zip(spec["channels"], spec["heads"]):
     if c % h:
-      raise ConfigError(f"config.model.variant: channels {c} not divisible by heads {h}")
+      raise ValueError(f"config.model.variant: channels {c} not divisible by heads {h}")
   return ptv3.PointTransformerV3(
       channels=tuple(spec.pop("channels")), depths=tuple(spec.pop("depths")), heads=tuple(spec.pop("heads")),
       mlp_ratio=mlp_ratio, drop_path=drop_path, dtype=_DTYPES[dtype_name], attention=_ATTENTION[attention],
@@ -100,10 +99,10 @@ def build(model_cfg: Any) -> ptv3.PointTransformerV3:
 
 def _check_points(model: ptv3.PointTransformerV3, points: Any) -> None:
   if len(points.stages) != len(model.channels):
-    raise ConfigError(f"config.model.variant has {len(model.channels)} stages but the batch has "
+    raise ValueError(f"config.model.variant has {len(model.channels)} stages but the batch has "
                       f"{len(points.stages)}: build batches with the same variant")
   if points.feat.ndim != 3:
-    raise ConfigError(f"encoder expects a batched PointSet (feat [B, N, C_in]), got feat shape {points.feat.shape}")
+    raise ValueError(f"encoder expects a batched PointSet (feat [B, N, C_in]), got feat shape {points.feat.shape}")
 
 
 def output_dim(model_cfg: Any) -> int:

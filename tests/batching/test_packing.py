@@ -16,7 +16,6 @@ import pytest
 
 from dos_jax.batching import packing
 from dos_jax.batching import patches
-from dos_jax.errors import ConfigError
 from dos_jax.models import encoder
 
 CFG = dict(variant="tiny")
@@ -187,7 +186,7 @@ def test_drop_path_masks_follow_the_view_not_its_place():
 def test_per_stage_patch_sizes_are_read_by_the_packer():
   """An upstream-style model with one patch size per stage (enc_patch_size): the packer lays out each stage with
   its own patch (long views on boundaries of THAT stage's patch), and the packed features equal the per-view ones
-  (same tolerance as above). A tuple of the wrong length is a ConfigError."""
+  (same tolerance as above). A tuple of the wrong length is a ValueError."""
   sizes = (64, 32, 16)
   cfg = dict(enc_channels=(16, 32, 64), enc_depths=(1, 1, 1), enc_num_head=(1, 2, 4), enc_patch_size=sizes)
   sets = _views()
@@ -205,5 +204,5 @@ def test_per_stage_patch_sizes_are_read_by_the_packer():
   for m, s in enumerate(sets):
     want = encoder.apply(params, _batched(s), train=False, model_cfg=cfg)[0][:counts[m, 0]]
     np.testing.assert_allclose(out[starts[m]:starts[m] + counts[m, 0]], want, atol=1e-5)
-  with pytest.raises(ConfigError, match="per-stage patch sizes"):
+  with pytest.raises(ValueError, match="per-stage patch sizes"):
     packing.pack_point_sets(sets, list(counts.sum(0)), (64, 32), sequence=seq)

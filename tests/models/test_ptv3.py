@@ -9,7 +9,6 @@ import pytest
 
 from dos_jax import variants
 from dos_jax.batching import patches
-from dos_jax.errors import ConfigError
 from dos_jax.models import encoder
 from dos_jax.models import ptv3
 from tests.models import reference_np
@@ -193,11 +192,12 @@ def test_param_count_formula(variant):
     assert encoder.output_dim(dict(CFG, variant="base")) == 1232
 
 
-def test_config_errors(scenes):
+def test_argument_errors(scenes):
+  """Bad model arguments raise ValueError naming the key (the gate checks config.model before this)."""
   points = batch(scenes[:2], 128)
-  with pytest.raises(ConfigError, match="dtype"):
+  with pytest.raises(ValueError, match="dtype"):
     encoder.init(jax.random.key(0), points, dict(CFG, dtype="float16"))
-  with pytest.raises(ConfigError, match="stages"):
+  with pytest.raises(ValueError, match="stages"):
     encoder.init(jax.random.key(0), points, dict(CFG, variant="small"))
 
 
