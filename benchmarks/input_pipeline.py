@@ -44,6 +44,7 @@ from configs import scannet  # noqa: E402
 from configs import synthetic_tiny  # noqa: E402
 from dos_jax import io as fileio  # noqa: E402
 from dos_jax.batching import pipeline  # noqa: E402
+from dos_jax.batching import spec as spec_lib  # noqa: E402
 from dos_jax.batching import train_views  # noqa: E402
 
 SCANNET = os.path.join(ROOT, "..", "shared", "data", "scannet_votenet50k")
@@ -88,7 +89,7 @@ def _cpu_cost(cfg, source, batches=2, rounds=3):
   steps = pipeline.process_batches(cfg, source)
   steps[0]  # pylint: disable=pointless-statement  (warm-up: imports, caches)
   index = pipeline.scene_indices(len(source), cfg.seed, range(cfg.batch_size, (batches + 1) * cfg.batch_size))
-  rng = np.random.default_rng(0)
+  rng, spec = np.random.default_rng(0), spec_lib.batch_spec(cfg)
   best = {"grain": float("inf"), "direct": float("inf")}
   for _ in range(rounds):
     start = time.process_time()
@@ -98,7 +99,7 @@ def _cpu_cost(cfg, source, batches=2, rounds=3):
     start = time.process_time()
     for step in range(batches):
       scenes = [source[int(i)] for i in index[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
-      train_views.make_train_batch(scenes, cfg, rng)
+      train_views.make_train_batch(scenes, spec, rng)
     best["direct"] = min(best["direct"], time.process_time() - start)
   ms = {k: 1000 * v / (batches * cfg.batch_size) for k, v in best.items()}
   return {"direct": round(ms["direct"], 1), "grain": round(ms["grain"], 1),

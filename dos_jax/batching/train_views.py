@@ -200,10 +200,10 @@ def _reshape_leading(tree, shape):
   return type(tree)(**{f.name: _reshape_leading(getattr(tree, f.name), shape) for f in dataclasses.fields(tree)})
 
 
-def make_train_batch(scenes: Sequence, cfg, rng: np.random.Generator) -> structs.TrainBatch:
+def make_train_batch(scenes: Sequence, spec: spec_lib.BatchSpec, rng: np.random.Generator) -> structs.TrainBatch:
   """B scenes -> a TrainBatch with leading axes [B, V] (scenes processed in order with the one Generator).
 
-  The training loop's batches come from `pipeline` (one Generator per example); this is the direct form.
+  `spec` is the decoded batch spec (`batching.spec.batch_spec(config)` of a validated config). The training loop's
+  batches come from `pipeline` (one Generator per example); this is the direct form.
   """
-  p = spec_lib.batch_spec(cfg)
-  return stack_batch([train_views(s, p, rng) for s in scenes])
+  return stack_batch([train_views(s, spec, rng) for s in scenes])

@@ -85,7 +85,7 @@ def _reference(cfg, kind):
   if key not in _REFERENCE:
     ref = [_blob_scene(), _blob_scene(seed=1)]
     if kind == "train":
-      _REFERENCE[key] = rel.signature(train_views.make_train_batch(ref, cfg, np.random.default_rng(0)))
+      _REFERENCE[key] = rel.signature(train_views.make_train_batch(ref, spec_lib.batch_spec(cfg), np.random.default_rng(0)))
     else:
       _REFERENCE[key] = rel.signature(eval_batch.make_labeled_batch(ref, cfg)[0])
   return _REFERENCE[key]
@@ -96,7 +96,7 @@ def _through_pipeline(scene, cfg, seed, num_classes=None):
   p = spec_lib.batch_spec(cfg)
   scenes = [scene, scene]
   try:
-    batch = train_views.make_train_batch(scenes, cfg, np.random.default_rng(seed))
+    batch = train_views.make_train_batch(scenes, spec_lib.batch_spec(cfg), np.random.default_rng(seed))
   except DataError as e:
     assert str(e).startswith(scene.name + ":"), str(e)
   else:

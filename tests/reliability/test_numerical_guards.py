@@ -25,6 +25,7 @@ import pytest
 
 from dos_jax import objective
 from dos_jax import specs
+from dos_jax.batching import spec as spec_lib
 
 N, K = 12, 8
 ALPHAS = (0.0, 1.0, 2.0, 3.0)
@@ -298,7 +299,7 @@ def step_setup():
     normal = np.tile(np.float32([0, 0, 1]), (n, 1))
     scenes.append(scene_lib.Scene(coord=coord, color=rng.random((n, 3)).astype(np.float32), normal=normal,
                                   name=f"floor{i}"))
-  batch = train_views.make_train_batch(scenes, cfg, np.random.default_rng(1))
+  batch = train_views.make_train_batch(scenes, spec_lib.batch_spec(cfg), np.random.default_rng(1))
   spec = specs.step_spec(cfg)
   state = jax.jit(lambda key: state_lib.create_train_state(spec, key, batch))(jax.random.PRNGKey(0))
   return state, batch, jax.jit(functools.partial(step_lib.train_step, spec=spec))
