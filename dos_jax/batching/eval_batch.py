@@ -25,7 +25,7 @@ def _fit_capacity(num_voxels: int, patch_size: int) -> int:
   return cap
 
 
-def make_labeled_batch(scenes: Sequence, cfg, capacity=None,
+def make_labeled_batch(scenes: Sequence, p: spec_lib.BatchSpec, capacity=None,
                        report: Optional[dict] = None) -> Tuple[structs.LabeledBatch, List[np.ndarray]]:
   """Evaluation batch: one unaugmented, deterministically grid-sampled view per scene (leading axis [B]).
 
@@ -36,12 +36,12 @@ def make_labeled_batch(scenes: Sequence, cfg, capacity=None,
   whose voxel was dropped map to the nearest kept point.
 
   Args:
+    p: the decoded batch spec (`batching.spec.batch_spec(config)` of a validated config).
     report: if given, gets 'dropped_voxels' and 'dropped_points' (ints, summed over the scenes) added to it.
 
   Returns:
     (LabeledBatch, inverse maps): inverse[i]: i32[n_i] stage-0 slot of every original point of scene i.
   """
-  p = spec_lib.batch_spec(cfg)
   prepared = []
   for scene in scenes:
     scene = train_views.checked_scene(scene)

@@ -235,13 +235,14 @@ def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, cfg, bat
       trains on grid-sampled points): much smaller, used for the probe's training set; `coords` is then empty.
   """
   from dos_jax.batching import eval_batch  # pylint: disable=g-import-not-at-top
+  from dos_jax.batching import spec as spec_lib  # pylint: disable=g-import-not-at-top
   # Reuse a caller's jitted function across calls (train and eval scenes share one compilation).
   fn = apply_fn if hasattr(apply_fn, "lower") else jax.jit(apply_fn)
   feats, labels, offsets, stage0, stage0_labels, coords = [], [], [0], [], [], []
-  report = {}
+  report, spec = {}, spec_lib.batch_spec(cfg)
   bar = _bar(progress, len(scenes), "features")
   for group, real in _scene_batches(scenes, batch_size):
-    batch, inverses = eval_batch.make_labeled_batch(group, cfg, capacity=capacity or "fit", report=report)
+    batch, inverses = eval_batch.make_labeled_batch(group, spec, capacity=capacity or "fit", report=report)
     out = np.asarray(fn(params, batch.points), np.float32)
     valid = np.asarray(batch.points.valid)
     for b in range(real):
@@ -290,13 +291,15 @@ def train_supervised(config, scenes: Sequence, steps: int, num_classes: int, lr:
     params {'encoder': ..., 'linear': {'w': f32[D, C], 'b': f32[C]}}; `supervised_logits` applies them.
   """
   from dos_jax.batching import eval_batch  # pylint: disable=g-import-not-at-top
+  from dos_jax.batching import spec as spec_lib  # pylint: disable=g-import-not-at-top
   from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
   if not scenes:
     raise DataError("train_supervised: no training scenes")
   model_cfg = config.model
   batch_size = max(1, min(int(config.batch_size), len(scenes)))
   # Views are unaugmented, so each scene's padded point set is built once.
-  cached = [eval_batch.make_labeled_batch([s], config, capacity=capacity)[0] for s in scenes]
+  spec = spec_lib.batch_spec(config)
+  cached = [eval_batch.make_labeled_batch([s], spec, capacity=capacity)[0] for s in scenes]
   for b in cached:
     seg = np.asarray(b.segment)
     if seg.max() >= num_classes:

@@ -143,6 +143,7 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
   """
   import jax  # pylint: disable=g-import-not-at-top
   from dos_jax.batching import eval_batch  # pylint: disable=g-import-not-at-top
+  from dos_jax.batching import spec as spec_lib  # pylint: disable=g-import-not-at-top
   from dos_jax.eval import collapse, linear_probe, miou, plots as plots_lib  # pylint: disable=g-import-not-at-top
   from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
 
@@ -186,7 +187,8 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
     else:
       restored, step = (None, None) if mode == "random_init" else restore_params(workdir, use_teacher)
     if restored is None:
-      example, _ = eval_batch.make_labeled_batch(train_scenes[:1] * batch_size, config, capacity=capacity)
+      example, _ = eval_batch.make_labeled_batch(train_scenes[:1] * batch_size, spec_lib.batch_spec(config),
+                                             capacity=capacity)
       enc_params = encoder.init(jax.random.PRNGKey(seed), example.points, config.model)
       try:
         head_params = _init_head(config, seed)

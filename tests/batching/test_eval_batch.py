@@ -3,12 +3,13 @@
 import numpy as np
 
 from dos_jax.batching import eval_batch
+from dos_jax.batching import spec as spec_lib
 from tests import batching as helpers
 
 
 def test_labeled_batch_and_inverse():
   cfg = helpers.cfg()
-  batch, inverse = eval_batch.make_labeled_batch(helpers.SCENES[:2], cfg, capacity=4096)
+  batch, inverse = eval_batch.make_labeled_batch(helpers.SCENES[:2], spec_lib.batch_spec(cfg), capacity=4096)
   assert batch.points.coord.shape == (2, 4096, 3) and batch.segment.shape == (2, 4096)
   for b, scene in enumerate(helpers.SCENES[:2]):
     inv = inverse[b]
@@ -25,8 +26,8 @@ def test_labeled_batch_and_inverse():
     np.testing.assert_array_equal(batch.segment[b][inv], scene.segment[rep])
     assert (batch.segment[b][~pts.valid[b]] == -1).all()
   # Too small a capacity: deterministic subsample; dropped points map to their nearest kept point.
-  small, inv_small = eval_batch.make_labeled_batch(helpers.SCENES[:1], cfg, capacity=512)
-  again, _ = eval_batch.make_labeled_batch(helpers.SCENES[:1], cfg, capacity=512)
+  small, inv_small = eval_batch.make_labeled_batch(helpers.SCENES[:1], spec_lib.batch_spec(cfg), capacity=512)
+  again, _ = eval_batch.make_labeled_batch(helpers.SCENES[:1], spec_lib.batch_spec(cfg), capacity=512)
   np.testing.assert_array_equal(small.points.point_index, again.points.point_index)
   kept = small.points.point_index[0][inv_small[0]]
   assert small.points.valid[0][inv_small[0]].all()

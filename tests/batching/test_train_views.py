@@ -26,10 +26,10 @@ def test_shapes_fixed_and_fields():
 def test_student_holds_exactly_the_visible_points():
   # Same rng: 'observable' and 'masked_tokens' draw identical views and masks, so the observable student must be
   # exactly the teacher's points that masked_tokens marks as not masked.
-  obs = train_views.make_train_batch(helpers.SCENES[:2], spec_lib.batch_spec(helpers.cfg(**{"data.student_capacity": 512})),
-                                    np.random.default_rng(3))
-  tok = train_views.make_train_batch(helpers.SCENES[:2], spec_lib.batch_spec(helpers.cfg(supervision="masked_tokens")),
-                                    np.random.default_rng(3))
+  obs_spec = spec_lib.batch_spec(helpers.cfg(**{"data.student_capacity": 512}))
+  tok_spec = spec_lib.batch_spec(helpers.cfg(supervision="masked_tokens"))
+  obs = train_views.make_train_batch(helpers.SCENES[:2], obs_spec, np.random.default_rng(3))
+  tok = train_views.make_train_batch(helpers.SCENES[:2], tok_spec, np.random.default_rng(3))
   for b in range(2):
     for v in range(2):
       o, t = helpers.view(obs, b, v), helpers.view(tok, b, v)

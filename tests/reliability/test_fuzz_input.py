@@ -85,9 +85,10 @@ def _reference(cfg, kind):
   if key not in _REFERENCE:
     ref = [_blob_scene(), _blob_scene(seed=1)]
     if kind == "train":
-      _REFERENCE[key] = rel.signature(train_views.make_train_batch(ref, spec_lib.batch_spec(cfg), np.random.default_rng(0)))
+      spec = spec_lib.batch_spec(cfg)
+      _REFERENCE[key] = rel.signature(train_views.make_train_batch(ref, spec, np.random.default_rng(0)))
     else:
-      _REFERENCE[key] = rel.signature(eval_batch.make_labeled_batch(ref, cfg)[0])
+      _REFERENCE[key] = rel.signature(eval_batch.make_labeled_batch(ref, spec_lib.batch_spec(cfg))[0])
   return _REFERENCE[key]
 
 
@@ -102,7 +103,7 @@ def _through_pipeline(scene, cfg, seed, num_classes=None):
   else:
     rel.check_train_batch(batch, p, _reference(cfg, "train"), [s.num_points for s in scenes])
   try:
-    labeled, inverses = eval_batch.make_labeled_batch(scenes, cfg)
+    labeled, inverses = eval_batch.make_labeled_batch(scenes, spec_lib.batch_spec(cfg))
   except DataError as e:
     assert str(e).startswith(scene.name + ":"), str(e)
   else:
