@@ -78,17 +78,19 @@ def _cosines(params, points, *, train: bool, rng: Optional[jax.Array], mask_toke
 
 
 def student_apply(params, batch: Any, *, rng: Optional[jax.Array] = None, train: bool = True,
-                  spec: ModelSpec) -> jax.Array:
+                  spec: ModelSpec, order_rng: Optional[jax.Array] = None) -> jax.Array:
   """The student's cosines f32[B, V, Ns, K] on `batch.student` (drop path when `train`, keyed by `rng`).
 
   Under supervision='observable' the student set holds only the visible points and `mask_token` is ignored;
   with spec.student_mask_token `batch.mask_token: bool[B, V, Ns]` selects the points whose embedding is the
   learnable mask token. With spec.shuffle_orders and `train`, the serialization orders of the blocks are shuffled per stage
-  from `rng` (upstream PTv3 / Sonata training).
+  from `rng` (upstream PTv3 / Sonata training), or from `order_rng` when given: the shard_map step gives each
+  device its own drop-path key but one order key, so the orders are those of the same step on one device.
   """
   mask = batch.mask_token if spec.student_mask_token else None
+  order_source = rng if order_rng is None else order_rng
   return _cosines(params, batch.student, train=train, rng=rng, mask_token=mask, spec=spec,
-                  order_rng=_order_rng(rng, spec) if train else None)
+                  order_rng=_order_rng(order_source, spec) if train else None)
 
 
 def teacher_apply(params, batch: Any, *, spec: ModelSpec, rng: Optional[jax.Array] = None) -> jax.Array:

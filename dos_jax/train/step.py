@@ -29,8 +29,8 @@ from dos_jax.train import state as state_lib
 Metrics = Dict[str, jax.Array]
 
 
-def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array, spec: specs.StepSpec
-                 ) -> Tuple[jax.Array, Metrics]:
+def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array, spec: specs.StepSpec,
+                 order_rng: Any = None) -> Tuple[jax.Array, Metrics]:
   """The DOS loss of the student `params` against the teacher `teacher_params` on `batch`.
 
   The teacher's cosines pass through `stop_gradient`, so the loss has exactly zero gradient w.r.t.
@@ -39,19 +39,22 @@ def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array,
   Args:
     params: student params. teacher_params: teacher params (same structure).
     batch: TrainBatch with leading [B, V].
-    rng: PRNG key for the student's drop path.
+    rng: PRNG key for the student's drop path (and for order shuffling when `order_rng` is None).
     step: i32[] step index (teacher temperature schedule).
     spec: the StepSpec (static).
+    order_rng: PRNG key of the teacher's and student's order shuffling (spec.model.shuffle_orders), or None to
+      derive it from `rng`.
 
   Returns:
     loss f32[] and a dict of f32[] metrics: loss, loss_same, loss_cross and the prototype diagnostics of the
     teacher at the student's same-view target points.
   """
   # The teacher's own key (order shuffling only; unused without spec.model.shuffle_orders).
-  teacher_rng = jax.random.fold_in(rng, 0x7EA)
+  order_rng = rng if order_rng is None else order_rng
+  teacher_rng = jax.random.fold_in(order_rng, 0x7EA)
   teacher_cos = jax.lax.stop_gradient(network.teacher_apply(teacher_params, batch, spec=spec.model,
                                                             rng=teacher_rng))
-  student_cos = network.student_apply(params, batch, rng=rng, train=True, spec=spec.model)
+  student_cos = network.student_apply(params, batch, rng=rng, train=True, spec=spec.model, order_rng=order_rng)
   if isinstance(batch, structs.PackedTrainBatch):
     # Packed views: the same per-view terms through segment reductions. The prototype diagnostics below then
     # treat each pack as one set (usage statistics are unchanged; coverage/softmap entropy are per pack).
@@ -73,8 +76,8 @@ def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array,
   return loss, metrics
 
 
-def loss_and_grads(state: state_lib.TrainState, batch, rng: jax.Array, spec: specs.StepSpec
-                   ) -> Tuple[jax.Array, Any, Metrics]:
+def loss_and_grads(state: state_lib.TrainState, batch, rng: jax.Array, spec: specs.StepSpec,
+                   order_rng: Any = None) -> Tuple[jax.Array, Any, Metrics]:
   """Loss, student gradients and per-batch metrics on `batch` (the whole batch, or one device's shard).
 
   Args:
@@ -82,13 +85,14 @@ def loss_and_grads(state: state_lib.TrainState, batch, rng: jax.Array, spec: spe
     batch: TrainBatch with leading [B, V] (B = this device's scenes inside shard_map).
     rng: per-step PRNG key (drop path).
     spec: the StepSpec.
+    order_rng: the order-shuffling key (see `compute_loss`); None derives it from `rng`.
 
   Returns:
     loss: f32[]; grads: pytree like state.params; metrics: dict of f32[] (see `compute_loss`).
   """
   loss_fn = functools.partial(compute_loss, spec=spec)
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params, state.teacher_params, batch, rng, state.step)
+      state.params, state.teacher_params, batch, rng, state.step, order_rng=order_rng)
   return loss, grads, metrics
 
 
@@ -155,6 +159,11 @@ def train_step(state: state_lib.TrainState, batch, rng: jax.Array, *, spec: spec
   return apply_update(state, loss, grads, metrics, spec)
 
 
+def device_keys(rng: jax.Array, axis_name: str) -> Tuple[jax.Array, jax.Array]:
+  """Inside shard_map: (this device's drop-path key, the order-shuffling key shared by every device)."""
+  return jax.random.fold_in(rng, jax.lax.axis_index(axis_name)), rng
+
+
 def cross_device_step(state: state_lib.TrainState, batch, rng: jax.Array, axis_name: str, *,
                       spec: specs.StepSpec) -> Tuple[state_lib.TrainState, Metrics]:
   """The per-device body of the shard_map variants: local loss and grads, then `lax.pmean` over
@@ -163,8 +172,12 @@ def cross_device_step(state: state_lib.TrainState, batch, rng: jax.Array, axis_n
   Every device holds the same number of scenes, so the mean of per-device means is the global mean the jit
   variant computes. Metrics are averaged over devices too (for the nonlinear prototype diagnostics this is the
   mean of per-shard values, not the value on the global batch).
+
+  Drop path draws per device (its key is folded with the device index, so devices do not repeat each other's
+  masks); order shuffling keeps the step's key, because its permutation is one per stage for the whole batch:
+  every device then serializes as the same step on one device does.
   """
-  rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-  loss, grads, metrics = loss_and_grads(state, batch, rng, spec)
+  drop_rng, order_rng = device_keys(rng, axis_name)
+  loss, grads, metrics = loss_and_grads(state, batch, drop_rng, spec, order_rng=order_rng)
   loss, grads, metrics = jax.lax.pmean((loss, grads, metrics), axis_name)
   return apply_update(state, loss, grads, metrics, spec)

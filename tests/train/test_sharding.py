@@ -177,3 +177,22 @@ def test_batch_size_must_divide_over_devices(eight):
     sharding.shard_batch(six, eight["mesh"])
   with pytest.raises(ValueError, match="num_devices"):
     sharding.make_mesh(jax.device_count() + 1)
+
+
+
+def test_shard_map_devices_share_the_order_key_and_not_the_drop_key(eight):
+  """Order shuffling draws one permutation per stage for the whole batch, so under shard_map every device must
+  use the step's key (then it serializes as the 1-device step does); drop path must differ per device."""
+  mesh = eight["mesh"]
+
+  def keys(rng):
+    drop, order = step_lib.device_keys(rng[0], sharding.DATA_AXIS)
+    return jax.random.key_data(drop)[None], jax.random.key_data(order)[None]
+
+  rng = jax.random.PRNGKey(7)
+  fn = jax.shard_map(keys, mesh=mesh, in_specs=P(), out_specs=(P(sharding.DATA_AXIS), P(sharding.DATA_AXIS)),
+                     check_vma=False)
+  drop, order = jax.device_get(jax.jit(fn)(rng[None]))
+  assert drop.shape[0] == order.shape[0] == 8
+  np.testing.assert_array_equal(order, np.broadcast_to(np.asarray(jax.random.key_data(rng)), order.shape))
+  assert len({tuple(k) for k in drop.reshape(8, -1).tolist()}) == 8
