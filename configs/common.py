@@ -38,6 +38,18 @@ def base_config() -> ml_collections.ConfigDict:
   return schema.default_config()
 
 
+def set_packed_sizes(c: ml_collections.ConfigDict, capacity, student_capacity, sequence, student_sequence):
+  """Sets the four per-stage tuples of packed batches (one int per encoder stage): teacher and student slots
+  (data.packed_capacity, data.packed_student_capacity) and attention sequence lengths (data.packed_sequence,
+  data.packed_student_sequence), in the order `benchmarks/padding.py --calibrate` prints them. Does not switch
+  data.packing on: a config that calibrates sizes for an optional packed run keeps them off by default."""
+  c.data.packed_capacity = tuple(capacity)
+  c.data.packed_student_capacity = tuple(student_capacity)
+  c.data.packed_sequence = tuple(sequence)
+  c.data.packed_student_sequence = tuple(student_sequence)
+  return c
+
+
 def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks an experiment config in place for CI: synthetic scenes of the same kind (indoor/outdoor), the tiny
   encoder, small capacities and a few steps. The method switches (alpha, mask ratio and cell, grid, supervision,

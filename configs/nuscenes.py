@@ -45,10 +45,10 @@ def get_config(arg=None):
   # printed overrides (a pack that overflows shrinks its largest view: `pack_shrinks` in that command's output).
   c.data.packing = True
   c.data.pack_scenes = 4       # scenes per device (32 over 8 GPUs)
-  c.data.packed_capacity = (91264, 41576, 16192, 5608, 1752)
-  c.data.packed_student_capacity = (27920, 14784, 7392, 3584, 1400)
-  c.data.packed_sequence = (94208, 45056, 19456, 9216, 2048)
-  c.data.packed_student_sequence = (30720, 18432, 10240, 6144, 2048)
+  common.set_packed_sizes(c, capacity=(91264, 41576, 16192, 5608, 1752),
+                          student_capacity=(27920, 14784, 7392, 3584, 1400),
+                          sequence=(94208, 45056, 19456, 9216, 2048),
+                          student_sequence=(30720, 18432, 10240, 6144, 2048))
 
   c.model.variant = "base"
   c.model.head_hidden = 2048

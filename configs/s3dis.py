@@ -24,10 +24,10 @@ def get_config(arg=None):
   # Packed sizes NOT calibrated on S3DIS (no S3DIS rooms beside the checkout): the ScanNet calibration scaled by
   # the per-view capacities (x2). Recalibrate before a real run: `python benchmarks/padding.py --config
   # configs/s3dis.py --config.data.root=/data/s3dis --scenes 16 --margin 1.1 --calibrate`.
-  c.data.packed_capacity = (153344, 46096, 11536, 2864, 688)
-  c.data.packed_student_capacity = (45088, 17840, 6416, 2240, 624)
-  c.data.packed_sequence = (161792, 57344, 16384, 4096, 688)
-  c.data.packed_student_sequence = (55296, 24576, 8192, 4096, 624)
+  common.set_packed_sizes(c, capacity=(153344, 46096, 11536, 2864, 688),
+                          student_capacity=(45088, 17840, 6416, 2240, 624),
+                          sequence=(161792, 57344, 16384, 4096, 688),
+                          student_sequence=(55296, 24576, 8192, 4096, 624))
   c.probe.num_classes = 13
   if parsed.smoke:
     common.apply_smoke(c)

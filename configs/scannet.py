@@ -49,10 +49,10 @@ def get_config(arg=None):
   # Slots and attention sequence lengths per stage (teacher, student): `benchmarks/padding.py --config
   # configs/scannet.py --scenes 16 --margin 1.1 --calibrate` on the shared ScanNet scans (max of 128 balanced
   # packs x 1.1). Recalibrate on your data (--config.data.root=PATH) and for another batch per host/device.
-  c.data.packed_capacity = (76672, 23048, 5768, 1432, 344)
-  c.data.packed_student_capacity = (22544, 8920, 3208, 1120, 312)
-  c.data.packed_sequence = (80896, 28672, 8192, 2048, 344)
-  c.data.packed_student_sequence = (27648, 12288, 4096, 2048, 312)
+  common.set_packed_sizes(c, capacity=(76672, 23048, 5768, 1432, 344),
+                          student_capacity=(22544, 8920, 3208, 1120, 312),
+                          sequence=(80896, 28672, 8192, 2048, 344),
+                          student_sequence=(27648, 12288, 4096, 2048, 312))
 
   c.model.variant = "base"
   c.model.head_hidden = 2048

@@ -26,10 +26,10 @@ def get_config(arg=None):
   # Packed slots and attention sequence lengths per stage: `benchmarks/padding.py --config
   # configs/semantickitti.py --scenes 8 --margin 1.1 --calibrate` on the shared KITTI frames (max of 64
   # balanced packs x 1.1; data.packing=True and pack_scenes=4 come from nuscenes.py).
-  c.data.packed_capacity = (182520, 83152, 32384, 11216, 3496)
-  c.data.packed_student_capacity = (55832, 29568, 14784, 7168, 2792)
-  c.data.packed_sequence = (187392, 89088, 38912, 17408, 4096)
-  c.data.packed_student_sequence = (60416, 35840, 20480, 11264, 3072)
+  common.set_packed_sizes(c, capacity=(182520, 83152, 32384, 11216, 3496),
+                          student_capacity=(55832, 29568, 14784, 7168, 2792),
+                          sequence=(187392, 89088, 38912, 17408, 4096),
+                          student_sequence=(60416, 35840, 20480, 11264, 3072))
   c.probe.num_classes = 19
   if parsed.smoke:
     common.apply_smoke(c)

@@ -28,10 +28,10 @@ def get_config(arg=None):
   c.data.student_capacity = 1024
   # Packed sizes (used only with --config.data.packing=True, both scenes in one pack): `benchmarks/padding.py
   # --config configs/synthetic_tiny.py --scenes 16 --margin 1.1 --calibrate`. Packing stays off here.
-  c.data.packed_capacity = (8192, 2808, 792)
-  c.data.packed_student_capacity = (2888, 1216, 480)
-  c.data.packed_sequence = (8192, 3008, 960)
-  c.data.packed_student_sequence = (3136, 1408, 640)
+  common.set_packed_sizes(c, capacity=(8192, 2808, 792),
+                          student_capacity=(2888, 1216, 480),
+                          sequence=(8192, 3008, 960),
+                          student_sequence=(3136, 1408, 640))
   c.model.variant = "tiny"
   # No stochastic depth at this size (2 blocks per stage, a few hundred steps); paper configs use 0.3.
   c.model.drop_path = 0.0
