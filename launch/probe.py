@@ -24,26 +24,26 @@ dos_jax.data.load_scene). Without `--eval-data`, a deterministic ~config.probe.t
 the probe and the rest evaluate it; re-scans `sceneXXXX_YY` of one room stay on the same side. Without `--data`,
 the config's data source is used: split 'train' for the probe and 'val' for evaluation.
 
-The logic is `dos_jax.eval.probe.run_probe(config, workdir, ...)`; this file holds the flags.
+The logic is `dos_jax.eval.probe.run_probe(config, workdir, ...)` (and `dos_jax.interop.probe_init.init_from` for
+`--init-from`); this file holds the flags.
 """
 
-from __future__ import annotations
-
 import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
 
 from dos_jax import schema
 from dos_jax.errors import ConfigError, DataError
 from dos_jax.eval import probe as probe_lib
+from launch import console
 
 OUT_NAMES = probe_lib.OUT_NAMES
 
 
-# ----------------------------------------------------------------------------------------------- CLI
-
-
 def _define_flags():
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  # Defined when run as a program only, so that importing this module defines no absl flags.
   config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/synthetic_tiny.py[:smoke].",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Run directory (checkpoints in DIR/checkpoints; output written here).")
@@ -69,27 +69,7 @@ def _define_flags():
   flags.mark_flags_as_required(["config", "workdir"])
 
 
-def init_from(config, path: str, teacher: bool = False, up_cast_level: int = 0, **overrides):
-  """(config with model/feat_keys of the upstream checkpoint at `path`, encoder params)."""
-  from dos_jax.interop import pointcept  # pylint: disable=g-import-not-at-top
-  params, model_cfg = pointcept.load_checkpoint(path, branch="teacher" if teacher else "student",
-                                                up_cast_level=up_cast_level, **overrides)
-  keys = {6: ("coord", "color"), 9: ("coord", "color", "normal")}.get(int(model_cfg["in_channels"]))
-  if keys is None:
-    raise ConfigError(f"{path}: the encoder takes {model_cfg['in_channels']} input channels; the probe feeds 6 "
-                      f"(coord, color) or 9 (+ normal)")
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    # A fresh ConfigDict: the checkpoint's values replace the config's (types may differ, e.g. mlp_ratio 4.0).
-    config.model = ml_collections.ConfigDict({**config.model.to_dict(), **model_cfg})
-    config.data.feat_keys = keys
-  return config, params
-
-
 def main(argv):
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
@@ -97,17 +77,21 @@ def main(argv):
   try:
     config, extra = schema.validate(f.config), {}  # the gate; the effective config is what the probe uses
     if f["init-from"].value:
+      # Imported only for --init-from: the upstream checkpoint reader is not needed otherwise.
+      from dos_jax.interop import probe_init  # pylint: disable=g-import-not-at-top
       overrides = {}
       if f["enc-num-head"].value:
         overrides["enc_num_head"] = tuple(int(h) for h in f["enc-num-head"].value)
       if f["enc-patch-size"].value:
         overrides["enc_patch_size"] = f["enc-patch-size"].value
-      config, params = init_from(config, f["init-from"].value, f.teacher, f["up-cast-level"].value, **overrides)
+      config, params = probe_init.init_from(config, f["init-from"].value, f.teacher, f["up-cast-level"].value,
+                                            **overrides)
       extra = dict(encoder_params=params, encoder_source=f"pointcept checkpoint {f['init-from'].value}")
-    probe_lib.run_probe(config, f.workdir, data=f.data, eval_data=f["eval-data"].value, mode=mode, use_teacher=f.teacher,
-              steps=f.steps, out_name=f.out, max_train_scenes=f["max-train-scenes"].value,
-              max_eval_scenes=f["max-eval-scenes"].value, capacity=f.capacity, plots=f.plots, seed=f.seed,
-              progress=True, print_json=True, prototypes=[int(k) for k in f.prototype], **extra)
+    probe_lib.run_probe(config, f.workdir, data=f.data, eval_data=f["eval-data"].value, mode=mode,
+                        use_teacher=f.teacher, steps=f.steps, out_name=f.out,
+                        max_train_scenes=f["max-train-scenes"].value, max_eval_scenes=f["max-eval-scenes"].value,
+                        capacity=f.capacity, plots=f.plots, seed=f.seed, progress=True, print_json=True,
+                        prototypes=[int(k) for k in f.prototype], **extra)
   except (ConfigError, DataError) as e:
     print(f"{type(e).__name__}: {e}", file=sys.stderr)
     return 2
@@ -115,10 +99,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app as _app  # pylint: disable=g-import-not-at-top
-  from launch import console  # pylint: disable=g-import-not-at-top
   # JAX's backend probe and orbax's per-restore INFO lines: keep the console to our progress and result.
   console.quiet_libraries()
   console.route_absl_through_tqdm()
   _define_flags()
-  _app.run(main)
+  app.run(main)

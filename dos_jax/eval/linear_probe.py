@@ -3,10 +3,14 @@
 The probe is split so each piece is testable alone:
   * `fit_linear_probe(features, labels, ...)` -> params and `predict(params, features)`: pure linear algebra on
     per-point feature matrices (no encoder needed).
-  * `extract_features(apply_fn, params, scenes, cfg)` runs a frozen encoder over scenes and maps the stage-0
-    features back to every original point.
-  * `train_supervised(config, scenes, steps)`: the same encoder + a linear head trained end to end with labels,
-    the upper reference the probe is reported against ("% of supervised").
+  * `extract_features(apply_fn, params, scenes, batch_spec)` runs a frozen encoder over scenes and maps the
+    stage-0 features back to every original point.
+  * `train_supervised(model_spec, batch_spec, scenes, steps, num_classes, batch_size=, lr=, ...)`: the same encoder
+    + a linear head trained end to end with labels, the upper reference the probe is reported against
+    ("% of supervised").
+
+They take decoded specs (`dos_jax.specs.model_spec(config)`, `dos_jax.batching.spec.batch_spec(config)`) and
+explicit optimisation arguments, not the experiment config: `dos_jax.eval.probe.run_probe` decodes them once.
 
 The classifier is affine in the raw features: it standardises them with the TRAINING set's mean/std (stored in the
 params, so still a linear map) because encoder features of different stages have very different scales and AdamW
@@ -23,8 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tqdm
 
+from dos_jax.batching import eval_batch
+from dos_jax.batching.spec import BatchSpec
 from dos_jax.errors import DataError
+from dos_jax.models import encoder
+from dos_jax.models.spec import ModelSpec
 
 ProbeParams = Dict[str, jax.Array]
 
@@ -147,10 +156,7 @@ def fit_linear_probe(features, labels, num_classes: int, steps: int = 300, lr: f
   opt_state = tx.init(trainable)
   feats, labs = jnp.asarray(features), jnp.asarray(labels)
   key = jax.random.PRNGKey(seed + 1)
-  bar = None
-  if progress:
-    import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm.tqdm(total=steps, desc="linear probe", unit="step", leave=False)
+  bar = tqdm.tqdm(total=steps, desc="linear probe", unit="step", leave=False) if progress else None
   done = 0
   while done < steps:
     num = min(chunk, steps - done)
@@ -215,16 +221,16 @@ def _scene_batches(scenes: Sequence, batch_size: int):
     yield group, real
 
 
-def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, cfg, batch_size: int = 2,
+def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, batch_spec: BatchSpec, batch_size: int = 2,
                      capacity: Optional[int] = None, progress: bool = False, map_to_points: bool = True) -> Features:
   """Runs a frozen encoder over `scenes` and maps its stage-0 features back to every original point.
 
   Args:
-    apply_fn: (params, points: batched PointSet) -> f32[B, N_0, D] (e.g. encoder.apply with train=False and
-      model_cfg bound); jitted here unless it already is.
+    apply_fn: (params, points: batched PointSet) -> f32[B, N_0, D] (e.g. encoder.apply with train=False and the
+      ModelSpec bound); jitted here unless it already is.
     params: encoder params.
     scenes: list of `Scene` (segment may be None: labels are then -1).
-    cfg: experiment config (batching keys data.*, model.variant).
+    batch_spec: the batching (grid, feature keys, stage layout of the encoder; `batching.spec.batch_spec`).
     batch_size: scenes per encoder call.
     capacity: None (default): every batch is sized to hold every voxel of its scenes (`make_labeled_batch`
       capacity='fit'; a few power-of-two shapes, one compile each), so the encoder sees whole scenes at the
@@ -234,15 +240,13 @@ def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, cfg, bat
     map_to_points: False keeps `features`/`labels`/`offsets` at the stage-0 points (one per voxel, as Pointcept
       trains on grid-sampled points): much smaller, used for the probe's training set; `coords` is then empty.
   """
-  from dos_jax.batching import eval_batch  # pylint: disable=g-import-not-at-top
-  from dos_jax.batching import spec as spec_lib  # pylint: disable=g-import-not-at-top
   # Reuse a caller's jitted function across calls (train and eval scenes share one compilation).
   fn = apply_fn if hasattr(apply_fn, "lower") else jax.jit(apply_fn)
   feats, labels, offsets, stage0, stage0_labels, coords = [], [], [0], [], [], []
-  report, spec = {}, spec_lib.batch_spec(cfg)
+  report = {}
   bar = _bar(progress, len(scenes), "features")
   for group, real in _scene_batches(scenes, batch_size):
-    batch, inverses = eval_batch.make_labeled_batch(group, spec, capacity=capacity or "fit", report=report)
+    batch, inverses = eval_batch.make_labeled_batch(group, batch_spec, capacity=capacity or "fit", report=report)
     out = np.asarray(fn(params, batch.points), np.float32)
     valid = np.asarray(batch.points.valid)
     for b in range(real):
@@ -272,34 +276,42 @@ def extract_features(apply_fn: Callable, params: Any, scenes: Sequence, cfg, bat
 def _bar(progress: bool, total: int, desc: str):
   if not progress:
     return None
-  import tqdm  # pylint: disable=g-import-not-at-top
   return tqdm.tqdm(total=total, desc=desc, unit="scene" if desc == "features" else "step", leave=False)
 
 
 # --------------------------------------------------------------------------------------- supervised baseline
 
 
-def train_supervised(config, scenes: Sequence, steps: int, num_classes: int, lr: Optional[float] = None,
-                     seed: int = 0, capacity: Optional[int] = None, progress: bool = False) -> Dict[str, Any]:
+def train_supervised(model_spec: ModelSpec, batch_spec: BatchSpec, scenes: Sequence, steps: int, num_classes: int,
+                     *, batch_size: int, lr: float, weight_decay: float, clip_norm: float, seed: int = 0,
+                     capacity: Optional[int] = None, progress: bool = False) -> Dict[str, Any]:
   """The supervised reference: the same encoder + a linear head trained end to end with cross-entropy.
 
-  Each step takes `config.batch_size` scenes (a seeded epoch permutation), one unaugmented view each, and
-  trains on the labelled stage-0 points (AdamW, cosine-decayed `lr`, default config.optim.lr, weight decay
-  config.optim.weight_decay_start, gradient clipping config.optim.clip_norm).
+  Each step takes `batch_size` scenes (a seeded epoch permutation; at most the number of scenes), one unaugmented
+  view each, and trains on the labelled stage-0 points: AdamW with peak learning rate `lr` (linear warm-up over
+  steps // 20, cosine decay to lr / 100), decoupled `weight_decay`, gradients clipped to global norm `clip_norm`.
+  (`run_probe` passes config.batch_size, config.optim.lr, config.optim.weight_decay_start, config.optim.clip_norm.)
 
+  Args:
+    model_spec: the encoder (`dos_jax.specs.model_spec`); its head fields are not used.
+    batch_spec: the batching (`dos_jax.batching.spec.batch_spec`).
+    scenes: labelled `Scene`s.
+    steps: optimiser steps.
+    num_classes: C; every label must be < C.
+    batch_size, lr, weight_decay, clip_norm: the optimisation (see above).
+    seed: PRNG seed (initial params, drop path, scene order).
+    capacity: fixed stage-0 capacity per scene (None: sized to the scene's voxels).
+    progress: tqdm bar over steps.
   Returns:
     params {'encoder': ..., 'linear': {'w': f32[D, C], 'b': f32[C]}}; `supervised_logits` applies them.
+  Raises:
+    DataError: no scene, or a label >= num_classes.
   """
-  from dos_jax.batching import eval_batch  # pylint: disable=g-import-not-at-top
-  from dos_jax.batching import spec as spec_lib  # pylint: disable=g-import-not-at-top
-  from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
   if not scenes:
     raise DataError("train_supervised: no training scenes")
-  model_cfg = config.model
-  batch_size = max(1, min(int(config.batch_size), len(scenes)))
+  batch_size = max(1, min(int(batch_size), len(scenes)))
   # Views are unaugmented, so each scene's padded point set is built once.
-  spec = spec_lib.batch_spec(config)
-  cached = [eval_batch.make_labeled_batch([s], spec, capacity=capacity)[0] for s in scenes]
+  cached = [eval_batch.make_labeled_batch([s], batch_spec, capacity=capacity)[0] for s in scenes]
   for b in cached:
     seg = np.asarray(b.segment)
     if seg.max() >= num_classes:
@@ -311,18 +323,17 @@ def train_supervised(config, scenes: Sequence, steps: int, num_classes: int, lr:
 
   rng = jax.random.PRNGKey(seed)
   first = stack(range(batch_size))
-  enc_params = encoder.init(rng, first.points, model_cfg)
-  dim = encoder.output_dim(model_cfg)
+  enc_params = encoder.init(rng, first.points, model_spec)
+  dim = encoder.output_dim(model_spec)
   w = jax.random.normal(jax.random.fold_in(rng, 1), (dim, num_classes), jnp.float32) / np.sqrt(dim)
   params = {"encoder": enc_params, "linear": {"w": w, "b": jnp.zeros((num_classes,), jnp.float32)}}
-  lr = float(config.optim.lr if lr is None else lr)
+  lr = float(lr)
   schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, steps // 20), max(steps, 2), lr * 0.01)
-  tx = optax.chain(optax.clip_by_global_norm(float(config.optim.clip_norm)),
-                   optax.adamw(schedule, weight_decay=float(config.optim.weight_decay_start)))
+  tx = optax.chain(optax.clip_by_global_norm(float(clip_norm)), optax.adamw(schedule, weight_decay=float(weight_decay)))
   opt_state = tx.init(params)
 
   def loss_fn(p, batch, key):
-    logit = supervised_logits(p, batch.points, model_cfg, train=True, rng=key)
+    logit = supervised_logits(p, batch.points, model_spec, train=True, rng=key)
     y = batch.segment
     ok = (y >= 0) & batch.points.valid
     nll = -jnp.take_along_axis(jax.nn.log_softmax(logit), jnp.where(ok, y, 0)[..., None], -1)[..., 0]
@@ -353,8 +364,7 @@ def train_supervised(config, scenes: Sequence, steps: int, num_classes: int, lr:
   return params
 
 
-def supervised_logits(params, points, model_cfg, train: bool = False, rng=None) -> jax.Array:
-  """f32[B, N_0, C] class scores of the supervised model on a batched PointSet."""
-  from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
-  feat = encoder.apply(params["encoder"], points, train=train, rng=rng, model_cfg=model_cfg)
+def supervised_logits(params, points, model_spec: ModelSpec, train: bool = False, rng=None) -> jax.Array:
+  """f32[B, N_0, C] class scores of the supervised model (`train_supervised`'s params) on a batched PointSet."""
+  feat = encoder.apply(params["encoder"], points, train=train, rng=rng, model_cfg=model_spec)
   return feat @ params["linear"]["w"] + params["linear"]["b"]

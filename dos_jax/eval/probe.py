@@ -16,10 +16,26 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from dos_jax import checkpoint
 from dos_jax import io as fileio
+from dos_jax import specs
+from dos_jax.batching import eval_batch
+from dos_jax.batching import spec as spec_lib
+from dos_jax.batching.spec import BatchSpec
+from dos_jax.data import catalog
+from dos_jax.data import sources
 from dos_jax.errors import ConfigError, DataError
+from dos_jax.eval import collapse
+from dos_jax.eval import linear_probe
+from dos_jax.eval import miou
+from dos_jax.eval import splits
+from dos_jax.models import encoder
+from dos_jax.models import heads
+from dos_jax.models.spec import ModelSpec
 
 OUT_NAMES = {"probe": "probe.json", "random_init": "probe_random_init.json", "supervised": "probe_supervised.json"}
 _SEGMENT_KEYS = {"scannet": "segment20", "scannet200": "segment200"}
@@ -41,9 +57,6 @@ def probe_scenes(config, data: Optional[str], eval_data: Optional[str], max_trai
   fixed so that every encoder of a comparison is probed on the same scenes). Without `data`, the config's source
   splits 'train' and 'val'.
   """
-  from dos_jax.data import catalog  # pylint: disable=g-import-not-at-top
-  from dos_jax.data import sources  # pylint: disable=g-import-not-at-top
-  from dos_jax.eval import splits  # pylint: disable=g-import-not-at-top
   dataset = config.data.dataset
   segment_key = config.data.segment_key
   if data:
@@ -84,7 +97,6 @@ def restore_params(workdir: str, use_teacher: bool = False) -> Tuple[Optional[Di
   target: the saved TrainState comes back as nested dicts, and the student's `params` (or `teacher_params`) are
   taken from it.
   """
-  from dos_jax import checkpoint  # pylint: disable=g-import-not-at-top
   ckpt_dir = os.path.join(os.path.abspath(workdir), checkpoint.CHECKPOINT_DIR)
   if not os.path.isdir(ckpt_dir) or not any(n.isdigit() for n in os.listdir(ckpt_dir)):
     return None, None
@@ -107,24 +119,97 @@ def restore_params(workdir: str, use_teacher: bool = False) -> Tuple[Optional[Di
 # ----------------------------------------------------------------------------------------------- the probe
 
 
-def _head_scores(config, head_params, feats: List[np.ndarray]) -> List[np.ndarray]:
-  """Prototype logits cos/tau_S f32[m, K] of each scene's stage-0 features (for the collapse metrics)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from dos_jax.models import heads  # pylint: disable=g-import-not-at-top
-  head = heads.DOSHead(hidden_dim=int(config.model.head_hidden), out_dim=int(config.model.head_dim),
-                       num_prototypes=int(config.num_prototypes))
-  fn = jax.jit(lambda p, x: head.apply({"params": p}, x) / float(config.student_temp))
+def _head(model_spec: ModelSpec) -> heads.DOSHead:
+  return heads.DOSHead(hidden_dim=model_spec.head_hidden, out_dim=model_spec.head_dim,
+                       num_prototypes=model_spec.num_prototypes)
+
+
+def _head_scores(model_spec: ModelSpec, student_temp: float, head_params,
+                 feats: List[np.ndarray]) -> List[np.ndarray]:
+  """Prototype logits cos/tau_S f32[m, K] of each scene's stage-0 features f32[m, D] (for the collapse metrics).
+
+  `model_spec` gives the head's widths and K (head_hidden, head_dim, num_prototypes); `student_temp` is tau_S.
+  """
+  head = _head(model_spec)
+  fn = jax.jit(lambda p, x: head.apply({"params": p}, x) / float(student_temp))
   return [np.asarray(fn(head_params, f)) for f in feats]
 
 
-def _init_head(config, seed: int):
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from dos_jax.models import encoder, heads  # pylint: disable=g-import-not-at-top
-  head = heads.DOSHead(hidden_dim=int(config.model.head_hidden), out_dim=int(config.model.head_dim),
-                       num_prototypes=int(config.num_prototypes))
-  feat = jnp.zeros((1, encoder.output_dim(config.model)), jnp.float32)
-  return head.init({"params": jax.random.PRNGKey(seed + 7)}, feat)["params"]
+def _init_head(model_spec: ModelSpec, seed: int):
+  """Random-init head params for the encoder's output width (the collapse metrics of a random-init encoder)."""
+  feat = jnp.zeros((1, encoder.output_dim(model_spec)), jnp.float32)
+  return _head(model_spec).init({"params": jax.random.PRNGKey(seed + 7)}, feat)["params"]
+
+
+def _encoder_params(mode: str, workdir: str, use_teacher: bool, encoder_params: Optional[Any],
+                    encoder_source: str, model_spec: ModelSpec, batch_spec: BatchSpec, train_scenes: Sequence,
+                    batch_size: int, capacity: Optional[int], seed: int) -> Tuple[Any, Any, Dict[str, Any]]:
+  """(encoder params, head params or None, result fields 'encoder' [+ 'checkpoint_step']) of a probe run.
+
+  Mode 'probe': the handed-in `encoder_params`, else DIR's latest checkpoint, else a random init (as 'random_init',
+  whose head is random too, for the collapse metrics).
+  """
+  if encoder_params is not None and mode == "probe":
+    restored, step = {"encoder": encoder_params}, None
+  else:
+    restored, step = (None, None) if mode == "random_init" else restore_params(workdir, use_teacher)
+  if restored is None:
+    example, _ = eval_batch.make_labeled_batch(train_scenes[:1] * batch_size, batch_spec, capacity=capacity)
+    enc_params = encoder.init(jax.random.PRNGKey(seed), example.points, model_spec)
+    info = {"encoder": "random init" + ("" if mode == "random_init" else " (no checkpoint in workdir)")}
+    return enc_params, _init_head(model_spec, seed), info
+  if step is None:
+    return restored["encoder"], None, {"encoder": encoder_source}
+  return restored["encoder"], restored.get("head"), {
+      "encoder": f"checkpoint step {step} ({'teacher' if use_teacher else 'student'})", "checkpoint_step": step}
+
+
+def _linear_probe(apply_fn, enc_params, train_scenes: Sequence, eval_scenes: Sequence, batch_spec: BatchSpec,
+                  batch_size: int, capacity: Optional[int], num_classes: int, progress: bool, **fit):
+  """(predicted labels i32[M], evaluation Features, dropped counts) of a linear probe on frozen features.
+
+  The probe trains on the grid-sampled (stage-0) points, as Pointcept's linear probing does, and is evaluated on
+  every original point. `fit`: `linear_probe.fit_linear_probe`'s optimisation arguments.
+  """
+  tr = linear_probe.extract_features(apply_fn, enc_params, train_scenes, batch_spec, batch_size, capacity, progress,
+                                     map_to_points=False)
+  probe_params = linear_probe.fit_linear_probe(tr.features, tr.labels, num_classes, progress=progress, **fit)
+  dropped = {"train_voxels": tr.dropped_voxels}
+  del tr
+  ev = linear_probe.extract_features(apply_fn, enc_params, eval_scenes, batch_spec, batch_size, capacity, progress)
+  pred = linear_probe.predict(probe_params, ev.features)
+  dropped.update(eval_voxels=ev.dropped_voxels, eval_points=ev.dropped_points)
+  if any(dropped.values()):
+    logging_line(f"WARNING: {dropped['train_voxels']} probe-training and {dropped['eval_voxels']} evaluation "
+                 f"voxels did not fit the capacity {capacity} and were left out ({dropped['eval_points']} "
+                 "evaluation points took a neighbour's feature); drop --capacity / config.probe.capacity to "
+                 "size batches to whole scenes")
+  return pred, ev, dropped
+
+
+def _collapse(model_spec: ModelSpec, student_temp: float, zipf_alpha: float, head_params, ev, num_classes: int,
+              groups, workdir: str, plots: bool, prototypes: Sequence[int]) -> Dict[str, Any]:
+  """The collapse report of the head's prototype scores on the evaluation scenes, and the figures asked for."""
+  scores = _head_scores(model_spec, student_temp, head_params, ev.stage0)
+  report = collapse.collapse_report(scores, ev.stage0_labels, num_classes, groups)
+  if not (plots or prototypes):
+    return report
+  # matplotlib is imported only when a figure is asked for (the probe itself does not need it).
+  from dos_jax.eval import plots as plots_lib  # pylint: disable=g-import-not-at-top
+  first = ev.features[ev.offsets[0]:ev.offsets[1]]
+  first_scores = np.asarray(_head_scores(model_spec, student_temp, head_params, [first])[0])
+  if plots:
+    plots_lib.plot_rank_frequency(report["usage_by_rank"], zipf_alpha,
+                                  os.path.join(workdir, "probe_rank_frequency.png"),
+                                  num_prototypes=model_spec.num_prototypes)
+    plots_lib.plot_topdown(ev.coords[0], first_scores.argmax(1), os.path.join(workdir, "probe_topdown.png"),
+                           title="arg-max prototype (first evaluation scene)")
+  for k in prototypes:
+    if not 0 <= int(k) < first_scores.shape[1]:
+      raise ConfigError(f"--prototype {k}: expected an id in [0, {first_scores.shape[1]})")
+    plots_lib.plot_softmap(ev.coords[0], first_scores[:, int(k)], os.path.join(workdir, f"probe_prototype{int(k)}.png"),
+                           title=f"prototype {int(k)}: softmap on the first evaluation scene")
+  return report
 
 
 def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optional[str] = None,
@@ -136,17 +221,17 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
               encoder_source: str = "given params") -> Dict[str, Any]:
   """Linear probe (mode 'probe' | 'random_init') or supervised baseline ('supervised'); returns the result dict.
 
+  `config` is a validated experiment config (`dos_jax.schema.validate`); its ModelSpec and BatchSpec are decoded
+  once here and handed to the layers below, which do not read the config. Read here: data.* (where the scenes
+  are), probe.* (steps, lr, class_balanced, batch_points, capacity, train_fraction), batch_size, seed, optim.lr /
+  weight_decay_start / clip_norm (the supervised baseline), student_temp and zipf_alpha (the collapse report).
+
   Writes the result atomically to DIR/<out_name> (default OUT_NAMES[mode]) and, when `print_json`, prints it as
   the last stdout line. `prototypes`: for each id k, DIR/probe_prototype<k>.png pictures prototype k's softmap on
   the first evaluation scene (`plots.plot_softmap`). `encoder_params` (mode 'probe'): probe these encoder params
-  instead of restoring DIR's checkpoint (`encoder_source` says where they came from, for the result).
+  instead of restoring DIR's checkpoint (`encoder_source` says where they came from, for the result; e.g.
+  `dos_jax.interop.probe_init.init_from` for an upstream checkpoint).
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from dos_jax.batching import eval_batch  # pylint: disable=g-import-not-at-top
-  from dos_jax.batching import spec as spec_lib  # pylint: disable=g-import-not-at-top
-  from dos_jax.eval import collapse, linear_probe, miou, plots as plots_lib  # pylint: disable=g-import-not-at-top
-  from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
-
   if mode not in OUT_NAMES:
     raise ConfigError(f"probe mode {mode!r}: expected one of {sorted(OUT_NAMES)}")
   if not workdir:
@@ -154,6 +239,7 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   start = time.time()
+  model_spec, batch_spec = specs.model_spec(config), spec_lib.batch_spec(config)
   seed = int(config.seed if seed is None else seed)
   steps = int(config.probe.steps if steps is None else steps)
   capacity = capacity or config.probe.capacity
@@ -169,86 +255,36 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
       raise DataError(f"{s.name}: label {int(np.max(s.segment))} >= {num_classes} classes of dataset "
                       f"{config.data.dataset!r}; set config.data.dataset to the scenes' label set")
 
-  apply_fn = jax.jit(functools.partial(encoder.apply, train=False, model_cfg=config.model))
+  apply_fn = jax.jit(functools.partial(encoder.apply, train=False, model_cfg=model_spec))
   batch_size = max(1, int(config.batch_size))
   result: Dict[str, Any] = {"mode": mode}
-  head_params = None
   if mode == "supervised":
-    params = linear_probe.train_supervised(config, train_scenes, steps, num_classes, seed=seed, capacity=capacity,
-                                           progress=progress)
-    ev = linear_probe.extract_features(apply_fn, params["encoder"], eval_scenes, config, batch_size, capacity,
+    params = linear_probe.train_supervised(
+        model_spec, batch_spec, train_scenes, steps, num_classes, batch_size=batch_size, lr=float(config.optim.lr),
+        weight_decay=float(config.optim.weight_decay_start), clip_norm=float(config.optim.clip_norm), seed=seed,
+        capacity=capacity, progress=progress)
+    ev = linear_probe.extract_features(apply_fn, params["encoder"], eval_scenes, batch_spec, batch_size, capacity,
                                        progress)
     lin = params["linear"]
     pred = np.asarray(jax.jit(lambda f: (f @ lin["w"] + lin["b"]).argmax(-1))(ev.features))
+    head_params = None
     result["encoder"] = "supervised (encoder + linear head trained with labels)"
   else:
-    if encoder_params is not None and mode == "probe":
-      restored, step = {"encoder": encoder_params}, None
-    else:
-      restored, step = (None, None) if mode == "random_init" else restore_params(workdir, use_teacher)
-    if restored is None:
-      example, _ = eval_batch.make_labeled_batch(train_scenes[:1] * batch_size, spec_lib.batch_spec(config),
-                                             capacity=capacity)
-      enc_params = encoder.init(jax.random.PRNGKey(seed), example.points, config.model)
-      try:
-        head_params = _init_head(config, seed)
-      except ImportError as e:  # the prototype head is only needed for the collapse metrics
-        result["collapse"] = f"unavailable ({e})"
-      result["encoder"] = "random init" + ("" if mode == "random_init" else " (no checkpoint in workdir)")
-    elif step is None:
-      enc_params, head_params = restored["encoder"], None
-      result["encoder"] = encoder_source
-    else:
-      enc_params, head_params = restored["encoder"], restored.get("head")
-      result["encoder"] = f"checkpoint step {step} ({'teacher' if use_teacher else 'student'})"
-      result["checkpoint_step"] = step
+    enc_params, head_params, info = _encoder_params(mode, workdir, use_teacher, encoder_params, encoder_source,
+                                                    model_spec, batch_spec, train_scenes, batch_size, capacity, seed)
+    result.update(info)
     logging_line(f"encoder: {result['encoder']}; {len(train_scenes)} probe-training / {len(eval_scenes)} "
                  f"evaluation scenes from {source}")
-    # The probe trains on the grid-sampled (stage-0) points, as Pointcept's linear probing does, and is evaluated
-    # on every original point.
-    tr = linear_probe.extract_features(apply_fn, enc_params, train_scenes, config, batch_size, capacity, progress,
-                                       map_to_points=False)
-    probe_params = linear_probe.fit_linear_probe(
-        tr.features, tr.labels, num_classes, steps=steps, lr=float(config.probe.lr),
-        class_balanced=bool(config.probe.class_balanced), seed=seed,
-        batch_points=int(config.probe.batch_points), progress=progress)
-    dropped = {"train_voxels": tr.dropped_voxels}
-    del tr
-    ev = linear_probe.extract_features(apply_fn, enc_params, eval_scenes, config, batch_size, capacity, progress)
-    pred = linear_probe.predict(probe_params, ev.features)
-    dropped.update(eval_voxels=ev.dropped_voxels, eval_points=ev.dropped_points)
-    result["dropped"] = dropped
-    if any(dropped.values()):
-      logging_line(f"WARNING: {dropped['train_voxels']} probe-training and {dropped['eval_voxels']} evaluation "
-                   f"voxels did not fit the capacity {capacity} and were left out ({dropped['eval_points']} "
-                   "evaluation points took a neighbour's feature); drop --capacity / config.probe.capacity to "
-                   "size batches to whole scenes")
+    pred, ev, result["dropped"] = _linear_probe(
+        apply_fn, enc_params, train_scenes, eval_scenes, batch_spec, batch_size, capacity, num_classes, progress,
+        steps=steps, lr=float(config.probe.lr), class_balanced=bool(config.probe.class_balanced), seed=seed,
+        batch_points=int(config.probe.batch_points))
 
   conf = miou.confusion_matrix(pred, ev.labels, num_classes)
   result.update(miou.segmentation_metrics(conf, names, groups))
   if head_params is not None:
-    try:
-      scores = _head_scores(config, head_params, ev.stage0)
-      result["collapse"] = collapse.collapse_report(scores, ev.stage0_labels, num_classes, groups)
-      if plots:
-        usage = result["collapse"]["usage_by_rank"]
-        plots_lib.plot_rank_frequency(usage, float(config.zipf_alpha),
-                                      os.path.join(workdir, "probe_rank_frequency.png"),
-                                      num_prototypes=int(config.num_prototypes))
-        first = ev.features[ev.offsets[0]:ev.offsets[1]]
-        assign = np.asarray(_head_scores(config, head_params, [first])[0]).argmax(1)
-        plots_lib.plot_topdown(ev.coords[0], assign, os.path.join(workdir, "probe_topdown.png"),
-                               title="arg-max prototype (first evaluation scene)")
-      if prototypes:
-        first_scores = np.asarray(_head_scores(config, head_params, [ev.features[ev.offsets[0]:ev.offsets[1]]])[0])
-        for k in prototypes:
-          if not 0 <= int(k) < first_scores.shape[1]:
-            raise ConfigError(f"--prototype {k}: expected an id in [0, {first_scores.shape[1]})")
-          plots_lib.plot_softmap(ev.coords[0], first_scores[:, int(k)],
-                                 os.path.join(workdir, f"probe_prototype{int(k)}.png"),
-                                 title=f"prototype {int(k)}: softmap on the first evaluation scene")
-    except ImportError as e:  # the head module is optional for the probe itself
-      result["collapse"] = f"unavailable ({e})"
+    result["collapse"] = _collapse(model_spec, float(config.student_temp), float(config.zipf_alpha), head_params, ev,
+                                   num_classes, groups, workdir, plots, prototypes)
   result.update({
       "dataset": config.data.dataset, "num_classes": num_classes, "train_scenes": len(train_scenes),
       "eval_scenes": len(eval_scenes), "data": source,

@@ -1,12 +1,13 @@
-"""`launch.probe --init-from PATH`: the linear probe runs on the encoder of an upstream checkpoint (architecture,
-input width and weights from the file), on the smoke config's synthetic rooms."""
+"""`launch.probe --init-from PATH` (`dos_jax.interop.probe_init.init_from` + `run_probe`): the linear probe runs on the
+encoder of an upstream checkpoint (architecture, input width and weights from the file), on the smoke config's
+synthetic rooms."""
 
 import importlib
 
 import numpy as np
 
 from dos_jax.eval import probe as probe_lib
-from launch import probe
+from dos_jax.interop import probe_init
 from tests.interop import upstream
 
 
@@ -17,8 +18,8 @@ def test_probe_init_from_upstream_checkpoint(tmp_path):
   torch.save({"state_dict": {f"module.teacher.backbone.{k}": v for k, v in upstream.state_dict(model).items()}},
              path)
   config = importlib.import_module("configs.synthetic_tiny").get_config("smoke")
-  config, params = probe.init_from(config, path, teacher=True, up_cast_level=1, enc_num_head=(1, 2, 2),
-                                   enc_patch_size=64)
+  config, params = probe_init.init_from(config, path, teacher=True, up_cast_level=1, enc_num_head=(1, 2, 2),
+                                        enc_patch_size=64)
   assert config.model.enc_channels == (8, 16, 16) and tuple(config.data.feat_keys) == ("coord", "color")
   np.testing.assert_array_equal(params["enc2"]["block0"]["norm1"]["scale"],
                                 model.state_dict()["enc.enc2.block0.norm1.0.weight"].numpy())
