@@ -293,7 +293,8 @@ def train_supervised(model_spec: ModelSpec, batch_spec: BatchSpec, scenes: Seque
   (`run_probe` passes config.batch_size, config.optim.lr, config.optim.weight_decay_start, config.optim.clip_norm.)
 
   Args:
-    model_spec: the encoder (`dos_jax.specs.model_spec`); its head fields are not used.
+    model_spec: the encoder (`dos_jax.specs.model_spec`; its head fields are not used), or anything else the
+      encoder builds from (`run_probe` passes config.model until a ModelSpec carries upstream architectures).
     batch_spec: the batching (`dos_jax.batching.spec.batch_spec`).
     scenes: labelled `Scene`s.
     steps: optimiser steps.
