@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from dos_jax import variants
 from dos_jax.models.spec import ModelSpec
 
 
@@ -64,14 +65,19 @@ class StepSpec:
 
 
 def model_spec(config) -> ModelSpec:
-  """The ModelSpec of a validated config (`model.*`, `num_prototypes`, and the supervision's mask token)."""
+  """The ModelSpec of a validated config (`model.*`, `num_prototypes`, and the supervision's mask token).
+
+  When config.model carries upstream's architecture keys (`launch.probe --init-from` merges a loaded Pointcept
+  checkpoint's model config into it: type, enc_channels, enc_depths, enc_num_head, enc_patch_size, order,
+  mask_token, layer_scale), they are the spec's `architecture` (`dos_jax.variants.upstream_architecture`) and
+  model.variant is not used."""
   m = config.model
   return ModelSpec(
       variant=str(m.variant), dtype=str(m.dtype), attention=str(m.attention), remat=bool(m.remat),
       drop_path=float(m.drop_path), mlp_ratio=float(m.mlp_ratio), shuffle_orders=bool(m.shuffle_orders),
       up_cast_level=int(m.up_cast_level), upcast_projection=bool(m.upcast_projection),
       head_hidden=int(m.head_hidden), head_dim=int(m.head_dim), num_prototypes=int(config.num_prototypes),
-      student_mask_token=config.supervision != "observable")
+      student_mask_token=config.supervision != "observable", architecture=variants.upstream_architecture(m))
 
 
 def step_spec(config) -> StepSpec:

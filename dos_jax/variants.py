@@ -1,11 +1,13 @@
-"""Encoder size variants, decoded in one place: the model reads the widths, the batching the stage count and patch
-sizes, the gate the names. A bottom-layer table (it imports nothing from the package), so the batching does not
-import the models package. Bad arguments raise ValueError: config values reach here through the gate
-(`dos_jax.schema.validate` checks config.model.variant), upstream model configs through `dos_jax.interop`."""
+"""Encoder size variants and explicit (upstream) architectures, decoded in one place: the model reads the widths,
+the batching the stage count and patch sizes, the gate the names. A bottom-layer table (it imports nothing from
+the package), so the batching does not import the models package. Bad arguments raise ValueError: config values
+reach here through the gate (`dos_jax.schema.validate` checks config.model.variant), upstream model configs
+through `dos_jax.interop` (which checks a checkpoint's architecture against its tensors)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict
+import dataclasses
+from typing import Any, Dict, Optional, Tuple
 
 VARIANTS: Dict[str, Dict[str, Any]] = {
     # CPU tests and the quickstart.
@@ -17,6 +19,37 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
                  patch_size=1024),
 }
 
+# Upstream Pointcept's constructor names under config.model: a loaded checkpoint's model config carries them
+# (`dos_jax.interop.pointcept.load_checkpoint`), and `launch.probe --init-from` merges them into config.model, where
+# they take the place of model.variant's architecture. All or none (upstream_architecture).
+UPSTREAM_KEYS = ("type", "enc_channels", "enc_depths", "enc_num_head", "enc_patch_size", "order", "mask_token",
+                 "layer_scale")
+UPSTREAM_TYPES = ("PT-v3m2", "PT-v3m1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """An encoder's architecture stated explicitly (that of a loaded upstream checkpoint); frozen and hashable.
+
+  Attributes:
+    type: 'PT-v3m2' (Sonata: linear stem, LayerNorm pooling) | 'PT-v3m1' (5x5x5 conv stem, BatchNorm pooling,
+      depth inherited by pooled stages; evaluation only). Upstream `type`.
+    channels, depths, heads: one per stage (upstream enc_channels, enc_depths, enc_num_head).
+    patch_sizes: attention patch size of each stage (upstream enc_patch_size).
+    orders: serialization order names cycled by the blocks of a stage (upstream `order`; names in
+      `dos_jax.batching.structs.ORDERS`).
+    mask_token: the embedding has a learnable mask token.
+    layer_scale: upstream's LayerScale in each block.
+  """
+  type: str
+  channels: Tuple[int, ...]
+  depths: Tuple[int, ...]
+  heads: Tuple[int, ...]
+  patch_sizes: Tuple[int, ...]
+  orders: Tuple[str, ...]
+  mask_token: bool
+  layer_scale: bool
+
 
 def decode_variant(variant: str) -> Dict[str, Any]:
   """Returns dict(channels, depths, heads, patch_size) for a variant name."""
@@ -25,24 +58,47 @@ def decode_variant(variant: str) -> Dict[str, Any]:
   return dict(VARIANTS[variant])
 
 
-def stage_layout(model_cfg: Any) -> Dict[str, Any]:
+def _per_stage(value: Any) -> Tuple[int, ...]:
+  return (int(value),) if isinstance(value, (int, float)) else tuple(int(v) for v in value)
+
+
+def upstream_architecture(model_cfg) -> Optional[Architecture]:
+  """The Architecture of upstream's keys (UPSTREAM_KEYS) in `model_cfg`, None when it carries none.
+
+  model_cfg: config.model (an ml_collections.ConfigDict) after `launch.probe --init-from` merged a loaded
+  checkpoint's model config into it, or that model config (`dos_jax.interop.pointcept.model_spec`). Either all
+  of UPSTREAM_KEYS are there (`dos_jax.interop.pointcept.infer_config` writes every one) or none is; a single
+  enc_patch_size applies to every stage.
+  """
+  present = [k for k in UPSTREAM_KEYS if k in model_cfg]
+  if not present:
+    return None
+  if len(present) != len(UPSTREAM_KEYS):
+    raise ValueError(f"model config carries upstream keys {present} but not {sorted(set(UPSTREAM_KEYS) - set(present))}: "
+                     "a loaded checkpoint's model config has all of them (dos_jax.interop.pointcept)")
+  channels = _per_stage(model_cfg.enc_channels)
+  patch = _per_stage(model_cfg.enc_patch_size)
+  order = model_cfg.order
+  return Architecture(
+      type=str(model_cfg.type), channels=channels, depths=_per_stage(model_cfg.enc_depths),
+      heads=_per_stage(model_cfg.enc_num_head), patch_sizes=patch * len(channels) if len(patch) == 1 else patch,
+      orders=(order,) if isinstance(order, str) else tuple(str(o) for o in order),
+      mask_token=bool(model_cfg.mask_token), layer_scale=bool(model_cfg.layer_scale))
+
+
+def stage_layout(variant: str, architecture: Optional[Architecture]) -> Dict[str, Any]:
   """What batching needs to know of a model: num_stages, patch_size (the largest per-stage one), patch_sizes
-  (one per stage: the packer lays each stage out with its own), depth_rule
-  ('inherit' for upstream PT-v3m1, else 'recompute') and stem_neighbors (PT-v3m1's 5x5x5 stem). Reads upstream's
-  keys (enc_channels, enc_patch_size, type) when a model config carries them (a loaded Pointcept checkpoint),
-  else the variant."""
-  get = model_cfg.get if hasattr(model_cfg, "get") else (lambda k, d=None: getattr(model_cfg, k, d))
-  channels = get("enc_channels", None)
-  if channels is not None:
-    patch = get("enc_patch_size", 1024)
-    num_stages = len(channels)
+  (one per stage: the packer lays each stage out with its own), depth_rule ('inherit' for upstream PT-v3m1, else
+  'recompute') and stem_neighbors (PT-v3m1's 5x5x5 stem). From `architecture` when given (a ModelSpec's), else
+  from the variant."""
+  if architecture is None:
+    spec = decode_variant(variant)
+    num_stages = len(spec["channels"])
+    per_stage, m1 = (int(spec["patch_size"]),) * num_stages, False
   else:
-    spec = decode_variant(get("variant", "tiny"))
-    num_stages, patch = len(spec["channels"]), spec["patch_size"]
-  per_stage = tuple(int(p) for p in patch) if isinstance(patch, (tuple, list)) else (int(patch),) * num_stages
+    num_stages, per_stage = len(architecture.channels), tuple(architecture.patch_sizes)
+    m1 = architecture.type == "PT-v3m1"
   if len(per_stage) != num_stages:
-    raise ValueError(f"model config enc_patch_size={tuple(per_stage)}: expected one patch size per stage "
-                      f"({num_stages} stages)")
-  m1 = get("type", "PT-v3m2") == "PT-v3m1"
+    raise ValueError(f"model patch sizes {per_stage}: expected one per stage ({num_stages} stages)")
   return dict(num_stages=num_stages, patch_size=max(per_stage), patch_sizes=per_stage,
               depth_rule="inherit" if m1 else "recompute", stem_neighbors=m1)

@@ -4,7 +4,8 @@
 Keys read (under `cfg.data` unless noted): grid_size, capacity, student_capacity, num_views, crop_ratio,
 mask_cell, overflow, feat_keys, stage_ratio, cross_radius, token_jitter_sigma, token_jitter_clip, views,
 augmentations (() = `dos_jax.data.transforms.default_augmentations(kind)`), kind; top level: mask_ratio,
-supervision, model (its variant, or upstream's keys of a loaded Pointcept checkpoint).
+supervision, model.variant (or the architecture of upstream's keys, `dos_jax.variants.upstream_architecture`, when
+config.model carries a loaded Pointcept checkpoint's).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class BatchSpec:
 def batch_spec(cfg) -> BatchSpec:
   """Decodes the batching keys of a validated config (lengths in metres)."""
   d = cfg.data
-  layout = variants.stage_layout(cfg.model)
+  layout = variants.stage_layout(cfg.model.variant, variants.upstream_architecture(cfg.model))
   return BatchSpec(
       grid_size=float(d.grid_size), capacity=int(d.capacity), student_capacity=int(d.student_capacity),
       num_views=int(d.num_views), crop_ratio=float(d.crop_ratio), mask_cell=float(d.mask_cell),

@@ -4,10 +4,13 @@
   feats = pointcept.point_features(params, model_cfg, coord, feat, grid_coord)  # f32[N, sum(enc_channels)]
   state_dict = pointcept.to_state_dict(params, model_cfg)   # upstream names; load_state_dict(strict=True) takes it
 
-`model_cfg` is a plain dict usable as `config.model` (`dos_jax.models.encoder.build`): upstream's constructor
-names (`type` 'PT-v3m2' | 'PT-v3m1', `in_channels`, `enc_channels`, `enc_depths`, `enc_num_head`,
-`enc_patch_size`, `order`, `mask_token`, `layer_scale`, `mlp_ratio`) plus dos keys (`upcast_projection=False`:
-upstream has no weights for the dos projection; `up_cast_level`: 0 = every level, Sonata's probe head 2).
+`model_cfg` is a plain dict: upstream's constructor names (`type` 'PT-v3m2' | 'PT-v3m1', `in_channels`,
+`enc_channels`, `enc_depths`, `enc_num_head`, `enc_patch_size`, `order`, `mask_token`, `layer_scale`, `mlp_ratio`)
+plus dos keys (`dtype`, `attention`, `drop_path`, `shuffle_orders`, `upcast_projection=False`: upstream has no
+weights for the dos projection; `up_cast_level`: 0 = every level, Sonata's probe head 2). `model_spec(model_cfg)`
+is the `dos_jax.models.spec.ModelSpec` the encoder takes (`encoder.apply(..., spec=pointcept.model_spec(cfg))`);
+`launch.probe --init-from` merges the dict into config.model, where `dos_jax.specs.model_spec` decodes the same
+architecture.
 
 What the tensors cannot tell comes from `overrides` and must match the run's config: `enc_num_head` (default
 C // 16 per stage, Sonata's and PTv3's choice), `enc_patch_size` (default 1024 per stage, Sonata's and PTv3's
@@ -22,19 +25,24 @@ arbitrary unpickling); nothing else here does.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pickle
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple, Union
 
 import flax.traverse_util
 import jax
+import ml_collections
 import numpy as np
 
+from dos_jax import choices
+from dos_jax import variants
 from dos_jax.batching import patches
 from dos_jax.batching import structs
 from dos_jax.errors import ConfigError, DataError
 from dos_jax.interop import pointcept_names as names
 from dos_jax.models import encoder
+from dos_jax.models.spec import ModelSpec
 
 _DEFAULT_ORDER = structs.ORDERS
 _DEFAULT_PATCH = 1024
@@ -180,25 +188,51 @@ def infer_config(state: Mapping[str, Any], **overrides) -> Dict[str, Any]:
              upcast_projection=bool(overrides.get("upcast_projection", False)))
   if len(cfg["enc_num_head"]) != len(channels):
     raise ConfigError(f"enc_num_head={cfg['enc_num_head']}: expected {len(channels)} entries (one per stage)")
-  encoder.build(cfg)  # validates the rest (heads divide channels, orders)
+  if any(c % h for c, h in zip(channels, cfg["enc_num_head"])):
+    raise ConfigError(f"enc_num_head={cfg['enc_num_head']}: each must divide the stage's channels {channels}")
+  if len(cfg["enc_patch_size"]) != len(channels) or min(cfg["enc_patch_size"]) < 1:
+    raise ConfigError(f"enc_patch_size={patch}: expected a positive size, or one per stage ({len(channels)})")
+  if not cfg["order"] or any(o not in structs.ORDERS for o in cfg["order"]):
+    raise ConfigError(f"order={cfg['order']!r}: expected names among {structs.ORDERS}")
+  if cfg["dtype"] not in choices.MODEL_DTYPES or cfg["attention"] not in choices.ATTENTION_KERNELS:
+    raise ConfigError(f"dtype={cfg['dtype']!r}, attention={cfg['attention']!r}: expected one of "
+                      f"{choices.MODEL_DTYPES} and one of {choices.ATTENTION_KERNELS}")
+  if cfg["up_cast_level"] < 0:
+    raise ConfigError(f"up_cast_level={cfg['up_cast_level']}: expected >= 0 (0 = every level)")
   return cfg
 
 
+def model_spec(model_cfg: Union[Mapping[str, Any], ModelSpec]) -> ModelSpec:
+  """The ModelSpec of an upstream model config (`load_checkpoint` / `from_state_dict` / `infer_config`'s dict, all
+  of whose keys it reads; evaluation settings: no remat). A ModelSpec (a dos encoder's) is returned unchanged."""
+  if isinstance(model_cfg, ModelSpec):
+    return model_cfg
+  architecture = variants.upstream_architecture(ml_collections.ConfigDict(dict(model_cfg)))
+  if architecture is None:
+    raise ConfigError(f"not an upstream model config (no {variants.UPSTREAM_KEYS}): pass load_checkpoint's "
+                      "model_cfg, or the ModelSpec of a dos encoder")
+  return ModelSpec(dtype=str(model_cfg["dtype"]), attention=str(model_cfg["attention"]), remat=False,
+                   drop_path=float(model_cfg["drop_path"]), mlp_ratio=float(model_cfg["mlp_ratio"]),
+                   shuffle_orders=bool(model_cfg["shuffle_orders"]), up_cast_level=int(model_cfg["up_cast_level"]),
+                   upcast_projection=bool(model_cfg["upcast_projection"]), architecture=architecture)
+
+
 def _dummy_points(model_cfg: Mapping[str, Any]):
-  """A few-point batched PointSet with the model's stage count (for abstract param shapes only)."""
+  """A few-point batched PointSet with the model's stage count and input width (for abstract param shapes
+  only)."""
   num_stages = len(model_cfg["enc_channels"])
   side = 2 ** num_stages
   g = np.stack(np.meshgrid(np.arange(side), np.arange(side), [0], indexing="ij"), -1).reshape(-1, 3)
   feat = np.zeros((len(g), int(model_cfg["in_channels"])), np.float32)
   ps = patches.build_point_set(g.astype(np.float32), feat, np.arange(len(g)), 1.0, len(g), num_stages, 1,
                                grid=g, capacities=patches.stage_counts(g, num_stages),
-                               stem_neighbors=model_cfg.get("type") == "PT-v3m1")
+                               stem_neighbors=model_cfg["type"] == "PT-v3m1")
   return patches.stack_point_sets([ps])
 
 
 def param_shapes(model_cfg: Mapping[str, Any]) -> Dict[Tuple[str, ...], Tuple[int, ...]]:
   """{Flax path: shape} of the encoder params `model_cfg` describes (abstract init: no compile)."""
-  model = encoder.build(model_cfg)
+  model = encoder.build(model_spec(model_cfg))
   tree = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, _dummy_points(model_cfg)))["params"]
   return {p: tuple(v.shape) for p, v in flax.traverse_util.flatten_dict(tree).items()}
 
@@ -248,11 +282,9 @@ def to_state_dict(params: Any, model_cfg: Mapping[str, Any]) -> Dict[str, np.nda
 
 
 @functools.lru_cache(maxsize=8)
-def _features_fn(cfg_items: Tuple[Tuple[str, Any], ...]):
-  cfg = dict(cfg_items)
+def _features_fn(spec: ModelSpec):
   # Every level concatenated (the contract), the dos projection (if any) not applied.
-  cfg.update(up_cast_level=0, upcast_projection=False)
-  model = encoder.build(cfg)
+  model = encoder.build(dataclasses.replace(spec, up_cast_level=0, upcast_projection=False))
 
   def run(p, pts):
     out, aux = model.apply({"params": p}, pts, train=False)
@@ -281,27 +313,27 @@ def _run(params, model_cfg, coord, feat, grid_coord):
   if n and len(np.unique(grid, axis=0)) != n:
     raise DataError("point_features: grid_coord has repeated voxels; grid-sample the cloud first (one point per "
                     "voxel)")
-  model = encoder.build(model_cfg)
+  spec = model_spec(model_cfg)
+  model = encoder.build(spec)
   num_stages = len(model.channels)
   m1 = model.embedding == "conv"
   caps = bucket_capacities(patches.stage_counts(grid, num_stages))
   ps = patches.build_point_set(coord, feat, np.arange(n), 1.0, caps[0], num_stages, 1, name="point_features",
                                grid=grid, capacities=caps, depth_rule="inherit" if m1 else "recompute",
                                stem_neighbors=m1)
-  key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in dict(model_cfg).items()))
-  out, stage_feats = _features_fn(key)(params, patches.stack_point_sets([ps]))
+  out, stage_feats = _features_fn(spec)(params, patches.stack_point_sets([ps]))
   stages = [(st.grid[st.valid].astype(np.int64), np.asarray(f[0])[st.valid])
             for st, f in zip(ps.stages, stage_feats)]
   return np.asarray(out[0, :n]), stages
 
 
-def point_features(params: Any, model_cfg: Mapping[str, Any], coord: np.ndarray, feat: np.ndarray,
+def point_features(params: Any, model_cfg: Union[Mapping[str, Any], ModelSpec], coord: np.ndarray, feat: np.ndarray,
                    grid_coord: np.ndarray) -> np.ndarray:
   """The eval-mode encoder on ONE grid-sampled cloud: f32[N, sum(enc_channels)], rows in input order.
 
   Args:
     params: encoder params (`load_checkpoint` / `from_state_dict`, or a dos encoder's).
-    model_cfg: its config (a dos `config.model` works too).
+    model_cfg: its model config (`load_checkpoint`'s), or the ModelSpec of a dos encoder.
     coord: f32[N, 3] coordinates in metres, one point per voxel.
     feat: f32[N, C_in] input features (Pointcept's `feat`, e.g. coord + colour + normal).
     grid_coord: int[N, 3] voxel coordinates as Pointcept's `GridSample` gives them (floor(coord / grid_size)
@@ -314,7 +346,7 @@ def point_features(params: Any, model_cfg: Mapping[str, Any], coord: np.ndarray,
   return _run(params, model_cfg, coord, feat, grid_coord)[0]
 
 
-def stage_features(params: Any, model_cfg: Mapping[str, Any], coord: np.ndarray, feat: np.ndarray,
+def stage_features(params: Any, model_cfg: Union[Mapping[str, Any], ModelSpec], coord: np.ndarray, feat: np.ndarray,
                    grid_coord: np.ndarray):
   """Like `point_features`, also each stage's own output: ([(grid i64[N_s, 3], feat f32[N_s, C_s])], f32[N, D])
   (stage rows in ascending parent-voxel order; match them to another implementation's by grid coordinate)."""

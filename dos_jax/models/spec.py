@@ -1,16 +1,23 @@
 """ModelSpec: what the network computes with, decoded once from a validated config (`dos_jax.specs.model_spec`).
 
-The encoder (`dos_jax.models.encoder`) reads its fields by the names of the config's `model.*` keys (variant,
-dtype, attention, remat, drop_path, mlp_ratio, shuffle_orders, up_cast_level, upcast_projection), so it takes a
-ModelSpec, `config.model` or the upstream model config of a loaded Pointcept checkpoint alike; the network
-(`dos_jax.models.network`) adds the projector/prototype head and whether the student embeds the points marked in
-`batch.mask_token` with the learnable mask token. Nothing here knows the experiment config, so the model is usable
-(and testable) without one, and the values are not checked again: `dos_jax.schema.validate` has.
+The encoder (`dos_jax.models.encoder`) builds its module from a ModelSpec: the architecture is the variant's
+(`ModelSpec.architecture` None) or an explicit `dos_jax.variants.Architecture` (a loaded upstream Pointcept
+checkpoint's: `dos_jax.interop.pointcept.model_spec`, or config.model after `launch.probe --init-from`); the
+network (`dos_jax.models.network`) adds the projector/prototype head and whether the student embeds the points
+marked in `batch.mask_token` with the learnable mask token. Nothing here knows the experiment config, so the
+model is usable (and testable) without one, and the values are not checked again: `dos_jax.schema.validate` has
+(and `dos_jax.interop` checks an upstream architecture against the checkpoint's tensors).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
+
+from dos_jax import variants
+from dos_jax.batching import structs
+
+Architecture = variants.Architecture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,7 +25,8 @@ class ModelSpec:
   """Encoder + head hyper-parameters (frozen and hashable: jitted functions close over it).
 
   Attributes:
-    variant: encoder size, a key of `dos_jax.variants.VARIANTS` ('tiny' | 'small' | 'base').
+    variant: encoder size, a key of `dos_jax.variants.VARIANTS` ('tiny' | 'small' | 'base'); its architecture is
+      used unless `architecture` is given.
     dtype: compute dtype name, 'float32' | 'bfloat16' (params stay float32).
     attention: patch attention kernel, 'xla' | 'cudnn'.
     remat: recompute block activations in the backward pass.
@@ -31,6 +39,7 @@ class ModelSpec:
     num_prototypes: K prototypes.
     student_mask_token: the student embeds the points marked in `batch.mask_token` with the learnable mask token
       (the token baselines); False under observable supervision (the student set holds visible points only).
+    architecture: an explicit architecture (upstream's), or None = the variant's (`architecture_of`).
   """
   variant: str = "tiny"
   dtype: str = "float32"
@@ -45,3 +54,18 @@ class ModelSpec:
   head_dim: int = 64
   num_prototypes: int = 1024
   student_mask_token: bool = False
+  architecture: Optional[Architecture] = None
+
+
+def variant_architecture(variant: str) -> Architecture:
+  """The dos encoder of a variant as an Architecture: PT-v3m2-style (linear stem, LayerNorm pooling), one patch
+  size at every stage, every order of `structs.ORDERS`, a mask token, no LayerScale."""
+  v = variants.decode_variant(variant)
+  return Architecture(type="PT-v3m2", channels=tuple(v["channels"]), depths=tuple(v["depths"]),
+                      heads=tuple(v["heads"]), patch_sizes=(int(v["patch_size"]),) * len(v["channels"]),
+                      orders=tuple(structs.ORDERS), mask_token=True, layer_scale=False)
+
+
+def architecture_of(spec: ModelSpec) -> Architecture:
+  """The architecture `spec` builds: spec.architecture, or its variant's."""
+  return spec.architecture if spec.architecture is not None else variant_architecture(spec.variant)

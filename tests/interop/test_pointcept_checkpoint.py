@@ -83,6 +83,10 @@ def test_config_inference_and_overrides():
     pointcept.from_state_dict(sd, stride=(4,))
   with pytest.raises(DataError, match="not a PTv3 encoder"):
     pointcept.from_state_dict({"fc.weight": np.zeros((2, 2))})
+  with pytest.raises(ConfigError, match="enc_num_head=.*divide"):
+    pointcept.from_state_dict(sd, enc_num_head=(3, 2))
+  with pytest.raises(ConfigError, match="order=.*expected names"):
+    pointcept.from_state_dict(sd, order=("z", "peano"))
   # Sonata's student/teacher prefixes in memory too; the teacher branch is selectable only via load_checkpoint.
   params, _ = pointcept.from_state_dict({f"module.student.backbone.{k}": v for k, v in sd.items()})
   assert params["enc1"]["block0"]["norm1"]["scale"].shape == (32,)
@@ -102,3 +106,33 @@ def test_serialization_orders_equal_upstream_on_every_stage(name, grid):
     point = Point(grid_coord=torch.from_numpy(g), feat=torch.zeros(len(g), 1), offset=torch.tensor([len(g)]))
     point.serialization(order=structs.ORDERS, shuffle_orders=False)
     np.testing.assert_array_equal(stage.order[:, :len(g)], point.serialized_order.numpy(), err_msg=f"stage {s}")
+
+
+@pytest.mark.parametrize("kind", ["PT-v3m2", "PT-v3m1"])
+def test_one_architecture_from_the_model_config_and_from_config_model(kind):
+  """pointcept.model_spec(model_cfg) and, after `--init-from` merged model_cfg into config.model,
+  specs.model_spec(config) decode the same Architecture (the variant is not used), and batch_spec lays the
+  batches out by it (per-stage patch sizes; PT-v3m1's inherited depth and stem neighbours)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs import synthetic_tiny  # pylint: disable=g-import-not-at-top
+  from dos_jax import schema, specs  # pylint: disable=g-import-not-at-top
+  from dos_jax.batching import spec as batch_spec_lib  # pylint: disable=g-import-not-at-top
+  model = upstream.build(kind, SMALL["channels"], SMALL["depths"], SMALL["heads"], SMALL["patch"], seed=5)
+  _, cfg = pointcept.from_state_dict({k: v.numpy() for k, v in model.state_dict().items()},
+                                     enc_num_head=SMALL["heads"], enc_patch_size=(16, 32, 64), up_cast_level=2)
+  spec = pointcept.model_spec(cfg)
+  arch = spec.architecture
+  assert (arch.type, arch.channels, arch.depths, arch.heads) == (kind, (8, 16, 16), (1, 2, 1), (1, 2, 2))
+  assert arch.patch_sizes == (16, 32, 64) and arch.orders == structs.ORDERS and arch.mask_token == (kind == "PT-v3m2")
+  assert (spec.up_cast_level, spec.upcast_projection, spec.drop_path) == (2, False, 0.0)
+  config = schema.validate(synthetic_tiny.get_config("smoke"))
+  with config.unlocked():
+    config.model = ml_collections.ConfigDict({**config.model.to_dict(), **cfg})
+  merged = specs.model_spec(config)
+  assert merged.architecture == arch and (merged.up_cast_level, merged.mlp_ratio) == (2, 4.0)
+  layout = batch_spec_lib.batch_spec(config)
+  assert (layout.num_stages, layout.patch_sizes, layout.patch_size) == (3, (16, 32, 64), 64)
+  assert (layout.depth_rule, layout.stem_neighbors) == (("inherit", True) if kind == "PT-v3m1" else ("recompute", False))
+  assert specs.model_spec(schema.validate(synthetic_tiny.get_config("smoke"))).architecture is None
+  with pytest.raises(ConfigError, match="not an upstream model config"):
+    pointcept.model_spec(dict(variant="tiny"))
