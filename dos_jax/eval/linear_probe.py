@@ -367,5 +367,5 @@ def train_supervised(model_spec: ModelSpec, batch_spec: BatchSpec, scenes: Seque
 
 def supervised_logits(params, points, model_spec: ModelSpec, train: bool = False, rng=None) -> jax.Array:
   """f32[B, N_0, C] class scores of the supervised model (`train_supervised`'s params) on a batched PointSet."""
-  feat = encoder.apply(params["encoder"], points, train=train, rng=rng, model_cfg=model_spec)
+  feat = encoder.apply(params["encoder"], points, train=train, rng=rng, spec=model_spec)
   return feat @ params["linear"]["w"] + params["linear"]["b"]

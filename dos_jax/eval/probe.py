@@ -142,14 +142,13 @@ def _init_head(model_spec: ModelSpec, feat_dim: int, seed: int):
 
 
 def _encoder_params(mode: str, workdir: str, use_teacher: bool, encoder_params: Optional[Any],
-                    encoder_source: str, model_spec: ModelSpec, enc_model: Any, batch_spec: BatchSpec,
+                    encoder_source: str, model_spec: ModelSpec, batch_spec: BatchSpec,
                     train_scenes: Sequence, batch_size: int, capacity: Optional[int],
                     seed: int) -> Tuple[Any, Any, Dict[str, Any]]:
   """(encoder params, head params or None, result fields 'encoder' [+ 'checkpoint_step']) of a probe run.
 
   Mode 'probe': the handed-in `encoder_params`, else DIR's latest checkpoint, else a random init (as 'random_init',
-  whose head is random too, for the collapse metrics). `enc_model` describes the encoder (see `run_probe`),
-  `model_spec` the head.
+  whose head is random too, for the collapse metrics). `model_spec` describes the encoder and the head.
   """
   if encoder_params is not None and mode == "probe":
     restored, step = {"encoder": encoder_params}, None
@@ -157,9 +156,9 @@ def _encoder_params(mode: str, workdir: str, use_teacher: bool, encoder_params: 
     restored, step = (None, None) if mode == "random_init" else restore_params(workdir, use_teacher)
   if restored is None:
     example, _ = eval_batch.make_labeled_batch(train_scenes[:1] * batch_size, batch_spec, capacity=capacity)
-    enc_params = encoder.init(jax.random.PRNGKey(seed), example.points, enc_model)
+    enc_params = encoder.init(jax.random.PRNGKey(seed), example.points, model_spec)
     info = {"encoder": "random init" + ("" if mode == "random_init" else " (no checkpoint in workdir)")}
-    return enc_params, _init_head(model_spec, encoder.output_dim(enc_model), seed), info
+    return enc_params, _init_head(model_spec, encoder.output_dim(model_spec), seed), info
   if step is None:
     return restored["encoder"], None, {"encoder": encoder_source}
   return restored["encoder"], restored.get("head"), {
@@ -242,10 +241,6 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
   os.makedirs(workdir, exist_ok=True)
   start = time.time()
   model_spec, batch_spec = specs.model_spec(config), spec_lib.batch_spec(config)
-  # The encoder's description. Until the ModelSpec carries an upstream architecture (issue 16, second item), it is
-  # config.model, which after `interop.probe_init.init_from` holds the checkpoint's architecture keys; the encoder
-  # reads a ModelSpec and config.model by the same names, so for a dos config both build the same module.
-  enc_model = config.model
   seed = int(config.seed if seed is None else seed)
   steps = int(config.probe.steps if steps is None else steps)
   capacity = capacity or config.probe.capacity
@@ -261,12 +256,12 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
       raise DataError(f"{s.name}: label {int(np.max(s.segment))} >= {num_classes} classes of dataset "
                       f"{config.data.dataset!r}; set config.data.dataset to the scenes' label set")
 
-  apply_fn = jax.jit(functools.partial(encoder.apply, train=False, model_cfg=enc_model))
+  apply_fn = jax.jit(functools.partial(encoder.apply, train=False, spec=model_spec))
   batch_size = max(1, int(config.batch_size))
   result: Dict[str, Any] = {"mode": mode}
   if mode == "supervised":
     params = linear_probe.train_supervised(
-        enc_model, batch_spec, train_scenes, steps, num_classes, batch_size=batch_size, lr=float(config.optim.lr),
+        model_spec, batch_spec, train_scenes, steps, num_classes, batch_size=batch_size, lr=float(config.optim.lr),
         weight_decay=float(config.optim.weight_decay_start), clip_norm=float(config.optim.clip_norm), seed=seed,
         capacity=capacity, progress=progress)
     ev = linear_probe.extract_features(apply_fn, params["encoder"], eval_scenes, batch_spec, batch_size, capacity,
@@ -277,7 +272,7 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
     result["encoder"] = "supervised (encoder + linear head trained with labels)"
   else:
     enc_params, head_params, info = _encoder_params(mode, workdir, use_teacher, encoder_params, encoder_source,
-                                                    model_spec, enc_model, batch_spec, train_scenes, batch_size,
+                                                    model_spec, batch_spec, train_scenes, batch_size,
                                                     capacity, seed)
     result.update(info)
     logging_line(f"encoder: {result['encoder']}; {len(train_scenes)} probe-training / {len(eval_scenes)} "

@@ -67,7 +67,7 @@ def _cosines(params, points, *, train: bool, rng: Optional[jax.Array], mask_toke
   if mask_token is not None:
     mask_token = mask_token.reshape((-1,) + tuple(mask_token.shape[len(lead):]))
   feat = encoder.apply(params["encoder"], flat, train=train, rng=rng, mask_token=mask_token,
-                       order_rng=order_rng, model_cfg=spec)
+                       order_rng=order_rng, spec=spec)
   valid = flat.valid[..., None]
   # Padded slots carry exactly-zero features; an L2 normalisation of a zero row has a NaN gradient that survives
   # the masking below (0 * inf), so the head sees a harmless constant there instead.
