@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging as std_logging
 import os
 import signal
 import sys
@@ -55,14 +56,17 @@ class NoRestorableCheckpointError(DataError):
 
 
 def _silence_closed_loop_callbacks() -> None:
-  """Drops the "Event loop is closed" errors that a failed orbax restore leaves behind, and nothing else.
+  """Drops the asyncio noise that a failed orbax restore leaves behind, and nothing else.
 
   When one array of a restore fails (a truncated file: tensorstore's OUT_OF_RANGE), orbax's asyncio loop ends while
-  the other arrays' reads are still in flight; each of their completion callbacks then calls
-  `loop.call_soon_threadsafe` on the closed loop and Python prints "Exception ignored ... RuntimeError: Event loop
-  is closed" with a traceback, for every pending read (about 1,300 lines for one damaged checkpoint). The failure
-  itself is reported once by `restore_newest_intact`; those callbacks have nothing left to deliver. Installed as a
-  wrapper of `sys.unraisablehook` (other unraisable errors still reach the previous hook).
+  the other arrays' reads are still in flight. Two kinds of leftovers follow, at unpredictable times (garbage
+  collection, interpreter exit): (1) each pending read's completion callback calls `loop.call_soon_threadsafe` on
+  the closed loop and Python prints "Exception ignored ... RuntimeError: Event loop is closed" with a traceback
+  (about 1,300 lines for one damaged checkpoint); (2) the sibling `async_deserialize` tasks that failed too are
+  collected unretrieved and asyncio logs "Task exception was never retrieved" with their traceback. The failure
+  itself is reported once by `restore_newest_intact`; those leftovers have nothing left to deliver. (1) is dropped
+  by a wrapper of `sys.unraisablehook` (other unraisable errors still reach the previous hook), (2) by a filter on
+  the "asyncio" logger that matches only unretrieved orbax deserialization tasks.
   """
   previous = sys.unraisablehook
   if getattr(previous, "dos_jax_closed_loop_filter", False):
@@ -76,6 +80,13 @@ def _silence_closed_loop_callbacks() -> None:
 
   hook.dos_jax_closed_loop_filter = True
   sys.unraisablehook = hook
+  std_logging.getLogger("asyncio").addFilter(_drop_unretrieved_deserialize)
+
+
+def _drop_unretrieved_deserialize(record: std_logging.LogRecord) -> bool:
+  """False (drop) for asyncio's "Task exception was never retrieved" about an orbax `async_deserialize` task."""
+  message = record.getMessage()
+  return not (message.startswith("Task exception was never retrieved") and "async_deserialize" in message)
 
 
 def _one_line(error: BaseException, limit: int = 300) -> str:

@@ -1,5 +1,7 @@
 """Checkpoints and workdir safety: round trips, keep-N, kill during a save, SIGTERM flag, config fingerprints."""
 
+import asyncio
+import gc
 import json
 import os
 import signal
@@ -296,3 +298,35 @@ def test_a_checkpoint_holding_another_step_is_not_intact(tmp_path):
   step, restored = ckpt.restore_newest_intact(jax.eval_shape(lambda: _state(1)))
   assert step == 1 and int(restored.step) == 1
   ckpt.close()
+
+
+def _leave_unretrieved_failure(coro_fn):
+  """Runs `coro_fn()` as a task that fails and whose exception nobody retrieves, then collects it."""
+  loop = asyncio.new_event_loop()
+  try:
+    task = loop.create_task(coro_fn())
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert task.done()
+  finally:
+    loop.close()
+  del task
+  gc.collect()
+
+
+def test_restore_noise_filter_drops_only_unretrieved_deserialize_tasks(caplog):
+  """After a failed restore, orbax's sibling `async_deserialize` tasks die unretrieved; asyncio's report of them is
+  dropped (one error line is the whole report), while any other unretrieved task is still reported."""
+  async def async_deserialize():  # the name orbax's coroutine has
+    raise ValueError("OUT_OF_RANGE: truncated")
+
+  async def some_other_task():
+    raise ValueError("a real bug elsewhere")
+
+  checkpoint._silence_closed_loop_callbacks()  # pylint: disable=protected-access
+  with caplog.at_level("ERROR", logger="asyncio"):
+    _leave_unretrieved_failure(async_deserialize)
+    assert not [r for r in caplog.records if r.name == "asyncio"]
+    _leave_unretrieved_failure(some_other_task)
+    reported = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+  assert len(reported) == 1 and reported[0].startswith("Task exception was never retrieved"), reported
+  assert "some_other_task" in reported[0]
