@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 
 from benchmarks import timing  # noqa: E402
 from dos_jax import io as fileio  # noqa: E402
-from launch import parity_pointcept  # noqa: E402
-from launch import pointcept_upstream  # noqa: E402
+from dos_jax.interop import pointcept_parity  # noqa: E402
+from dos_jax.interop import pointcept_upstream  # noqa: E402
 
 MODELS = {
     "tiny": dict(channels=(16, 32, 64), depths=(1, 1, 1), heads=(1, 2, 4), patch=64),
@@ -66,7 +66,7 @@ def run(scene: str, grid_size: float, repeats: int, train: bool = False, device:
     want = pointcept_upstream.forward(model, coord, feat, grid)[1]
     got = pointcept.point_features(params, cfg, coord, feat, grid)
     rel = float(np.abs(got - want).max() / np.abs(want).max())
-    assert rel <= parity_pointcept.TOLERANCE, (name, rel)
+    assert rel <= pointcept_parity.TOLERANCE, (name, rel)
     num_stages = len(m["channels"])
     t = time.perf_counter()
     caps = pointcept.bucket_capacities(patches.stage_counts(grid, num_stages))  # as point_features
@@ -101,7 +101,7 @@ def run(scene: str, grid_size: float, repeats: int, train: bool = False, device:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--scene", default=parity_pointcept.DEFAULT_SCENE)
+  parser.add_argument("--scene", default=pointcept_parity.DEFAULT_SCENE)
   parser.add_argument("--grid-size", type=float, default=0.1)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--train", action="store_true", help="time forward+backward (upstream: GPU only)")

@@ -22,7 +22,7 @@ if ROOT not in sys.path:
 from dos_jax import io as fileio  # noqa: E402
 from dos_jax.eval import plots  # noqa: E402
 from dos_jax.interop import pointcept  # noqa: E402
-from launch import pointcept_upstream  # noqa: E402
+from dos_jax.interop import pointcept_upstream  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""Upstream Pointcept for the interop tests: `launch.pointcept_upstream` behind the suite's skip policy (skipped
+"""Upstream Pointcept for the interop tests: `dos_jax.interop.pointcept_upstream` behind the suite's skip policy (skipped
 with a reason on a bare clone, a failure under CI=true), and the natural real scans of ../shared/data."""
 
 import numpy as np
@@ -13,7 +13,7 @@ def modules():
   """(torch, spconv.pytorch, classes) or a skip / CI failure when ../shared/reference, torch or spconv is absent."""
   conftest.require_shared("reference", "pointcept")
   conftest.require_torch()
-  from launch import pointcept_upstream  # pylint: disable=g-import-not-at-top
+  from dos_jax.interop import pointcept_upstream  # pylint: disable=g-import-not-at-top
   try:
     return pointcept_upstream.modules()
   except ImportError as e:
@@ -25,13 +25,13 @@ def modules():
 def build(kind, channels, depths, heads, patch, order=ORDERS, in_channels=6, seed=0, layer_scale=False):
   """An upstream encoder with random non-trivial weights (BatchNorm running statistics included), prepared."""
   modules()
-  from launch import pointcept_upstream  # pylint: disable=g-import-not-at-top
+  from dos_jax.interop import pointcept_upstream  # pylint: disable=g-import-not-at-top
   return pointcept_upstream.build_random(kind, channels, depths, heads, patch, order, in_channels, seed,
                                          layer_scale)
 
 
 def prepare(model):
-  from launch import pointcept_upstream  # pylint: disable=g-import-not-at-top
+  from dos_jax.interop import pointcept_upstream  # pylint: disable=g-import-not-at-top
   return pointcept_upstream.prepare(model)
 
 
@@ -39,13 +39,13 @@ def scan(name, grid_size):
   """A whole natural ScanNet scan grid-sampled at `grid_size` m: coord f32[N, 3], feat f32[N, 6] (coord, colour
   in [0, 1]), grid_coord i64[N, 3] as Pointcept's GridSample (floor(coord / grid) minus its minimum)."""
   path = conftest.require_shared("data", "scannet_votenet50k", name)
-  from launch import pointcept_upstream  # pylint: disable=g-import-not-at-top
+  from dos_jax.interop import pointcept_upstream  # pylint: disable=g-import-not-at-top
   return pointcept_upstream.scan(path, grid_size)
 
 
 def features(model, coord, feat, grid):
   """Upstream's up-cast features f32[N, sum(channels)], rows in input order."""
-  from launch import pointcept_upstream  # pylint: disable=g-import-not-at-top
+  from dos_jax.interop import pointcept_upstream  # pylint: disable=g-import-not-at-top
   return pointcept_upstream.forward(model, coord, feat, grid)[1]
 
 

@@ -14,7 +14,7 @@ from dos_jax.models import ptv3  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import blocks as tblocks  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import convert  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import encoder as tenc  # pylint: disable=g-import-not-at-top
-from launch import parity  # pylint: disable=g-import-not-at-top
+from dos_jax.torch_ref import parity  # pylint: disable=g-import-not-at-top
 
 SPEC = variants.decode_variant("tiny")
 

@@ -15,7 +15,7 @@ from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import blocks as tblocks  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import convert  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import encoder as tenc  # pylint: disable=g-import-not-at-top
-from launch import parity  # pylint: disable=g-import-not-at-top
+from dos_jax.torch_ref import parity  # pylint: disable=g-import-not-at-top
 
 CFG = dict(variant="tiny", dtype="float32", drop_path=0.0, mlp_ratio=4)
 

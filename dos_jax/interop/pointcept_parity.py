@@ -1,5 +1,5 @@
-r"""dos_jax vs upstream Pointcept PTv3 on one real scene: `python -m launch.parity --against pointcept
-[--checkpoint PATH] [--scene DIR] [--grid-size M] [--json PATH]`.
+r"""dos_jax vs upstream Pointcept PTv3 on one real scene: `run(...)`, the report of `python -m launch.parity
+--against pointcept [--checkpoint PATH] [--scene DIR] [--grid-size M] [--json PATH]`.
 
 Without --checkpoint both run the same random PT-v3m2 (3 stages, 4 blocks in the last: all four orders) drawn
 upstream; with one, dos_jax loads it (`dos_jax.interop.pointcept.load_checkpoint`) and upstream is built from the
@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from launch import pointcept_upstream
+from dos_jax.interop import pointcept_upstream
 
 TOLERANCE = 1e-4
 DEFAULT_SCENE = os.path.join(os.path.dirname(pointcept_upstream.ROOT), "shared", "data", "scannet_votenet50k",

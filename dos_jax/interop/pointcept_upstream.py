@@ -1,5 +1,6 @@
-"""Upstream Pointcept PTv3 (torch + spconv, from ../shared/reference/pointcept) beside dos_jax, for the parity,
-benchmark and test tools; never a runtime dependency of dos_jax.
+"""Upstream Pointcept PTv3 (torch + spconv, from ../shared/reference/pointcept) beside dos_jax, for the parity
+report (`dos_jax.interop.pointcept_parity`), the benchmarks and the tests; never a runtime dependency of dos_jax
+(nothing imports torch or the reference until `modules()` is called).
 
   torch, spconv, classes = modules()                   # sys.path set up, one torch thread
   model = build_from_config(model_cfg, params)          # upstream encoder holding dos params (strict load)
@@ -20,7 +21,8 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The repository root; upstream's code is read in place from the checkout beside it (../shared/reference/pointcept).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "reference", "pointcept")
 CLASS_MODULES = {"PT-v3m2": "pointcept.models.point_transformer_v3.point_transformer_v3m2_sonata",
                  "PT-v3m1": "pointcept.models.point_transformer_v3.point_transformer_v3m1_base"}
@@ -46,17 +48,19 @@ def modules(reference: str = REFERENCE):
 
 
 def constructor_args(model_cfg: Mapping[str, Any]) -> Dict[str, Any]:
-  """Upstream constructor arguments (encoder mode, no flash/RPE/drop path, shuffling off) of a model_cfg."""
+  """Upstream constructor arguments (encoder mode, no flash/RPE/drop path, shuffling off) of a model_cfg.
+
+  model_cfg: upstream-named, every key present (`dos_jax.interop.pointcept.infer_config` / `load_checkpoint`)."""
   channels = tuple(model_cfg["enc_channels"])
   kw = dict(in_channels=int(model_cfg["in_channels"]), order=tuple(model_cfg["order"]),
             stride=(2,) * (len(channels) - 1), enc_depths=tuple(model_cfg["enc_depths"]), enc_channels=channels,
             enc_num_head=tuple(model_cfg["enc_num_head"]),
             enc_patch_size=tuple(np.broadcast_to(model_cfg["enc_patch_size"], (len(channels),)).tolist()),
-            mlp_ratio=model_cfg.get("mlp_ratio", 4), enc_mode=True, enable_flash=False, enable_rpe=False,
+            mlp_ratio=model_cfg["mlp_ratio"], enc_mode=True, enable_flash=False, enable_rpe=False,
             drop_path=0.0, shuffle_orders=False)
-  if model_cfg.get("type", "PT-v3m2") == "PT-v3m2":
-    kw["mask_token"] = bool(model_cfg.get("mask_token", False))
-    if model_cfg.get("layer_scale"):
+  if model_cfg["type"] == "PT-v3m2":
+    kw["mask_token"] = bool(model_cfg["mask_token"])
+    if model_cfg["layer_scale"]:
       kw["layer_scale"] = 1e-5
   return kw
 
@@ -77,7 +81,7 @@ def prepare(model):
 def build_from_config(model_cfg: Mapping[str, Any], params: Any = None):
   """The upstream encoder for `model_cfg`, holding `params` (via `to_state_dict`, strict) when given."""
   torch, _, classes = modules()
-  model = classes[model_cfg.get("type", "PT-v3m2")](**constructor_args(model_cfg))
+  model = classes[model_cfg["type"]](**constructor_args(model_cfg))
   if params is not None:
     from dos_jax.interop import pointcept  # pylint: disable=g-import-not-at-top
     sd = pointcept.to_state_dict(params, model_cfg)
@@ -186,7 +190,8 @@ def build_random(kind: str, channels, depths, heads, patch, order=("z", "z-trans
   (`layer_scale`: PT-v3m2's LayerScale modules, randomized too)."""
   torch, _, classes = modules()
   cfg = dict(type=kind, in_channels=in_channels, order=order, enc_channels=channels, enc_depths=depths,
-             enc_num_head=heads, enc_patch_size=patch, mask_token=kind == "PT-v3m2", layer_scale=layer_scale)
+             enc_num_head=heads, enc_patch_size=patch, mask_token=kind == "PT-v3m2", layer_scale=layer_scale,
+             mlp_ratio=4)  # upstream's default MLP width
   torch.manual_seed(seed)
   model = classes[kind](**constructor_args(cfg))
   return prepare(randomize(model, seed))
