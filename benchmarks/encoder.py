@@ -39,6 +39,7 @@ from dos_jax import io as fileio  # noqa: E402
 from dos_jax import variants  # noqa: E402
 from dos_jax.batching import patches  # noqa: E402
 from dos_jax.models import encoder  # noqa: E402
+from dos_jax.models.spec import ModelSpec  # noqa: E402
 
 GRID = 0.05  # metres
 
@@ -64,9 +65,10 @@ def make_batch(num_points: int, batch: int, fill: float, spec, seed: int = 0):
   return patches.stack_point_sets(sets)
 
 
-def bench_one(num_points: int, args, model_cfg, spec):
+def bench_one(num_points: int, args, model: ModelSpec, spec):
+  """Times `model` (a ModelSpec) on a synthetic batch laid out for `spec` (variants.decode_variant's dict)."""
   return bench_points(jax.device_put(make_batch(num_points, args.batch, args.fill, spec)), num_points, args,
-                      model_cfg)
+                      model)
 
 
 def scan_batches(name: str, variant: str, step: int = 0):
@@ -95,11 +97,11 @@ def scan_batches(name: str, variant: str, step: int = 0):
   return dict(padded=padded, packed=patches.stack_point_sets([packed]))
 
 
-def bench_points(points, num_points: int, args, model_cfg):
-  params = encoder.init(jax.random.key(0), points, model_cfg)
+def bench_points(points, num_points: int, args, model: ModelSpec):
+  params = encoder.init(jax.random.key(0), points, model)
 
   def loss(p, pts, key):
-    out = encoder.apply(p, pts, train=True, rng=key, model_cfg=model_cfg)
+    out = encoder.apply(p, pts, train=True, rng=key, spec=model)
     return jnp.mean(jnp.square(out))
 
   step = jax.jit(jax.value_and_grad(loss))
@@ -158,18 +160,18 @@ def main(argv=None):
   args = parser.parse_args(argv)
 
   spec = variants.decode_variant(args.variant)
-  model_cfg = dict(variant=args.variant, dtype=args.dtype, drop_path=0.3, mlp_ratio=4, attention=args.attention)
+  model = ModelSpec(variant=args.variant, dtype=args.dtype, drop_path=0.3, mlp_ratio=4.0, attention=args.attention)
   device = jax.devices()[0]
   rows = []
   result = dict(benchmark="encoder forward+backward", variant=args.variant, dtype=args.dtype,
                 attention=args.attention, platform=device.platform, device_kind=device.device_kind,
                 num_devices=jax.device_count(), cpu_count=os.cpu_count(), jax_version=jax.__version__,
-                params=encoder.param_count(args.variant), output_dim=encoder.output_dim(model_cfg), rows=rows)
+                params=encoder.param_count(args.variant), output_dim=encoder.output_dim(model), rows=rows)
   if args.scans:
     # Real scans: the same views padded per view (today) and packed, one device's teacher batch each.
     result.update(scans=args.scans, fill="real views (configs/%s.py, shared scans)" % args.scans)
     for layout, points in scan_batches(args.scans, args.variant).items():
-      row = dict(layout=layout, **bench_points(jax.device_put(points), int(points.valid.shape[1]), args, model_cfg))
+      row = dict(layout=layout, **bench_points(jax.device_put(points), int(points.valid.shape[1]), args, model))
       rows.append(row)
       print(json.dumps(row), flush=True)
     result["step_ratio_padded_over_packed"] = round(rows[0]["step_s"] / rows[1]["step_s"], 3)
@@ -177,7 +179,7 @@ def main(argv=None):
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
     return result
   for n in [int(v) for v in args.points.split(",") if v]:
-    row = bench_one(n, args, model_cfg, spec)
+    row = bench_one(n, args, model, spec)
     rows.append(row)
     result["growth_exponent_k"] = fit_exponent(rows)
     fileio.write_json(args.out, result, indent=1)  # partial results survive an interrupted run

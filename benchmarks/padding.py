@@ -140,7 +140,8 @@ def sample(cfg, params, scenes, steps, packed: bool):
 def xla_gflops(cfg, variant, teacher_caps, student_caps, sets: int, in_channels: int, teacher_seq, student_seq):
   """XLA's FLOP count of one device's encoder work (teacher fwd + student fwd/bwd), lowered on shapes only."""
   spec = variants.decode_variant(variant)
-  model_cfg = dict(variant=variant, dtype="float32", drop_path=0.0, mlp_ratio=float(cfg.model.mlp_ratio))
+  from dos_jax.models.spec import ModelSpec  # pylint: disable=g-import-not-at-top
+  model = ModelSpec(variant=variant, dtype="float32", drop_path=0.0, mlp_ratio=float(cfg.model.mlp_ratio))
 
   def fake(caps, seq, packed):
     n0 = caps[0]
@@ -159,12 +160,11 @@ def xla_gflops(cfg, variant, teacher_caps, student_caps, sets: int, in_channels:
   packed = bool(cfg.data.get("packing", False))
   t_pts, s_pts = fake(teacher_caps, teacher_seq, packed), fake(student_caps, student_seq, packed)
   small = jax.tree.map(lambda x: np.zeros((1,) + x.shape[1:], x.dtype), s_pts)
-  params = jax.eval_shape(lambda: encoder.init(jax.random.key(0), small, model_cfg))
+  params = jax.eval_shape(lambda: encoder.init(jax.random.key(0), small, model))
 
   def work(p, t, s):
-    feat_t = jax.lax.stop_gradient(encoder.apply(p, t, train=False, model_cfg=model_cfg))
-    loss, grads = jax.value_and_grad(lambda q: jnp.mean(jnp.square(encoder.apply(q, s, train=False,
-                                                                              model_cfg=model_cfg))))(p)
+    feat_t = jax.lax.stop_gradient(encoder.apply(p, t, train=False, spec=model))
+    loss, grads = jax.value_and_grad(lambda q: jnp.mean(jnp.square(encoder.apply(q, s, train=False, spec=model))))(p)
     return jnp.sum(feat_t) + loss, grads
 
   del spec

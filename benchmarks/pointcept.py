@@ -14,6 +14,7 @@ a GPU (benchmarks/gpu.sh). Writes benchmarks/pointcept.json (atomically).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -73,7 +74,7 @@ def run(scene: str, grid_size: float, repeats: int, train: bool = False, device:
     ps = patches.stack_point_sets([patches.build_point_set(coord, feat, np.arange(len(coord)), grid_size, caps[0],
                                                            num_stages, 1, grid=grid, capacities=caps)])
     host_s = time.perf_counter() - t
-    net = encoder.build(dict(cfg, up_cast_level=0, upcast_projection=False))
+    net = encoder.build(dataclasses.replace(pointcept.model_spec(cfg), up_cast_level=0, upcast_projection=False))
     fwd = jax.jit(lambda p, pts: net.apply({"params": p}, pts, train=False)[0])
     pts = jax.device_put(ps)
     what = "forward+backward" if train else "forward"

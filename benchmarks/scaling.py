@@ -66,11 +66,12 @@ def plot(result, path: str) -> None:
 def run(points, variant="tiny", dtype="float32", batch=1, fill=0.9, repeats=3):
   import jax  # pylint: disable=g-import-not-at-top
   spec = variants.decode_variant(variant)
-  model_cfg = dict(variant=variant, dtype=dtype, drop_path=0.0, mlp_ratio=4, attention="xla")
+  from dos_jax.models.spec import ModelSpec  # pylint: disable=g-import-not-at-top
+  model = ModelSpec(variant=variant, dtype=dtype, drop_path=0.0, mlp_ratio=4.0, attention="xla")
   args = types.SimpleNamespace(batch=batch, fill=fill, repeats=repeats)
   rows = []
   for n in points:
-    rows.append(encoder_bench.bench_one(int(n), args, model_cfg, spec))
+    rows.append(encoder_bench.bench_one(int(n), args, model, spec))
     print(json.dumps(rows[-1]), flush=True)
   result = dict(benchmark="encoder fwd+bwd scaling", variant=variant, dtype=dtype, batch=batch, fill=fill,
                 patch_size=spec["patch_size"], platform=jax.devices()[0].platform, rows=rows,

@@ -21,8 +21,11 @@ from typing import Optional, Tuple
 import flax.struct
 import numpy as np
 
-# Serialization orders, cycled across attention blocks (PTv3): block i uses ORDERS[i % len(ORDERS)].
-ORDERS = ("z", "z-trans", "hilbert", "hilbert-trans")
+from dos_jax import variants
+
+# Serialization orders, cycled across attention blocks (PTv3): block i uses ORDERS[i % len(ORDERS)]. Named in the
+# bottom layer (variants, which architectures state them with and the JAX-free gate reads).
+ORDERS = variants.ORDERS
 # Offsets of the 3x3x3 voxel neighbourhood used by the conditional positional encoding, in this fixed order.
 NEIGHBOR_OFFSETS = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), -1).reshape(27, 3)
 # Offsets of the 5x5x5 neighbourhood of PT-v3m1's convolutional stem (same lexicographic order; entry 62 is 0).

@@ -32,7 +32,6 @@ from typing import Any, Dict, Mapping, Tuple, Union
 
 import flax.traverse_util
 import jax
-import ml_collections
 import numpy as np
 
 from dos_jax import choices
@@ -203,11 +202,15 @@ def infer_config(state: Mapping[str, Any], **overrides) -> Dict[str, Any]:
 
 
 def model_spec(model_cfg: Union[Mapping[str, Any], ModelSpec]) -> ModelSpec:
-  """The ModelSpec of an upstream model config (`load_checkpoint` / `from_state_dict` / `infer_config`'s dict, all
-  of whose keys it reads; evaluation settings: no remat). A ModelSpec (a dos encoder's) is returned unchanged."""
+  """The ModelSpec of an upstream model config (`load_checkpoint` / `from_state_dict` / `infer_config`'s dict).
+
+  The one place that decodes upstream's dict: it reads every key `infer_config` writes (upstream's constructor
+  names and the dos evaluation keys above) by item, with no defaults of its own (a missing key raises;
+  what upstream leaves unsaid, `infer_config` filled from the tensors, the overrides or upstream's documented
+  defaults). Evaluation settings: no remat. A ModelSpec (a dos encoder's) is returned unchanged."""
   if isinstance(model_cfg, ModelSpec):
     return model_cfg
-  architecture = variants.upstream_architecture(ml_collections.ConfigDict(dict(model_cfg)))
+  architecture = variants.upstream_architecture(model_cfg)
   if architecture is None:
     raise ConfigError(f"not an upstream model config (no {variants.UPSTREAM_KEYS}): pass load_checkpoint's "
                       "model_cfg, or the ModelSpec of a dos encoder")

@@ -27,67 +27,14 @@ from dos_jax import variants
 from dos_jax.batching import structs
 from dos_jax.models import ptv3
 from dos_jax.models import spec as model_spec
-from dos_jax.models.spec import Architecture, ModelSpec
+from dos_jax.models.spec import ModelSpec
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _ATTENTION = {"xla": None, "cudnn": "cudnn", None: None}
 
 
-def _get(cfg: Any, key: str, default: Any) -> Any:
-  return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-
-
-def _legacy_spec(model_cfg: Any) -> ModelSpec:
-  """TRANSITIONAL (issue 16, removed once every caller passes a ModelSpec): a ModelSpec from config.model, a
-  plain dict or upstream's model config, with the defaults and checks `build` had when it read those."""
-  arch = None
-  if _get(model_cfg, "enc_channels", None) is not None:
-    kind = _get(model_cfg, "type", "PT-v3m2")
-    order = _get(model_cfg, "order", structs.ORDERS)
-    patch = _get(model_cfg, "enc_patch_size", 1024)
-    channels = tuple(int(c) for c in _get(model_cfg, "enc_channels", None))
-    arch = Architecture(type=kind, channels=channels, depths=tuple(_get(model_cfg, "enc_depths", ())),
-                        heads=tuple(_get(model_cfg, "enc_num_head", ())),
-                        patch_sizes=(int(patch),) * len(channels) if isinstance(patch, int) else tuple(patch),
-                        orders=(order,) if isinstance(order, str) else tuple(order),
-                        mask_token=bool(_get(model_cfg, "mask_token", kind == "PT-v3m2")),
-                        layer_scale=bool(_get(model_cfg, "layer_scale", False)))
-  spec = ModelSpec(
-      variant=_get(model_cfg, "variant", "tiny"), dtype=_get(model_cfg, "dtype", "float32"),
-      attention=_get(model_cfg, "attention", "xla"), remat=bool(_get(model_cfg, "remat", False)),
-      drop_path=float(_get(model_cfg, "drop_path", 0.0)), mlp_ratio=float(_get(model_cfg, "mlp_ratio", 4)),
-      shuffle_orders=bool(_get(model_cfg, "shuffle_orders", False)),
-      up_cast_level=int(_get(model_cfg, "up_cast_level", 0) or 0),
-      upcast_projection=bool(_get(model_cfg, "upcast_projection", True)), architecture=arch)
-  a = model_spec.architecture_of(spec)
-  if not len(a.channels) == len(a.depths) == len(a.heads):
-    raise ValueError(f"model config: enc_channels {a.channels}, enc_depths {a.depths} and enc_num_head {a.heads} "
-                     "must have one entry per stage")
-  if a.type not in variants.UPSTREAM_TYPES:
-    raise ValueError(f"model config type={a.type!r}: expected 'PT-v3m2' or 'PT-v3m1'")
-  if not a.orders or any(o not in structs.ORDERS for o in a.orders):
-    raise ValueError(f"model config order={a.orders!r}: expected names among {structs.ORDERS}")
-  if spec.dtype not in _DTYPES:
-    raise ValueError(f"config.model.dtype={spec.dtype!r}: expected one of {sorted(_DTYPES)}")
-  if spec.attention not in _ATTENTION:
-    raise ValueError(f"config.model.attention={spec.attention!r}: expected 'xla' or 'cudnn'")
-  for c, h in zip(a.channels, a.heads):
-    if c % h:
-      raise ValueError(f"config.model.variant: channels {c} not divisible by heads {h}")
-  return spec
-
-
-def _spec(spec: Optional[ModelSpec], model_cfg: Any) -> ModelSpec:
-  if spec is None and model_cfg is None:
-    raise TypeError("the encoder needs a ModelSpec (spec=)")
-  if spec is None:
-    spec = model_cfg
-  return spec if isinstance(spec, ModelSpec) else _legacy_spec(spec)
-
-
 def build(spec: ModelSpec) -> ptv3.PointTransformerV3:
   """The Flax module a ModelSpec describes (its values are the gate's or interop's: not checked again)."""
-  spec = _spec(spec, None)
   arch = model_spec.architecture_of(spec)
   m1 = arch.type == "PT-v3m1"
   return ptv3.PointTransformerV3(
@@ -123,10 +70,9 @@ def init(rng: jax.Array, points: Any, spec: ModelSpec) -> Dict[str, Any]:
 
 def apply_with_aux(params: Dict[str, Any], points: Any, *, train: bool, rng: Optional[jax.Array] = None,
                    mask_token: Optional[jax.Array] = None, order_rng: Optional[jax.Array] = None,
-                   spec: Optional[ModelSpec] = None, model_cfg: Any = None
-                   ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+                   spec: ModelSpec) -> Tuple[jax.Array, Dict[str, jax.Array]]:
   """Like `apply`, also returning the aux dict (per-stage features `enc{s}`, `upcast_concat`)."""
-  model = build(_spec(spec, model_cfg))
+  model = build(spec)
   _check_points(model, points)
   rngs = {}
   if train and model.drop_path > 0.0:
@@ -139,7 +85,7 @@ def apply_with_aux(params: Dict[str, Any], points: Any, *, train: bool, rng: Opt
 
 def apply(params: Dict[str, Any], points: Any, *, train: bool, rng: Optional[jax.Array] = None,
           mask_token: Optional[jax.Array] = None, order_rng: Optional[jax.Array] = None,
-          spec: Optional[ModelSpec] = None, model_cfg: Any = None) -> jax.Array:
+          spec: ModelSpec) -> jax.Array:
   """Dense features f32[B, N_0, D] of every stage-0 slot (exactly 0 at padded slots).
 
   Args:
@@ -151,11 +97,11 @@ def apply(params: Dict[str, Any], points: Any, *, train: bool, rng: Optional[jax
     order_rng: PRNG key for training-time order shuffling (used only with spec.shuffle_orders; each stage
       draws a permutation of the orders, shared by the batch, as upstream). None = the deterministic orders
       (evaluation).
-    spec: the ModelSpec (`dos_jax.specs.model_spec(config)`). (`model_cfg=`, config.model or a dict, is accepted
-      until every caller passes a ModelSpec.)
+    spec: the ModelSpec (`dos_jax.specs.model_spec(config)`, or `dos_jax.interop.pointcept.model_spec` of a
+      loaded upstream checkpoint's model config).
   """
   return apply_with_aux(params, points, train=train, rng=rng, mask_token=mask_token, order_rng=order_rng,
-                        spec=spec, model_cfg=model_cfg)[0]
+                        spec=spec)[0]
 
 
 def param_count(variant: str, in_channels: int = 9, mlp_ratio: float = 4.0) -> int:

@@ -15,7 +15,6 @@ import dataclasses
 from typing import Optional
 
 from dos_jax import variants
-from dos_jax.batching import structs
 
 Architecture = variants.Architecture
 
@@ -57,15 +56,7 @@ class ModelSpec:
   architecture: Optional[Architecture] = None
 
 
-def variant_architecture(variant: str) -> Architecture:
-  """The dos encoder of a variant as an Architecture: PT-v3m2-style (linear stem, LayerNorm pooling), one patch
-  size at every stage, every order of `structs.ORDERS`, a mask token, no LayerScale."""
-  v = variants.decode_variant(variant)
-  return Architecture(type="PT-v3m2", channels=tuple(v["channels"]), depths=tuple(v["depths"]),
-                      heads=tuple(v["heads"]), patch_sizes=(int(v["patch_size"]),) * len(v["channels"]),
-                      orders=tuple(structs.ORDERS), mask_token=True, layer_scale=False)
-
-
 def architecture_of(spec: ModelSpec) -> Architecture:
-  """The architecture `spec` builds: spec.architecture, or its variant's."""
-  return spec.architecture if spec.architecture is not None else variant_architecture(spec.variant)
+  """The architecture `spec` builds: spec.architecture, or its variant's (`variants.variant_architecture`, which
+  the batching's `variants.stage_layout` reads too)."""
+  return spec.architecture if spec.architecture is not None else variants.variant_architecture(spec.variant)

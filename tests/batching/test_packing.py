@@ -14,11 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dos_jax import variants
 from dos_jax.batching import packing
 from dos_jax.batching import patches
 from dos_jax.models import encoder
+from dos_jax.models.spec import ModelSpec
 
-CFG = dict(variant="tiny")
+CFG = ModelSpec(variant="tiny")
 PATCH = 64
 
 
@@ -101,7 +103,7 @@ def test_packed_features_and_gradients_equal_unpacked():
   weights = [1.0, 2.0, 3.0, 0.5]
 
   def per_view(p, points, m, lo):
-    out = encoder.apply(p, points, train=False, model_cfg=CFG)[0]
+    out = encoder.apply(p, points, train=False, spec=CFG)[0]
     return out[lo:lo + counts[m, 0]]
 
   def loss_unpacked(p):
@@ -112,9 +114,9 @@ def test_packed_features_and_gradients_equal_unpacked():
     pts = _batched(packed)
     return sum(w * jnp.sum(jnp.sin(per_view(p, pts, m, starts[m]))) for m, w in enumerate(weights))
 
-  out = encoder.apply(params, _batched(packed), train=False, model_cfg=CFG)[0]
+  out = encoder.apply(params, _batched(packed), train=False, spec=CFG)[0]
   for m, s in enumerate(sets):
-    want = encoder.apply(params, _batched(s), train=False, model_cfg=CFG)[0][:counts[m, 0]]
+    want = encoder.apply(params, _batched(s), train=False, spec=CFG)[0][:counts[m, 0]]
     np.testing.assert_allclose(out[starts[m]:starts[m] + counts[m, 0]], want, atol=1e-5)
   assert np.all(np.asarray(out)[~packed.valid] == 0)
   g_u = jax.grad(loss_unpacked)(params)
@@ -165,7 +167,7 @@ def test_drop_path_masks_follow_the_view_not_its_place():
   counts = np.array([packing.stage_counts(s) for s in sets])
   caps = [packing.round_capacity(v) for v in counts.sum(0)]
   seq = [packing.round_sequence(v, PATCH) + PATCH for v in packing.footprints(counts, PATCH)]
-  cfg = dict(variant="tiny", drop_path=0.5)
+  cfg = ModelSpec(variant="tiny", drop_path=0.5)
   order = [3, 1, 0, 2]
   fwd, starts = packing.pack_point_sets(sets, caps, PATCH, sequence=seq, view_ids=[10, 11, 12, 13])
   rev, r_starts = packing.pack_point_sets([sets[m] for m in order], caps, PATCH, sequence=seq,
@@ -173,7 +175,7 @@ def test_drop_path_masks_follow_the_view_not_its_place():
   other, _ = packing.pack_point_sets(sets, caps, PATCH, sequence=seq, view_ids=[20, 21, 22, 23])
   params = encoder.init(jax.random.key(0), _batched(sets[0]), cfg)
   run = lambda pts: np.asarray(encoder.apply(params, _batched(pts), train=True, rng=jax.random.key(5),
-                                             model_cfg=cfg)[0])
+                                             spec=cfg)[0])
   out_f, out_r, out_o = run(fwd), run(rev), run(other)
   for j, m in enumerate(order):
     a = out_f[starts[m]:starts[m] + counts[m, 0]]
@@ -188,7 +190,9 @@ def test_per_stage_patch_sizes_are_read_by_the_packer():
   its own patch (long views on boundaries of THAT stage's patch), and the packed features equal the per-view ones
   (same tolerance as above). A tuple of the wrong length is a ValueError."""
   sizes = (64, 32, 16)
-  cfg = dict(enc_channels=(16, 32, 64), enc_depths=(1, 1, 1), enc_num_head=(1, 2, 4), enc_patch_size=sizes)
+  cfg = ModelSpec(architecture=variants.Architecture(
+      type="PT-v3m2", channels=(16, 32, 64), depths=(1, 1, 1), heads=(1, 2, 4), patch_sizes=sizes,
+      orders=variants.ORDERS, mask_token=True, layer_scale=False))
   sets = _views()
   counts = np.array([packing.stage_counts(s) for s in sets])
   seq = [packing.round_sequence(v, p) for v, p in zip(packing.footprints(counts, sizes), sizes)]
@@ -200,9 +204,9 @@ def test_per_stage_patch_sizes_are_read_by_the_packer():
       first_slot = int(np.sum(counts[:m, s])) + sets[m].stages[s].order[0, 0]  # the view's first point in order 0
       assert offsets[m] % p == 0 and packed.stages[s].order[0, offsets[m]] == first_slot
   params = encoder.init(jax.random.key(0), _batched(sets[0]), cfg)
-  out = encoder.apply(params, _batched(packed), train=False, model_cfg=cfg)[0]
+  out = encoder.apply(params, _batched(packed), train=False, spec=cfg)[0]
   for m, s in enumerate(sets):
-    want = encoder.apply(params, _batched(s), train=False, model_cfg=cfg)[0][:counts[m, 0]]
+    want = encoder.apply(params, _batched(s), train=False, spec=cfg)[0][:counts[m, 0]]
     np.testing.assert_allclose(out[starts[m]:starts[m] + counts[m, 0]], want, atol=1e-5)
   with pytest.raises(ValueError, match="per-stage patch sizes"):
     packing.pack_point_sets(sets, list(counts.sum(0)), (64, 32), sequence=seq)

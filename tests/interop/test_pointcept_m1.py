@@ -40,9 +40,12 @@ def test_m1_plain_and_trainer_layouts_match_upstream(tmp_path):
 
 
 def test_m1_is_evaluation_only():
+  from dos_jax import variants  # pylint: disable=g-import-not-at-top
   from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
-  model = encoder.build(dict(type="PT-v3m1", enc_channels=(8,), enc_depths=(1,), enc_num_head=(1,),
-                             enc_patch_size=8))
+  from dos_jax.models.spec import ModelSpec  # pylint: disable=g-import-not-at-top
+  model = encoder.build(ModelSpec(architecture=variants.Architecture(
+      type="PT-v3m1", channels=(8,), depths=(1,), heads=(1,), patch_sizes=(8,), orders=variants.ORDERS,
+      mask_token=False, layer_scale=False)))
   points = pointcept._dummy_points(dict(enc_channels=(8,), in_channels=6, type="PT-v3m1"))  # pylint: disable=protected-access
   with pytest.raises(ValueError, match="evaluation mode only"):
     model.init({"params": __import__("jax").random.key(0)}, points, train=True)

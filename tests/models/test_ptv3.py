@@ -1,5 +1,6 @@
 """Tests of the PTv3-style encoder on padded batches built by the real host-side builder (tiny shapes)."""
 
+import dataclasses
 import functools
 
 import jax
@@ -11,10 +12,11 @@ from dos_jax import variants
 from dos_jax.batching import patches
 from dos_jax.models import encoder
 from dos_jax.models import ptv3
+from dos_jax.models.spec import ModelSpec
 from tests.models import reference_np
 
 GRID = 0.1
-CFG = dict(variant="tiny", dtype="float32", drop_path=0.0, mlp_ratio=4)
+CFG = ModelSpec(variant="tiny", dtype="float32", drop_path=0.0, mlp_ratio=4.0)
 TINY = variants.decode_variant("tiny")
 
 
@@ -41,7 +43,7 @@ def batch(scenes, capacity):
 
 @functools.lru_cache(maxsize=None)
 def _apply_fn(train=False):
-  return jax.jit(functools.partial(encoder.apply, train=train, model_cfg=CFG))
+  return jax.jit(functools.partial(encoder.apply, train=train, spec=CFG))
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +115,7 @@ def test_padded_slots_carry_no_information(params, scenes):
 
 
 def test_mask_token_replaces_features(params, scenes):
-  apply = jax.jit(functools.partial(encoder.apply, train=False, model_cfg=CFG))
+  apply = jax.jit(functools.partial(encoder.apply, train=False, spec=CFG))
   points = batch(scenes[:2], 128)
   mask = np.zeros(points.valid.shape, bool)
   mask[0, :20] = True
@@ -131,7 +133,7 @@ def test_jit_compiles_once_across_batches(params, scenes):
 
   def fn(p, pts, key):
     traces.append(1)
-    return encoder.apply(p, pts, train=True, rng=key, model_cfg=dict(CFG, drop_path=0.2))
+    return encoder.apply(p, pts, train=True, rng=key, spec=dataclasses.replace(CFG, drop_path=0.2))
 
   jitted = jax.jit(fn)
   a, b, c = scenes
@@ -149,24 +151,24 @@ def test_gradients_finite_with_drop_path_and_mask_token_and_remat(params, scenes
   mask = jnp.asarray(np.arange(128)[None, :] % 3 == 0).repeat(2, 0)
 
   def loss(p, cfg):
-    out = encoder.apply(p, points, train=True, rng=jax.random.key(1), mask_token=mask, model_cfg=cfg)
+    out = encoder.apply(p, points, train=True, rng=jax.random.key(1), mask_token=mask, spec=cfg)
     return jnp.sum(jnp.sin(out) * out)
 
-  cfg = dict(CFG, drop_path=0.3)
+  cfg = dataclasses.replace(CFG, drop_path=0.3)
   grads = jax.jit(jax.grad(functools.partial(loss, cfg=cfg)))(params)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     assert np.all(np.isfinite(g)), path
     assert np.abs(g).max() > 0, path  # every parameter is used
   # Rematerialisation: same param tree, same gradients.
-  remat_grads = jax.jit(jax.grad(functools.partial(loss, cfg=dict(cfg, remat=True))))(params)
+  remat_grads = jax.jit(jax.grad(functools.partial(loss, cfg=dataclasses.replace(cfg, remat=True))))(params)
   for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(remat_grads)):
     np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max(), rtol=1e-4)
 
 
 def test_bfloat16_compute_keeps_float32_params(params, scenes):
   points = batch(scenes[:2], 128)
-  cfg16 = dict(CFG, dtype="bfloat16")
-  out16 = jax.jit(functools.partial(encoder.apply, train=False, model_cfg=cfg16))(params, points)
+  cfg16 = dataclasses.replace(CFG, dtype="bfloat16")
+  out16 = jax.jit(functools.partial(encoder.apply, train=False, spec=cfg16))(params, points)
   out32 = _apply_fn()(params, points)
   assert out16.dtype == jnp.float32
   shapes = jax.eval_shape(lambda p: encoder.init(jax.random.key(0), p, cfg16), points)
@@ -183,22 +185,21 @@ def test_param_count_formula(variant):
   capacity = spec["patch_size"]
   coord, feat = scene(60, 4)
   points = patches.stack_point_sets([point_set(coord, feat, capacity, spec=spec, ratio=1.0)])
-  shapes = jax.eval_shape(lambda p: encoder.init(jax.random.key(0), p, dict(CFG, variant=variant)), points)
+  shapes = jax.eval_shape(lambda p: encoder.init(jax.random.key(0), p, dataclasses.replace(CFG, variant=variant)), points)
   actual = encoder.count_params(shapes)
   formula = encoder.param_count(variant, in_channels=feat.shape[1])
   print(f"{variant}: {actual:,} parameters (formula {formula:,})")
   assert actual == formula
   if variant == "base":
-    assert encoder.output_dim(dict(CFG, variant="base")) == 1232
+    assert encoder.output_dim(dataclasses.replace(CFG, variant="base")) == 1232
 
 
 def test_argument_errors(scenes):
-  """Bad model arguments raise ValueError naming the key (the gate checks config.model before this)."""
+  """A batch built for another model raises ValueError naming the stage counts. (The spec's own values are the
+  gate's: config.model.dtype / attention / variant are checked by `schema.validate`, tests/test_schema.py.)"""
   points = batch(scenes[:2], 128)
-  with pytest.raises(ValueError, match="dtype"):
-    encoder.init(jax.random.key(0), points, dict(CFG, dtype="float16"))
   with pytest.raises(ValueError, match="stages"):
-    encoder.init(jax.random.key(0), points, dict(CFG, variant="small"))
+    encoder.init(jax.random.key(0), points, dataclasses.replace(CFG, variant="small"))
 
 
 def test_cudnn_length_masking_matches_boolean_key_mask(params, scenes, monkeypatch):

@@ -12,12 +12,13 @@ from tests import conftest
 torch = conftest.require_torch()
 
 from dos_jax.models import encoder  # pylint: disable=g-import-not-at-top
+from dos_jax.models.spec import ModelSpec  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import blocks as tblocks  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import convert  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import encoder as tenc  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import parity  # pylint: disable=g-import-not-at-top
 
-CFG = dict(variant="tiny", dtype="float32", drop_path=0.0, mlp_ratio=4)
+CFG = ModelSpec(variant="tiny", dtype="float32", drop_path=0.0, mlp_ratio=4.0)
 
 
 def _rel(a, b):
@@ -31,7 +32,7 @@ def test_converted_state_dict_reproduces_jax_encoder():
   # Random (not the zero-bias / unit-scale init) weights so every parameter matters.
   params = parity.random_params(params, seed=5)
   mask = np.asarray(points.valid) & (np.random.default_rng(0).random(points.valid.shape) < 0.25)
-  run = jax.jit(functools.partial(encoder.apply_with_aux, train=False, model_cfg=CFG))
+  run = jax.jit(functools.partial(encoder.apply_with_aux, train=False, spec=CFG))
   out, aux = run(params, points, mask_token=mask)
 
   model = tenc.PointTransformerV3.from_variant("tiny", in_channels=points.feat.shape[-1])
