@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from dos_jax import choices
 from dos_jax import variants
 
 Architecture = variants.Architecture
@@ -54,6 +55,29 @@ class ModelSpec:
   num_prototypes: int = 1024
   student_mask_token: bool = False
   architecture: Optional[Architecture] = None
+
+  def __post_init__(self):
+    # A spec built by hand (not decoded from a validated config) fails here with its field named, not later as a
+    # KeyError or a shape error deep inside the encoder's trace.
+    arch = self.architecture
+    bad = []
+    if arch is None and self.variant not in variants.VARIANTS:
+      bad.append(f"variant={self.variant!r} (expected one of {sorted(variants.VARIANTS)})")
+    if self.dtype not in choices.MODEL_DTYPES:
+      bad.append(f"dtype={self.dtype!r} (expected one of {choices.MODEL_DTYPES})")
+    if self.attention not in choices.ATTENTION_KERNELS:
+      bad.append(f"attention={self.attention!r} (expected one of {choices.ATTENTION_KERNELS})")
+    if arch is not None:
+      n = len(arch.channels)
+      if not n or len(arch.depths) != n or len(arch.heads) != n or len(arch.patch_sizes) != n:
+        bad.append(f"architecture: channels {arch.channels}, depths {arch.depths}, heads {arch.heads}, "
+                   f"patch_sizes {arch.patch_sizes} need one entry per stage each")
+      elif any(c % h for c, h in zip(arch.channels, arch.heads)):
+        bad.append(f"architecture: heads {arch.heads} must divide channels {arch.channels}")
+      if not arch.orders or any(o not in variants.ORDERS for o in arch.orders):
+        bad.append(f"architecture.orders={arch.orders!r} (expected names among {variants.ORDERS})")
+    if bad:
+      raise ValueError("ModelSpec: " + "; ".join(bad))
 
 
 def architecture_of(spec: ModelSpec) -> Architecture:
