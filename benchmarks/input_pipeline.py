@@ -86,7 +86,7 @@ def _cpu_cost(cfg, source, batches=2, rounds=3):
   The two are interleaved over `rounds` and each takes its fastest round, so cache warmth and other load on the
   machine do not favour whichever runs second.
   """
-  steps = pipeline.process_batches(cfg, source)
+  steps = pipeline.process_batches(spec_lib.pipeline_spec(cfg), source)
   steps[0]  # pylint: disable=pointless-statement  (warm-up: imports, caches)
   index = pipeline.scene_indices(len(source), cfg.seed, range(cfg.batch_size, (batches + 1) * cfg.batch_size))
   rng, spec = np.random.default_rng(0), spec_lib.batch_spec(cfg)
@@ -116,7 +116,8 @@ def _with_demand(results, batch_size, step_s):
 
 
 def _measure(cfg, source, workers, seconds, backend="thread"):
-  it = pipeline.TrainIterator(cfg, source, num_workers=workers, prefetch=max(2, 2 * workers), backend=backend)
+  it = pipeline.TrainIterator(spec_lib.pipeline_spec(cfg), source, num_workers=workers, prefetch=max(2, 2 * workers),
+                              backend=backend)
   try:
     next(it)  # warm-up (thread start, first batch)
     steps = raw = teacher = 0

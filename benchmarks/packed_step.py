@@ -61,12 +61,12 @@ def main(argv):
   cfg = _CONFIG.value
   cfg.data.packing = True
   scenes, data_name = scans.scene_list(cfg)
-  spec = spec_lib.batch_spec(cfg)
-  examples = pipeline.global_examples(cfg, scenes, spec)
+  spec = spec_lib.pipeline_spec(cfg)
+  examples = pipeline.global_examples(spec, scenes)
   b = int(cfg.batch_size)
   chosen = [examples[g] for g in range(_FIRST.value * b, (_FIRST.value + 1) * b)]
   padded = jax.device_put(train_views.stack_batch([e.views for e in chosen]))
-  packed = jax.device_put(patches.stack_tree(pipeline.pack_examples(chosen, cfg, spec)))
+  packed = jax.device_put(patches.stack_tree(pipeline.pack_examples(chosen, spec)))
   rng = jax.random.key(1)
   step_spec = specs.step_spec(cfg)
   init = state_lib.create_train_state(step_spec, jax.random.key(int(cfg.seed)), padded)

@@ -109,7 +109,8 @@ def sample(cfg, params, scenes, steps, packed: bool):
   batch = int(cfg.batch_size)
   as_packed = cfg.copy_and_resolve_references()
   as_packed.data.packing = True  # examples carry their drop counts; the views are the unpacked pipeline's
-  examples = pipeline.global_examples(as_packed, scenes, params)
+  pipe = spec_lib.pipeline_spec(as_packed)  # its batch is `params` (packing does not change the views)
+  examples = pipeline.global_examples(pipe, scenes)
   stats = {}
   teacher, student = [], []
   samples = {k: [] for k in ("teacher_total", "student_total", "teacher_footprint", "student_footprint")}
@@ -117,7 +118,7 @@ def sample(cfg, params, scenes, steps, packed: bool):
   for step in steps:
     chosen = [examples[g] for g in range(step * batch, (step + 1) * batch)]
     if packed:
-      for pack in pipeline.pack_examples(chosen, cfg, params, stats):
+      for pack in pipeline.pack_examples(chosen, pipe, stats):
         teacher.append(packing.stage_counts(pack.teacher))
         student.append(packing.stage_counts(pack.student))
       continue
@@ -183,9 +184,9 @@ def measure(cfg, scenes, data_name):
   in_ch = params.feat_dim
   variant = cfg.model.variant
   if packed:
-    spec = packing.spec_from_config(cfg, patch_sizes, params.num_views, params.supervision)
-    t_caps, s_caps = list(spec["teacher"]), list(spec["student"])
-    t_seq, s_seq = list(spec["teacher_sequence"]), list(spec["student_sequence"])
+    spec = spec_lib.pipeline_spec(cfg).pack
+    t_caps, s_caps = list(spec.teacher), list(spec.student)
+    t_seq, s_seq = list(spec.teacher_sequence), list(spec.student_sequence)
     sets = 1                                                        # per pack
   else:
     t_caps = patches.stage_capacities(params.capacity, params.num_stages, params.patch_size, params.stage_ratio)

@@ -39,6 +39,7 @@ from configs import synthetic_tiny  # noqa: E402
 from dos_jax import io as fileio  # noqa: E402
 from dos_jax import specs  # noqa: E402
 from dos_jax.batching import pipeline  # noqa: E402
+from dos_jax.batching import spec as spec_lib  # noqa: E402
 
 
 class TorchHead:
@@ -128,7 +129,7 @@ def run(config, steps: int, pipeline_seconds: float, with_torch: bool = True, to
   from dos_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from dos_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
   scenes, origin = input_pipeline._synthetic_source(config, 8)  # pylint: disable=protected-access
-  batch = pipeline.process_batches(config, scenes)[0]
+  batch = pipeline.process_batches(spec_lib.pipeline_spec(config), scenes)[0]
   result = {"config": "synthetic_tiny", "variant": config.model.variant, "batch_size": int(config.batch_size),
             "student_capacity": int(batch.student.valid.shape[-1]), "teacher_capacity": int(batch.teacher.valid.shape[-1]),
             "num_prototypes": int(config.num_prototypes), "scene_source": origin, "cpu_count": os.cpu_count(),

@@ -382,6 +382,47 @@ def test_packing_needs_per_stage_capacities_and_the_dos_objective():
     schema.validate(c)
 
 
+# data.packing=True configs the gate refuses (the packing layers do not check them again): (dotted overrides,
+# the key the message must name, words it must contain besides the key).
+BAD_PACKING = [
+    ({"data.packed_capacity": ()}, "data.packed_capacity", "one entry per encoder stage"),
+    ({"data.packed_student_capacity": ()}, "data.packed_student_capacity", "one entry per encoder stage"),
+    ({"data.packed_capacity": (8192, 0, 792)}, "data.packed_capacity", "positive integers"),
+    ({"data.packed_student_sequence": (3136, -1, 640)}, "data.packed_student_sequence", "positive integers"),
+    ({"data.packed_sequence": (8192, 3008)}, "data.packed_sequence", "one entry per encoder stage"),
+    ({"data.packed_student_sequence": (3136, 1408, 640, 64)}, "data.packed_student_sequence", "or ()"),
+    ({"supervision": "masked_tokens"}, "data.packing", "supervision='observable'"),
+    ({"supervision": "token_jitter"}, "data.packing", "supervision='observable'"),
+    ({"data.pack_scenes": -1}, "data.pack_scenes", "[0, inf)"),
+]
+
+
+@pytest.mark.parametrize("overrides,key,words", BAD_PACKING)
+def test_bad_packing_raises_config_error_naming_key(overrides, key, words):
+  c = _smoke()
+  c.data.packing = True
+  for name, value in overrides.items():
+    *groups, leaf = name.split(".")
+    node = c
+    for g in groups:
+      node = node[g]
+    with node.ignore_type():
+      node[leaf] = value
+  with pytest.raises(ConfigError) as e:
+    schema.validate(c)
+  assert f"config.{key}" in str(e.value) and words in str(e.value), str(e.value)
+
+
+def test_packing_sequences_default_to_the_capacities():
+  """() sequence lengths pass the gate and decode to the slot capacities (`batching.spec.pipeline_spec`)."""
+  from dos_jax.batching import spec as batch_spec_lib  # pylint: disable=g-import-not-at-top
+  c = _smoke()
+  c.data.packing, c.data.packed_sequence, c.data.packed_student_sequence = True, (), ()
+  pack = batch_spec_lib.pipeline_spec(schema.validate(c)).pack
+  assert (pack.teacher_sequence, pack.student_sequence) == (pack.teacher, pack.student) == (
+      (8192, 2808, 792), (2888, 1216, 480))
+
+
 def test_specs_hold_what_the_step_computes_with_and_not_the_run_identity():
   """The specs decode the config's values; two runs that differ only in seed / data location get equal specs
   (equal specs close over the same program: the compile cache hits), a method switch changes them."""

@@ -35,6 +35,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from dos_jax.batching import spec as spec_lib
 from dos_jax.batching import structs
 from dos_jax.errors import ConfigError, DataError
 
@@ -266,44 +267,17 @@ def unpack_rows(packed: np.ndarray, starts: Sequence[int], counts: Sequence[int]
 
 
 # ------------------------------------------------------------------------------------------ training batches
-def spec_from_config(cfg, patch_size: int, num_views: int, supervision: str) -> dict:
-  """Packing parameters from config.data (packing, pack_scenes, packed_capacity, packed_student_capacity).
-
-  Raises ValueError naming the key when packing is on and the capacities are missing or malformed.
-  """
-  d = cfg.data
-  def ints(values):
-    return tuple(int(c) for c in values)
-
-  teacher, student = ints(d.packed_capacity), ints(d.packed_student_capacity)
-  t_seq, s_seq = ints(d.packed_sequence) or teacher, ints(d.packed_student_sequence) or student
-  if not teacher or not student or min(teacher + student + t_seq + s_seq) < 1:
-    raise ValueError("config.data.packing=True needs per-stage capacities config.data.packed_capacity and "
-                      "config.data.packed_student_capacity (tuples, one int per encoder stage; optional "
-                      "data.packed_sequence / data.packed_student_sequence); calibrate them with "
-                      "`python benchmarks/padding.py --config CONFIG --calibrate`")
-  for key, value, slots in (("packed_sequence", t_seq, teacher), ("packed_student_sequence", s_seq, student)):
-    if len(value) != len(slots):
-      raise ValueError(f"config.data.{key}={value}: expected one length per stage like its capacities {slots}")
-  if supervision != "observable":
-    raise ValueError(f"config.data.packing=True supports supervision='observable' only (got {supervision!r})")
-  pack_scenes = int(d.pack_scenes)
-  if pack_scenes < 0:
-    raise ValueError(f"config.data.pack_scenes={pack_scenes}: expected >= 0 (0 = the whole host batch)")
-  return dict(teacher=teacher, student=student, teacher_sequence=t_seq, student_sequence=s_seq,
-              pack_scenes=pack_scenes, patch_size=patch_size, num_views=int(num_views))
-
-
-def pack_train_views(pieces: Sequence[structs.TrainBatch], spec: dict,
+def pack_train_views(pieces: Sequence[structs.TrainBatch], spec: spec_lib.PackSpec,
                      view_ids: Optional[Sequence[int]] = None) -> structs.PackedTrainBatch:
   """M unbatched per-view TrainBatch pieces (scene-major: scene b's view v is piece b * V + v) -> one pack.
 
+  spec: the packing (slot capacities, sequence lengths, patch size, V = spec.num_views).
   view_ids: the views' global indices (`PointSet.view_id`); None = 0..M-1."""
-  v_count = spec["num_views"]
-  teacher, t_starts = pack_point_sets([p.teacher for p in pieces], spec["teacher"], spec["patch_size"], "teacher",
-                                      spec.get("teacher_sequence"), view_ids)
-  student, s_starts = pack_point_sets([p.student for p in pieces], spec["student"], spec["patch_size"], "student",
-                                      spec.get("student_sequence"), view_ids)
+  v_count = spec.num_views
+  teacher, t_starts = pack_point_sets([p.teacher for p in pieces], spec.teacher, spec.patch_size, "teacher",
+                                      spec.teacher_sequence, view_ids)
+  student, s_starts = pack_point_sets([p.student for p in pieces], spec.student, spec.patch_size, "student",
+                                      spec.student_sequence, view_ids)
   cap_s, cap_t = student.coord.shape[0], teacher.coord.shape[0]
   mask_token = np.zeros(cap_s, bool)
   target_valid = np.zeros(cap_s, bool)
@@ -373,9 +347,9 @@ class SceneExample:
   index: int = -1
 
 
-def build_packs(examples: Sequence[SceneExample], rebuild, spec: dict, capacity: int, student_capacity: int,
-                stats=None, max_shrinks: int = 20) -> List[structs.PackedTrainBatch]:
-  """Scenes of one host step -> balanced packs of `spec['pack_scenes']` scenes each (all scenes when 0).
+def build_packs(examples: Sequence[SceneExample], rebuild, spec: spec_lib.PackSpec, capacity: int,
+                student_capacity: int, stats=None, max_shrinks: int = 20) -> List[structs.PackedTrainBatch]:
+  """Scenes of one host step -> balanced packs of `spec.pack_scenes` scenes each (all scenes when 0).
 
   Packs are balanced (`assign_packs`). When a pack overflows a stage, the scene holding the largest view there
   is rebuilt with a smaller per-view capacity (a smaller crop of the same view, as data.overflow='downsample'
@@ -385,11 +359,11 @@ def build_packs(examples: Sequence[SceneExample], rebuild, spec: dict, capacity:
   Args:
     examples: the host step's scenes, in order.
     rebuild: (example, capacity, student_capacity, stats) -> V unbatched TrainBatch pieces.
-    spec: `spec_from_config`.
+    spec: the packing (`dos_jax.batching.spec.PipelineSpec.pack`).
     capacity, student_capacity: the config's per-view capacities.
   """
-  per_pack = spec["pack_scenes"] or len(examples)
-  patch = spec["patch_size"] if isinstance(spec["patch_size"], int) else max(spec["patch_size"])  # per-view caps
+  per_pack = spec.pack_scenes or len(examples)
+  patch = spec.patch_size if isinstance(spec.patch_size, int) else max(spec.patch_size)  # per-view caps
   views = [list(e.views) for e in examples]
   scene_stats = [dict(e.stats) for e in examples]
   caps = [[capacity, student_capacity] for _ in examples]
@@ -399,11 +373,11 @@ def build_packs(examples: Sequence[SceneExample], rebuild, spec: dict, capacity:
       try:
         ids = None
         if all(examples[i].index >= 0 for i in members):
-          ids = [examples[i].index * spec["num_views"] + v for i in members for v in range(spec["num_views"])]
+          ids = [examples[i].index * spec.num_views + v for i in members for v in range(spec.num_views)]
         packs.append(pack_train_views([p for i in members for p in views[i]], spec, ids))
         break
       except PackOverflowError as e:
-        worst = members[int(np.argmax(e.counts)) // spec["num_views"]]
+        worst = members[int(np.argmax(e.counts)) // spec.num_views]
         which = 0 if e.branch == "teacher" else 1
         n0 = max(int(np.count_nonzero(getattr(p, e.branch).valid)) for p in views[worst])
         new = max(1, int(n0 * min(0.95, max(0.5, e.capacity / e.footprint))))
@@ -421,7 +395,7 @@ def build_packs(examples: Sequence[SceneExample], rebuild, spec: dict, capacity:
     for one in scene_stats:
       for key, value in one.items():
         stats[key] = stats.get(key, 0) + value
-    stats["views"] = stats.get("views", 0) + len(examples) * spec["num_views"]
-    stats["views_shrunk"] = stats.get("views_shrunk", 0) + spec["num_views"] * sum(
+    stats["views"] = stats.get("views", 0) + len(examples) * spec.num_views
+    stats["views_shrunk"] = stats.get("views_shrunk", 0) + spec.num_views * sum(
         c != [capacity, student_capacity] for c in caps)
   return packs

@@ -1,15 +1,18 @@
 """The training input pipeline on grain: one global example sequence per run, each process's slice of it.
 
-Global example g of a run (g = step * batch_size + j, 0 <= j < batch_size) is a pure function of (config, seed, g):
+Every function here takes the decoded `PipelineSpec` (`dos_jax.batching.spec.pipeline_spec(config)` of a config the
+gate, `dos_jax.schema.validate`, accepted); nothing here reads or re-checks the config.
+
+Global example g of a run (g = step * batch_size + j, 0 <= j < batch_size) is a pure function of (spec, seed, g):
   scene of g  = the source's scenes in a fresh permutation per epoch (seeded from (seed, epoch)),
-  views of g  = `train_views(scene, spec, rng_g)` with rng_g a Philox Generator keyed by (seed, g) (grain
+  views of g  = `train_views(scene, spec.batch, rng_g)` with rng_g a Philox Generator keyed by (seed, g) (grain
                 `random_map`): every host-side random draw of an example (crop, augmentation, mask) comes from it.
 The global batch of step t is examples t*B .. t*B + B - 1. Process p of P builds the contiguous block
 t*B + p*B/P .. t*B + (p+1)*B/P - 1, which is the order `jax.make_array_from_process_local_data` concatenates process
 batches in, so the global batch - scenes and randomness - is the same for every process count, and the step is the
 whole position of the pipeline (resume = start at the step; nothing to checkpoint).
 
-Parallelism (`data.num_workers`, `data.worker_backend`): 0 workers build each batch in `next()`; 'thread' prefetches
+Parallelism (`spec.num_workers`, `spec.worker_backend`): 0 workers build each batch in `next()`; 'thread' prefetches
 whole step batches in grain read threads; 'process' in grain worker processes (`mp_prefetch`, spawned, each owning
 the batches i, i + W, ...; no GIL contention; the source must be picklable).
 """
@@ -88,22 +91,18 @@ def _example(scene, rng: np.random.Generator, spec: spec_lib.BatchSpec, packed: 
                               stats=stats, index=index)
 
 
-def packed(cfg) -> bool:
-  """Whether config.data.packing asks for packed batches (`dos_jax.batching.packing`)."""
-  return bool(cfg.data.packing)
-
-
-def global_examples(cfg, source: Sequence, spec: Optional[spec_lib.BatchSpec] = None) -> grain.MapDataset:
+def global_examples(spec: spec_lib.PipelineSpec, source: Sequence) -> grain.MapDataset:
   """MapDataset (unbounded in practice): entry g is global example g as a list of V TrainBatch pieces (`train_views`),
-  or a `packing.SceneExample` holding them under data.packing=True."""
-  spec = spec or spec_lib.batch_spec(cfg)
-  order = scene_order(len(source), cfg.seed)
-  if packed(cfg):  # the example keeps its global index: it keys its views' drop-path masks (PointSet.view_id)
+  or a `packing.SceneExample` holding them when `spec.pack` is set (packing on)."""
+  packed = spec.pack is not None
+  order = scene_order(len(source), spec.seed)
+  if packed:  # the example keeps its global index: it keys its views' drop-path masks (PointSet.view_id)
     scenes = grain.MapDataset.range(MAX_EXAMPLES).map(functools.partial(_read_indexed, source, order))
   else:
     scenes = order.map(functools.partial(_read, source))
   # random_map seeds each example from its position only, so both forms draw the same views.
-  return scenes.random_map(functools.partial(_example, spec=spec, packed=packed(cfg)), seed=_stream_seed(cfg.seed, 1))
+  return scenes.random_map(functools.partial(_example, spec=spec.batch, packed=packed),
+                           seed=_stream_seed(spec.seed, 1))
 
 
 def _rebuild(example: packing.SceneExample, capacity: int, student_capacity: int, stats: Optional[dict],
@@ -112,16 +111,16 @@ def _rebuild(example: packing.SceneExample, capacity: int, student_capacity: int
   return train_views.train_views(example.scene, smaller, copy.deepcopy(example.rng), stats)
 
 
-def pack_examples(examples: Sequence[packing.SceneExample], cfg, spec: spec_lib.BatchSpec,
+def pack_examples(examples: Sequence[packing.SceneExample], spec: spec_lib.PipelineSpec,
                   stats: Optional[dict] = None):
-  """One process's examples of a step -> list of PackedTrainBatch (balanced packs, see `packing.build_packs`)."""
-  pack_spec = packing.spec_from_config(cfg, spec.patch_sizes or spec.patch_size, spec.num_views, spec.supervision)
-  return packing.build_packs(examples, functools.partial(_rebuild, spec=spec), pack_spec, spec.capacity,
-                             spec.student_capacity, stats)
+  """One process's examples of a step -> list of PackedTrainBatch (balanced packs of `spec.pack`, see
+  `packing.build_packs`; `spec.pack` must be set)."""
+  return packing.build_packs(examples, functools.partial(_rebuild, spec=spec.batch), spec.pack, spec.batch.capacity,
+                             spec.batch.student_capacity, stats)
 
 
-def _packed_batch(examples, cfg, spec):
-  return patches.stack_tree(pack_examples(examples, cfg, spec))
+def _packed_batch(examples, spec: spec_lib.PipelineSpec):
+  return patches.stack_tree(pack_examples(examples, spec))
 
 
 def _read(source, index):
@@ -132,52 +131,52 @@ def _read_indexed(source, order, g):
   return int(g), source[int(order[int(g)])]
 
 
-def process_batches(cfg, source: Sequence, process_index: int = 0, process_count: int = 1,
-                    spec: Optional[spec_lib.BatchSpec] = None) -> grain.MapDataset:
-  """MapDataset (unbounded in practice): entry t is this process's TrainBatch of step t, leading axes [B/P, V].
+def process_batches(spec: spec_lib.PipelineSpec, source: Sequence, process_index: int = 0,
+                    process_count: int = 1) -> grain.MapDataset:
+  """MapDataset (unbounded in practice): entry t is this process's batch of step t: a TrainBatch with leading axes
+  [B/P, V], or (packing on) a PackedTrainBatch with leading axis [packs of this process].
 
-  Raises ConfigError when batch_size does not split over the processes.
+  Raises ConfigError when batch_size does not split over the processes (a runtime count, so not the gate's check).
   """
-  batch_size = int(cfg.batch_size)
+  batch_size = spec.batch_size
   if process_count < 1 or not 0 <= process_index < process_count:
     raise ConfigError(f"process {process_index} of {process_count}: expected 0 <= index < count")
   if batch_size < 1 or batch_size % process_count:
     raise ConfigError(f"config.batch_size={batch_size} must be a positive multiple of the process count "
                       f"{process_count} (each process builds an equal share of every step's batch)")
   local = batch_size // process_count
-  spec = spec or spec_lib.batch_spec(cfg)
   # Packed: each process packs its own scenes (packs are per device, so equality across process counts holds
   # whenever each process's scenes split into whole packs: the step's loss is the mean over all views).
-  batch_fn = functools.partial(_packed_batch, cfg=cfg, spec=spec) if packed(cfg) else train_views.stack_batch
+  batch_fn = functools.partial(_packed_batch, spec=spec) if spec.pack is not None else train_views.stack_batch
   # Blocks of `local` consecutive examples: block t*P + p is process p's share of step t.
-  blocks = global_examples(cfg, source, spec).batch(local, drop_remainder=True, batch_fn=batch_fn)
+  blocks = global_examples(spec, source).batch(local, drop_remainder=True, batch_fn=batch_fn)
   return blocks[process_index::process_count]
 
 
 class TrainIterator:
   """Iterator of this process's TrainBatch of steps start_step, start_step + 1, ... (grain underneath).
 
-  The batch at step t is a pure function of (cfg, source, t) and the process's place (index, count) - see the
+  The batch at step t is a pure function of (spec, source, t) and the process's place (index, count) - see the
   module docstring - so resuming at `start_step=t` reproduces the data exactly and there is no iterator state.
   """
 
-  def __init__(self, cfg, source: Sequence, start_step: int = 0, num_workers: Optional[int] = None,
-               prefetch: Optional[int] = None, process_index: int = 0, process_count: int = 1,
-               backend: Optional[str] = None):
+  def __init__(self, spec: spec_lib.PipelineSpec, source: Sequence, start_step: int = 0,
+               num_workers: Optional[int] = None, prefetch: Optional[int] = None, process_index: int = 0,
+               process_count: int = 1, backend: Optional[str] = None):
     """Args:
-      cfg: the experiment config.
-      source: a Sequence of Scenes (e.g. `dos_jax.data.scene_source(cfg.data, 'train')`).
+      spec: the pipeline (`dos_jax.batching.spec.pipeline_spec(config)`).
+      source: a Sequence of Scenes (e.g. `dos_jax.data.catalog.scene_source(config.data, 'train')`).
       start_step: step of the first batch (resume).
-      num_workers: background workers (default data.num_workers); 0 builds batches synchronously in next().
-      prefetch: batches built ahead per worker (default data.prefetch).
+      num_workers: background workers (default spec.num_workers); 0 builds batches synchronously in next().
+      prefetch: batches built ahead per worker (default spec.prefetch).
       process_index, process_count: this process and the number of processes of the JAX job.
-      backend: 'thread' (default; data.worker_backend when set) or 'process' (see the module docstring).
+      backend: 'thread' | 'process' (default spec.worker_backend; see the module docstring).
     """
     self._step = int(start_step)
-    self._batches = process_batches(cfg, source, process_index, process_count)
-    workers = int(cfg.data.num_workers if num_workers is None else num_workers)
-    prefetch = max(1, int(cfg.data.prefetch if prefetch is None else prefetch))
-    backend = backend or cfg.data.worker_backend
+    self._batches = process_batches(spec, source, process_index, process_count)
+    workers = int(spec.num_workers if num_workers is None else num_workers)
+    prefetch = max(1, int(spec.prefetch if prefetch is None else prefetch))
+    backend = backend or spec.worker_backend
     if backend not in spec_lib.WORKER_BACKENDS:
       raise ValueError(f"backend={backend!r}: expected one of {spec_lib.WORKER_BACKENDS}")
     self._iter = None

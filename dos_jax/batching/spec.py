@@ -1,17 +1,19 @@
-"""Config decoding for the host-side batching: `batch_spec(cfg) -> BatchSpec`.
+"""Config decoding for the host-side batching: `batch_spec(cfg) -> BatchSpec`, `pipeline_spec(cfg) -> PipelineSpec`.
 
 `cfg` is a config the gate (`dos_jax.schema.validate`) has accepted: the values are not checked again here.
-Keys read (under `cfg.data` unless noted): grid_size, capacity, student_capacity, num_views, crop_ratio,
-mask_cell, overflow, feat_keys, stage_ratio, cross_radius, token_jitter_sigma, token_jitter_clip, views,
-augmentations (() = `dos_jax.data.transforms.default_augmentations(kind)`), kind; top level: mask_ratio,
+Keys read by `batch_spec` (under `cfg.data` unless noted): grid_size, capacity, student_capacity, num_views,
+crop_ratio, mask_cell, overflow, feat_keys, stage_ratio, cross_radius, token_jitter_sigma, token_jitter_clip,
+views, augmentations (() = `dos_jax.data.transforms.default_augmentations(kind)`), kind; top level: mask_ratio,
 supervision, model.variant (or the architecture of upstream's keys, `dos_jax.variants.upstream_architecture`, when
-config.model carries a loaded Pointcept checkpoint's).
+config.model carries a loaded Pointcept checkpoint's). `pipeline_spec` adds: seed, batch_size; data.num_workers,
+data.prefetch, data.worker_backend, data.packing, data.pack_scenes, data.packed_capacity,
+data.packed_student_capacity, data.packed_sequence, data.packed_student_sequence.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Tuple
+from typing import Optional, Tuple, Union
 
 from dos_jax import variants
 from dos_jax.data import transforms
@@ -26,7 +28,7 @@ WORKER_BACKENDS = ("thread", "process")  # dos_jax.batching.pipeline workers
 
 @dataclasses.dataclass(frozen=True)
 class BatchSpec:
-  """What the host-side batching computes with, decoded (and validated) from an experiment config once."""
+  """What the host-side batching computes with, decoded once from a validated experiment config (`batch_spec`)."""
   grid_size: float
   capacity: int
   student_capacity: int
@@ -73,3 +75,67 @@ def batch_spec(cfg) -> BatchSpec:
       augmentations=tuple(d.augmentations or transforms.default_augmentations(d.kind)),
       depth_rule=layout["depth_rule"], stem_neighbors=layout["stem_neighbors"],
       patch_sizes=tuple(layout["patch_sizes"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class PackSpec:
+  """How `dos_jax.batching.packing` packs the views of one device's scenes into one point set per stage.
+
+  Attributes (sizes in point slots / sequence positions, one entry per encoder stage):
+    teacher, student: slot capacities N_s of a pack's teacher / student sets (data.packed_capacity,
+      data.packed_student_capacity).
+    teacher_sequence, student_sequence: attention sequence lengths L_s (data.packed_sequence,
+      data.packed_student_sequence; the slot capacities where the config leaves them ()).
+    pack_scenes: scenes per pack (= per device); 0 = all the scenes of the host's step.
+    patch_size: the model's attention patch size, an int for every stage or one per stage (BatchSpec.patch_sizes,
+      else BatchSpec.patch_size).
+    num_views: views per scene V (a pack of b scenes holds b * V views, scene-major).
+  """
+  teacher: Tuple[int, ...]
+  student: Tuple[int, ...]
+  teacher_sequence: Tuple[int, ...]
+  student_sequence: Tuple[int, ...]
+  pack_scenes: int
+  patch_size: Union[int, Tuple[int, ...]]
+  num_views: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineSpec:
+  """What the training input pipeline (`dos_jax.batching.pipeline`) computes with.
+
+  Attributes:
+    batch: the views' batching (`BatchSpec`).
+    seed: the run seed (scene order and every host-side random draw of an example).
+    batch_size: scenes per step over all processes (global).
+    pack: the packing (`PackSpec`); None = packing off (per-view padded batches).
+    num_workers: batch-building workers; 0 = in the consumer's thread.
+    prefetch: batches built ahead per worker.
+    worker_backend: 'thread' | 'process' (WORKER_BACKENDS).
+  """
+  batch: BatchSpec
+  seed: int
+  batch_size: int
+  pack: Optional[PackSpec]
+  num_workers: int
+  prefetch: int
+  worker_backend: str
+
+
+def _ints(values) -> Tuple[int, ...]:
+  return tuple(int(c) for c in values)
+
+
+def pipeline_spec(cfg) -> PipelineSpec:
+  """Decodes the input-pipeline keys of a validated config (see the module docstring)."""
+  d = cfg.data
+  batch = batch_spec(cfg)
+  pack = None
+  if d.packing:
+    teacher, student = _ints(d.packed_capacity), _ints(d.packed_student_capacity)
+    pack = PackSpec(teacher=teacher, student=student, teacher_sequence=_ints(d.packed_sequence) or teacher,
+                    student_sequence=_ints(d.packed_student_sequence) or student, pack_scenes=int(d.pack_scenes),
+                    patch_size=batch.patch_sizes or batch.patch_size, num_views=batch.num_views)
+  return PipelineSpec(batch=batch, seed=int(cfg.seed), batch_size=int(cfg.batch_size), pack=pack,
+                      num_workers=int(d.num_workers), prefetch=int(d.prefetch),
+                      worker_backend=str(d.worker_backend))

@@ -35,6 +35,7 @@ from dos_jax import checkpoint
 from dos_jax import schema
 from dos_jax import specs
 from dos_jax.batching import pipeline
+from dos_jax.batching import spec as batch_spec_lib
 from dos_jax.data import catalog
 from dos_jax.train import sharding
 from dos_jax.train import state as state_lib
@@ -232,11 +233,11 @@ def _train(config, workdir, mesh, is_chief, stop_at) -> TrainResult:
   total = int(config.total_steps)
   spec = specs.step_spec(config)  # what the step computes with (the seed and the data location are not in it)
   source = catalog.scene_source(config.data, "train")
+  data_spec = batch_spec_lib.pipeline_spec(config)
 
   def batches_from(step):
-    return pipeline.TrainIterator(
-        config, source, start_step=step, num_workers=config.data.num_workers, prefetch=config.data.prefetch,
-        process_index=jax.process_index(), process_count=jax.process_count())
+    return pipeline.TrainIterator(data_spec, source, start_step=step, process_index=jax.process_index(),
+                                  process_count=jax.process_count())
 
   batches, writer = batches_from(start_step), None
   # Multi-host: JAX's preemption service owns SIGTERM and makes all hosts agree on the step (`reached_preemption`);

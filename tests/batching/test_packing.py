@@ -131,14 +131,15 @@ def test_pipeline_packs_the_unpacked_pipelines_views():
   global examples), balanced into packs of pack_scenes scenes, at the configured capacities."""
   from configs import synthetic_tiny
   from dos_jax.batching import pipeline
+  from dos_jax.batching import spec as spec_lib
   from dos_jax.data import catalog
   cfg = synthetic_tiny.get_config("smoke")
   cfg.batch_size, cfg.data.capacity, cfg.data.student_capacity = 4, 512, 256
   source = catalog.scene_source(cfg.data, "train")
-  unpacked = pipeline.process_batches(cfg, source)[1]
+  unpacked = pipeline.process_batches(spec_lib.pipeline_spec(cfg), source)[1]
   cfg.data.packing, cfg.data.pack_scenes = True, 2
   cfg.data.packed_capacity, cfg.data.packed_student_capacity = (2048, 1024, 512), (1024, 512, 256)
-  packed = pipeline.process_batches(cfg, source)[1]
+  packed = pipeline.process_batches(spec_lib.pipeline_spec(cfg), source)[1]
   assert packed.teacher.coord.shape == (2, 2048, 3) and packed.student.stages[2].valid.shape == (2, 256)
   assert packed.view_count.shape == (2, 4)
   want = sorted(np.asarray(unpacked.teacher.coord[b, v][unpacked.teacher.valid[b, v]]).tobytes()

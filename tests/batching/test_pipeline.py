@@ -9,10 +9,16 @@ import numpy as np
 import pytest
 
 from dos_jax.batching import pipeline
+from dos_jax.batching import spec as spec_lib
 from dos_jax.batching import train_views
 from dos_jax.data.scene import Scene
 from dos_jax.errors import ConfigError, DataError
 from tests import batching as helpers
+
+
+def _spec(batch_size: int) -> spec_lib.PipelineSpec:
+  """The decoded pipeline of the small test config with `batch_size` scenes per step."""
+  return spec_lib.pipeline_spec(helpers.cfg(batch_size=batch_size))
 
 
 def _assert_same(a, b):
@@ -31,14 +37,13 @@ def _concat(batches):
 
 @pytest.mark.parametrize("steps", [(0, 2)])
 def test_process_slices_concatenate_to_the_one_process_batch(steps):
-  cfg = helpers.cfg()
-  cfg.batch_size = 4
-  one = pipeline.process_batches(cfg, helpers.SCENES)
+  spec = _spec(4)
+  one = pipeline.process_batches(spec, helpers.SCENES)
   for t in steps:  # step 2 = examples 8..11: crosses from epoch 2 into epoch 3 of the 3 scenes
     reference = dict(helpers.leaves(one[t]))
     assert reference[".teacher.coord"].shape[:2] == (4, 2)
     for count in (2, 4):
-      parts = [pipeline.process_batches(cfg, helpers.SCENES, p, count)[t] for p in range(count)]
+      parts = [pipeline.process_batches(spec, helpers.SCENES, p, count)[t] for p in range(count)]
       assert all(dict(helpers.leaves(x))[".teacher.coord"].shape[0] == 4 // count for x in parts)
       got = _concat(parts)
       assert list(got) == list(reference)
@@ -47,7 +52,7 @@ def test_process_slices_concatenate_to_the_one_process_batch(steps):
   # The batch is not trivially constant: steps differ, and two examples of the same scene differ (own draws).
   a, b = dict(helpers.leaves(one[0])), dict(helpers.leaves(one[1]))
   assert not np.array_equal(a[".teacher.coord"], b[".teacher.coord"])
-  order = pipeline.scene_indices(3, cfg.seed, range(12))
+  order = pipeline.scene_indices(3, spec.seed, range(12))
   same_scene = [g for g in range(1, 4) if order[g] == order[0]] or [g for g in range(3, 6) if order[g] == order[0]]
   g = same_scene[0]
   x = dict(helpers.leaves(one[g // 4]))[".teacher.point_index"][g % 4]
@@ -57,16 +62,15 @@ def test_process_slices_concatenate_to_the_one_process_batch(steps):
 def test_example_is_its_scene_through_train_views():
   # Entry g of the global sequence is train_views of scene order[g]: same result as calling it directly with the
   # Generator grain hands out for g (one Philox stream per example, independent of what else is built).
-  cfg = helpers.cfg()
-  cfg.batch_size = 2
-  examples = pipeline.global_examples(cfg, helpers.SCENES)
-  order = pipeline.scene_indices(len(helpers.SCENES), cfg.seed, range(5))
+  spec = _spec(2)
+  examples = pipeline.global_examples(spec, helpers.SCENES)
+  order = pipeline.scene_indices(len(helpers.SCENES), spec.seed, range(5))
   for g in (4, 1):  # out of order: nothing depends on what was built before
     pieces = examples[g]
     assert pieces[0].teacher.point_index.max() < helpers.SCENES[order[g]].num_points
     ids = pieces[0].teacher.point_index[pieces[0].teacher.valid]
     assert np.unique(ids).size == ids.size
-  batch = pipeline.process_batches(cfg, helpers.SCENES)[2]
+  batch = pipeline.process_batches(spec, helpers.SCENES)[2]
   _assert_same(batch, train_views.stack_batch([examples[4], examples[5]]))
 
 
@@ -81,45 +85,42 @@ def test_scene_order_visits_every_scene_once_per_epoch():
 
 
 def test_iterator_is_a_pure_function_of_step():
-  cfg = helpers.cfg()
-  cfg.batch_size = 2
-  with pipeline.TrainIterator(cfg, helpers.SCENES, start_step=0, num_workers=2, prefetch=3) as it:
+  spec = _spec(2)
+  with pipeline.TrainIterator(spec, helpers.SCENES, start_step=0, num_workers=2, prefetch=3) as it:
     batches = [next(it) for _ in range(4)]
-  with pipeline.TrainIterator(cfg, helpers.SCENES, start_step=2, num_workers=0) as it:
+  with pipeline.TrainIterator(spec, helpers.SCENES, start_step=2, num_workers=0) as it:
     resumed = next(it)
     assert it.step == 3
   _assert_same(batches[2], resumed)
-  with pipeline.TrainIterator(cfg, helpers.SCENES, start_step=3, num_workers=1, process_index=1,
+  with pipeline.TrainIterator(spec, helpers.SCENES, start_step=3, num_workers=1, process_index=1,
                               process_count=2) as it:
     half = next(it)
   assert half.teacher.coord.shape[0] == 1
   np.testing.assert_array_equal(half.teacher.coord[0], batches[3].teacher.coord[1])
   with pytest.raises(ConfigError, match="batch_size=2 must be a positive multiple of the process count 4"):
-    pipeline.TrainIterator(cfg, helpers.SCENES, process_index=0, process_count=4)
+    pipeline.TrainIterator(spec, helpers.SCENES, process_index=0, process_count=4)
 
 
 def test_iterator_raises_data_errors_from_workers():
   bad = Scene(coord=np.zeros((0, 3), np.float32), color=np.zeros((0, 3), np.float32), name="empty_scene")
-  cfg = helpers.cfg()
-  cfg.batch_size = 1
-  with pipeline.TrainIterator(cfg, [bad], num_workers=1, prefetch=2) as it:
+  spec = _spec(1)
+  with pipeline.TrainIterator(spec, [bad], num_workers=1, prefetch=2) as it:
     with pytest.raises(DataError, match="empty_scene"):
       next(it)
 
 
 def test_process_backend_matches_threads():
-  cfg = helpers.cfg()
-  cfg.batch_size = 2
-  reference = pipeline.TrainIterator(cfg, helpers.SCENES, num_workers=0)
-  with pipeline.TrainIterator(cfg, helpers.SCENES, start_step=1, num_workers=2, prefetch=1, backend="process") as it:
+  spec = _spec(2)
+  reference = pipeline.TrainIterator(spec, helpers.SCENES, num_workers=0)
+  with pipeline.TrainIterator(spec, helpers.SCENES, start_step=1, num_workers=2, prefetch=1, backend="process") as it:
     got = [next(it) for _ in range(3)]  # steps 1, 2, 3: two workers own alternate steps
   for t, batch in zip((1, 2, 3), got):
     _assert_same(reference.batch_at(t), batch)
   with pytest.raises(ValueError, match="backend='fibers'"):
-    pipeline.TrainIterator(cfg, helpers.SCENES, backend="fibers")
+    pipeline.TrainIterator(spec, helpers.SCENES, backend="fibers")
 
   class Unpicklable(list):
     def __reduce__(self):
       raise TypeError("no pickling")
   with pytest.raises(ConfigError, match="picklable"):
-    pipeline.TrainIterator(cfg, Unpicklable(helpers.SCENES), num_workers=1, backend="process")
+    pipeline.TrainIterator(spec, Unpicklable(helpers.SCENES), num_workers=1, backend="process")

@@ -22,3 +22,16 @@ def test_empty_augmentations_are_the_kind_defaults():
   assert spec.batch_spec(cfg).augmentations == tuple(transforms.default_augmentations("indoor"))
   cfg.data.augmentations = (("random_flip", {"p": 1.0}),)
   assert spec.batch_spec(cfg).augmentations == (("random_flip", {"p": 1.0}),)
+
+
+def test_pipeline_spec_reads_the_config_values():
+  cfg = helpers.cfg(**{"seed": 7, "batch_size": 4, "data.prefetch": 3, "data.worker_backend": "process"})
+  p = spec.pipeline_spec(cfg)
+  assert (p.seed, p.batch_size, p.num_workers, p.prefetch, p.worker_backend) == (7, 4, 0, 3, "process")
+  assert p.batch == spec.batch_spec(cfg) and p.pack is None      # packing off
+  cfg.data.packing, cfg.data.pack_scenes, cfg.data.packed_sequence = True, 2, ()
+  pack = spec.pipeline_spec(cfg).pack
+  assert (pack.teacher, pack.student_sequence) == (tuple(cfg.data.packed_capacity),
+                                                   tuple(cfg.data.packed_student_sequence))
+  assert pack.teacher_sequence == pack.teacher                   # () = the slot capacities
+  assert (pack.pack_scenes, pack.num_views, pack.patch_size) == (2, 2, (64, 64, 64))

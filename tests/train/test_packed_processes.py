@@ -15,6 +15,7 @@ from configs import synthetic_tiny
 from dos_jax import specs
 from dos_jax.batching import patches
 from dos_jax.batching import pipeline
+from dos_jax.batching import spec as spec_lib
 from dos_jax.data import catalog
 from dos_jax.models import network
 from dos_jax.train import step as step_lib
@@ -28,9 +29,10 @@ def test_packed_loss_with_drop_path_is_independent_of_the_process_count():
   cfg.data.packing, cfg.data.pack_scenes = True, 2
   cfg.data.packed_capacity, cfg.data.packed_student_capacity = (2048, 1024, 512), (1024, 512, 256)
   source = catalog.scene_source(cfg.data, "train")
+  data = spec_lib.pipeline_spec(cfg)
   step = 0  # 1 process pairs scenes {0, 3} and {1, 2}; 2 processes pair {0, 1} and {2, 3}
-  one = pipeline.process_batches(cfg, source, 0, 1)[step]
-  two = patches.stack_tree([pipeline.process_batches(cfg, source, p, 2)[step] for p in range(2)])
+  one = pipeline.process_batches(data, source, 0, 1)[step]
+  two = patches.stack_tree([pipeline.process_batches(data, source, p, 2)[step] for p in range(2)])
   two = jax.tree.map(lambda x: np.concatenate(list(x)), two)  # [2 processes, 1 pack] -> [2 packs]
   packs = lambda b: sorted(tuple(sorted(ids.tolist())) for ids in b.student.view_id)
   assert packs(one) != packs(two) and sorted(sum(packs(one), ())) == sorted(sum(packs(two), ()))

@@ -49,8 +49,8 @@ def test_packed_loss_and_grads_equal_unpacked():
 
   (t_slots, t_seq), (s_slots, s_seq) = sizes("teacher"), sizes("student")
   assert t_seq[1] > t_slots[1] and s_seq[0] > s_slots[0]  # the sequences have gaps
-  spec = dict(teacher=t_slots, student=s_slots, teacher_sequence=t_seq, student_sequence=s_seq, pack_scenes=1,
-              patch_size=params.patch_size, num_views=2)
+  spec = spec_lib.PackSpec(teacher=tuple(t_slots), student=tuple(s_slots), teacher_sequence=tuple(t_seq),
+                           student_sequence=tuple(s_seq), pack_scenes=1, patch_size=params.patch_size, num_views=2)
   packed = patches.stack_tree([packing.pack_train_views(vs, spec) for vs in flat])
   assert packed.teacher.coord.shape[0] == 2 and packed.view_count.shape == (2, 2)
   spec = specs.step_spec(cfg)
