@@ -77,11 +77,13 @@ def scan_batches(name: str, variant: str, step: int = 0):
   the config's packed slots and sequence lengths}."""
   import importlib  # pylint: disable=g-import-not-at-top
   from benchmarks import scans  # pylint: disable=g-import-not-at-top
+  from dos_jax import schema  # pylint: disable=g-import-not-at-top
   from dos_jax.batching import packing, pipeline, spec as spec_lib  # pylint: disable=g-import-not-at-top
   cfg = importlib.import_module(f"configs.{name}").get_config()
   cfg.model.variant = variant
   cfg.data.packing = True
   cfg.batch_size = int(cfg.data.pack_scenes)
+  cfg = schema.validate(cfg)  # the gate, as in training: the layers below do not check the config again
   scenes, _ = scans.scene_list(cfg)
   bspec = spec_lib.batch_spec(cfg)
   examples = pipeline.global_examples(spec_lib.pipeline_spec(cfg), scenes)

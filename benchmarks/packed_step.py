@@ -32,6 +32,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from benchmarks import scans  # noqa: E402
+from dos_jax import schema  # noqa: E402
 from dos_jax import specs  # noqa: E402
 from dos_jax.batching import pipeline  # noqa: E402
 from dos_jax.batching import spec as spec_lib  # noqa: E402
@@ -60,6 +61,7 @@ def main(argv):
   del argv
   cfg = _CONFIG.value
   cfg.data.packing = True
+  cfg = schema.validate(cfg)  # the gate, as in training: the layers below do not check the config again
   scenes, data_name = scans.scene_list(cfg)
   spec = spec_lib.pipeline_spec(cfg)
   examples = pipeline.global_examples(spec, scenes)

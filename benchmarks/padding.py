@@ -47,6 +47,7 @@ if ROOT not in sys.path:
 
 from benchmarks.scans import scene_list  # noqa: E402
 from dos_jax import io as io_lib  # noqa: E402
+from dos_jax import schema  # noqa: E402
 from dos_jax import variants  # noqa: E402
 from dos_jax.batching import packing  # noqa: E402
 from dos_jax.batching import patches  # noqa: E402
@@ -158,7 +159,7 @@ def xla_gflops(cfg, variant, teacher_caps, student_caps, sets: int, in_channels:
                           parent=tuple(np.zeros(c, np.int32) for c in caps[:-1]), point_index=np.zeros(n0, np.int32))
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct((sets,) + x.shape, x.dtype), ps)
 
-  packed = bool(cfg.data.get("packing", False))
+  packed = bool(cfg.data.packing)
   t_pts, s_pts = fake(teacher_caps, teacher_seq, packed), fake(student_caps, student_seq, packed)
   small = jax.tree.map(lambda x: np.zeros((1,) + x.shape[1:], x.dtype), s_pts)
   params = jax.eval_shape(lambda: encoder.init(jax.random.key(0), small, model))
@@ -178,7 +179,7 @@ def xla_gflops(cfg, variant, teacher_caps, student_caps, sets: int, in_channels:
 def measure(cfg, scenes, data_name):
   params = spec_lib.batch_spec(cfg)
   patch_sizes = params.patch_sizes or params.patch_size
-  packed = bool(cfg.data.get("packing", False))
+  packed = bool(cfg.data.packing)
   steps = range(_STEP0.value, _STEP0.value + _SCENES.value)
   t_counts, s_counts, stats, per_pack, _ = sample(cfg, params, scenes, steps, packed)
   in_ch = params.feat_dim
@@ -283,6 +284,10 @@ _CONFIG_PATH = [""]
 def main(argv):
   del argv
   cfg = _CONFIG.value
+  if _CALIBRATE.value:  # calibration computes the packed sizes: the config need not hold them yet
+    cfg = cfg.copy_and_resolve_references()
+    cfg.data.packing = False
+  cfg = schema.validate(cfg)  # the gate, as in training: the layers below do not check the config again
   _CONFIG_PATH[0] = config_flags.get_config_filename(flags.FLAGS["config"])
   scenes, data_name = scene_list(cfg)
   out = calibrate(cfg, scenes, data_name) if _CALIBRATE.value else measure(cfg, scenes, data_name)
