@@ -59,14 +59,15 @@ def _silence_closed_loop_callbacks() -> None:
   """Drops the asyncio noise that a failed orbax restore leaves behind, and nothing else.
 
   When one array of a restore fails (a truncated file: tensorstore's OUT_OF_RANGE), orbax's asyncio loop ends while
-  the other arrays' reads are still in flight. Two kinds of leftovers follow, at unpredictable times (garbage
-  collection, interpreter exit): (1) each pending read's completion callback calls `loop.call_soon_threadsafe` on
-  the closed loop and Python prints "Exception ignored ... RuntimeError: Event loop is closed" with a traceback
-  (about 1,300 lines for one damaged checkpoint); (2) the sibling `async_deserialize` tasks that failed too are
-  collected unretrieved and asyncio logs "Task exception was never retrieved" with their traceback. The failure
-  itself is reported once by `restore_newest_intact`; those leftovers have nothing left to deliver. (1) is dropped
-  by a wrapper of `sys.unraisablehook` (other unraisable errors still reach the previous hook), (2) by a filter on
-  the "asyncio" logger that matches only unretrieved orbax deserialization tasks.
+  the other arrays' reads are still in flight. Their leftovers surface at unpredictable times (while the failure
+  propagates, at garbage collection, at interpreter exit), each with a traceback: (1) a read's completion callback
+  calls `loop.call_soon_threadsafe` on the closed loop, and the "RuntimeError: Event loop is closed" goes to
+  `sys.unraisablehook` (about 1,300 lines for one damaged checkpoint); (2) sibling `async_deserialize` tasks and
+  the tensorstore futures they awaited are collected unretrieved, and asyncio logs "Task/Future exception was never
+  retrieved". The failure itself is reported once by `restore_newest_intact`; the leftovers have nothing left to
+  deliver. (1) is dropped by a wrapper of `sys.unraisablehook` (other unraisable errors still reach the previous
+  hook), (2) by a filter on the "asyncio" logger that matches only orbax/tensorstore reads. Installed before the
+  first restore attempt (measured under load: callbacks fire before an `except` clause would run), once per process.
   """
   previous = sys.unraisablehook
   if getattr(previous, "dos_jax_closed_loop_filter", False):
@@ -80,13 +81,19 @@ def _silence_closed_loop_callbacks() -> None:
 
   hook.dos_jax_closed_loop_filter = True
   sys.unraisablehook = hook
-  std_logging.getLogger("asyncio").addFilter(_drop_unretrieved_deserialize)
+  asyncio_logger = std_logging.getLogger("asyncio")
+  if _drop_unretrieved_deserialize not in asyncio_logger.filters:
+    asyncio_logger.addFilter(_drop_unretrieved_deserialize)
 
 
 def _drop_unretrieved_deserialize(record: std_logging.LogRecord) -> bool:
-  """False (drop) for asyncio's "Task exception was never retrieved" about an orbax `async_deserialize` task."""
+  """False (drop) for asyncio's "Task/Future exception was never retrieved" about an orbax read: the task is
+  `async_deserialize`, or the exception is tensorstore's (its message carries the `tensorstore_spec`)."""
   message = record.getMessage()
-  return not (message.startswith("Task exception was never retrieved") and "async_deserialize" in message)
+  if "exception was never retrieved" not in message.split("\n", 1)[0]:
+    return True
+  error = record.exc_info[1] if record.exc_info else None
+  return not ("async_deserialize" in message or "tensorstore_spec" in f"{message} {error}")
 
 
 def _one_line(error: BaseException, limit: int = 300) -> str:
@@ -272,6 +279,7 @@ class Checkpointer:
     `NoRestorableCheckpointError` lists every step with its error (that one line is the whole report).
     """
     failures = []
+    _silence_closed_loop_callbacks()
     for step in sorted(self.all_steps(), reverse=True):
       try:
         state = self.restore(abstract_state, step)
@@ -279,7 +287,6 @@ class Checkpointer:
         if restored_step != step:
           raise ValueError(f"it holds state.step={restored_step}")
       except Exception as e:  # pylint: disable=broad-except  (any failure means: not restorable)
-        _silence_closed_loop_callbacks()
         failures.append((step, _one_line(e)))
         continue
       if failures:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import types
 
 import flax.struct
 import jax
@@ -300,33 +301,57 @@ def test_a_checkpoint_holding_another_step_is_not_intact(tmp_path):
   ckpt.close()
 
 
-def _leave_unretrieved_failure(coro_fn):
-  """Runs `coro_fn()` as a task that fails and whose exception nobody retrieves, then collects it."""
+def _leave_unretrieved_failure(coro_fn=None, future_error=None):
+  """Leaves a failed task (running `coro_fn()`) or a future failed with `future_error` that nobody retrieves, then
+  collects it (asyncio reports it from the object's finalizer)."""
   loop = asyncio.new_event_loop()
   try:
-    task = loop.create_task(coro_fn())
-    loop.run_until_complete(asyncio.sleep(0.01))
-    assert task.done()
+    if coro_fn is not None:
+      failed = loop.create_task(coro_fn())
+      loop.run_until_complete(asyncio.sleep(0.01))
+    else:
+      failed = loop.create_future()
+      failed.set_exception(future_error)
+    assert failed.done()
   finally:
     loop.close()
-  del task
+  del failed
   gc.collect()
 
 
-def test_restore_noise_filter_drops_only_unretrieved_deserialize_tasks(caplog):
-  """After a failed restore, orbax's sibling `async_deserialize` tasks die unretrieved; asyncio's report of them is
-  dropped (one error line is the whole report), while any other unretrieved task is still reported."""
+def test_restore_noise_filter_drops_only_unretrieved_orbax_reads(caplog):
+  """After a failed restore, orbax's sibling `async_deserialize` tasks and tensorstore's read futures die
+  unretrieved; asyncio's reports of them are dropped (one error line is the whole report), while any other
+  unretrieved task or future is still reported."""
   async def async_deserialize():  # the name orbax's coroutine has
     raise ValueError("OUT_OF_RANGE: truncated")
 
   async def some_other_task():
     raise ValueError("a real bug elsewhere")
 
+  tensorstore_error = ValueError("OUT_OF_RANGE: Error opening \"zarr\" driver [tensorstore_spec='{}']")
   checkpoint._silence_closed_loop_callbacks()  # pylint: disable=protected-access
   with caplog.at_level("ERROR", logger="asyncio"):
     _leave_unretrieved_failure(async_deserialize)
+    _leave_unretrieved_failure(future_error=tensorstore_error)
     assert not [r for r in caplog.records if r.name == "asyncio"]
     _leave_unretrieved_failure(some_other_task)
+    _leave_unretrieved_failure(future_error=KeyError("another real bug"))
     reported = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
-  assert len(reported) == 1 and reported[0].startswith("Task exception was never retrieved"), reported
-  assert "some_other_task" in reported[0]
+  assert len(reported) == 2, reported
+  assert reported[0].startswith("Task exception was never retrieved") and "some_other_task" in reported[0]
+  assert reported[1].startswith("Future exception was never retrieved")
+
+
+def test_restore_noise_filter_drops_only_closed_loop_errors():
+  """The unraisable "Event loop is closed" of a read's late callback is dropped; other unraisable errors are not."""
+  seen = []
+  previous, sys.unraisablehook = sys.unraisablehook, lambda u: seen.append(u.exc_value)
+  try:
+    checkpoint._silence_closed_loop_callbacks()  # pylint: disable=protected-access
+    hook = sys.unraisablehook
+    for error in (RuntimeError("Event loop is closed"), RuntimeError("something else")):
+      hook(types.SimpleNamespace(exc_value=error))
+  finally:
+    sys.unraisablehook = previous
+  assert [str(e) for e in seen] == ["something else"]
