@@ -30,7 +30,7 @@ from dos_jax.models import spec as model_spec
 from dos_jax.models.spec import ModelSpec
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-_ATTENTION = {"xla": None, "cudnn": "cudnn", None: None}
+_ATTENTION = {"xla": None, "cudnn": "cudnn"}
 
 
 def build(spec: ModelSpec) -> ptv3.PointTransformerV3:

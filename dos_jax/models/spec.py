@@ -68,6 +68,8 @@ class ModelSpec:
     if self.attention not in choices.ATTENTION_KERNELS:
       bad.append(f"attention={self.attention!r} (expected one of {choices.ATTENTION_KERNELS})")
     if arch is not None:
+      if arch.type not in variants.UPSTREAM_TYPES:
+        bad.append(f"architecture.type={arch.type!r} (expected one of {variants.UPSTREAM_TYPES})")
       n = len(arch.channels)
       if not n or len(arch.depths) != n or len(arch.heads) != n or len(arch.patch_sizes) != n:
         bad.append(f"architecture: channels {arch.channels}, depths {arch.depths}, heads {arch.heads}, "

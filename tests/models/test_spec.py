@@ -22,6 +22,7 @@ def test_good_specs_and_their_architecture():
     (dict(variant="huge"), "variant='huge'"),
     (dict(dtype="float16"), "dtype='float16'"),
     (dict(attention="flash"), "attention='flash'"),
+    (dict(architecture=dataclasses.replace(ARCH, type="PT-v4")), "architecture.type='PT-v4'"),
     (dict(architecture=dataclasses.replace(ARCH, depths=(1,))), "one entry per stage"),
     (dict(architecture=dataclasses.replace(ARCH, heads=(3, 2))), "must divide channels"),
     (dict(architecture=dataclasses.replace(ARCH, orders=("z", "morton"))), "architecture.orders"),
