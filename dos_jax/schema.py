@@ -309,6 +309,10 @@ def _check_cross_keys(v: Dict[str, Any]) -> None:
   if v["data.format"] in ("pointcept", "tfds") and not v["data.root"]:
     raise ConfigError(f"config.data.root is empty but data.format={v['data.format']!r} reads from disk: set "
                       "--config.data.root=PATH (a folder of scene folders), or use --config.data.format=synthetic.")
+  if v["data.format"] == "synthetic" and v["data.root"]:
+    raise ConfigError(f"config.data.root={v['data.root']!r} is set but data.format='synthetic' generates its scenes "
+                      "and reads no files: add --config.data.format=pointcept (a folder of scene folders; also set "
+                      "--config.data.dataset) or tfds, or drop data.root.")
   if v["cross_view"] and v["data.num_views"] != 2:
     raise ConfigError(f"config.data.num_views={v['data.num_views']}: cross_view=True pairs view v with view "
                       "1-v, so num_views must be 2 (or set --config.cross_view=False).")

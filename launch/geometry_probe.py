@@ -18,6 +18,7 @@ from dos_jax import io as fileio
 from dos_jax import schema
 from dos_jax.eval import geometry_probe
 from dos_jax.eval import probe as probe_lib
+from launch import cli
 from launch import console
 
 
@@ -56,4 +57,4 @@ def main(argv):
 if __name__ == "__main__":
   from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
-  app.run(main, argv=sys.argv)
+  app.run(main, argv=sys.argv, flags_parser=cli.parse_flags)  # a bad command line: one line, exit 2

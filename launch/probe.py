@@ -1,12 +1,14 @@
 r"""Linear probe of a pretrained encoder: `python -m launch.probe --config configs/<name>.py --workdir DIR`.
 
 Restores the encoder from the latest checkpoint in DIR/checkpoints (the student's params; `--teacher` for the EMA
-teacher's), or uses a random-init encoder when there is none (the output says which). Extracts frozen per-point
-features, fits a linear classifier (AdamW, config.probe.*), and evaluates it by mIoU on held-out scenes. Prints one
-final JSON line (miou, head/common/tail where the dataset defines them, per-class IoU, collapse metrics) and writes
-it atomically to DIR/probe.json.
+teacher's); a workdir without a checkpoint is refused (one line, exit 2) unless `--random-init` asks for a
+random-init encoder, whose result goes to DIR/probe_random_init.json with "encoder": "random init". Extracts
+frozen per-point features, fits a linear classifier (AdamW, config.probe.*), and evaluates it by mIoU on held-out
+scenes. Prints one final JSON line (miou, head/common/tail where the dataset defines them, per-class IoU,
+percent_of_supervised when DIR/probe_supervised.json exists, collapse metrics) and writes it atomically to
+DIR/probe.json.
 
-  python -m launch.probe --config configs/synthetic_tiny.py --workdir /tmp/dos_tiny
+  python -m launch.probe --config configs/synthetic_tiny.py --workdir /tmp/dos_jax_quickstart   # after quickstart.sh
   python -m launch.probe --config configs/scannet.py --workdir DIR --data /data/scannet_pointcept
   python -m launch.probe --config configs/scannet.py --workdir DIR --data TRAIN_DIR --eval-data VAL_DIR
   python -m launch.probe --config configs/synthetic_tiny.py --workdir DIR --random-init   # -> probe_random_init.json
@@ -37,6 +39,7 @@ from ml_collections import config_flags
 from dos_jax import schema
 from dos_jax.errors import ConfigError, DataError
 from dos_jax.eval import probe as probe_lib
+from launch import cli
 from launch import console
 
 OUT_NAMES = probe_lib.OUT_NAMES
@@ -50,7 +53,7 @@ def _define_flags():
   flags.DEFINE_string("data", None, "Folder of Pointcept scene folders (default: the config's data source).")
   flags.DEFINE_string("eval-data", None, "Folder of Pointcept scene folders to evaluate on.")
   flags.DEFINE_bool("supervised", False, "Train the supervised baseline (encoder + linear head) instead.")
-  flags.DEFINE_bool("random-init", False, "Probe a random-init encoder even if DIR has checkpoints.")
+  flags.DEFINE_bool("random-init", False, "Probe a random-init encoder (DIR/probe_random_init.json), checkpoints or not.")
   flags.DEFINE_bool("teacher", False, "Probe the EMA teacher's encoder instead of the student's.")
   flags.DEFINE_integer("steps", None, "Probe (or supervised) steps; default config.probe.steps.", lower_bound=1)
   flags.DEFINE_string("out", None, "Output file name in DIR (default by mode: " + ", ".join(OUT_NAMES.values()) + ").")
@@ -103,4 +106,4 @@ if __name__ == "__main__":
   console.quiet_libraries()
   console.route_absl_through_tqdm()
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)  # a bad command line: one line, exit 2

@@ -4,11 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKDIR=${WORKDIR:-/tmp/dos_jax_quickstart}
-start=$SECONDS
 python -m launch.train --config configs/synthetic_tiny.py --workdir "$WORKDIR" "$@"
-train_seconds=$((SECONDS - start))
 # The probes' one-line JSON results go to probe*.json; the console keeps the progress bars and the table.
 python -m launch.probe --config configs/synthetic_tiny.py --workdir "$WORKDIR" "$@" > /dev/null
 python -m launch.probe --config configs/synthetic_tiny.py --workdir "$WORKDIR" "$@" --random-init --noplots > /dev/null
 echo
-python -m launch.summary --workdir "$WORKDIR" --train-seconds "$train_seconds"
+python -m launch.summary --workdir "$WORKDIR"   # the same table as a later reprint (read from the workdir)

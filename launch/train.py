@@ -32,6 +32,7 @@ from dos_jax import checkpoint
 from dos_jax import schema
 from dos_jax.errors import ConfigError, DataError
 from dos_jax.train import workdir_lock
+from launch import cli
 from launch import console
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -41,24 +42,6 @@ _STOP_AT = flags.DEFINE_integer(
     "stop_at", None, "Stop (with a checkpoint, exit 0) once this many steps are done, as a preemption would; the "
     "schedules still span config.total_steps. For time-sliced schedulers; rerun without it to continue.", lower_bound=1)
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _parse_flags(argv):
-  """absl flag parsing, with a one-line ConfigError for an unknown `--config.key` override.
-
-  A locked config rejects unknown keys, but ml_collections reports them as a bare KeyError/AttributeError deep in
-  the flag machinery; name the offending flag and where the keys are listed instead.
-  """
-  try:
-    return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as e:
-    overrides = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
-    known = set(schema.SCHEMA)
-    unknown = [k for k in overrides if k not in known] or [str(e).strip("'\"")]
-    print(f"ConfigError: unknown config key(s) on the command line: "
-          f"{', '.join('--config.' + k for k in unknown)}. Accepted keys are those of dos_jax/schema.py "
-          f"(e.g. --config.zipf_alpha, --config.data.root).", file=sys.stderr)
-    sys.exit(2)
 
 
 def main(argv):
@@ -92,4 +75,4 @@ if __name__ == "__main__":
   logging.set_verbosity(logging.INFO)
   console.quiet_libraries()  # JAX's backend probe and orbax's per-save INFO lines stay off the console
   console.route_absl_through_tqdm()  # step logs above the progress bar, not spliced into it
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)  # a bad command line: one line, exit 2

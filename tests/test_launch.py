@@ -8,6 +8,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+from absl import flags
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
@@ -59,3 +62,51 @@ def test_train_failures_are_one_line_with_their_exit_code(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert err.strip().startswith(line) and "\n" not in err.strip(), err
   flags.FLAGS.unparse_flags()
+
+
+def _check(argv):
+  """launch.cli.check_flags on a fresh flag set like launch.train's (--config file flag, --workdir)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from launch import cli  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "config", flag_values=fv, lock_config=True, sys_argv=argv)
+  flags.DEFINE_string("workdir", None, "workdir", flag_values=fv)
+  cli.check_flags(argv, fv)
+  return fv
+
+
+def test_a_bad_config_path_or_argument_is_one_line(monkeypatch):
+  """A config file that does not exist, a config-argument typo, a bad value, an unknown key or flag: one line
+  (launch.cli; `parse_flags` prints it and exits 2) instead of absl's and ml_collections' tracebacks."""
+  from launch import cli  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(ROOT)
+  cases = [(["p", "--config=configs/nope.py", "--workdir=/tmp/x"],
+            "ConfigError: --config configs/nope.py: cannot load the config file: no such file"),
+           (["p", "--config", "configs/nope.py:smoke", "--config.total_steps=3"],
+            "ConfigError: --config configs/nope.py:smoke: cannot load the config file: no such file"),
+           (["p", "--config=configs/scannet.py:smok"],
+            "ConfigError: --config configs/scannet.py:smok: ValueError: unknown config argument 'smok'; accepted: "
+            "['det', 'smoke']"),
+           (["p", "--config=configs/scannet.py", "--config.zipf_alpah=1"],
+            "ConfigError: unknown config key(s) on the command line: --config.zipf_alpah."),
+           (["p", "--config=configs/scannet.py", "--config.zipf_alpha=abc"],
+            "flag --config.zipf_alpha=abc: could not convert string to float: 'abc'"),
+           (["p", "--config=configs/scannet.py", "--wrokdir=/tmp/x"], "Unknown command line flag 'wrokdir'")]
+  for argv, start in cases:
+    with pytest.raises(cli.CommandLineError) as e:
+      _check(argv)
+    assert str(e.value).startswith(start) and "\n" not in str(e.value), (argv, str(e.value))
+  assert _check(["p", "--config=configs/scannet.py:smoke", "--config.total_steps=3"]).config.total_steps == 3
+  with pytest.raises(SystemExit) as e:
+    cli.parse_flags(["p", "--config=configs/nope.py"], flags.FlagValues())
+  assert e.value.code == 2
+
+
+def test_probe_and_train_print_one_line_for_a_missing_config_file(tmp_path):
+  for module in ("launch.train", "launch.probe"):
+    proc = _run(module, "--config=configs/scannet.py:smok", f"--workdir={tmp_path}")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "ConfigError: --config configs/scannet.py:smok: ValueError: unknown config argument 'smok'; accepted: "
+        "['det', 'smoke']"]

@@ -1,4 +1,5 @@
-"""`python -m launch.probe` end to end: random-init encoder, 3 tiny Pointcept scenes, one subprocess."""
+"""`python -m launch.probe` end to end: random-init encoder, 3 tiny Pointcept scenes, one subprocess; and the
+refusal of a workdir without a checkpoint (in process)."""
 
 import json
 import os
@@ -31,29 +32,34 @@ def test_probe_cli_random_init(tmp_path):
   (workdir / "probe_supervised.json").write_text(json.dumps({"miou": 0.5}))
   cmd = [sys.executable, "-m", "launch.probe", "--config", "configs/synthetic_tiny.py:smoke",
          "--workdir", str(workdir), "--data", str(data), "--steps", "20", "--config.data.dataset=scannet",
-         "--noplots", "--prototype=3"]
+         "--noplots", "--prototype=3", "--random-init"]
   proc = subprocess.run(cmd, cwd=conftest.ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   last = json.loads(proc.stdout.strip().splitlines()[-1])
-  with open(workdir / "probe.json") as f:
+  with open(workdir / "probe_random_init.json") as f:
     saved = json.load(f)
-  assert saved == last
+  assert saved == last and not (workdir / "probe.json").exists()
   assert 0.0 <= saved["miou"] <= 1.0
-  assert saved["encoder"].startswith("random init")
+  assert saved["encoder"] == "random init" and saved["mode"] == "random_init"
+  assert "encoder: random init;" in proc.stderr  # the console says it too
   assert saved["train_scenes"] == 2 and saved["eval_scenes"] == 1
   assert saved["num_classes"] == 20 and saved["num_points"] == 1500
   assert set(saved["per_class_iou"]) >= {"wall", "floor", "cabinet", "bed"}
   assert saved["relative"]["supervised_miou"] == 0.5
-  assert saved["relative"]["percent_of_supervised"] == pytest.approx(200.0 * saved["miou"], abs=0.01)
+  assert saved["percent_of_supervised"] == pytest.approx(200.0 * saved["miou"], abs=0.01)  # top level (README)
   assert saved["collapse"]["num_prototypes"] == 64  # the smoke config's K, random-init head
   # Whole scenes reach the encoder (batches sized to their voxels): nothing dropped, and the file says so.
   assert saved["dropped"] == {"train_voxels": 0, "eval_voxels": 0, "eval_points": 0}
   assert (workdir / "probe_prototype3.png").stat().st_size > 1000  # one prototype's softmap, pictured
   # Bad input: a missing data folder is one clear error line and exit code 2.
-  bad = subprocess.run(cmd[:7] + ["--data", str(tmp_path / "nope")], cwd=conftest.ROOT, capture_output=True,
-                       text=True, timeout=120)
+  bad = subprocess.run(cmd[:7] + ["--random-init", "--data", str(tmp_path / "nope")], cwd=conftest.ROOT,
+                       capture_output=True, text=True, timeout=120)
   assert bad.returncode == 2
   assert "DataError" in bad.stderr and "nope" in bad.stderr
+  # Without --random-init, this workdir (no checkpoint) is refused in one line.
+  refused = subprocess.run(cmd[:7], cwd=conftest.ROOT, capture_output=True, text=True, timeout=120)
+  assert refused.returncode == 2 and refused.stderr.startswith("ConfigError: ") and "--random-init" in refused.stderr
+  assert len(refused.stderr.strip().splitlines()) == 1
 
 
 def test_restore_params_from_train_checkpoint(tmp_path):
@@ -84,3 +90,22 @@ def test_restore_params_from_train_checkpoint(tmp_path):
   np.testing.assert_array_equal(restored["encoder"]["stem"]["kernel"], params["encoder"]["stem"]["kernel"])
   restored, _ = probe.restore_params(str(tmp_path), use_teacher=True)
   np.testing.assert_array_equal(restored["encoder"]["stem"]["kernel"], teacher["encoder"]["stem"]["kernel"])
+
+
+def test_probe_of_a_workdir_without_checkpoint_is_refused(tmp_path):
+  """Without --random-init, a workdir with nothing to probe stops before anything is read or written (a typo in
+  --workdir must not yield a random-init probe.json that a summary would read as pretrained)."""
+  from configs import synthetic_tiny  # pylint: disable=g-import-not-at-top
+  from dos_jax import schema  # pylint: disable=g-import-not-at-top
+  from dos_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from dos_jax.eval import probe  # pylint: disable=g-import-not-at-top
+  config = schema.validate(synthetic_tiny.get_config("smoke"))
+  workdir = tmp_path / "dos_tiny"
+  with pytest.raises(ConfigError, match=r"dos_tiny/checkpoints: no checkpoint to probe.*--random-init"):
+    probe.run_probe(config, str(workdir))
+  assert not workdir.exists()
+  workdir.mkdir()
+  (workdir / "checkpoints").mkdir()
+  with pytest.raises(ConfigError, match="no checkpoint to probe"):
+    probe.run_probe(config, str(workdir))
+  assert os.listdir(workdir) == ["checkpoints"]

@@ -111,6 +111,15 @@ def test_disk_formats_need_a_root():
   schema.validate(c)
 
 
+def test_a_data_root_with_the_synthetic_format_stops_at_the_gate():
+  """`--config.data.root=PATH` without `--config.data.format=pointcept` would train on synthetic scenes for the
+  whole run: the gate names the key instead."""
+  c = _smoke()
+  c.data.root = "/data/scannet"
+  with pytest.raises(ConfigError, match=r"config\.data\.root='/data/scannet' is set but data\.format='synthetic'"):
+    schema.validate(c)
+
+
 def test_cross_view_needs_two_views():
   c = _smoke()
   c.data.num_views = 3
@@ -432,8 +441,11 @@ def test_specs_hold_what_the_step_computes_with_and_not_the_run_identity():
   assert (spec.total_steps, spec.zipf_alpha, spec.optim.lr, spec.model.num_prototypes) == (6, 1.3, 2e-3, 64)
   assert (spec.model.variant, spec.model.head_hidden, spec.model.student_mask_token) == ("tiny", 128, False)
   other = _smoke()
-  other.seed, other.data.root, other.data.num_scenes = 5, "/elsewhere", 9
+  other.seed, other.data.num_scenes = 5, 9
   assert specs.step_spec(schema.validate(other)) == spec
+  elsewhere = _smoke()
+  elsewhere.data.format, elsewhere.data.root = "pointcept", "/elsewhere"
+  assert specs.step_spec(schema.validate(elsewhere)).model == spec.model
   hash(spec)                                     # static under jit: must be hashable
   tokens = _smoke()
   tokens.supervision = "masked_tokens"

@@ -1,10 +1,11 @@
 """The linear probe as a library: `run_probe(config, workdir, ...)` is what `python -m launch.probe` calls.
 
 Restores the encoder from the latest checkpoint in DIR/checkpoints (the student's params; `use_teacher` for the
-EMA teacher's), or uses a random-init encoder when there is none (the result says which), or takes encoder params
-handed in (`encoder_params`, e.g. loaded from an upstream checkpoint). Extracts frozen per-point features of every
-voxel, fits a linear classifier (AdamW, config.probe.*), and evaluates it by mIoU on held-out scenes; writes the
-result dict atomically to DIR/probe.json (see OUT_NAMES for the other modes) and figures beside it.
+EMA teacher's) and refuses a workdir without one (ConfigError), or probes a random-init encoder when asked to
+(mode 'random_init': DIR/probe_random_init.json, `"encoder": "random init"`), or takes encoder params handed in
+(`encoder_params`, e.g. loaded from an upstream checkpoint). Extracts frozen per-point features of every voxel,
+fits a linear classifier (AdamW, config.probe.*), and evaluates it by mIoU on held-out scenes; writes the result
+dict atomically to DIR/probe.json (see OUT_NAMES for the other modes) and figures beside it.
 """
 
 from __future__ import annotations
@@ -141,24 +142,31 @@ def _init_head(model_spec: ModelSpec, feat_dim: int, seed: int):
   return _head(model_spec).init({"params": jax.random.PRNGKey(seed + 7)}, feat)["params"]
 
 
-def _encoder_params(mode: str, workdir: str, use_teacher: bool, encoder_params: Optional[Any],
+def _checkpoint_params(workdir: str, use_teacher: bool) -> Tuple[Dict[str, Any], int]:
+  """(params, step) of DIR's latest checkpoint for mode 'probe'; a workdir without one is refused (a probe of a
+  random-init encoder is asked for by name, mode 'random_init', and written under its own name)."""
+  restored, step = restore_params(workdir, use_teacher)
+  if restored is None:
+    raise ConfigError(f"{os.path.join(workdir, checkpoint.CHECKPOINT_DIR)}: no checkpoint to probe. Pretrain into "
+                      "this workdir first (python -m launch.train --config ... --workdir DIR with the same DIR), or "
+                      f"pass --random-init to probe a random-init encoder (written to {OUT_NAMES['random_init']}).")
+  return restored, step
+
+
+def _encoder_params(mode: str, restored: Optional[Dict[str, Any]], step: Optional[int], use_teacher: bool,
                     encoder_source: str, model_spec: ModelSpec, batch_spec: BatchSpec,
                     train_scenes: Sequence, batch_size: int, capacity: Optional[int],
                     seed: int) -> Tuple[Any, Any, Dict[str, Any]]:
   """(encoder params, head params or None, result fields 'encoder' [+ 'checkpoint_step']) of a probe run.
 
-  Mode 'probe': the handed-in `encoder_params`, else DIR's latest checkpoint, else a random init (as 'random_init',
-  whose head is random too, for the collapse metrics). `model_spec` describes the encoder and the head.
+  Mode 'random_init': a random-init encoder and head (the head for the collapse metrics). Mode 'probe': `restored`
+  ({'encoder': ..., 'head': ...} of DIR's checkpoint at `step`, or {'encoder': ...} handed in with step None,
+  described by `encoder_source`). `model_spec` describes the encoder and the head.
   """
-  if encoder_params is not None and mode == "probe":
-    restored, step = {"encoder": encoder_params}, None
-  else:
-    restored, step = (None, None) if mode == "random_init" else restore_params(workdir, use_teacher)
-  if restored is None:
+  if mode == "random_init":
     example, _ = eval_batch.make_labeled_batch(train_scenes[:1] * batch_size, batch_spec, capacity=capacity)
     enc_params = encoder.init(jax.random.PRNGKey(seed), example.points, model_spec)
-    info = {"encoder": "random init" + ("" if mode == "random_init" else " (no checkpoint in workdir)")}
-    return enc_params, _init_head(model_spec, encoder.output_dim(model_spec), seed), info
+    return enc_params, _init_head(model_spec, encoder.output_dim(model_spec), seed), {"encoder": "random init"}
   if step is None:
     return restored["encoder"], None, {"encoder": encoder_source}
   return restored["encoder"], restored.get("head"), {
@@ -238,8 +246,12 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
   if not workdir:
     raise ConfigError("--workdir is empty: pass the run directory (its checkpoints are probed, output goes there)")
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
   start = time.time()
+  restored, step = None, None
+  if mode == "probe":  # before anything is read or written: a workdir with nothing to probe is refused at once
+    restored, step = ({"encoder": encoder_params}, None) if encoder_params is not None else _checkpoint_params(
+        workdir, use_teacher)
+  os.makedirs(workdir, exist_ok=True)
   model_spec, batch_spec = specs.model_spec(config), spec_lib.batch_spec(config)
   seed = int(config.seed if seed is None else seed)
   steps = int(config.probe.steps if steps is None else steps)
@@ -271,7 +283,7 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
     head_params = None
     result["encoder"] = "supervised (encoder + linear head trained with labels)"
   else:
-    enc_params, head_params, info = _encoder_params(mode, workdir, use_teacher, encoder_params, encoder_source,
+    enc_params, head_params, info = _encoder_params(mode, restored, step, use_teacher, encoder_source,
                                                     model_spec, batch_spec, train_scenes, batch_size,
                                                     capacity, seed)
     result.update(info)
@@ -293,7 +305,10 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
       "probe": {"steps": steps, "lr": float(config.optim.lr if mode == "supervised" else config.probe.lr),
                 "class_balanced": bool(config.probe.class_balanced) and mode != "supervised", "seed": seed},
       "zipf_alpha": float(config.zipf_alpha), "seconds": round(time.time() - start, 1)})
-  result["relative"] = _relative(workdir, mode, result.get("miou"))
+  result["relative"] = _relative(workdir, mode)
+  sup = result["relative"].get("supervised_miou")
+  if sup and result.get("miou") is not None:  # top level: the number a reader of the file looks for
+    result["percent_of_supervised"] = round(100.0 * result["miou"] / sup, 2)
   text = json.dumps(result, sort_keys=False)
   fileio.write_text(os.path.join(workdir, out_name or OUT_NAMES[mode]), text + "\n")
   if print_json:
@@ -301,8 +316,8 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
   return result
 
 
-def _relative(workdir: str, mode: str, value: Optional[float]) -> Dict[str, Any]:
-  """mIoU of the baselines already probed in `workdir` and this run's % of the supervised one."""
+def _relative(workdir: str, mode: str) -> Dict[str, Any]:
+  """mIoU of the baselines already probed in `workdir`: {'supervised_miou', 'random_init_miou'} where present."""
   out: Dict[str, Any] = {}
   for other in ("supervised", "random_init"):
     path = os.path.join(workdir, OUT_NAMES[other])
@@ -313,9 +328,6 @@ def _relative(workdir: str, mode: str, value: Optional[float]) -> Dict[str, Any]
         out[f"{other}_miou"] = json.load(f).get("miou")
     except (OSError, ValueError):
       continue
-  sup = out.get("supervised_miou")
-  if sup and value is not None:
-    out["percent_of_supervised"] = round(100.0 * value / sup, 2)
   return out
 
 

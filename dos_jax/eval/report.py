@@ -1,6 +1,7 @@
-"""A short human-readable result of one run folder: DOS vs random-init probe, steps, time, and where files are.
+"""A short human-readable result of one run folder: the probes' table, pretraining steps and time, and where files
+are. Everything is read from the folder's own files, so a reprint shows what the first print showed.
 
-  text = report.run_summary(workdir, train_seconds=312.0)
+  text = report.run_summary(workdir)
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ import os
 from typing import Any, Dict, List, Optional
 
 from dos_jax import io as fileio
+from dos_jax.errors import ConfigError
+
+# (file, row label when the file holds a probe of a checkpoint), in table order.
+PROBE_FILES = (("probe.json", "DOS (pretrained)"), ("probe_random_init.json", "random init"),
+               ("probe_supervised.json", "supervised"))
 
 
 def _read(path: str) -> Optional[Dict[str, Any]]:
@@ -23,29 +29,54 @@ def _pct(value) -> str:
   return "-" if value is None else f"{100.0 * float(value):.1f}"
 
 
-def run_summary(workdir: str, train_seconds: Optional[float] = None) -> str:
-  """A Markdown table (DOS probe vs random-init probe: mIoU, head/common/tail, pretraining steps, seconds) and the
-  paths of the result JSONs, figures and TensorBoard logs in `workdir` (rows/paths that do not exist are left out).
+def pretraining_seconds(workdir: str) -> Optional[float]:
+  """Wall seconds of the training loop, summed over DIR/metrics.jsonl's rows (`interval_seconds`: the time since
+  the previous row, the first step's compile included); None when the file has no such rows."""
+  rows = fileio.read_jsonl(os.path.join(workdir, "metrics.jsonl")) if os.path.exists(
+      os.path.join(workdir, "metrics.jsonl")) else []
+  times = [float(r["interval_seconds"]) for r in rows if isinstance(r.get("interval_seconds"), (int, float))]
+  return sum(times) if times else None
 
-  Args:
-    workdir: a `launch.train` + `launch.probe` run folder.
-    train_seconds: wall time of the pretraining, added to the DOS row's time when given.
+
+def row_label(name: str, result: Dict[str, Any]) -> str:
+  """What a probe file's encoder was, from its content (never from its file name alone): a random-init encoder
+  is 'random init' in whatever file it was written to."""
+  encoder = str(result.get("encoder", ""))
+  if result.get("mode") == "random_init" or encoder.startswith("random init"):
+    return "random init"
+  if result.get("mode") == "supervised" or encoder.startswith("supervised"):
+    return "supervised"
+  if encoder and not encoder.startswith("checkpoint"):
+    return encoder  # e.g. "pointcept checkpoint sonata.pth" (probe --init-from)
+  return dict(PROBE_FILES)[name]
+
+
+def run_summary(workdir: str) -> str:
+  """A Markdown table (one row per probe file present: DOS probe, random-init probe, supervised baseline; mIoU,
+  head/common/tail, pretraining steps, pretraining and probe seconds) and the paths of the result JSONs, figures
+  and TensorBoard logs in `workdir`.
+
+  Raises:
+    ConfigError: `workdir` is not a directory.
   """
-  rows: List[str] = ["| encoder | mIoU | head | common | tail | pretraining steps | time (s) |",
-                     "|---|---|---|---|---|---|---|"]
+  if not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir {workdir}: no such directory (pass the folder launch.train / launch.probe wrote)")
+  rows: List[str] = ["| encoder | mIoU | head | common | tail | pretraining steps | pretraining (s) | probe (s) |",
+                     "|---|---|---|---|---|---|---|---|"]
   files = []
-  for name, label in (("probe.json", "DOS (pretrained)"), ("probe_random_init.json", "random init")):
+  train_seconds = pretraining_seconds(workdir)
+  for name, _ in PROBE_FILES:
     path = os.path.join(workdir, name)
     res = _read(path)
     if res is None:
       continue
     files.append(path)
-    seconds = float(res.get("seconds") or 0.0)
-    if name == "probe.json" and train_seconds is not None:
-      seconds += float(train_seconds)
-    steps = res.get("checkpoint_step") if name == "probe.json" else 0
+    label = row_label(name, res)
+    steps = res.get("checkpoint_step") if label == "DOS (pretrained)" else None
+    pretrain = f"{train_seconds:.0f}" if steps is not None and train_seconds is not None else "-"
+    probe = "-" if res.get("seconds") is None else f"{float(res['seconds']):.0f}"
     rows.append(f"| {label} | {_pct(res.get('miou'))} | {_pct(res.get('head'))} | {_pct(res.get('common'))} | "
-                f"{_pct(res.get('tail'))} | {steps if steps is not None else '-'} | {seconds:.0f} |")
+                f"{_pct(res.get('tail'))} | {steps if steps is not None else '-'} | {pretrain} | {probe} |")
   figures = sorted(glob.glob(os.path.join(workdir, "*.png")))
   events = sorted(glob.glob(os.path.join(workdir, "**", "events.out.tfevents.*"), recursive=True))
   out = ["\n".join(rows), "", "results: " + (", ".join(files) or "(no probe result yet)")]

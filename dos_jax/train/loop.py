@@ -132,7 +132,7 @@ class _Interval:
     elapsed = max(time.perf_counter() - self._start, 1e-9)
     out = {k: float(v) for k, v in jax.device_get(self._acc.compute()).items()}
     out.pop("nonfinite", None)  # the run's count below is the useful number
-    out.update(steps_per_sec=self._steps / elapsed,
+    out.update(steps_per_sec=self._steps / elapsed, interval_seconds=elapsed,  # wall time since the last row
                points_per_sec=self._points * jax.process_count() / elapsed,  # hosts hold equal shares
                nonfinite_count=float(nonfinite_count))
     self._reset()

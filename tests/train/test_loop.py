@@ -220,6 +220,7 @@ def test_interval_averages_finite_values_only():
   out = interval.flush(nonfinite_count=1)
   assert out["loss"] == 2.0 and out["lr"] == 0.5 and out["nonfinite_count"] == 1 and "nonfinite" not in out
   assert out["points_per_sec"] == pytest.approx(10 * out["steps_per_sec"])
+  assert out["interval_seconds"] * out["steps_per_sec"] == pytest.approx(3)  # the wall time launch.summary sums
   interval.add({"loss": np.float32(np.nan), "lr": np.float32(0.25), "nonfinite": np.float32(1)}, 10)
   out = interval.flush(nonfinite_count=2)  # a fresh interval: only the last step
   assert np.isnan(out["loss"]) and out["lr"] == 0.25
