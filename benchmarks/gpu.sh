@@ -29,6 +29,7 @@ OUT="${1:-benchmarks/gpu_results}"
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
+# The interpreter: $PYTHON when set (a venv that is not activated: PYTHON=/path/venv/bin/python), else python3.
 PY=${PYTHON:-python3}
 step() { echo "=== $* ($(date -u +%H:%M:%S))"; }
 
@@ -45,14 +46,14 @@ fi
 WHEELS=${DOS_WHEELS:-.whl}
 if [ "${INSTALL:-0}" = "1" ]; then
   step "install (from the package index)"
-  $PY -m pip install -q -r requirements-cuda12.txt || echo "install failed (continuing)"
+  "$PY" -m pip install -q -r requirements-cuda12.txt || echo "install failed (continuing)"
 elif compgen -G "$WHEELS/*.whl" >/dev/null; then
   step "install carried wheels from $WHEELS (offline)"
   SITE=${DOS_SITE:-/tmp/dos_jax_site}
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl \
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl \
     && export PYTHONPATH="$PYTHONPATH:$SITE" || echo "installing the carried wheels failed (continuing)"
 fi
-$PY - "${DRY_RUN:-0}" <<'EOF' || { echo "no GPU visible to JAX: stop (DRY_RUN=1 runs the same steps on CPU)"; exit 1; }
+"$PY" - "${DRY_RUN:-0}" <<'EOF' || { echo "no GPU visible to JAX: stop (DRY_RUN=1 runs the same steps on CPU)"; exit 1; }
 import sys
 import jax
 d = jax.devices()[0]
@@ -63,29 +64,29 @@ EOF
 step "$VARIANT encoder $DTYPE fwd+bwd"
 ATTN=xla
 if [ "${DRY_RUN:-0}" != "1" ]; then
-  $PY -c "import jax, jax.numpy as jnp; q=jnp.ones((1,128,2,64),jnp.bfloat16); jax.nn.dot_product_attention(q,q,q,implementation='cudnn')" \
+  "$PY" -c "import jax, jax.numpy as jnp; q=jnp.ones((1,128,2,64),jnp.bfloat16); jax.nn.dot_product_attention(q,q,q,implementation='cudnn')" \
     >/dev/null 2>&1 && ATTN=cudnn
 fi
-timeout "$LIMIT" $PY benchmarks/encoder.py --variant "$VARIANT" --dtype "$DTYPE" --attention "$ATTN" \
+timeout "$LIMIT" "$PY" benchmarks/encoder.py --variant "$VARIANT" --dtype "$DTYPE" --attention "$ATTN" \
   --points "$POINTS" --batch "$BATCH" --repeats "$REPEATS" --out "$OUT/encoder_base_bf16.json" \
   || echo "encoder benchmark failed"
 
 step "sinkhorn bandwidth + torch objective"
-timeout "$LIMIT" $PY benchmarks/sinkhorn_bandwidth.py "$OUT/sinkhorn_gpu.json" --sizes "$SIZES" \
+timeout "$LIMIT" "$PY" benchmarks/sinkhorn_bandwidth.py "$OUT/sinkhorn_gpu.json" --sizes "$SIZES" \
   --repeats "$REPEATS" --torch-device "$TORCH_DEVICE" || echo "sinkhorn benchmark failed"
 
 step "train step synthetic_tiny, JAX vs torch"
-timeout "$LIMIT" $PY -m benchmarks.train_step --steps "$TS_STEPS" "${TS_ARGS[@]}" --torch-device "$TORCH_DEVICE" \
+timeout "$LIMIT" "$PY" -m benchmarks.train_step --steps "$TS_STEPS" "${TS_ARGS[@]}" --torch-device "$TORCH_DEVICE" \
   --out "$OUT/train_step_gpu.json" >/dev/null || echo "train step benchmark failed"
 
 if [ "${DRY_RUN:-0}" != "1" ]; then
   step "PTv3 fwd+bwd, dos_jax vs upstream Pointcept on GPU"
   if [ "${INSTALL:-0}" = "1" ]; then
-    $PY -m pip install -q spconv-cu126==2.3.8 addict==2.4.0 || echo "spconv-cu126 install failed (continuing)"
+    "$PY" -m pip install -q spconv-cu126==2.3.8 addict==2.4.0 || echo "spconv-cu126 install failed (continuing)"
   fi
-  timeout "$LIMIT" $PY benchmarks/pointcept.py --train --device cuda --repeats 5 --out "$OUT/pointcept_gpu.json" \
+  timeout "$LIMIT" "$PY" benchmarks/pointcept.py --train --device cuda --repeats 5 --out "$OUT/pointcept_gpu.json" \
     || echo "pointcept benchmark failed"
 fi
 
 step "summary"
-$PY benchmarks/gpu_summary.py "$OUT"
+"$PY" benchmarks/gpu_summary.py "$OUT"

@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKDIR=${WORKDIR:-/tmp/dos_jax_quickstart}
-python -m launch.train --config configs/synthetic_tiny.py --workdir "$WORKDIR" "$@"
+# The interpreter: $PYTHON when set (e.g. a venv that is not activated), else `python` from PATH.
+PY=${PYTHON:-python}
+"$PY" -m launch.train --config configs/synthetic_tiny.py --workdir "$WORKDIR" "$@"
 # The probes' one-line JSON results go to probe*.json; the console keeps the progress bars and the table.
-python -m launch.probe --config configs/synthetic_tiny.py --workdir "$WORKDIR" "$@" > /dev/null
-python -m launch.probe --config configs/synthetic_tiny.py --workdir "$WORKDIR" "$@" --random-init --noplots > /dev/null
+"$PY" -m launch.probe --config configs/synthetic_tiny.py --workdir "$WORKDIR" "$@" > /dev/null
+"$PY" -m launch.probe --config configs/synthetic_tiny.py --workdir "$WORKDIR" "$@" --random-init --noplots > /dev/null
 echo
-python -m launch.summary --workdir "$WORKDIR"   # the same table as a later reprint (read from the workdir)
+"$PY" -m launch.summary --workdir "$WORKDIR"   # the same table as a later reprint (read from the workdir)

@@ -37,9 +37,12 @@ export DOS_MULTIHOST=1
 # One GPU per process: SLURM's --gpus-per-task / CUDA_VISIBLE_DEVICES binding, or fall back to the local rank.
 export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-true}
 
+# Every task runs $PYTHON when set (a venv's python; the job need not activate it), else `python` from PATH.
+export PYTHON=${PYTHON:-python}
+
 srun --kill-on-bad-exit=1 bash -c '
   export JAX_NUM_PROCESSES=$SLURM_NTASKS
   export JAX_PROCESS_ID=$SLURM_PROCID
   export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES_OVERRIDE:-$SLURM_LOCALID}
-  exec python -m launch.train "$@"
+  exec "$PYTHON" -m launch.train "$@"
 ' _ "$@"

@@ -92,6 +92,7 @@ _KILL_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.system
 def test_sigkill_during_save_never_leaves_a_visible_corrupt_checkpoint(tmp_path):
   workdir = str(tmp_path)
   proc = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, workdir], stdout=subprocess.PIPE, text=True,

@@ -7,6 +7,9 @@ numbers, not a traceback: every step must write its JSON and summary.json must h
 import json
 import os
 import subprocess
+import sys
+
+import pytest
 
 from benchmarks import gpu_summary
 
@@ -15,9 +18,11 @@ FIELDS = {"device", "dry_run", "peak_tflops_bf16", "peak_GBps", "encoder_base_bf
           "pointcept_fwd_bwd", "failed"}
 
 
+@pytest.mark.system
 def test_dry_run_writes_every_step_and_the_summary(tmp_path):
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "DOS_WHEELS", "INSTALL")}
-  env.update(DRY_RUN="1", DOS_WHEELS=str(tmp_path / "no_wheels"))
+  # PYTHON: this interpreter, not whatever `python3` PATH finds (a venv's python runs the suite unactivated).
+  env.update(DRY_RUN="1", DOS_WHEELS=str(tmp_path / "no_wheels"), PYTHON=sys.executable)
   proc = subprocess.run(["bash", "benchmarks/gpu.sh", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=1200)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -18,6 +18,7 @@ def _run(*args, timeout=120):
   return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.system
 def test_train_rejects_an_unknown_override_in_one_line(tmp_path):
   proc = _run("launch.train", "--config=configs/synthetic_tiny.py:smoke", f"--workdir={tmp_path}",
               "--config.zipf_alpah=1.6")
@@ -26,6 +27,7 @@ def test_train_rejects_an_unknown_override_in_one_line(tmp_path):
   assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.system
 def test_train_rejects_an_impossible_value_before_compiling(tmp_path):
   proc = _run("launch.train", "--config=configs/synthetic_tiny.py:smoke", f"--workdir={tmp_path / 'run'}",
               "--config.mask_ratio=1.0", "--config.num_devices=1")
@@ -34,6 +36,7 @@ def test_train_rejects_an_impossible_value_before_compiling(tmp_path):
   assert not (tmp_path / "run").exists()  # refused before touching the workdir
 
 
+@pytest.mark.system
 def test_train_rejects_a_workdir_with_a_missing_parent(tmp_path):
   proc = _run("launch.train", "--config=configs/synthetic_tiny.py:smoke", f"--workdir={tmp_path / 'a' / 'b'}",
               "--config.num_devices=1")
@@ -103,6 +106,7 @@ def test_a_bad_config_path_or_argument_is_one_line(monkeypatch):
   assert e.value.code == 2
 
 
+@pytest.mark.system
 def test_probe_and_train_print_one_line_for_a_missing_config_file(tmp_path):
   for module in ("launch.train", "launch.probe"):
     proc = _run(module, "--config=configs/scannet.py:smok", f"--workdir={tmp_path}")

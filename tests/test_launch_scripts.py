@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.system
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 # Spaces and a quote: the arguments must reach launch.train intact through srun / ssh.
 ARGS = ["--config", "configs/scannet.py", "--workdir", "/shared/ckpt/run one", "--config.data.root=/data/it's here"]
@@ -65,7 +67,7 @@ def _stand_ins(tmp_path, python_name="python"):
   record = tmp_path / "record.jsonl"
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(("SLURM_", "JAX_", "DOS_", "TPU_", "CUDA_VISIBLE", "XLA_PYTHON")) and k not in
-         ("ZONE", "PROJECT", "REPO_DIR")}
+         ("ZONE", "PROJECT", "REPO_DIR", "PYTHON")}
   env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", RECORD=str(record), STAND_IN_PYTHON=sys.executable)
   return env, record
 
@@ -101,6 +103,16 @@ def test_slurm_passes_a_failing_exit_code_on(tmp_path):
   _write_exe(tmp_path / "bin" / "python", "#!/usr/bin/env bash\nexit 3\n")
   env.update(SLURM_JOB_NODELIST="node-a", SLURM_NTASKS="1", SLURM_SUBMIT_DIR=ROOT)
   assert _run("launch/slurm_gpu.sh", env).returncode == 3
+
+
+def test_slurm_tasks_run_the_interpreter_named_by_PYTHON(tmp_path):
+  env, record = _stand_ins(tmp_path, python_name="venv_python")  # `python` on PATH is not it
+  _write_exe(tmp_path / "bin" / "python", "#!/usr/bin/env bash\nexit 3\n")
+  env.update(SLURM_JOB_NODELIST="node-a", SLURM_NTASKS="2", SLURM_SUBMIT_DIR=ROOT,
+             PYTHON=str(tmp_path / "bin" / "venv_python"))
+  proc = _run("launch/slurm_gpu.sh", env)
+  assert proc.returncode == 0, proc.stderr
+  assert [r["argv"] for r in _records(record)] == [["-m", "launch.train", *ARGS]] * 2
 
 
 def test_slurm_outside_an_allocation_or_the_repo_is_one_clear_error(tmp_path):

@@ -27,8 +27,11 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from dos_jax.train import writers
+
+pytestmark = pytest.mark.system
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPS = float(np.finfo(np.float32).eps)

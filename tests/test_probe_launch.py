@@ -23,6 +23,7 @@ def _write_scenes(root, num=3, n=1500):
     scene_lib.save_scene(scene, os.path.join(root, f"scene000{i}_00"), segment_key="segment20")
 
 
+@pytest.mark.system
 def test_probe_cli_random_init(tmp_path):
   data = tmp_path / "data"
   _write_scenes(str(data))

@@ -237,6 +237,7 @@ def test_default_config_holds_exactly_the_schema():
   schema.validate(schema.default_config())
 
 
+@pytest.mark.system
 def test_the_gate_does_not_import_jax():
   code = ("import sys; from configs import synthetic_tiny; from dos_jax import schema; "
           "schema.validate(synthetic_tiny.get_config('smoke')); print(sorted(m for m in ('jax', 'flax') "

@@ -54,6 +54,7 @@ def test_bad_plans_are_refused_with_the_entry_named():
     sweep.parse_plan([{"name": "a", "overrides": {}, "seeds": 3}])
 
 
+@pytest.mark.system
 def test_commands_mode_prints_train_random_init_probe_with_the_same_overrides(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "launch.sweep", "--config=configs/ablation_tiny.py",
                          f"--workdir={tmp_path}", "--mode=commands", "--seeds=0,4", "--runs=alpha2",

@@ -161,6 +161,7 @@ def _arrays(draw):
   return out
 
 
+@pytest.mark.system
 @hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
 @hypothesis.given(_arrays())
 def test_fuzz_load_scene(arrays):
@@ -203,6 +204,7 @@ def _scenes(draw):
   return fields
 
 
+@pytest.mark.system
 @hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
 @hypothesis.given(_scenes())
 def test_fuzz_validate_scene(fields):

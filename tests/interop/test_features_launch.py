@@ -4,6 +4,7 @@ PCA colouring itself on features of known structure."""
 import json
 
 import numpy as np
+import pytest
 
 from dos_jax.eval import plots
 from launch import features
@@ -24,6 +25,7 @@ def test_pca_rgb_recovers_the_dominant_directions():
     assert abs(np.corrcoef(rgb[:, k], latent[:, k])[0, 1]) > 0.95, k
 
 
+@pytest.mark.system
 def test_features_picture_of_a_checkpoint(tmp_path):
   torch = upstream.modules()[0]
   model = upstream.build("PT-v3m2", (8, 16), (1, 1), (1, 1), 64, seed=2)

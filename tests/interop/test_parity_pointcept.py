@@ -3,9 +3,13 @@
 
 import json
 
+import pytest
+
 from launch import parity
 from tests import conftest
 from tests.interop import upstream
+
+pytestmark = pytest.mark.system
 
 
 def test_parity_against_pointcept_checkpoint_exit_codes(tmp_path, monkeypatch):

@@ -14,6 +14,8 @@ import pytest
 from dos_jax.interop import pointcept
 from tests.interop import upstream
 
+pytestmark = pytest.mark.system
+
 TOL = 1e-4
 
 

@@ -53,6 +53,8 @@ from dos_jax.data import views
 from dos_jax.errors import ConfigError, DataError
 from tests import reliability as rel
 
+pytestmark = pytest.mark.system
+
 TIME_LIMIT_S = 30   # per example; the slowest valid example takes well under 2 s
 # No 'explain' phase: it reruns a failing example hundreds of times (minutes here) for little extra information.
 SETTINGS = dict(deadline=None, derandomize=True, print_blob=True,

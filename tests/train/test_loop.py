@@ -137,6 +137,7 @@ def _assert_checkpoints_readable(workdir, abstract):
   return steps
 
 
+@pytest.mark.system
 def test_sigkill_and_sigterm_then_resume_matches_straight_run(straight, tmp_path):
   _, reference = straight
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), reference.state)
@@ -251,6 +252,7 @@ def test_damaged_newest_checkpoint_resume_equals_straight_run(straight, tmp_path
   assert os.path.isdir(os.path.join(workdir, checkpoint.DAMAGED_DIR, str(TOTAL // 2)))
 
 
+@pytest.mark.system
 def test_no_intact_checkpoint_exits_2_with_one_line(straight, tmp_path):
   workdir = str(tmp_path / "run")
   os.makedirs(workdir)

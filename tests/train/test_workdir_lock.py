@@ -47,6 +47,7 @@ def test_second_holder_is_refused_naming_the_first(tmp_path):
     pass
 
 
+@pytest.mark.system
 def test_same_host_dead_pid_is_taken_over_with_a_warning(tmp_path, caplog):
   _plant(str(tmp_path), pid=_dead_pid())
   with workdir_lock.WorkdirLock(str(tmp_path)) as lock:
@@ -97,6 +98,7 @@ def test_only_process_0_takes_it(tmp_path):
   lock.release()
 
 
+@pytest.mark.system
 def test_launch_train_on_a_held_workdir_stops_with_one_line(tmp_path):
   workdir = tmp_path / "run"
   workdir.mkdir()
