@@ -1,5 +1,6 @@
-"""Command-line parsing of the absl entry points (`launch.train`, `launch.probe`, `launch.geometry_probe`): a bad
-command line is one line on stderr and exit code 2, never a traceback through absl and ml_collections.
+"""Command-line parsing of the absl entry points (`launch.train`, `launch.probe`, `launch.geometry_probe`,
+`launch.compile`): a bad command line is one line on stderr and exit code 2, never a traceback through absl and
+ml_collections.
 
 What it catches: a config file that does not exist or does not load (`--config configs/nope.py`), a bad config
 argument (`configs/scannet.py:smok`: the config's own error, e.g. "unknown config argument 'smok'; accepted:

@@ -1,11 +1,12 @@
 """Test set-up: 8 host CPU devices (for sharding tests) and a persistent compile cache, before JAX starts.
 
-Optional material and its skip policy. Two things are beside the checkout in CI but not in a user's bare clone or
+Optional material and its skip policy. Three things are beside the checkout in CI but not in a user's bare clone or
 a minimal environment: `../shared` (the real scans in `../shared/data`, the upstream code in
-`../shared/reference`) and torch (the PyTorch parity reference). A test that needs one asks for it through
-`require_shared(...)` / `require_torch()` (or the `shared_data` fixture / `needs_data` marker): when it is absent
-the test is skipped with a one-line reason, except under CI=true (CI always has both), where the absence is a
-failure, so a broken CI set-up can never hide tests behind skips.
+`../shared/reference`), torch (the PyTorch parity reference) and libtpu (the TPU compiler of `launch.compile`,
+in its own environment, which .ci/run installs and names in $DOS_TPU_PYTHON). A test that needs one asks for it
+through `require_shared(...)` / `require_torch()` / `require_tpu_python()` (or the `shared_data` fixture /
+`needs_data` marker): when it is absent the test is skipped with a one-line reason, except under CI=true (CI
+always has all three), where the absence is a failure, so a broken CI set-up can never hide tests behind skips.
 """
 
 import os
@@ -54,6 +55,20 @@ def require_torch():
   except ImportError as e:
     _absent(f"torch is not installed ({e}); `pip install -r requirements-dev.txt` adds its CPU wheel")
   return torch
+
+
+def require_tpu_python() -> str:
+  """A Python interpreter that has libtpu (the TPU compiler, for `launch.compile`): this one when libtpu is
+  importable here, else $DOS_TPU_PYTHON (.ci/run sets it to the venv it installs requirements-tpu.txt into).
+  Skips (fails under CI=true) when there is neither: libtpu is optional and lives in its own environment."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  if importlib.util.find_spec("libtpu") is not None:
+    return sys.executable
+  candidate = os.environ.get("DOS_TPU_PYTHON", "")
+  if candidate and os.access(candidate, os.X_OK):
+    return candidate
+  _absent("libtpu is not installed here and $DOS_TPU_PYTHON names no interpreter "
+          f"({candidate or 'unset'}); README 'Before you rent a pod' installs requirements-tpu.txt")
 
 
 @pytest.fixture

@@ -36,3 +36,17 @@ def test_missing_torch(monkeypatch):
   monkeypatch.setenv("CI", "true")
   with pytest.raises(pytest.fail.Exception, match="CI=true but torch is not installed"):
     conftest.require_torch()
+
+
+def test_missing_libtpu(monkeypatch, tmp_path):
+  import importlib.util
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+  monkeypatch.setenv("DOS_TPU_PYTHON", str(tmp_path / "no_python"))
+  monkeypatch.delenv("CI", raising=False)
+  with pytest.raises(pytest.skip.Exception, match="libtpu is not installed"):
+    conftest.require_tpu_python()
+  monkeypatch.setenv("CI", "true")
+  with pytest.raises(pytest.fail.Exception, match="CI=true but libtpu is not installed"):
+    conftest.require_tpu_python()
+  monkeypatch.setenv("DOS_TPU_PYTHON", sys.executable)
+  assert conftest.require_tpu_python() == sys.executable

@@ -38,7 +38,6 @@ from dos_jax.batching import pipeline
 from dos_jax.batching import spec as batch_spec_lib
 from dos_jax.data import catalog
 from dos_jax.train import sharding
-from dos_jax.train import state as state_lib
 from dos_jax.train import workdir_lock
 from dos_jax.train import writers
 
@@ -148,10 +147,7 @@ def _init_or_restore(spec: specs.StepSpec, seed: int, mesh, ckpt: checkpoint.Che
   rng = jax.random.PRNGKey(seed)
   if not start_step:
     return sharding.create_sharded_state(spec, rng, example_batch, mesh), 0
-  abstract = jax.eval_shape(lambda r, b: state_lib.create_train_state(spec, r, b), rng, example_batch)
-  shardings = sharding.state_sharding(mesh, abstract)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-  step, state = ckpt.restore_newest_intact(abstract)
+  step, state = ckpt.restore_newest_intact(sharding.abstract_state(spec, rng, example_batch, mesh))
   return state, step
 
 

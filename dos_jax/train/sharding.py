@@ -18,7 +18,7 @@ and superseded by jit + mesh for everything it did.)
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -32,13 +32,19 @@ from dos_jax.train import step as step_lib
 DATA_AXIS = "data"
 
 
-def make_mesh(num_devices: Optional[int] = None) -> Mesh:
-  """A 1-d mesh ('data',) over the first `num_devices` global devices (all of them by default)."""
-  devices = jax.devices()
+def make_mesh(num_devices: Optional[int] = None, devices: Optional[Sequence[Any]] = None) -> Mesh:
+  """A 1-d mesh ('data',) over the first `num_devices` of `devices` (all of them by default).
+
+  `devices` defaults to `jax.devices()` (this job's global devices); the ahead-of-time compile passes a TPU
+  topology's compile-only devices (`dos_jax.train.aot`).
+  """
+  own = devices is None
+  devices = list(jax.devices() if own else devices)
   if num_devices is not None:
     if not 1 <= num_devices <= len(devices):
       raise ValueError(f"num_devices={num_devices}: expected 1..{len(devices)} (devices available)")
-    if jax.process_count() > 1 and num_devices != len(devices):
+    hosts = len({d.process_index for d in devices}) if not own else jax.process_count()
+    if hosts > 1 and num_devices != len(devices):
       raise ValueError("num_devices must be all devices in a multi-host run (each host feeds its own devices)")
     devices = devices[:num_devices]
   return Mesh(np.asarray(devices), (DATA_AXIS,))
@@ -76,6 +82,28 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     raise ConfigError(f"config.batch_size: this host's {b_local} scenes per step do not split over its "
                       f"{local_devices} devices; use a batch_size that is a multiple of the device count")
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def abstract_state(spec: specs.StepSpec, rng: jax.Array, example_batch: Any, mesh: Mesh) -> Any:
+  """The TrainState as `jax.ShapeDtypeStruct`s carrying their shardings, computed without initialising anything.
+
+  What a checkpoint restore fills (`loop`) and what the ahead-of-time compile takes (`dos_jax.train.aot`). The
+  example batch only provides shapes (numpy, jax arrays or ShapeDtypeStructs).
+  """
+  abstract = jax.eval_shape(functools.partial(state_lib.create_train_state, spec), rng, example_batch)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+                      state_sharding(mesh, abstract))
+
+
+def abstract_batch(example_batch: Any, mesh: Mesh, copies: int = 1) -> Any:
+  """The global batch the step receives, as `jax.ShapeDtypeStruct`s sharded like `shard_batch`'s output.
+
+  `example_batch` is one share (leading axis [b, ...]: a process's scenes, or one device's); the global batch
+  stacks `copies` such shares on the leading axis, as `shard_batch` concatenates the processes' batches.
+  """
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct((np.shape(x)[0] * copies,) + tuple(np.shape(x)[1:]),
+                                                     x.dtype, sharding=sharding), example_batch)
 
 
 def create_sharded_state(spec: specs.StepSpec, rng: jax.Array, example_batch: Any, mesh: Mesh

@@ -1,0 +1,109 @@
+"""`python -m launch.compile`: flags, exit codes, the one line and the JSON.
+
+Without libtpu the command runs through a small driver that replaces only `aot.topology_devices` (4 host CPU
+devices stand in for a v5e:2x2 slice) or the chip table's HBM: everything else (config gate, the training step's
+lowering and compile, the report, the JSON, the exit code) is the real code. With libtpu (this Python, or
+$DOS_TPU_PYTHON, which .ci/run installs) a `:smoke` config is compiled for a real v5e:2x2 TPU target.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dos_jax import compile_report
+from tests import conftest
+
+ROOT = conftest.ROOT
+SMOKE = ["--config=configs/scannet.py:smoke", "--topology=v5e:2x2", "--config.batch_size=4"]
+
+_DRIVER = """
+import sys
+import jax
+from dos_jax import compile_report
+from dos_jax.train import aot
+mode = sys.argv.pop(1)
+if mode in ("cpu", "tiny"):
+  aot.topology_devices = lambda name: jax.devices()[:4]
+if mode == "tiny":
+  compile_report.CHIPS["v5e"] = compile_report.Chip("v5e", hbm_gib=1e-4, peak_tflops=197, hbm_gbps=819)
+if mode == "nolibtpu":
+  aot.libtpu_installed = lambda: False
+from absl import app
+from launch import compile as launch_compile
+from launch import cli
+app.run(launch_compile.main, flags_parser=cli.parse_flags)
+"""
+
+
+def _run(args, mode=None, python=None, timeout=900):
+  cmd = [python or sys.executable] + (["-c", _DRIVER, mode] if mode else ["-m", "launch.compile"]) + list(args)
+  env = dict(os.environ)
+  if python is not None:  # the TPU program is large: keep it out of the tests' CPU compile cache
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _one_line(text):
+  lines = [l for l in text.splitlines() if l.strip()]
+  assert len(lines) == 1, text
+  return lines[0]
+
+
+def test_bad_config_key_and_unknown_chip_exit_2_with_one_line():
+  r = _run(SMOKE + ["--config.not_a_key=1"], mode="nolibtpu")
+  assert r.returncode == 2 and "--config.not_a_key" in _one_line(r.stderr) and not r.stdout.strip()
+  r = _run(["--config=configs/scannet.py:smoke", "--topology=v9x:2x2"], mode="nolibtpu")
+  assert r.returncode == 2 and "v9x:2x2" in _one_line(r.stderr)
+  r = _run(SMOKE + ["--config.zipf_alpha=-1"], mode="nolibtpu")
+  assert r.returncode == 2 and "zipf_alpha" in _one_line(r.stderr)
+
+
+def test_without_libtpu_exit_4_with_one_line(tmp_path):
+  out = tmp_path / "r.json"
+  r = _run(SMOKE + [f"--json={out}"], mode="nolibtpu")
+  assert r.returncode == 4 and "requirements-tpu.txt" in _one_line(r.stderr) and not out.exists()
+
+
+def test_fits_exit_0_and_json_is_the_line(tmp_path):
+  out = tmp_path / "r.json"
+  r = _run(SMOKE + [f"--json={out}"], mode="cpu")
+  assert r.returncode == 0, r.stderr[-2000:]
+  report = json.loads(out.read_text())
+  assert _one_line(r.stdout) == compile_report.one_line(report)
+  assert report["fits"] and report["config"] == "configs/scannet.py:smoke" and report["topology"] == "v5e:2x2"
+  assert (report["devices"], report["chips"], report["scenes_per_step"], report["scenes_per_chip"]) == (4, 4, 4, 1)
+  mem = report["memory_per_chip"]
+  assert mem["total"] == mem["argument"] + mem["output"] - mem["alias"] + mem["temp"] + mem["generated_code"] > 0
+  assert report["flops_per_chip"] > 0 and report["bytes_accessed_per_chip"] > 0
+  assert report["ops"]["gathers"] > 0 and report["ops"]["scatters"] > 0  # serialization orders, pooling
+  assert report["roofline"]["step_s"] == max(report["roofline"]["compute_s"], report["roofline"]["memory_s"])
+
+
+def test_does_not_fit_exit_3_and_max_batch_zero(tmp_path):
+  out = tmp_path / "r.json"
+  r = _run(SMOKE + [f"--json={out}", "--max-batch"], mode="tiny")
+  assert r.returncode == 3, r.stderr[-2000:]
+  report = json.loads(out.read_text())
+  line = _one_line(r.stdout)
+  assert not report["fits"] and "DOES NOT FIT" in line and report["hbm_bytes_per_chip"] == int(1e-4 * 2 ** 30)
+  # Not even one scene per device fits: the search stops without another compile.
+  assert report["max_batch"]["scenes_per_device"] == 0 and report["max_batch"]["probes"] == []
+  assert "max batch 0 scenes/chip" in line
+
+
+def test_libtpu_compiles_smoke_for_v5e(tmp_path):
+  """The real TPU compiler: the smoke step for a v5e:2x2 slice, and libtpu's refusal of a bad topology."""
+  python = conftest.require_tpu_python()
+  out = tmp_path / "tpu.json"
+  r = _run(SMOKE + [f"--json={out}"], python=python)
+  assert r.returncode == 0, r.stderr[-2000:]
+  report = json.loads(out.read_text())
+  assert _one_line(r.stdout) == compile_report.one_line(report)
+  assert report["chip"]["name"] == "v5e" and report["devices"] == 4 and report["fits"]
+  assert report["flops_per_chip"] > 0 and report["bytes_accessed_per_chip"] > 0
+  assert report["ops"]["gathers"] > 0 and report["ops"]["collectives"] >= 1  # the gradient all-reduce
+  r = _run(["--config=configs/scannet.py:smoke", "--topology=v5e:3x3"], python=python)
+  assert r.returncode == 2 and "v5e:3x3" in _one_line(r.stderr)

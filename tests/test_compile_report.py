@@ -1,0 +1,136 @@
+"""dos_jax.compile_report: HLO op counts, roofline arithmetic, memory totals and the fits decision (no libtpu)."""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dos_jax import compile_report
+
+# A hand-written TPU-style HLO module: tuple types, tiled layouts with `T(8,128)` / `S(1)` (upper-case, not
+# opcodes), an async all-reduce pair, a fused computation holding a gather, `ROOT` lines and metadata.
+_HLO = """\
+HloModule jit_train_step, entry_computation_layout={(f32[8,128]{1,0:T(8,128)})->f32[8,128]{1,0}}
+
+%fused_computation (param_0: f32[8,128], param_1: s32[4,1]) -> f32[4,128] {
+  %param_0 = f32[8,128]{1,0:T(8,128)} parameter(0)
+  %param_1 = s32[4,1]{1,0} parameter(1)
+  ROOT %gather.3 = f32[4,128]{1,0:T(4,128)S(1)} gather(%param_0, %param_1), offset_dims={1}, metadata={op_name="jit(f)/gather"}
+}
+
+%body (p: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %p = (s32[], f32[8]{0}) parameter(0)
+  %i = s32[] get-tuple-element(%p), index=0
+  %sort.1 = f32[8]{0} sort(f32[8]{0} %x), dimensions={0}, to_apply=%cmp
+  ROOT %t = (s32[], f32[8]{0}) tuple(%i, %sort.1)
+}
+
+ENTRY %main.5 (Arg_0.1: f32[8,128]) -> f32[8,128] {
+  %Arg_0.1 = f32[8,128]{1,0:T(8,128)} parameter(0), sharding={replicated}
+  %all-reduce-start = f32[8,128]{1,0:T(8,128)} all-reduce-start(%Arg_0.1), replica_groups={{0,1}}, to_apply=%add
+  %all-reduce-done = f32[8,128]{1,0:T(8,128)} all-reduce-done(%all-reduce-start)
+  %all-gather.2 = f32[16,128]{1,0} all-gather(%all-reduce-done), dimensions={0}
+  %fusion.7 = f32[4,128]{1,0:T(4,128)} fusion(%Arg_0.1, %idx), kind=kLoop, calls=%fused_computation
+  %scatter.9 = f32[8,128]{1,0} scatter(%Arg_0.1, %idx, %fusion.7), to_apply=%add
+  %w = (s32[], f32[8]{0}) while(%init), condition=%cond, body=%body
+  %cc = (f32[8]{0}, u32[]) custom-call(%Arg_0.1), custom_call_target="ConcatBitcast"
+  ROOT %copy = f32[8,128]{1,0} copy(%scatter.9)
+}
+"""
+
+
+def test_opcode_counts_of_a_written_module():
+  c = compile_report.opcode_counts(_HLO)
+  assert c["all-reduce"] == 1 and "all-reduce-done" not in c and "all-reduce-start" not in c
+  assert (c["gather"], c["scatter"], c["sort"], c["while"], c["custom-call"], c["fusion"]) == (1, 1, 1, 1, 1, 1)
+  assert c["parameter"] == 4 and c["all-gather"] == 1 and c["tuple"] == 1
+  assert "T" not in c and "S" not in c and "f32" not in c
+  s = compile_report.op_summary(_HLO)
+  assert (s["collectives"], s["gathers"], s["scatters"], s["sorts"], s["while_loops"]) == (2, 1, 1, 1, 1)
+  assert s["all_reduce"] == 1 and s["all_gather"] == 1 and "reduce_scatter" not in s
+
+
+def test_opcode_counts_of_a_cpu_compile():
+  """Ops the program must contain (one gather, one scatter, one sort, one while loop) are found in XLA's own
+  text; a program without them counts none."""
+
+  def f(x, i):
+    y = x[i]                                     # gather
+    z = jnp.zeros_like(x).at[i].add(y)           # scatter
+    s = jnp.sort(x)
+    w = jax.lax.fori_loop(0, x.shape[0], lambda k, a: a * 1.5 + s[k], jnp.float32(0))  # while (dynamic trip)
+    return z + w
+
+  x, i = jnp.arange(64, dtype=jnp.float32)[::-1], jnp.array([3, 1, 7])
+  text = jax.jit(f).lower(x, i).compile().as_text()
+  s = compile_report.op_summary(text)
+  assert s["gathers"] >= 1 and s["scatters"] >= 1 and s["sorts"] >= 1 and s["while_loops"] >= 1
+  plain = compile_report.op_summary(jax.jit(lambda a: a * 2 + 1).lower(x).compile().as_text())
+  assert (plain["gathers"], plain["scatters"], plain["sorts"], plain["while_loops"], plain["collectives"]) == (
+      0, 0, 0, 0, 0)
+
+
+def test_roofline_of_the_issue_numbers():
+  """The issue's scannet base step on v5e: 2.96 TFLOP, 281.7 GB -> max(15.0 ms, 344 ms) = 0.344 s, MFU 4.37%."""
+  chip = compile_report.CHIPS["v5e"]
+  r = compile_report.roofline(2.96e12, 281.7e9, chip)
+  assert r["compute_s"] == pytest.approx(2.96e12 / 197e12, rel=1e-12)
+  assert r["memory_s"] == pytest.approx(281.7e9 / 819e9, rel=1e-12)
+  assert r["step_s"] == r["memory_s"] and r["bound"] == "memory"
+  assert r["mfu"] == pytest.approx((2.96 / 197) / (281.7 / 819), rel=1e-12)
+  assert 0.0436 < r["mfu"] < 0.0438
+  assert r["flops_per_byte"] == pytest.approx(2.96e12 / 281.7e9)
+  c = compile_report.roofline(1e15, 1e9, chip)
+  assert c["bound"] == "compute" and c["mfu"] == 1.0
+
+
+def test_chip_table_names():
+  assert compile_report.chip_spec("v5e:2x2").name == "v5e"
+  assert compile_report.chip_spec("v5litepod-16").name == "v5e"
+  assert compile_report.chip_spec("v5p:4x4x4").name == "v5p"
+  assert compile_report.chip_spec("v4:2x2x1").name == "v4"
+  assert compile_report.chip_spec("v6e:2x2").name == "v6e"
+  assert compile_report.chip_spec("TPU v5 lite").name == "v5e"
+  assert compile_report.chip_spec("TPU v6 lite").name == "v6e"
+  assert compile_report.chip_spec("TPU v5").name == "v5p"
+  assert compile_report.chip_spec("v9:2x2") is None
+
+
+def _fake(arg, out, alias, temp, code, cost, text=_HLO):
+  mem = types.SimpleNamespace(argument_size_in_bytes=arg, output_size_in_bytes=out, alias_size_in_bytes=alias,
+                              temp_size_in_bytes=temp, generated_code_size_in_bytes=code)
+  return types.SimpleNamespace(memory_analysis=lambda: mem, cost_analysis=lambda: cost, as_text=lambda: text)
+
+
+def test_build_per_chip_totals_and_the_fits_boundary():
+  chip = compile_report.Chip("test", hbm_gib=1, peak_tflops=100, hbm_gbps=100)
+  hbm = compile_report.GIB
+  # total = arg + out - alias + temp + code, exactly the HBM: fits; one byte more: does not.
+  exact = _fake(400, 300, 200, hbm - 500 - 100, 100, {"flops": 2e12, "bytes accessed": 3e9, "optimal_seconds": -5.0})
+  r = compile_report.build(exact, chip, devices=4, scenes_per_step=8, config="c", topology="t")
+  assert r["memory_per_chip"]["total"] == hbm and r["fits"] and r["chips"] == 4
+  assert r["optimal_seconds"] is None  # negative estimates are dropped
+  assert r["roofline"]["step_s"] == pytest.approx(max(2e12 / 100e12, 3e9 / 100e9))
+  assert r["scenes_per_chip"] == 2 and r["scenes_per_s_per_chip"] == pytest.approx(2 / 0.03)
+  over = _fake(400, 300, 200, hbm - 500 - 100 + 1, 100, [{"flops": 1.0, "bytes accessed": 1.0, "optimal_seconds": 2.0}])
+  r = compile_report.build(over, chip, devices=4)
+  assert not r["fits"] and r["optimal_seconds"] == 2.0
+  # Two devices per chip (v4 TensorCores): per-chip memory and cost are twice one device's.
+  r2 = compile_report.build(exact, chip, devices=8, devices_per_chip=2)
+  assert r2["chips"] == 4 and r2["memory_per_chip"]["total"] == 2 * hbm and not r2["fits"]
+  assert r2["flops_per_chip"] == 4e12 and r2["bytes_accessed_per_chip"] == 6e9
+  line = compile_report.one_line(compile_report.build(exact, chip, devices=4, config="c", topology="t"))
+  assert line.startswith("c on t (4 chips): FITS HBM") and "gathers 1, scatters 1, sorts 1, while loops 1" in line
+  assert "\n" not in line
+
+
+def test_build_reads_a_real_cpu_compile():
+  """memory_analysis / cost_analysis of an actual XLA compile go through unchanged (per device, 1 device/chip)."""
+  x = np.ones((256, 256), np.float32)
+  compiled = jax.jit(lambda a: a @ a).lower(x).compile()
+  r = compile_report.build(compiled, compile_report.CHIPS["v5e"], devices=1)
+  assert r["flops_per_chip"] == pytest.approx(2 * 256 ** 3, rel=0.01)
+  assert r["memory_per_chip"]["argument"] == x.nbytes and r["memory_per_chip"]["output"] == x.nbytes
+  assert r["fits"] and r["ops"]["gathers"] == 0
