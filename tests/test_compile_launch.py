@@ -16,6 +16,8 @@ import pytest
 from dos_jax import compile_report
 from tests import conftest
 
+pytestmark = pytest.mark.system  # every test starts `launch.compile` in a process
+
 ROOT = conftest.ROOT
 SMOKE = ["--config=configs/scannet.py:smoke", "--topology=v5e:2x2", "--config.batch_size=4"]
 
