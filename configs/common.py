@@ -9,6 +9,11 @@ from __future__ import annotations
 import ml_collections
 
 from dos_jax import schema
+from dos_jax.data import transforms
+
+# Recipes: 'sonata' (the schema's defaults: Sonata's pretraining recipe where the DOS paper is silent) and 'v1'
+# (the values dos_jax used before it, so results of the earlier protocol reproduce).
+RECIPES = ("sonata", "v1")
 
 
 def parse_arg(arg, **spec):
@@ -72,4 +77,30 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.head_dim = 32
   c.probe.steps = 20
   c.probe.num_classes = 20
+  return c
+
+
+def apply_recipe(c: ml_collections.ConfigDict, recipe: str) -> ml_collections.ConfigDict:
+  """Sets the recipe keys of `c` in place; call it last in get_config (the augmentations depend on data.kind).
+
+  'sonata': the schema's defaults, nothing to change. 'v1': the earlier recipe: no masking warm-up (mask ratio
+  and cells at their final values from step 0), a fixed crop of 0.6 of the scene, the v1 augmentation list
+  (`transforms.default_augmentations(kind, 'v1')`), colours in [0, 1], a linear lr warm-up from 0 and cosine decay
+to 1% (`optim.schedule='warmup_cosine'`), no layer-wise lr decay; the probe reads the projected features with
+weight decay 1e-4 and a cosine schedule. (optim.lr and probe.lr are each config's own.)
+  """
+  if recipe not in RECIPES:
+    raise ValueError(f"recipe={recipe!r}: expected one of {RECIPES}")
+  if recipe == "v1":
+    c.mask_ratio_warmup_frac = 0.0
+    c.data.mask_cell_warmup_frac = 0.0
+    c.data.crop_ratio = 0.6
+    c.data.crop_ratio_max = 0.6
+    c.data.augmentations = tuple(transforms.default_augmentations(c.data.kind, "v1"))
+    c.data.color_range = "unit"
+    c.optim.schedule = "warmup_cosine"
+    c.optim.layer_decay = 1.0
+    c.probe.features = "projected"
+    c.probe.weight_decay = 1e-4
+    c.probe.schedule = "cosine"
   return c

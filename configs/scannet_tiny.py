@@ -13,7 +13,8 @@ the probe trains on the same rooms and is evaluated on every original point of t
 labels). Same encoder/head sizes and the same ablation plan (`get_sweep`) as configs/ablation_tiny.py; only the
 data differ.
 
-Args: root (the Pointcept tree, required), steps (pretraining steps).
+Args: root (the Pointcept tree, required), steps (pretraining steps), recipe (`sonata`, default, or `v1`: the
+earlier recipe, `configs/common.py:apply_recipe`).
 """
 
 from configs import ablation_tiny
@@ -23,11 +24,11 @@ get_sweep = ablation_tiny.get_sweep
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, root="", steps=120)
-  c = ablation_tiny.get_config(f"steps={int(arg.steps)}")
+  arg = common.parse_arg(arg, root="", steps=120, recipe="sonata")
+  c = ablation_tiny.get_config(f"steps={int(arg.steps)}")  # its recipe is applied below, once data.kind is set
   c.data.format = "pointcept"
   c.data.root = arg.root
   c.data.dataset = "scannet"
   c.data.kind = "indoor"
   c.probe.num_classes = 20
-  return c
+  return common.apply_recipe(c, arg.recipe)

@@ -25,6 +25,7 @@ from dos_jax import choices
 from dos_jax import variants
 from dos_jax.batching import spec as batch_spec_lib
 from dos_jax.data import catalog
+from dos_jax.data import color
 from dos_jax.data import sources
 from dos_jax.data import synthetic
 from dos_jax.data import transforms
@@ -122,6 +123,10 @@ KEYS: Tuple[Key, ...] = (
     Key("num_prototypes", 1024, POSITIVE_INT, "K, learnable prototypes"),
     Key("mask_ratio", 0.7, number(0.0, 1.0, hi_open=True),
         "fraction of mask cells hidden from the student (0.7 segmentation, 0.6 detection pretraining)"),
+    Key("mask_ratio_start", 0.3, number(0.0, 1.0, hi_open=True),
+        "mask ratio at step 0, rising linearly to mask_ratio over mask_ratio_warmup_frac (Sonata: 0.3)"),
+    Key("mask_ratio_warmup_frac", 0.05, FRACTION,
+        "mask-ratio warm-up, fraction of total_steps (Sonata: 0.05); 0 = mask_ratio from step 0"),
     Key("supervision", "observable", one_of(batch_spec_lib.SUPERVISION),
         "observable (DOS) | masked_tokens | token_jitter (baselines)"),
     Key("normalization", "softmap", one_of(choices.NORMALIZATIONS), "softmap (DOS) | clustering (baseline)"),
@@ -136,9 +141,19 @@ KEYS: Tuple[Key, ...] = (
     Key("nonfinite", "skip", one_of(choices.NONFINITE_POLICIES),
         "on a non-finite loss or gradient: skip the step | stop the run"),
     # --- optimiser ---
-    Key("optim.lr", 2e-3, POSITIVE, "peak learning rate (linear warm-up, cosine decay)"),
-    Key("optim.warmup_frac", 0.05, FRACTION, "learning-rate warm-up, fraction of total_steps"),
-    Key("optim.min_lr_ratio", 0.01, FRACTION, "final learning rate / peak"),
+    Key("optim.lr", 4e-3, POSITIVE, "peak learning rate of the last encoder block and the non-block parameters "
+        "(Sonata's base_lr 0.004)"),
+    Key("optim.schedule", "onecycle", one_of(("onecycle", "warmup_cosine")),
+        "onecycle (Sonata: torch OneCycleLR, cosine both ways, from lr / div_factor to lr / (div_factor * "
+        "final_div_factor)) | warmup_cosine (recipe v1: linear warm-up from 0, cosine to lr * min_lr_ratio)"),
+    Key("optim.warmup_frac", 0.05, FRACTION, "learning-rate warm-up, fraction of total_steps (Sonata's pct_start)"),
+    Key("optim.div_factor", 10.0, number(1.0), "onecycle: peak / initial learning rate (Sonata: 10)"),
+    Key("optim.final_div_factor", 1000.0, number(1.0),
+        "onecycle: initial / final learning rate (Sonata: 1000, so the run ends at lr / 1e4)"),
+    Key("optim.min_lr_ratio", 0.01, FRACTION, "warmup_cosine: final learning rate / peak"),
+    Key("optim.layer_decay", 0.9, number(0.0, 1.0, lo_open=True),
+        "layer-wise lr decay: encoder block k of n (over all stages) learns at lr * layer_decay ** (n - 1 - k), "
+        "everything else at lr (Sonata: 0.9); 1 = off"),
     Key("optim.weight_decay_start", 0.04, number(0.0), "AdamW weight decay at step 0 (cosine schedule)"),
     Key("optim.weight_decay_end", 0.2, number(0.0), "AdamW weight decay at the last step"),
     Key("optim.clip_norm", 3.0, number(0.0), "global gradient-norm clip; 0 = no clipping"),
@@ -165,8 +180,20 @@ KEYS: Tuple[Key, ...] = (
         "tfds: which prepared dataset under data.root (e.g. synthetic_scenes/indoor_64_16_s0)"),
     Key("data.grid_size", 0.08, METRES, "voxel size of grid sampling, metres (0.08 indoor, 0.2 outdoor)"),
     Key("data.mask_cell", 0.4, METRES, "mask block size, metres (0.4 indoor, 1.0 outdoor)"),
+    Key("data.mask_cell_start_ratio", 0.25, number(0.0, 1.0, lo_open=True),
+        "mask cell at step 0 / data.mask_cell, rising linearly to 1 over data.mask_cell_warmup_frac (Sonata: "
+        "0.1 m -> 0.4 m, so 0.25; outdoor 1 m cells start at 0.25 m)"),
+    Key("data.mask_cell_warmup_frac", 0.05, FRACTION,
+        "mask-cell warm-up, fraction of total_steps (Sonata: 0.05); 0 = data.mask_cell from step 0"),
     Key("data.num_views", 2, POSITIVE_INT, "views per scene"),
-    Key("data.crop_ratio", 0.6, number(0.0, 1.0, lo_open=True), "fraction of a scene's points each view keeps"),
+    Key("data.crop_ratio", 0.4, number(0.0, 1.0, lo_open=True),
+        "smallest fraction of a scene's points a crop keeps (Sonata's global view scale: 0.4 to 1.0)"),
+    Key("data.crop_ratio_max", 1.0, number(0.0, 1.0, lo_open=True),
+        "largest fraction a crop keeps: each crop draws its fraction uniformly from [crop_ratio, crop_ratio_max] "
+        "(equal = a fixed fraction, e.g. 0.6 in recipe v1)"),
+    Key("data.color_range", "unit", one_of(color.COLOR_RANGES),
+        "colour features: unit [0, 1] (Pointcept's NormalizeColor at the Sonata commit, color / 255) | signed "
+        "[-1, 1] (earlier Pointcept); applied in training and evaluation alike"),
     Key("data.views", "duplicate", one_of(views.VIEW_MODES),
         "duplicate (one crop, V copies; paper) | independent (one crop per view)"),
     Key("data.capacity", 8192, POSITIVE_INT, "stage-0 slots per teacher view (padded; whole attention patches)"),
@@ -210,9 +237,29 @@ KEYS: Tuple[Key, ...] = (
     Key("model.up_cast_level", 0, NON_NEGATIVE_INT, "levels the up-cast concatenates; 0 = all (Sonata's probe: 2)"),
     Key("model.upcast_projection", True, BOOL,
         "Linear + LayerNorm on the up-cast (dos; Sonata-compatible head: False)"),
+    # --- evaluation inside training (dos_jax.eval.evaluators) ---
+    Key("evals.linear_probe.every", 0, NON_NEGATIVE_INT,
+        "run the linear probe (launch.probe's code) on the live encoder every N steps and at the end; 0 = off"),
+    Key("evals.linear_probe.steps", 100, POSITIVE_INT, "probe steps of each in-training linear probe"),
+    Key("evals.linear_probe.train_scenes", 4, POSITIVE_INT,
+        "in-training probe: first N scenes of the 'train' split it trains on"),
+    Key("evals.linear_probe.eval_scenes", 4, POSITIVE_INT,
+        "in-training probe: first N scenes of the 'val' split it is evaluated on (the small held-out split)"),
+    Key("evals.collapse.every", 0, NON_NEGATIVE_INT,
+        "collapse diagnostics of the head on held-out scenes every N steps; 0 = off"),
+    Key("evals.collapse.eval_scenes", 4, POSITIVE_INT, "collapse diagnostics: first N scenes of the 'val' split"),
     # --- linear probe (launch.probe) ---
+    Key("probe.features", "stages", one_of(("stages", "projected")),
+        "what the probe reads: stages (Sonata: the raw concatenation of every encoder stage up-cast to full "
+        "resolution, no learned projection) | projected (the encoder's output: the dos up-cast projection)"),
     Key("probe.steps", 300, POSITIVE_INT, "probe optimizer steps"),
-    Key("probe.lr", 1e-2, POSITIVE, "probe learning rate"),
+    Key("probe.lr", 2e-3, POSITIVE, "probe peak learning rate (Sonata's linear probe: 0.002 over ~800 epochs)"),
+    Key("probe.weight_decay", 0.02, number(0.0), "probe AdamW weight decay on w (Sonata: 0.02; recipe v1: 1e-4)"),
+    Key("probe.schedule", "onecycle", one_of(("onecycle", "cosine")),
+        "probe lr over probe.steps: onecycle (Sonata: pct_start 0.05, div 10, final div 1000) | cosine (v1)"),
+    Key("probe.standardize", True, BOOL,
+        "scale probe features by the training set's mean/std inside the affine classifier (the budget "
+        "adaptation: a few hundred steps instead of Sonata's ~800 epochs); False = a plain linear layer"),
     Key("probe.batch_points", 65536, POSITIVE_INT, "points per probe step"),
     Key("probe.class_balanced", False, BOOL, "weight classes by inverse frequency"),
     Key("probe.num_classes", 20, POSITIVE_INT, "probe classes when the data names none"),
@@ -319,6 +366,9 @@ def _check_cross_keys(v: Dict[str, Any]) -> None:
   if v["data.student_capacity"] > v["data.capacity"]:
     raise ConfigError(f"config.data.student_capacity={v['data.student_capacity']}: must be <= "
                       f"data.capacity={v['data.capacity']} (the student sees a subset of the teacher's view).")
+  if v["data.crop_ratio"] > v["data.crop_ratio_max"]:
+    raise ConfigError(f"config.data.crop_ratio={v['data.crop_ratio']}: must be <= data.crop_ratio_max="
+                      f"{v['data.crop_ratio_max']} (each crop draws its fraction from [crop_ratio, crop_ratio_max]).")
   if v["ema_momentum_start"] > v["ema_momentum_end"]:
     raise ConfigError(f"config.ema_momentum_start={v['ema_momentum_start']}: must be <= ema_momentum_end="
                       f"{v['ema_momentum_end']} (the teacher momentum rises over training).")

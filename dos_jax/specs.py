@@ -25,8 +25,10 @@ from dos_jax.models.spec import ModelSpec
 
 @dataclasses.dataclass(frozen=True)
 class OptimSpec:
-  """AdamW with global-norm clipping (clip_norm 0 = none); lr: linear warm-up over warmup_frac of the steps, cosine
-  decay to lr * min_lr_ratio; weight decay: cosine from weight_decay_start to weight_decay_end."""
+  """AdamW with global-norm clipping (clip_norm 0 = none); lr: `schedule` 'onecycle' (warm-up over warmup_frac
+  from lr / div_factor, cosine decay to lr / (div_factor * final_div_factor)) or 'warmup_cosine' (linear warm-up
+  from 0, cosine decay to lr * min_lr_ratio), scaled per encoder block by layer_decay ** (blocks above it); weight
+  decay: cosine from weight_decay_start to weight_decay_end."""
   lr: float
   warmup_frac: float
   min_lr_ratio: float
@@ -35,6 +37,10 @@ class OptimSpec:
   clip_norm: float
   b1: float
   b2: float
+  schedule: str = "onecycle"
+  div_factor: float = 10.0
+  final_div_factor: float = 1000.0
+  layer_decay: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,4 +99,6 @@ def step_spec(config) -> StepSpec:
       optim=OptimSpec(
           lr=float(o.lr), warmup_frac=float(o.warmup_frac), min_lr_ratio=float(o.min_lr_ratio),
           weight_decay_start=float(o.weight_decay_start), weight_decay_end=float(o.weight_decay_end),
-          clip_norm=float(o.clip_norm), b1=float(o.b1), b2=float(o.b2)))
+          clip_norm=float(o.clip_norm), b1=float(o.b1), b2=float(o.b2), schedule=str(o.schedule),
+          div_factor=float(o.div_factor), final_div_factor=float(o.final_div_factor),
+          layer_decay=float(o.layer_decay)))

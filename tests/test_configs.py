@@ -66,3 +66,23 @@ def test_sweep_lists_the_paper_alphas():
   from configs import sweep_zipf_alpha
   assert [o["overrides"]["zipf_alpha"] for o in sweep_zipf_alpha.get_sweep()] == [0.0, 0.6, 1.3, 1.6, 2.0]
   assert sweep_zipf_alpha.get_config("base=scannet").data.dataset == "scannet"
+
+
+@pytest.mark.parametrize("name,arg", [("synthetic_tiny", "recipe=v1"), ("ablation_tiny", "kind=longtail,recipe=v1"),
+                                      ("scannet_tiny", "root=/data/tree,recipe=v1")])
+def test_recipe_v1_restores_the_earlier_values(name, arg):
+  from dos_jax.data import transforms  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f"configs.{name}")
+  v1, sonata = module.get_config(arg), module.get_config(arg.replace("recipe=v1", "recipe=sonata"))
+  schema.validate(v1, num_devices=1)
+  # The earlier recipe: no masking warm-up, a fixed 0.6 crop, the v1 augmentation list, colours in [0, 1].
+  assert (v1.mask_ratio_warmup_frac, v1.data.mask_cell_warmup_frac) == (0.0, 0.0)
+  assert (v1.data.crop_ratio, v1.data.crop_ratio_max, v1.data.color_range) == (0.6, 0.6, "unit")
+  assert list(v1.data.augmentations) == transforms.default_augmentations(v1.data.kind, "v1")
+  assert (v1.optim.schedule, v1.optim.layer_decay) == ("warmup_cosine", 1.0)
+  assert (sonata.optim.schedule, sonata.optim.layer_decay) == ("onecycle", 0.9)
+  # Sonata's (the schema defaults): warm-up 0.3 -> 0.7 and 0.25 x cell over 5%, crops of 0.4-1.0 of a scene.
+  assert (sonata.mask_ratio_start, sonata.mask_ratio_warmup_frac, sonata.data.mask_cell_start_ratio) == (0.3, 0.05,
+                                                                                                          0.25)
+  assert (sonata.data.crop_ratio, sonata.data.crop_ratio_max, sonata.data.augmentations) == (0.4, 1.0, ())
+  assert v1.mask_ratio == sonata.mask_ratio == 0.7 and v1.data.mask_cell == sonata.data.mask_cell == 0.4

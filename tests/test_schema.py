@@ -253,7 +253,8 @@ def test_the_gate_does_not_import_jax():
 _CONFIG_NAMES = {"config": "", "cfg": "", "data_cfg": "data.", "model_cfg": "model."}
 _CONFIG_METHODS = {"get", "to_dict", "to_json_best_effort", "keys", "items", "values", "update", "ignore_type",
                    "lock", "unlock", "unlocked", "copy_and_resolve_references", "value"}
-_GROUPS = {k.name.split(".")[0] for k in schema.KEYS if "." in k.name}
+# Every group of keys, nested ones too ('data', 'evals', 'evals.linear_probe').
+_GROUPS = {".".join(k.name.split(".")[:i]) for k in schema.KEYS for i in range(1, k.name.count(".") + 1)}
 # Files whose config-rooted names are not experiment configs (tfds BuilderConfig).
 _SKIP = {os.path.join("dos_jax", "data", "tfds_builder.py")}
 # `model_cfg` may also hold upstream Pointcept's model config (`dos_jax.interop.pointcept`; config.model after
@@ -278,7 +279,15 @@ def _key(prefix, chain):
   if not chain:
     return None
   if not prefix and chain[0] in _GROUPS:
-    return f"{chain[0]}.{chain[1]}" if len(chain) > 1 and chain[1] not in _CONFIG_METHODS else None
+    # Down the nested groups to the first name that is not a group: the key (a chain ending on a group reads none).
+    path = chain[0]
+    for part in chain[1:]:
+      if part in _CONFIG_METHODS:
+        return None
+      path = f"{path}.{part}"
+      if path not in _GROUPS:
+        return path
+    return None
   return None if chain[0] in _CONFIG_METHODS else prefix + chain[0]
 
 

@@ -5,8 +5,9 @@ gate, `dos_jax.schema.validate`, accepted); nothing here reads or re-checks the 
 
 Global example g of a run (g = step * batch_size + j, 0 <= j < batch_size) is a pure function of (spec, seed, g):
   scene of g  = the source's scenes in a fresh permutation per epoch (seeded from (seed, epoch)),
-  views of g  = `train_views(scene, spec.batch, rng_g)` with rng_g a Philox Generator keyed by (seed, g) (grain
-                `random_map`): every host-side random draw of an example (crop, augmentation, mask) comes from it.
+  views of g  = `train_views(scene, spec.batch, rng_g, step=g // batch_size)` with rng_g a Philox Generator keyed
+                by (seed, g) (grain `random_map`): every host-side random draw of an example (crop, augmentation,
+                mask) comes from it; the step sets the masking warm-up (`BatchSpec.mask_at`).
 The global batch of step t is examples t*B .. t*B + B - 1. Process p of P builds the contiguous block
 t*B + p*B/P .. t*B + (p+1)*B/P - 1, which is the order `jax.make_array_from_process_local_data` concatenates process
 batches in, so the global batch - scenes and randomness - is the same for every process count, and the step is the
@@ -81,13 +82,14 @@ def scene_indices(num_scenes: int, seed: int, examples: Sequence[int]) -> np.nda
   return np.asarray([order[int(g)] for g in examples], dtype=np.int64)
 
 
-def _example(scene, rng: np.random.Generator, spec: spec_lib.BatchSpec, packed: bool = False):
+def _example(indexed, rng: np.random.Generator, spec: spec_lib.BatchSpec, batch_size: int, packed: bool = False):
+  index, scene = indexed  # (global example index, scene), see global_examples
+  step = index // batch_size  # the step whose batch holds example `index` (the masking warm-up is a function of it)
   if not packed:
-    return train_views.train_views(scene, spec, rng)
-  index, scene = scene  # packed: (global example index, scene), see global_examples
+    return train_views.train_views(scene, spec, rng, step=step)
   start = copy.deepcopy(rng)  # packing may rebuild the scene smaller, replaying the same draws
   stats = {}
-  return packing.SceneExample(scene=scene, rng=start, views=train_views.train_views(scene, spec, rng, stats),
+  return packing.SceneExample(scene=scene, rng=start, views=train_views.train_views(scene, spec, rng, stats, step),
                               stats=stats, index=index)
 
 
@@ -96,35 +98,31 @@ def global_examples(spec: spec_lib.PipelineSpec, source: Sequence) -> grain.MapD
   or a `packing.SceneExample` holding them when `spec.pack` is set (packing on)."""
   packed = spec.pack is not None
   order = scene_order(len(source), spec.seed)
-  if packed:  # the example keeps its global index: it keys its views' drop-path masks (PointSet.view_id)
-    scenes = grain.MapDataset.range(MAX_EXAMPLES).map(functools.partial(_read_indexed, source, order))
-  else:
-    scenes = order.map(functools.partial(_read, source))
+  # Each example keeps its global index: its step (g // batch_size) sets the masking warm-up, and packed, it keys
+  # its views' drop-path masks (PointSet.view_id).
+  scenes = grain.MapDataset.range(MAX_EXAMPLES).map(functools.partial(_read_indexed, source, order))
   # random_map seeds each example from its position only, so both forms draw the same views.
-  return scenes.random_map(functools.partial(_example, spec=spec.batch, packed=packed),
+  return scenes.random_map(functools.partial(_example, spec=spec.batch, batch_size=spec.batch_size, packed=packed),
                            seed=_stream_seed(spec.seed, 1))
 
 
 def _rebuild(example: packing.SceneExample, capacity: int, student_capacity: int, stats: Optional[dict],
-             spec: spec_lib.BatchSpec):
+             spec: spec_lib.BatchSpec, batch_size: int):
   smaller = dataclasses.replace(spec, capacity=capacity, student_capacity=student_capacity)
-  return train_views.train_views(example.scene, smaller, copy.deepcopy(example.rng), stats)
+  return train_views.train_views(example.scene, smaller, copy.deepcopy(example.rng), stats,
+                                 step=example.index // batch_size if example.index >= 0 else None)
 
 
 def pack_examples(examples: Sequence[packing.SceneExample], spec: spec_lib.PipelineSpec,
                   stats: Optional[dict] = None):
   """One process's examples of a step -> list of PackedTrainBatch (balanced packs of `spec.pack`, see
   `packing.build_packs`; `spec.pack` must be set)."""
-  return packing.build_packs(examples, functools.partial(_rebuild, spec=spec.batch), spec.pack, spec.batch.capacity,
+  return packing.build_packs(examples, functools.partial(_rebuild, spec=spec.batch, batch_size=spec.batch_size), spec.pack, spec.batch.capacity,
                              spec.batch.student_capacity, stats)
 
 
 def _packed_batch(examples, spec: spec_lib.PipelineSpec):
   return patches.stack_tree(pack_examples(examples, spec))
-
-
-def _read(source, index):
-  return source[int(index)]
 
 
 def _read_indexed(source, order, g):

@@ -3,8 +3,9 @@
 `cfg` is a config the gate (`dos_jax.schema.validate`) has accepted: the values are not checked again here.
 Keys read by `batch_spec` (under `cfg.data` unless noted): grid_size, capacity, student_capacity, num_views,
 crop_ratio, mask_cell, overflow, feat_keys, stage_ratio, cross_radius, token_jitter_sigma, token_jitter_clip,
-views, augmentations (() = `dos_jax.data.transforms.default_augmentations(kind)`), kind; top level: mask_ratio,
-supervision, model.variant (or the architecture of upstream's keys, `dos_jax.variants.upstream_architecture`, when
+views, augmentations (() = `dos_jax.data.transforms.default_augmentations(kind)`), kind, mask_cell_start_ratio,
+mask_cell_warmup_frac, crop_ratio_max, color_range; top level: mask_ratio, mask_ratio_start, mask_ratio_warmup_frac, total_steps, supervision,
+model.variant (or the architecture of upstream's keys, `dos_jax.variants.upstream_architecture`, when
 config.model carries a loaded Pointcept checkpoint's). `pipeline_spec` adds: seed, batch_size; data.num_workers,
 data.prefetch, data.worker_backend, data.packing, data.pack_scenes, data.packed_capacity,
 data.packed_student_capacity, data.packed_sequence, data.packed_student_sequence.
@@ -17,6 +18,7 @@ from typing import Optional, Tuple, Union
 
 from dos_jax import variants
 from dos_jax.data import transforms
+from dos_jax.data import views as views_lib
 
 # Channels contributed by each entry of data.feat_keys, concatenated in the listed order.
 FEATURE_DIMS = {"coord": 3, "color": 3, "normal": 3, "strength": 1}
@@ -50,6 +52,24 @@ class BatchSpec:
   depth_rule: str = "recompute"  # serialization depth per stage (upstream PT-v3m1 checkpoints: 'inherit')
   stem_neighbors: bool = False   # PT-v3m1's 5x5x5 stem neighbour table
   patch_sizes: Tuple[int, ...] = ()  # attention patch size per stage (() = patch_size at every stage)
+  # Masking warm-up (Sonata): ratio and cell size start at these values and rise linearly to mask_ratio and
+  # mask_cell over the given number of steps (0 = the final values from step 0); see `mask_at`.
+  crop_ratio_max: Optional[float] = None     # crops keep U[crop_ratio, crop_ratio_max] of a scene; None = fixed
+  color_range: str = "unit"                  # colour features (dos_jax.data.color.COLOR_RANGES)
+  mask_ratio_start: Optional[float] = None   # None = mask_ratio
+  mask_ratio_warmup: int = 0
+  mask_cell_start: Optional[float] = None    # metres; None = mask_cell
+  mask_cell_warmup: int = 0
+
+  def mask_at(self, step: Optional[int]) -> Tuple[float, float]:
+    """(mask ratio, mask cell in metres) of the views of training step `step`; None = after the warm-up (the
+    final values: evaluation, benchmarks, and callers that build views outside a run)."""
+    if step is None:
+      return self.mask_ratio, self.mask_cell
+    ratio_start = self.mask_ratio if self.mask_ratio_start is None else self.mask_ratio_start
+    cell_start = self.mask_cell if self.mask_cell_start is None else self.mask_cell_start
+    return (views_lib.linear_warmup(ratio_start, self.mask_ratio, self.mask_ratio_warmup, step),
+            views_lib.linear_warmup(cell_start, self.mask_cell, self.mask_cell_warmup, step))
 
   @property
   def feat_dim(self) -> int:
@@ -74,7 +94,12 @@ def batch_spec(cfg) -> BatchSpec:
       jitter_sigma=float(d.token_jitter_sigma), jitter_clip=float(d.token_jitter_clip), views=str(d.views),
       augmentations=tuple(d.augmentations or transforms.default_augmentations(d.kind)),
       depth_rule=layout["depth_rule"], stem_neighbors=layout["stem_neighbors"],
-      patch_sizes=tuple(layout["patch_sizes"]))
+      patch_sizes=tuple(layout["patch_sizes"]),
+      # Warm-up lengths as Sonata's schedulers count them: int(total_steps * fraction).
+      crop_ratio_max=float(d.crop_ratio_max), color_range=str(d.color_range),
+      mask_ratio_start=float(cfg.mask_ratio_start), mask_ratio_warmup=int(cfg.total_steps * cfg.mask_ratio_warmup_frac),
+      mask_cell_start=float(d.mask_cell) * float(d.mask_cell_start_ratio),
+      mask_cell_warmup=int(cfg.total_steps * d.mask_cell_warmup_frac))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,20 +17,24 @@ import scipy.spatial
 from dos_jax.batching import patches
 from dos_jax.batching import spec as spec_lib
 from dos_jax.batching import structs
+from dos_jax.data import color
 from dos_jax.data import scene as scene_lib
 from dos_jax.data import transforms
 from dos_jax.data import views as views_lib
 from dos_jax.errors import DataError
 
 
-def features(view: transforms.Data, feat_keys: Sequence[str]) -> np.ndarray:
-  """f32[n, C] input features: the listed per-point arrays concatenated; missing normal/strength -> zeros."""
+def features(view: transforms.Data, feat_keys: Sequence[str], color_range: str = "unit") -> np.ndarray:
+  """f32[n, C] input features: the listed per-point arrays concatenated; missing normal/strength -> zeros;
+  colours mapped to `color_range` (`dos_jax.data.color.normalize_color`)."""
   n = view["coord"].shape[0]
   cols = []
   for key in feat_keys:
     value = view.get(key)
     if value is None:
       value = np.zeros((n, spec_lib.FEATURE_DIMS[key]), np.float32)
+    elif key == "color":
+      value = color.normalize_color(value, color_range)
     cols.append(np.asarray(value, np.float32).reshape(n, spec_lib.FEATURE_DIMS[key]))
   return np.concatenate(cols, axis=1)
 
@@ -48,7 +52,8 @@ def checked_scene(scene) -> scene_lib.Scene:
 
 
 def point_set(view: transforms.Data, capacity: int, p: spec_lib.BatchSpec, name: str) -> structs.PointSet:
-  return patches.build_point_set(view["coord"], features(view, p.feat_keys), view["point_index"], p.grid_size,
+  return patches.build_point_set(view["coord"], features(view, p.feat_keys, p.color_range), view["point_index"],
+                                 p.grid_size,
                                  capacity, p.num_stages, p.patch_size, name=name, ratio=p.stage_ratio,
                                  depth_rule=p.depth_rule, stem_neighbors=p.stem_neighbors)
 
@@ -113,8 +118,11 @@ def _cross_match(scene_coord: np.ndarray, student: structs.PointSet, teacher: st
 
 
 def train_views(scene, p: spec_lib.BatchSpec, rng: np.random.Generator,
-                stats: Optional[dict] = None) -> List[structs.TrainBatch]:
+                stats: Optional[dict] = None, step: Optional[int] = None) -> List[structs.TrainBatch]:
   """One scene -> V unbatched TrainBatch pieces (one per view), drawing every random choice from `rng`.
+
+  `step`: the training step the views are for; the masking warm-up (`BatchSpec.mask_at`) is evaluated at it.
+  None = the final mask ratio and cell (no warm-up).
 
   The pieces hold the fields of `structs.TrainBatch` without the leading [B, V] axes; `stack_batch` stacks them.
   `stats` (a dict, optional) accumulates '{teacher,student}_views', '_views_dropped' (views that lost points to
@@ -126,7 +134,8 @@ def train_views(scene, p: spec_lib.BatchSpec, rng: np.random.Generator,
   data = transforms.from_scene(scene)
   # Only what the features need travels through cropping and augmentation.
   data = {k: v for k, v in data.items() if k in ("coord", "point_index", "name") + p.feat_keys}
-  views = views_lib.make_views(data, p.num_views, p.crop_ratio, p.grid_size, augment, rng, p.views)
+  crop = p.crop_ratio if p.crop_ratio_max is None else (p.crop_ratio, p.crop_ratio_max)
+  views = views_lib.make_views(data, p.num_views, crop, p.grid_size, augment, rng, p.views)
   teachers, teacher_views = [], []
   for view in views:
     kept, teacher = _fitted_set(view, np.arange(view["coord"].shape[0]), p.capacity, p, "data.capacity", name)
@@ -136,10 +145,11 @@ def train_views(scene, p: spec_lib.BatchSpec, rng: np.random.Generator,
   scene_coord = np.asarray(scene.coord, np.float32)
   n_t, n_s = p.capacity, p.student_set_capacity
   out = []
+  mask_ratio, mask_cell = p.mask_at(step)
   for v, view in enumerate(teacher_views):
     # Teacher real slots 0..n-1 hold this view's points in order, so view positions are teacher slots.
     n = view["coord"].shape[0]
-    masked = views_lib.block_mask(view["coord"], p.mask_cell, p.mask_ratio, rng)
+    masked = views_lib.block_mask(view["coord"], mask_cell, mask_ratio, rng)
     mask_token = np.zeros(n_s, dtype=bool)
     target_index = np.full(n_s, n_t, dtype=np.int32)
     if p.supervision == "observable":
@@ -200,10 +210,12 @@ def _reshape_leading(tree, shape):
   return type(tree)(**{f.name: _reshape_leading(getattr(tree, f.name), shape) for f in dataclasses.fields(tree)})
 
 
-def make_train_batch(scenes: Sequence, spec: spec_lib.BatchSpec, rng: np.random.Generator) -> structs.TrainBatch:
+def make_train_batch(scenes: Sequence, spec: spec_lib.BatchSpec, rng: np.random.Generator,
+                     step: Optional[int] = None) -> structs.TrainBatch:
   """B scenes -> a TrainBatch with leading axes [B, V] (scenes processed in order with the one Generator).
 
-  `spec` is the decoded batch spec (`batching.spec.batch_spec(config)` of a validated config). The training loop's
-  batches come from `pipeline` (one Generator per example); this is the direct form.
+  `spec` is the decoded batch spec (`batching.spec.batch_spec(config)` of a validated config); `step` as in
+  `train_views`. The training loop's batches come from `pipeline` (one Generator per example); this is the direct
+  form.
   """
-  return stack_batch([train_views(s, spec, rng) for s in scenes])
+  return stack_batch([train_views(s, spec, rng, step=step) for s in scenes])

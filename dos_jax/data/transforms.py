@@ -6,7 +6,7 @@ factory returning `op(data, rng) -> data` that never mutates its input; randomne
 `numpy.random.Generator`, so a view is a pure function of (scene, rng state).
 
 Ops are registered by name in `OPS` and built from a list of `(name, kwargs)` pairs (`build`), e.g. the defaults
-in `default_augmentations(kind)`. Geometric ops transform normals consistently (rotation and flips act on normals
+in `default_augmentations(kind, recipe)` (Sonata's view transforms, or the earlier 'v1' list). Geometric ops transform normals consistently (rotation and flips act on normals
 as on directions; anisotropic scaling uses the inverse-transpose and renormalises).
 """
 
@@ -16,6 +16,9 @@ import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from dos_jax.data import color
+from dos_jax.data import elastic
 
 
 Data = Dict[str, Any]
@@ -121,6 +124,12 @@ def _check_interval(op: str, name: str, value, positive: bool = False) -> None:
   _need(ok, op, f"{name}={value!r}: expected (low, high) of finite numbers, low <= high" + (", low > 0" * positive))
 
 
+def _check_center(op: str, center) -> None:
+  _need(center is None or (isinstance(center, (tuple, list)) and len(center) == 3
+                           and all(_is_number(c) for c in center)),
+        op, f"center={center!r}: expected None or 3 finite numbers")
+
+
 def _rotation(axis: str, angle: float) -> np.ndarray:
   c, s = np.cos(angle), np.sin(angle)
   if axis == "x":
@@ -153,8 +162,7 @@ def random_rotate(angle: Sequence[float] = (-180.0, 180.0), axis: str = "z", cen
   _rotation(axis, 0.0)  # validate early
   _check_interval("random_rotate", "angle", angle)
   _check_p("random_rotate", p)
-  _need(center is None or (len(center) == 3 and all(_is_number(c) for c in center)), "random_rotate",
-        f"center={center!r}: expected None or 3 finite numbers")
+  _check_center("random_rotate", center)
 
   def op(data, rng):
     if rng.random() >= p:
@@ -177,14 +185,17 @@ def random_scale(scale: Sequence[float] = (0.9, 1.1), anisotropic: bool = False,
   return op
 
 
-def random_flip(p: float = 0.5) -> Op:
-  """Mirrors x and, independently, y about the bounding-box centre, each with probability p."""
+def random_flip(p: float = 0.5, center: Optional[Sequence[float]] = None) -> Op:
+  """Mirrors x and, independently, y, each with probability p, about `center` (default: the bounding-box centre;
+  Pointcept's RandomFlip negates the coordinates, i.e. center=(0, 0, 0))."""
   _check_p("random_flip", p)
+  _check_center("random_flip", center)
   def op(data, rng):
     signs = np.where(rng.random(2) < p, -1.0, 1.0)
     if (signs == 1.0).all():
       return data
-    return _apply_linear(data, np.diag([signs[0], signs[1], 1.0]), _bbox_center(data["coord"]))
+    c = _bbox_center(data["coord"]) if center is None else np.asarray(center, np.float64)
+    return _apply_linear(data, np.diag([signs[0], signs[1], 1.0]), c)
   return op
 
 
@@ -198,6 +209,29 @@ def random_jitter(sigma: float = 0.005, clip: float = 0.02, p: float = 1.0) -> O
       return data
     noise = np.clip(sigma * rng.standard_normal(data["coord"].shape), -clip, clip)
     return {**data, "coord": (data["coord"] + noise).astype(np.float32)}
+  return op
+
+
+def elastic_distortion(distortion_params: Sequence[Sequence[float]] = ((0.2, 0.4), (0.8, 1.6)),
+                       p: float = 0.95) -> Op:
+  """With probability p, displaces the points by smoothed gaussian noise once per (granularity, magnitude) pair
+  (metres), in order: coord += magnitude * elastic.elastic.random_displacement(coord, granularity, rng). Normals are
+  left as they are (as Pointcept's ElasticDistortion; the displacement is smooth at the scale of a voxel)."""
+  ok = isinstance(distortion_params, (tuple, list)) and all(
+      isinstance(pair, (tuple, list)) and len(pair) == 2 and all(_is_number(v) for v in pair) and pair[0] > 0
+      and pair[1] >= 0 for pair in distortion_params)
+  _need(ok, "elastic_distortion", f"distortion_params={distortion_params!r}: expected ((granularity > 0, "
+        "magnitude >= 0), ...) in metres")
+  _check_p("elastic_distortion", p)
+  pairs = [(float(g), float(m)) for g, m in distortion_params]
+
+  def op(data, rng):
+    if rng.random() >= p:
+      return data
+    coord = data["coord"]
+    for granularity, magnitude in pairs:
+      coord = coord + magnitude * elastic.random_displacement(coord, granularity, rng)
+    return {**data, "coord": coord.astype(np.float32)}
   return op
 
 
@@ -270,6 +304,44 @@ def chromatic_jitter(p: float = 0.95, std: float = 0.005) -> Op:
   return op
 
 
+def _factor_range(op: str, name: str, value, center: float, bound: Tuple[float, float]):
+  """torchvision's convention: a number v means [max(bound_lo, center - v), center + v]; a pair is taken as it is.
+  Returns None when the range is the identity (the adjustment is skipped, drawing nothing)."""
+  if _is_number(value):
+    _need(value >= 0, op, f"{name}={value!r}: expected a number >= 0 or a (low, high) pair")
+    lo, hi = max(bound[0], center - float(value)), center + float(value)
+  else:
+    _check_interval(op, name, value)
+    lo, hi = float(value[0]), float(value[1])
+  _need(bound[0] <= lo <= hi <= bound[1], op, f"{name}={value!r}: expected a range inside {bound}")
+  return None if lo == hi == center else (lo, hi)
+
+
+def random_color_jitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.02, p: float = 0.8) -> Op:
+  """torchvision-style colour jitter on colours in [0, 1] (Pointcept's RandomColorJitter): brightness, contrast,
+  saturation factors drawn uniformly from [1 - v, 1 + v] (or the pair given), a hue shift from [-v, v] turns; the
+  four adjustments run in a random order, each with probability p. Sonata: (0.4, 0.4, 0.2, 0.02), p = 0.8."""
+  name = "random_color_jitter"
+  ranges = (_factor_range(name, "brightness", brightness, 1.0, (0.0, math.inf)),
+            _factor_range(name, "contrast", contrast, 1.0, (0.0, math.inf)),
+            _factor_range(name, "saturation", saturation, 1.0, (0.0, math.inf)),
+            _factor_range(name, "hue", hue, 0.0, (-0.5, 0.5)))
+  _check_p(name, p)
+  adjust = (color.adjust_brightness, color.adjust_contrast, color.adjust_saturation, color.adjust_hue)
+
+  def op(data, rng):
+    if data.get("color") is None:
+      return data
+    order = rng.permutation(4)
+    factors = [None if r is None else rng.uniform(r[0], r[1]) for r in ranges]
+    rgb = data["color"]
+    for i in order:
+      if factors[i] is not None and rng.random() < p:
+        rgb = adjust[i](rgb, factors[i])
+    return {**data, "color": np.asarray(rgb, np.float32)}
+  return op
+
+
 # ------------------------------------------------------------------------------------------------- composition
 
 OPS: Dict[str, Callable[..., Op]] = {
@@ -277,11 +349,13 @@ OPS: Dict[str, Callable[..., Op]] = {
     "random_scale": random_scale,
     "random_flip": random_flip,
     "random_jitter": random_jitter,
+    "elastic_distortion": elastic_distortion,
     "center_shift": center_shift,
     "normalize_coord": normalize_coord,
     "chromatic_auto_contrast": chromatic_auto_contrast,
     "chromatic_translation": chromatic_translation,
     "chromatic_jitter": chromatic_jitter,
+    "random_color_jitter": random_color_jitter,
 }
 
 
@@ -309,8 +383,37 @@ def build(spec: Sequence[Tuple[str, Dict[str, Any]]]) -> Op:
   return compose(ops)
 
 
-def default_augmentations(kind: str) -> List[Tuple[str, Dict[str, Any]]]:
-  """Per-view augmentation spec (Sonata / Pointcept defaults): 'indoor' (with colour) or 'outdoor' (LiDAR)."""
+RECIPES = ("sonata", "v1")
+
+
+def default_augmentations(kind: str, recipe: str = "sonata") -> List[Tuple[str, Dict[str, Any]]]:
+  """Per-view augmentation spec: 'indoor' (with colour; 'longtail' rooms too) or 'outdoor' (LiDAR).
+
+  recipe='sonata' (the default; indoor): Sonata's view transforms (configs/sonata/pretrain-sonata-v1m1-0-base.py,
+  global views, in its order): centre shift, scale 0.9-1.1, rotations z (full turn about the origin) / x / y
+  (+-pi/64) each with p 0.8, flips about the origin, jitter, elastic distortion ((0.2, 0.4), (0.8, 1.6) m),
+  colour jitter (0.4, 0.4, 0.2, 0.02, p 0.8) and chromatic translation (p 0.95, ratio 0.05). Sonata applies the
+  two colour ops once per scene to both global views; the DOS paper augments each view's colours independently,
+  which is what happens here (every op runs per view).
+  recipe='v1': the transforms of dos_jax before the Sonata recipe (rotations p 0.5 about the box centre, no elastic
+  distortion, auto-contrast + chromatic translation + chromatic jitter), kept so earlier results reproduce.
+  Outdoor has one list (Sonata's recipe is indoor).
+  """
+  if recipe not in RECIPES:
+    raise ValueError(f"recipe={recipe!r}: expected one of {RECIPES}")
+  if kind in ("indoor", "longtail") and recipe == "sonata":
+    return [
+        ("center_shift", dict(apply_z=True)),
+        ("random_scale", dict(scale=(0.9, 1.1))),
+        ("random_rotate", dict(angle=(-180.0, 180.0), axis="z", center=(0.0, 0.0, 0.0), p=0.8)),
+        ("random_rotate", dict(angle=(-2.8125, 2.8125), axis="x", p=0.8)),  # pi/64
+        ("random_rotate", dict(angle=(-2.8125, 2.8125), axis="y", p=0.8)),
+        ("random_flip", dict(p=0.5, center=(0.0, 0.0, 0.0))),
+        ("random_jitter", dict(sigma=0.005, clip=0.02)),
+        ("elastic_distortion", dict(distortion_params=((0.2, 0.4), (0.8, 1.6)), p=0.95)),
+        ("random_color_jitter", dict(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.02, p=0.8)),
+        ("chromatic_translation", dict(p=0.95, ratio=0.05)),
+    ]
   if kind in ("indoor", "longtail"):  # 'longtail' is the synthetic long-tail rooms
     return [
         ("center_shift", dict(apply_z=True)),

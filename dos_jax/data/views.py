@@ -9,7 +9,7 @@ original, un-augmented coordinates).
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -41,8 +41,9 @@ def random_crop(data: transforms.Data, ratio: float, rng: np.random.Generator) -
 VIEW_MODES = ("duplicate", "independent")
 
 
-def make_views(data: transforms.Data, num_views: int, crop_ratio: float, grid_size: float, augment: transforms.Op,
-               rng: np.random.Generator, mode: str = "duplicate") -> List[transforms.Data]:
+def make_views(data: transforms.Data, num_views: int, crop_ratio: Union[float, Tuple[float, float]],
+               grid_size: float, augment: transforms.Op, rng: np.random.Generator,
+               mode: str = "duplicate") -> List[transforms.Data]:
   """Random crop & duplicate: `num_views` augmented and grid-sampled views of one scene.
 
   mode='duplicate' (the paper's "random crop & duplicate", Sonata's default): ONE random crop, copied
@@ -54,7 +55,9 @@ def make_views(data: transforms.Data, num_views: int, crop_ratio: float, grid_si
   Args:
     data: the scene as a cloud dict (`transforms.from_scene`), point_index = original indices.
     num_views: V.
-    crop_ratio: fraction of the scene's points the crop keeps before grid sampling (`data.crop_ratio`).
+    crop_ratio: fraction of the scene's points a crop keeps before grid sampling (`data.crop_ratio`), or a range
+      (low, high) from which each crop draws its fraction uniformly (Sonata's random view scale:
+      `data.crop_ratio`, `data.crop_ratio_max`).
     grid_size: voxel size in metres (`data.grid_size`), applied after augmentation.
     augment: per-view spatial + photometric augmentation (e.g. `transforms.build(default_augmentations(kind))`).
     rng: randomness.
@@ -65,14 +68,38 @@ def make_views(data: transforms.Data, num_views: int, crop_ratio: float, grid_si
   """
   if mode not in VIEW_MODES:
     raise ValueError(f"mode={mode!r}: expected one of {VIEW_MODES}")
-  shared = random_crop(data, crop_ratio, rng) if mode == "duplicate" else None
+  def crop():
+    if isinstance(crop_ratio, tuple):
+      lo, hi = crop_ratio
+      return random_crop(data, lo if lo == hi else rng.uniform(lo, hi), rng)
+    return random_crop(data, crop_ratio, rng)
+
+  shared = crop() if mode == "duplicate" else None
   views = []
   for _ in range(num_views):
-    view = dict(shared) if shared is not None else random_crop(data, crop_ratio, rng)
+    view = dict(shared) if shared is not None else crop()
     view = augment(view, rng)
     keep, _ = transforms.grid_sample(view["coord"], grid_size, rng)
     views.append(transforms.take(view, keep))
   return views
+
+
+def linear_warmup(start: float, end: float, warmup_steps: int, step: int) -> float:
+  """A warm-up schedule as a function of the step: `start` at step 0, rising linearly to `end` at step
+  warmup_steps - 1, `end` from then on (`warmup_steps` <= 0: `end` at every step).
+
+  This is the value Sonata's mask schedulers (Pointcept's CosineScheduler with final = base: the warm-up part is
+  `np.linspace(start, base, warmup_iters)`, then the base value) give at 0-based step `step`; it is evaluated where
+  the views are built, so a batch stays a pure function of (config, seed, step).
+  """
+  step, warmup_steps = int(step), int(warmup_steps)
+  if step < 0:
+    raise ValueError(f"step={step}: expected a step >= 0")
+  if step >= warmup_steps:
+    return float(end)
+  if warmup_steps == 1:
+    return float(start)
+  return float(start) + (float(end) - float(start)) * step / (warmup_steps - 1)
 
 
 def block_mask(coord: np.ndarray, cell_size: float, ratio: float, rng: np.random.Generator,

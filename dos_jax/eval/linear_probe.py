@@ -12,9 +12,10 @@ The probe is split so each piece is testable alone:
 They take decoded specs (`dos_jax.specs.model_spec(config)`, `dos_jax.batching.spec.batch_spec(config)`) and
 explicit optimisation arguments, not the experiment config: `dos_jax.eval.probe.run_probe` decodes them once.
 
-The classifier is affine in the raw features: it standardises them with the TRAINING set's mean/std (stored in the
-params, so still a linear map) because encoder features of different stages have very different scales and AdamW
-on raw features would need a per-run learning rate.
+The classifier is affine in the raw features. By default it standardises them with the TRAINING set's mean/std
+(stored in the params, so still a linear map): encoder features of different stages have very different scales, and
+a few hundred AdamW steps on raw features would need a per-run learning rate (Sonata's probe, a plain nn.Linear,
+trains for ~800 epochs instead). `standardize=False` is the plain layer.
 """
 
 from __future__ import annotations
@@ -62,12 +63,18 @@ def class_weights(labels, num_classes: int, class_balanced: bool, ignore_index: 
   return w.astype(np.float32)
 
 
-def init_probe(features, num_classes: int, seed: int = 0) -> ProbeParams:
-  """Probe params for features f32[M, D]: mean f32[D], inv_std f32[D], w f32[D, C] (small random), b f32[C]."""
+def init_probe(features, num_classes: int, seed: int = 0, standardize: bool = True) -> ProbeParams:
+  """Probe params for features f32[M, D]: mean f32[D], inv_std f32[D], w f32[D, C] (small random), b f32[C].
+
+  standardize=False: mean 0 and inv_std 1, i.e. the plain `x @ w + b` of Sonata's probe (nn.Linear)."""
   features = np.asarray(features, np.float32)
-  mean = features.mean(0)
-  std = features.std(0)
-  inv_std = np.where(std > 1e-6, 1.0 / np.maximum(std, 1e-6), 0.0).astype(np.float32)
+  if standardize:
+    mean = features.mean(0)
+    std = features.std(0)
+    inv_std = np.where(std > 1e-6, 1.0 / np.maximum(std, 1e-6), 0.0).astype(np.float32)
+  else:
+    mean = np.zeros(features.shape[1], np.float32)
+    inv_std = np.ones(features.shape[1], np.float32)
   d = features.shape[1]
   w = jax.random.normal(jax.random.PRNGKey(seed), (d, num_classes), jnp.float32) * (0.01 / np.sqrt(max(d, 1)))
   return {"mean": jnp.asarray(mean), "inv_std": jnp.asarray(inv_std), "w": w,
@@ -108,17 +115,38 @@ def _train_chunk(trainable, opt_state, frozen, feats, labels, w_class, key, star
   return jax.lax.fori_loop(0, num, body, (trainable, opt_state, jnp.zeros((), jnp.float32)))
 
 
+PROBE_SCHEDULES = ("onecycle", "cosine")
+
+
+def probe_schedule(name: str, lr: float, steps: int) -> optax.Schedule:
+  """The probe's learning rate over its `steps`: 'onecycle' (Sonata's linear probe: torch OneCycleLR, cos,
+  pct_start 0.05, div_factor 10, final_div_factor 1000, compressed to the probe's steps) or 'cosine' (the earlier
+  probe: cosine decay from lr to lr / 100, no warm-up)."""
+  if name == "onecycle":
+    return optax.cosine_onecycle_schedule(max(steps, 1), lr, pct_start=0.05, div_factor=10.0, final_div_factor=1000.0)
+  if name == "cosine":
+    return optax.cosine_decay_schedule(lr, max(steps, 1), alpha=0.01)
+  raise ValueError(f"schedule={name!r}: expected one of {PROBE_SCHEDULES}")
+
+
+@functools.lru_cache(maxsize=16)
+def _probe_tx(schedule: str, lr: float, steps: int, weight_decay: float) -> optax.GradientTransformation:
+  """AdamW of the probe (decay on w only). Cached: `_train_chunk` is jitted with the transformation as a static
+  argument, so an equal one must be the same object for repeated probes to reuse the compilation."""
+  return optax.adamw(probe_schedule(schedule, lr, steps), weight_decay=weight_decay, mask={"w": True, "b": False})
+
+
 def fit_linear_probe(features, labels, num_classes: int, steps: int = 300, lr: float = 1e-2,
                      class_balanced: bool = False, seed: int = 0, batch_points: Optional[int] = 65536,
                      weight_decay: float = 1e-4, ignore_index: int = -1, progress: bool = False,
-                     chunk: int = 25) -> ProbeParams:
+                     chunk: int = 25, schedule: str = "cosine", standardize: bool = True) -> ProbeParams:
   """Trains a linear classifier on frozen features.
 
   Args:
     features: f32[M, D] per-point features.
     labels: i32[M] labels in [0, num_classes) or `ignore_index` (not trained on).
     num_classes: C.
-    steps: AdamW steps (cosine-decayed learning rate).
+    steps: AdamW steps.
     lr: peak learning rate.
     class_balanced: weight the cross-entropy by `class_weights(..., True)`.
     seed: PRNG seed (initial weights and minibatch sampling).
@@ -127,6 +155,8 @@ def fit_linear_probe(features, labels, num_classes: int, steps: int = 300, lr: f
     ignore_index: label value that is not trained on.
     progress: show a tqdm bar.
     chunk: steps per compiled call (the progress bar advances per chunk).
+    schedule: the learning rate over the steps (`probe_schedule`: 'onecycle' | 'cosine').
+    standardize: scale the features by the training set's mean / std inside the (still affine) classifier.
   Returns:
     params for `predict` / `logits`.
   Raises:
@@ -145,12 +175,11 @@ def fit_linear_probe(features, labels, num_classes: int, steps: int = 300, lr: f
                     f"outside [0, {num_classes}): set config.probe.num_classes to cover the dataset's labels")
   if steps < 0 or lr <= 0:
     raise ValueError(f"steps={steps} / lr={lr}: expected steps >= 0 and lr > 0")
-  params = init_probe(features, num_classes, seed)
+  params = init_probe(features, num_classes, seed, standardize)
   w_class = jnp.asarray(class_weights(labels, num_classes, class_balanced))
   if batch_points is not None and batch_points >= labels.shape[0]:
     batch_points = None
-  schedule = optax.cosine_decay_schedule(lr, max(steps, 1), alpha=0.01)
-  tx = optax.adamw(schedule, weight_decay=weight_decay, mask={"w": True, "b": False})
+  tx = _probe_tx(schedule, float(lr), int(steps), float(weight_decay))
   trainable = {"w": params["w"], "b": params["b"]}
   frozen = {"mean": params["mean"], "inv_std": params["inv_std"]}
   opt_state = tx.init(trainable)

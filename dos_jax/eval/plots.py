@@ -227,3 +227,21 @@ def plot_feature_views(coord, rgb, path: str, title: str = "", point_size: float
   b.set(xlabel="x (m)", ylabel="z (m)", title="side")
   fig.suptitle(title or "features: PCA to RGB")
   return save_figure(fig, path)
+
+
+def plot_eval_curve(metrics_file: str, path: str, keys: Sequence[str], title: str = "") -> str:
+  """Several metrics of one run (e.g. the in-training probe's `eval/linear_probe/miou`, `.../tail`) against the
+  step, from the rows of its metrics.jsonl that hold them, markers at the evaluated steps."""
+  rows = fileio.read_jsonl(metrics_file, missing_ok=False)
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  for key in keys:
+    points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and "step" in r]
+    if points:
+      ax.plot(*zip(*points), marker="o", label=key.rsplit("/", 1)[-1])
+  ax.set_xlabel("step")
+  ax.set_ylabel("score")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  if title:
+    ax.set_title(title, fontsize=9)
+  return save_figure(fig, path)

@@ -120,6 +120,13 @@ def restore_params(workdir: str, use_teacher: bool = False) -> Tuple[Optional[Di
 # ----------------------------------------------------------------------------------------------- the probe
 
 
+@functools.lru_cache(maxsize=8)
+def _eval_apply(model_spec: ModelSpec):
+  """The jitted eval-mode encoder of a spec, one per spec: repeated probes in one process (the in-training
+  evaluators) reuse its compilations instead of tracing a fresh function each time."""
+  return jax.jit(functools.partial(encoder.apply, train=False, spec=model_spec))
+
+
 def _head(model_spec: ModelSpec) -> heads.DOSHead:
   return heads.DOSHead(hidden_dim=model_spec.head_hidden, out_dim=model_spec.head_dim,
                        num_prototypes=model_spec.num_prototypes)
@@ -131,9 +138,14 @@ def _head_scores(model_spec: ModelSpec, student_temp: float, head_params,
 
   `model_spec` gives the head's widths and K (head_hidden, head_dim, num_prototypes); `student_temp` is tau_S.
   """
-  head = _head(model_spec)
-  fn = jax.jit(lambda p, x: head.apply({"params": p}, x) / float(student_temp))
+  fn = _head_fn(model_spec, float(student_temp))
   return [np.asarray(fn(head_params, f)) for f in feats]
+
+
+@functools.lru_cache(maxsize=8)
+def _head_fn(model_spec: ModelSpec, student_temp: float):
+  head = _head(model_spec)
+  return jax.jit(lambda p, x: head.apply({"params": p}, x) / student_temp)
 
 
 def _init_head(model_spec: ModelSpec, feat_dim: int, seed: int):
@@ -160,7 +172,7 @@ def _encoder_params(mode: str, restored: Optional[Dict[str, Any]], step: Optiona
   """(encoder params, head params or None, result fields 'encoder' [+ 'checkpoint_step']) of a probe run.
 
   Mode 'random_init': a random-init encoder and head (the head for the collapse metrics). Mode 'probe': `restored`
-  ({'encoder': ..., 'head': ...} of DIR's checkpoint at `step`, or {'encoder': ...} handed in with step None,
+  ({'encoder': ..., 'head': ...} of DIR's checkpoint at `step`, or {'encoder': ..., 'head': ... or None} handed in with step None,
   described by `encoder_source`). `model_spec` describes the encoder and the head.
   """
   if mode == "random_init":
@@ -168,7 +180,7 @@ def _encoder_params(mode: str, restored: Optional[Dict[str, Any]], step: Optiona
     enc_params = encoder.init(jax.random.PRNGKey(seed), example.points, model_spec)
     return enc_params, _init_head(model_spec, encoder.output_dim(model_spec), seed), {"encoder": "random init"}
   if step is None:
-    return restored["encoder"], None, {"encoder": encoder_source}
+    return restored["encoder"], restored.get("head"), {"encoder": encoder_source}
   return restored["encoder"], restored.get("head"), {
       "encoder": f"checkpoint step {step} ({'teacher' if use_teacher else 'student'})", "checkpoint_step": step}
 
@@ -178,7 +190,8 @@ def _linear_probe(apply_fn, enc_params, train_scenes: Sequence, eval_scenes: Seq
   """(predicted labels i32[M], evaluation Features, dropped counts) of a linear probe on frozen features.
 
   The probe trains on the grid-sampled (stage-0) points, as Pointcept's linear probing does, and is evaluated on
-  every original point. `fit`: `linear_probe.fit_linear_probe`'s optimisation arguments.
+  every original point. `apply_fn` gives the features the probe reads (probe.features); `fit`: `linear_probe.fit_linear_probe`'s
+  optimisation arguments.
   """
   tr = linear_probe.extract_features(apply_fn, enc_params, train_scenes, batch_spec, batch_size, capacity, progress,
                                      map_to_points=False)
@@ -227,19 +240,21 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
               max_eval_scenes: Optional[int] = None, capacity: Optional[int] = None, plots: bool = True,
               seed: Optional[int] = None, progress: bool = False, print_json: bool = False,
               prototypes: Sequence[int] = (), encoder_params: Optional[Any] = None,
-              encoder_source: str = "given params") -> Dict[str, Any]:
+              encoder_source: str = "given params", head_params: Optional[Any] = None) -> Dict[str, Any]:
   """Linear probe (mode 'probe' | 'random_init') or supervised baseline ('supervised'); returns the result dict.
 
   `config` is a validated experiment config (`dos_jax.schema.validate`); its ModelSpec and BatchSpec are decoded
   once here and handed to the layers below, which do not read the config. Read here: data.* (where the scenes
-  are), probe.* (steps, lr, class_balanced, batch_points, capacity, train_fraction), batch_size, seed, optim.lr /
+  are), probe.* (features, steps, lr, weight_decay, schedule, standardize, class_balanced, batch_points, capacity,
+  train_fraction), batch_size, seed, optim.lr /
   weight_decay_start / clip_norm (the supervised baseline), student_temp and zipf_alpha (the collapse report).
 
   Writes the result atomically to DIR/<out_name> (default OUT_NAMES[mode]) and, when `print_json`, prints it as
   the last stdout line. `prototypes`: for each id k, DIR/probe_prototype<k>.png pictures prototype k's softmap on
   the first evaluation scene (`plots.plot_softmap`). `encoder_params` (mode 'probe'): probe these encoder params
   instead of restoring DIR's checkpoint (`encoder_source` says where they came from, for the result; e.g.
-  `dos_jax.interop.probe_init.init_from` for an upstream checkpoint).
+  `dos_jax.interop.probe_init.init_from` for an upstream checkpoint); `head_params` with them: the projector /
+  prototypes of the same network, for the collapse metrics (the in-training evaluators pass the live state's).
   """
   if mode not in OUT_NAMES:
     raise ConfigError(f"probe mode {mode!r}: expected one of {sorted(OUT_NAMES)}")
@@ -249,8 +264,8 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
   start = time.time()
   restored, step = None, None
   if mode == "probe":  # before anything is read or written: a workdir with nothing to probe is refused at once
-    restored, step = ({"encoder": encoder_params}, None) if encoder_params is not None else _checkpoint_params(
-        workdir, use_teacher)
+    restored, step = (({"encoder": encoder_params, "head": head_params}, None) if encoder_params is not None
+                      else _checkpoint_params(workdir, use_teacher))
   os.makedirs(workdir, exist_ok=True)
   model_spec, batch_spec = specs.model_spec(config), spec_lib.batch_spec(config)
   seed = int(config.seed if seed is None else seed)
@@ -268,7 +283,11 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
       raise DataError(f"{s.name}: label {int(np.max(s.segment))} >= {num_classes} classes of dataset "
                       f"{config.data.dataset!r}; set config.data.dataset to the scenes' label set")
 
-  apply_fn = jax.jit(functools.partial(encoder.apply, train=False, spec=model_spec))
+  apply_fn = _eval_apply(model_spec)
+  # What the linear probe reads (probe.features): 'stages', every stage's raw features up-cast to stage 0 and
+  # concatenated (Sonata's probe input), or 'projected', the encoder's output (what the pretraining head reads).
+  stages = config.probe.features == "stages"
+  probe_fn = _eval_apply(encoder.all_stages_spec(model_spec)) if stages else apply_fn
   batch_size = max(1, int(config.batch_size))
   result: Dict[str, Any] = {"mode": mode}
   if mode == "supervised":
@@ -290,20 +309,28 @@ def run_probe(config, workdir: str, data: Optional[str] = None, eval_data: Optio
     logging_line(f"encoder: {result['encoder']}; {len(train_scenes)} probe-training / {len(eval_scenes)} "
                  f"evaluation scenes from {source}")
     pred, ev, result["dropped"] = _linear_probe(
-        apply_fn, enc_params, train_scenes, eval_scenes, batch_spec, batch_size, capacity, num_classes, progress,
+        probe_fn, enc_params, train_scenes, eval_scenes, batch_spec, batch_size, capacity, num_classes, progress,
         steps=steps, lr=float(config.probe.lr), class_balanced=bool(config.probe.class_balanced), seed=seed,
-        batch_points=int(config.probe.batch_points))
+        batch_points=int(config.probe.batch_points), weight_decay=float(config.probe.weight_decay),
+        schedule=str(config.probe.schedule), standardize=bool(config.probe.standardize))
+    result["probe_features"] = f"{config.probe.features} ({ev.features.shape[1]} channels)"
 
   conf = miou.confusion_matrix(pred, ev.labels, num_classes)
   result.update(miou.segmentation_metrics(conf, names, groups))
   if head_params is not None:
-    result["collapse"] = _collapse(model_spec, float(config.student_temp), float(config.zipf_alpha), head_params, ev,
-                                   num_classes, groups, workdir, plots, prototypes)
+    # The collapse metrics score the head on the features it was trained on (the encoder's output).
+    head_ev = ev if not stages else linear_probe.extract_features(apply_fn, enc_params, eval_scenes, batch_spec,
+                                                                  batch_size, capacity, progress)
+    result["collapse"] = _collapse(model_spec, float(config.student_temp), float(config.zipf_alpha), head_params,
+                                   head_ev, num_classes, groups, workdir, plots, prototypes)
   result.update({
       "dataset": config.data.dataset, "num_classes": num_classes, "train_scenes": len(train_scenes),
       "eval_scenes": len(eval_scenes), "data": source,
       "probe": {"steps": steps, "lr": float(config.optim.lr if mode == "supervised" else config.probe.lr),
-                "class_balanced": bool(config.probe.class_balanced) and mode != "supervised", "seed": seed},
+                "class_balanced": bool(config.probe.class_balanced) and mode != "supervised", "seed": seed,
+                "features": config.probe.features if mode != "supervised" else "supervised",
+                "schedule": config.probe.schedule, "weight_decay": float(config.probe.weight_decay),
+                "standardize": bool(config.probe.standardize)},
       "zipf_alpha": float(config.zipf_alpha), "seconds": round(time.time() - start, 1)})
   result["relative"] = _relative(workdir, mode)
   sup = result["relative"].get("supervised_miou")
@@ -333,3 +360,15 @@ def _relative(workdir: str, mode: str) -> Dict[str, Any]:
 
 def logging_line(msg: str) -> None:
   print(msg, file=sys.stderr, flush=True)
+
+
+def run_collapse(config, encoder_params, head_params, max_eval_scenes: Optional[int] = None) -> Dict[str, Any]:
+  """The collapse report of a network's head (`collapse.collapse_report`) on the config's evaluation scenes
+  (`probe_scenes` without --data: the 'val' split), without fitting a probe; what `run_probe` reports under
+  'collapse', for the in-training evaluator of that name."""
+  model_spec, batch_spec = specs.model_spec(config), spec_lib.batch_spec(config)
+  _, eval_scenes, names, groups, _ = probe_scenes(config, None, None, max_train=0, max_eval=max_eval_scenes)
+  ev = linear_probe.extract_features(_eval_apply(model_spec), encoder_params, eval_scenes, batch_spec,
+                                     max(1, int(config.batch_size)), config.probe.capacity, map_to_points=False)
+  return _collapse(model_spec, float(config.student_temp), float(config.zipf_alpha), head_params, ev, len(names),
+                   groups, "", False, ())

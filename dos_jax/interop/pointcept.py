@@ -25,7 +25,6 @@ arbitrary unpickling); nothing else here does.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import pickle
 from typing import Any, Dict, Mapping, Tuple, Union
@@ -287,7 +286,7 @@ def to_state_dict(params: Any, model_cfg: Mapping[str, Any]) -> Dict[str, np.nda
 @functools.lru_cache(maxsize=8)
 def _features_fn(spec: ModelSpec):
   # Every level concatenated (the contract), the dos projection (if any) not applied.
-  model = encoder.build(dataclasses.replace(spec, up_cast_level=0, upcast_projection=False))
+  model = encoder.build(encoder.all_stages_spec(spec))
 
   def run(p, pts):
     out, aux = model.apply({"params": p}, pts, train=False)

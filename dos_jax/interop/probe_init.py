@@ -29,7 +29,8 @@ def init_from(config, path: str, teacher: bool = False, up_cast_level: int = 0,
     config: a validated experiment config (not modified: a resolved copy is returned).
     path: a Pointcept PTv3 / Sonata checkpoint (`pointcept.load_checkpoint` reads its layouts).
     teacher: take the checkpoint's teacher branch instead of the student's.
-    up_cast_level: levels the up-cast concatenates (0 = all; Sonata's probe: 2).
+    up_cast_level: levels the up-cast concatenates (0 = all, as probe.features='stages'; 2 = Sonata's head input,
+      1,088 channels at base: the probe then reads that, probe.features='projected').
     **overrides: what the tensors cannot tell (`enc_num_head`, `enc_patch_size`, `order`), passed to
       `pointcept.load_checkpoint`.
   Returns:
@@ -49,4 +50,8 @@ def init_from(config, path: str, teacher: bool = False, up_cast_level: int = 0,
     # A fresh ConfigDict: the checkpoint's values replace the config's (types may differ, e.g. mlp_ratio 4.0).
     config.model = ml_collections.ConfigDict({**config.model.to_dict(), **model_cfg})
     config.data.feat_keys = keys
+    if up_cast_level:
+      # The probe then reads the encoder's output at that level (upstream has no projection): Sonata's head input
+      # instead of probe.features='stages' (every level).
+      config.probe.features = "projected"
   return config, params

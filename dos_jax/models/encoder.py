@@ -17,6 +17,7 @@ argument.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Dict, Optional, Tuple
 
@@ -53,6 +54,13 @@ def _check_points(model: ptv3.PointTransformerV3, points: Any) -> None:
                       "batches with the same model (batching.spec.batch_spec of the same config)")
   if points.feat.ndim != 3:
     raise ValueError(f"encoder expects a batched PointSet (feat [B, N, C_in]), got feat shape {points.feat.shape}")
+
+
+def all_stages_spec(spec: ModelSpec) -> ModelSpec:
+  """The spec whose `apply` gives the raw concatenation of EVERY stage's features carried to stage 0, without the
+  dos up-cast projection: f32[B, N_0, sum(channels)] (1232 at base, Sonata's linear-probe input; 112 at tiny).
+  The same params serve both specs (the projection's params are simply not read)."""
+  return dataclasses.replace(spec, up_cast_level=0, upcast_projection=False)
 
 
 def output_dim(spec: ModelSpec) -> int:

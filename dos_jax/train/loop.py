@@ -10,7 +10,8 @@ Order of operations (each step fails early and clearly, before anything expensiv
   4. state: restored from the latest checkpoint into the abstract state of this config, or freshly initialised;
   5. one jitted step (`sharding.jit_train_step`), per-step key `fold_in(state.rng, step)`;
   6. per step: non-finite guard (`config.nonfinite`), clu metric averaging, progress bar; every `log_every`
-     steps metrics to DIR/metrics.jsonl + TensorBoard; every `checkpoint_every` steps a checkpoint; SIGTERM ->
+     steps metrics to DIR/metrics.jsonl + TensorBoard, with the scalars of the in-training evaluators that are due
+     (`config.evals`, process 0; DIR/eval_curve.png at the end); every `checkpoint_every` steps a checkpoint; SIGTERM ->
      checkpoint at the end of the current step and return (exit 0); at the end a final checkpoint.
 """
 
@@ -37,6 +38,7 @@ from dos_jax import specs
 from dos_jax.batching import pipeline
 from dos_jax.batching import spec as batch_spec_lib
 from dos_jax.data import catalog
+from dos_jax.eval import evaluators
 from dos_jax.train import sharding
 from dos_jax.train import workdir_lock
 from dos_jax.train import writers
@@ -125,6 +127,10 @@ class _Interval:
     self._acc = self._merge(self._acc, metrics)
     self._steps += 1
     self._points += num_points
+
+  def restart_clock(self) -> None:
+    """Time spent outside the steps since the last flush (an in-training evaluation) leaves the rates alone."""
+    self._start = time.perf_counter()
 
   def flush(self, nonfinite_count: int) -> Dict[str, float]:
     """Averages since the last flush, plus steps/s, points/s (all hosts) and the run's skipped-step count."""
@@ -258,8 +264,11 @@ def _train(config, workdir, mesh, is_chief, stop_at) -> TrainResult:
       if is_chief and not start_step:
         writer.write_hparams(dict(schema.flatten(config)))
       end = total if stop_at is None else min(total, int(stop_at))
+      evaluate = _Evals(config, workdir) if is_chief else None  # in-training evaluators: process 0 runs them
       result = _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, preemption, start_step, total, end,
-                    is_chief)
+                    is_chief, evaluate)
+      if evaluate is not None:
+        evaluate.finish(writer)
       ckpt.wait_until_finished()
       return result
     finally:
@@ -269,10 +278,41 @@ def _train(config, workdir, mesh, is_chief, stop_at) -> TrainResult:
       ckpt.close()
 
 
-def _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, preemption, start_step, total, end, is_chief
-         ) -> TrainResult:
+class _Evals:
+  """The in-training evaluators of config.evals (`dos_jax.eval.evaluators`), run on process 0 after the steps
+  they are due at; their scalars join that step's metrics line (one line per logged step)."""
+
+  def __init__(self, config, workdir: str):
+    self._config, self._workdir = config, workdir
+    self._evaluators = evaluators.from_config(config)
+    self.ran = False
+
+  def due(self, step: int, total: int) -> bool:
+    return any(e.due(step, total) for e in self._evaluators)
+
+  def __call__(self, params, step: int, total: int) -> Dict[str, float]:
+    out = {}
+    for e in self._evaluators:
+      if e.due(step, total):
+        start = time.perf_counter()
+        out.update(evaluators.run(e, self._config, params, self._workdir, step))
+        out[f"eval/{e.name}/seconds"] = time.perf_counter() - start
+        self.ran = True
+    return out
+
+  def finish(self, writer) -> None:
+    """The probe curve over training (DIR/eval_curve.png), when the linear probe ran."""
+    if self.ran and any(e.name == "linear_probe" for e in self._evaluators):
+      writer.flush()
+      evaluators.plot_curve(os.path.join(self._workdir, writers.METRICS_FILE),
+                            os.path.join(self._workdir, evaluators.CURVE_FILE))
+
+
+def _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, preemption, start_step, total, end, is_chief,
+         evaluate=None) -> TrainResult:
   """The step loop proper (see the module docstring for what happens each step)."""
   interval = _Interval()
+  view_spec = batch_spec_lib.batch_spec(config)  # the masking warm-up, logged beside the step's metrics
   logged: Dict[str, float] = {}
   preempted = False
   step = start_step
@@ -298,8 +338,13 @@ def _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, preemption,
             "--config.nonfinite=skip to skip such steps, or lower --config.optim.lr.")
       step += 1
       bar.update(1)
-      if step % config.log_every == 0 or step == total:
+      eval_due = evaluate is not None and evaluate.due(step, total)
+      if step % config.log_every == 0 or step == total or eval_due:
         logged = interval.flush(int(jax.device_get(state.nonfinite_count)))
+        logged["mask_ratio_target"], logged["mask_cell"] = view_spec.mask_at(step - 1)
+        if eval_due:
+          logged.update(evaluate(state.params, step, total))
+          interval.restart_clock()
         writer.write_scalars(step, logged)
         bar.set_postfix(loss=f"{logged.get('loss', float('nan')):.4f}", pts_s=f"{logged['points_per_sec']:.0f}",
                         refresh=False)

@@ -26,15 +26,23 @@ def _frac_steps(config, key: str, frac: float) -> int:
 
 
 def learning_rate(config) -> optax.Schedule:
-  """Linear warm-up from 0 to `optim.lr` over `optim.warmup_frac` of the steps, then cosine decay.
+  """The base learning rate (the layer-wise decay, `optim.layer_decay`, scales it per block in the optimizer).
 
-  The cosine ends at `optim.lr * optim.min_lr_ratio` at step `total_steps` and stays there.
+  optim.schedule='onecycle' (Sonata: torch's OneCycleLR with anneal_strategy='cos'): cosine rise from
+  lr / div_factor to `optim.lr` over `optim.warmup_frac` of the steps, then cosine decay to
+  lr / (div_factor * final_div_factor) at step `total_steps` (optax.cosine_onecycle_schedule).
+  optim.schedule='warmup_cosine' (recipe v1): linear warm-up from 0 to `optim.lr` over `optim.warmup_frac` of the
+  steps, then cosine decay to `optim.lr * optim.min_lr_ratio` at step `total_steps`, constant after.
   """
   total = _total_steps(config)
   warmup = _frac_steps(config, "optim.warmup_frac", config.optim.warmup_frac)
   peak = float(config.optim.lr)
   if peak <= 0:
     raise ValueError(f"optim.lr={peak}: expected a positive learning rate")
+  if config.optim.schedule == "onecycle":
+    return optax.cosine_onecycle_schedule(
+        transition_steps=total, peak_value=peak, pct_start=float(config.optim.warmup_frac),
+        div_factor=float(config.optim.div_factor), final_div_factor=float(config.optim.final_div_factor))
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak, warmup_steps=warmup,
       # optax needs a positive cosine length; a run shorter than its warm-up simply ends at the peak.

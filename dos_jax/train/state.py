@@ -8,6 +8,7 @@ state: the state carries no config.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import flax.struct
@@ -60,22 +61,68 @@ def decay_mask(params) -> Any:
   return jax.tree_util.tree_map_with_path(wants_decay, params)
 
 
+_BLOCK = re.compile(r"^enc(\d+)/block(\d+)(/|$)")
+
+
+def layer_lr_factors(params, layer_decay: float) -> Any:
+  """Pytree of Python floats like `params`: each leaf's learning-rate multiplier under layer-wise decay.
+
+  As Sonata's param groups (pretrain-sonata-v1m1-0-base.py): the parameters of encoder block b of stage e get
+  layer_decay ** (sum(depths) - sum(depths[:e]) - b - 1), i.e. the last block of the last stage 1 and each block
+  below it one more factor; every other parameter (embedding, pooling layers, up-cast projection, projector,
+  prototypes) the base rate. The depths are read from the params' `encoder/enc{e}/block{b}` names.
+  """
+  blocks = []  # (stage, block) of every encoder block, in depth order
+  for stage_name, stage in params.get("encoder", {}).items():
+    for block_name in stage if isinstance(stage, dict) else ():
+      match = _BLOCK.match(f"{stage_name}/{block_name}")
+      if match:
+        blocks.append((int(match.group(1)), int(match.group(2))))
+  rank = {b: i for i, b in enumerate(sorted(blocks))}
+  total = len(blocks)
+
+  def factor(path, _):
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    if len(names) > 2 and names[0] == "encoder":
+      match = _BLOCK.match("/".join(names[1:3]))
+      if match:
+        return float(layer_decay) ** (total - rank[(int(match.group(1)), int(match.group(2)))] - 1)
+    return 1.0
+
+  return jax.tree_util.tree_map_with_path(factor, params)
+
+
+def scale_by_layer_decay(layer_decay: float) -> optax.GradientTransformation:
+  """Multiplies each update by its `layer_lr_factors` multiplier: after AdamW (whose update is already
+  -lr * (adam direction + weight_decay * param)), this is exactly a per-block learning rate, weight decay included,
+  as torch's per-group lr. layer_decay = 1: the identity."""
+  if float(layer_decay) == 1.0:
+    return optax.identity()
+
+  def scale(updates, params):
+    del params
+    return jax.tree.map(lambda u, f: u * f, updates, layer_lr_factors(updates, layer_decay))
+
+  return optax.stateless(scale)
+
+
 def make_optimizer(spec: specs.StepSpec) -> optax.GradientTransformation:
-  """Global-norm clipping (`optim.clip_norm`), then AdamW with scheduled learning rate and weight decay.
+  """Global-norm clipping (`optim.clip_norm`), AdamW with scheduled learning rate and weight decay, then the
+  layer-wise learning-rate decay (`optim.layer_decay`, `scale_by_layer_decay`).
 
   `optax.inject_hyperparams` evaluates both schedules at the optimizer's own update count (so the opt state also
-  records the values used, under `opt_state[1].hyperparams`). A step skipped by the non-finite guard keeps the old
-  opt state, so its count (and the lr/wd schedules) lag `TrainState.step` by `nonfinite_count` steps.
+  records the values used, under `opt_state[1].hyperparams`: the base rate). A step skipped by the non-finite
+  guard keeps the old opt state, so its count (and the lr/wd schedules) lag `TrainState.step` by
+  `nonfinite_count` steps.
   """
   clip = float(spec.optim.clip_norm)
   adamw = optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
       learning_rate=schedules.learning_rate(spec),
       weight_decay=schedules.weight_decay(spec),
       b1=float(spec.optim.b1), b2=float(spec.optim.b2), mask=decay_mask)
-  if clip > 0:
-    return optax.chain(optax.clip_by_global_norm(clip), adamw)
   # clip_norm <= 0 disables clipping; an identity keeps the opt-state structure the same.
-  return optax.chain(optax.identity(), adamw)
+  first = optax.clip_by_global_norm(clip) if clip > 0 else optax.identity()
+  return optax.chain(first, adamw, scale_by_layer_decay(spec.optim.layer_decay))
 
 
 def create_train_state(spec: specs.StepSpec, rng: jax.Array, example_batch) -> TrainState:

@@ -165,7 +165,8 @@ def test_duplicate_views_share_one_crop():
                    normal=np.tile(np.float32([0, 0, 1]), (6000, 1)), segment=np.zeros(6000, np.int32), name="corr")
   frac = {}
   for mode in ("duplicate", "independent"):
-    cfg = helpers.cfg(**{"data.views": mode, "data.crop_ratio": 0.3, "data.capacity": 1024})  # no overflow crop
+    cfg = helpers.cfg(**{"data.views": mode, "data.crop_ratio": 0.3, "data.crop_ratio_max": 0.3,
+                         "data.capacity": 1024})  # a fixed crop small enough for no overflow crop
     batch = train_views.make_train_batch([corridor] * 4, spec_lib.batch_spec(cfg), np.random.default_rng(2))
     frac[mode] = [helpers.view(batch, b, v).cross_valid.sum() / helpers.view(batch, b, v).student.valid.sum()
                   for b in range(4) for v in range(2)]

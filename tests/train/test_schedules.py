@@ -20,7 +20,7 @@ def _config(total=1000, **optim):
 
 
 def test_learning_rate_warmup_then_cosine():
-  c = _config(lr=2e-3, warmup_frac=0.05, min_lr_ratio=0.01)
+  c = _config(lr=2e-3, warmup_frac=0.05, min_lr_ratio=0.01, schedule="warmup_cosine")
   f = schedules.learning_rate(c)
   assert float(f(0)) == 0.0
   np.testing.assert_allclose(float(f(25)), 1e-3, rtol=1e-6)        # half-way up the linear warm-up
