@@ -48,7 +48,8 @@ DAMAGED_DIR = "checkpoints_damaged"  # damaged checkpoints are moved here on res
 # Everything else (method, model, data, optimizer, seed) is part of the fingerprint.
 RESUMABLE_KEYS = ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints",
                   "num_devices", "data.num_workers", "data.worker_backend", "data.prefetch", "data.root")
-RESUMABLE_PREFIXES = ("probe.",)  # the probe reads checkpoints, it does not shape them
+# The probe and the in-training evaluators read checkpoints / the state, they do not shape them.
+RESUMABLE_PREFIXES = ("probe.", "evals.")
 
 
 class NoRestorableCheckpointError(DataError):

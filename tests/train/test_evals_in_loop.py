@@ -6,6 +6,7 @@ import os
 import pytest
 
 from configs import synthetic_tiny
+from dos_jax import checkpoint
 from dos_jax import schema
 from dos_jax.eval import evaluators
 from dos_jax.eval import probe as probe_lib
@@ -50,3 +51,13 @@ def test_in_training_probe_is_launch_probes_result_on_that_checkpoint(tmp_path):
   assert again["collapse"]["effective_prototypes"] == pytest.approx(
       last["eval/linear_probe/effective_prototypes"], rel=1e-5)
   assert os.path.getsize(os.path.join(workdir, evaluators.CURVE_FILE)) > 0
+
+
+def test_evaluator_settings_may_change_on_resume():
+  # They read the state and never shape it: a run resumes with evaluation switched on, off or made more frequent.
+  a = schema.validate(synthetic_tiny.get_config("smoke"))
+  b = schema.validate(synthetic_tiny.get_config("smoke"))
+  b.evals.linear_probe.every, b.evals.collapse.every, b.evals.linear_probe.steps = 10, 5, 7
+  assert checkpoint.config_fingerprint(a) == checkpoint.config_fingerprint(b)
+  b.mask_ratio_start = 0.5     # a recipe key does shape the run
+  assert checkpoint.config_fingerprint(a) != checkpoint.config_fingerprint(b)
