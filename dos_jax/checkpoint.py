@@ -32,7 +32,7 @@ import signal
 import sys
 import tempfile
 import threading
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from absl import logging
 import ml_collections
@@ -205,15 +205,19 @@ def prepare_workdir(workdir: str, config: ml_collections.ConfigDict, write: bool
 
 
 class PreemptionFlag:
-  """Catches SIGTERM (and optionally SIGINT) as a flag the loop polls once per step.
+  """Catches SIGTERM (and optionally SIGINT, Ctrl-C) as a flag the loop polls once per step.
 
-  The handler only records the signal: saving inside a signal handler could interrupt a half-written batch or a
-  running save. Use as a context manager; the previous handlers come back on exit. Outside the main thread (where
-  Python cannot install handlers) it stays a flag that never sets.
+  The handler only records the signal (and calls `on_signal(signum)`, e.g. to say what happens next): saving
+  inside a signal handler could interrupt a half-written batch or a running save. A first SIGINT also puts back
+  the operating system's default action for SIGINT, so a second Ctrl-C ends the process at once, even inside a
+  compile (without a checkpoint of the current step; a save in flight is only a temporary directory). Use as a
+  context manager; the previous handlers come back on exit. Outside the main thread (where Python cannot install
+  handlers) it stays a flag that never sets.
   """
 
-  def __init__(self, signals=(signal.SIGTERM,)):
+  def __init__(self, signals=(signal.SIGTERM,), on_signal: Optional[Callable[[int], None]] = None):
     self._signals = tuple(signals)
+    self._on_signal = on_signal
     self._previous = {}
     self._event = threading.Event()
     self.signum: Optional[int] = None
@@ -222,6 +226,10 @@ class PreemptionFlag:
     del frame
     self.signum = signum
     self._event.set()
+    if self._on_signal is not None:
+      self._on_signal(signum)
+    if signum == signal.SIGINT:
+      signal.signal(signal.SIGINT, signal.SIG_DFL)  # the next Ctrl-C quits at once
 
   def __enter__(self) -> "PreemptionFlag":
     if threading.current_thread() is threading.main_thread():

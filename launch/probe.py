@@ -53,7 +53,7 @@ def _define_flags():
   flags.DEFINE_string("data", None, "Folder of Pointcept scene folders (default: the config's data source).")
   flags.DEFINE_string("eval-data", None, "Folder of Pointcept scene folders to evaluate on.")
   flags.DEFINE_bool("supervised", False, "Train the supervised baseline (encoder + linear head) instead.")
-  flags.DEFINE_bool("random-init", False, "Probe a random-init encoder (DIR/probe_random_init.json), checkpoints or not.")
+  flags.DEFINE_bool("random-init", False, "Probe a random-init encoder (-> DIR/probe_random_init.json).")
   flags.DEFINE_bool("teacher", False, "Probe the EMA teacher's encoder instead of the student's.")
   flags.DEFINE_integer("steps", None, "Probe (or supervised) steps; default config.probe.steps.", lower_bound=1)
   flags.DEFINE_string("out", None, "Output file name in DIR (default by mode: " + ", ".join(OUT_NAMES.values()) + ").")

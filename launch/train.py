@@ -1,10 +1,11 @@
 r"""Pretrain with DOS: `python -m launch.train --config configs/<name>.py --workdir DIR [--config.key=value ...]`.
 
 Writes orbax checkpoints to DIR/checkpoints/, metrics to DIR/metrics.jsonl and TensorBoard events to DIR, and
-resumes from the latest checkpoint in DIR. SIGTERM (preemption) saves a checkpoint and exits 0. Exit codes: 0 done or
-preempted with a checkpoint, 1 a non-finite loss under --config.nonfinite=stop (one line naming the step), 2 bad
-config/data/workdir or no restorable checkpoint (one line on stderr), 3 the workdir is held by another live run
-(DIR/lock.json; the line names its host, pid and start). Examples:
+resumes from the latest checkpoint in DIR. SIGTERM (preemption) or a first Ctrl-C saves a checkpoint of the current
+step and exits 0; a second Ctrl-C quits at once. Exit codes: 0 done or stopped with a checkpoint, 1 a non-finite
+loss under --config.nonfinite=stop (one line naming the step), 2 a bad command line, config, data or workdir, or
+no restorable checkpoint (one line on stderr), 3 the workdir is held by another live run (DIR/lock.json; the line
+names its host, pid and start). Examples:
 
   python -m launch.train --config configs/synthetic_tiny.py --workdir /tmp/dos_tiny
   python -m launch.train --config configs/scannet.py --workdir /ckpt/scannet --config.data.root=/data/scannet
@@ -21,6 +22,7 @@ of processes (README "Multi-host"). Two processes on one machine, to try it:
     python -m launch.train --config configs/synthetic_tiny.py --workdir /tmp/dos_2proc --config.batch_size=8 & done; wait
 """
 
+import os
 import sys
 
 from absl import app
@@ -66,9 +68,35 @@ def main(argv):
   except FloatingPointError as e:  # loop.NonFiniteError under config.nonfinite='stop': names the step and the fix
     print(f"{type(e).__name__}: {e}", file=sys.stderr)
     return 1
-  logging.info("%s at step %d; final metrics: %s", "preempted, checkpoint saved" if result.preempted else "done",
-               result.step, result.metrics)
+  except KeyboardInterrupt:  # Ctrl-C before the loop took over SIGINT (start-up), or raised by a worker
+    print("interrupted: stopped without a new checkpoint (rerun the same command to resume from the last one)",
+          file=sys.stderr)
+    return 130
+  print(result_line(result, config, _WORKDIR.value), flush=True)
   return 0
+
+
+def _duration(seconds: float) -> str:
+  minutes, secs = divmod(int(round(seconds)), 60)
+  return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def result_line(result, config, workdir: str) -> str:
+  """The run's last console line: how it ended, the final logged loss and prototype usage, where things are."""
+  total = int(config.total_steps)
+  if result.preempted:
+    head = f"stopped at step {result.step} of {total} with a checkpoint (rerun the same command to resume)"
+  else:
+    head = f"done: {result.step} steps"
+  parts = [f"{head} in {_duration(result.seconds)}"]
+  m = result.metrics
+  if "loss" in m:
+    parts.append(f"loss {float(m['loss']):.3f}")
+  if "effective_prototypes" in m:
+    parts.append(f"effective prototypes {float(m['effective_prototypes']):.0f} of {int(config.num_prototypes)}")
+  parts.append(f"checkpoints in {os.path.join(workdir, checkpoint.CHECKPOINT_DIR)}")
+  parts.append(f"curves: tensorboard --logdir {workdir}")
+  return "; ".join(parts)
 
 
 if __name__ == "__main__":

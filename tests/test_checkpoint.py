@@ -127,6 +127,19 @@ def test_preemption_flag_catches_sigterm_and_restores_the_handler():
   assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_first_ctrl_c_is_a_notice_and_a_second_quits_at_once():
+  """SIGINT sets the flag (and says so through on_signal) like SIGTERM; it also puts back the OS default action, so
+  a second Ctrl-C terminates the process at once, even inside a compile."""
+  before = signal.getsignal(signal.SIGINT)
+  said = []
+  with checkpoint.PreemptionFlag((signal.SIGTERM, signal.SIGINT), on_signal=said.append) as flag:
+    assert signal.getsignal(signal.SIGINT) not in (before, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)  # pytest's own handler would raise KeyboardInterrupt here
+    assert flag.is_set() and flag.signum == signal.SIGINT and said == [signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_DFL  # the next one: the default action, termination
+  assert signal.getsignal(signal.SIGINT) is before
+
+
 # ------------------------------------------------------------------------------------------- workdir safety
 
 

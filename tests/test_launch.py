@@ -114,3 +114,20 @@ def test_probe_and_train_print_one_line_for_a_missing_config_file(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "ConfigError: --config configs/scannet.py:smok: ValueError: unknown config argument 'smok'; accepted: "
         "['det', 'smoke']"]
+
+
+def test_a_run_ends_with_a_readable_line():
+  """Not a dict of float32s: how the run ended, the last logged loss and prototype usage, where things are."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from configs import synthetic_tiny  # pylint: disable=g-import-not-at-top
+  from dos_jax.train import loop  # pylint: disable=g-import-not-at-top
+  from launch import train  # pylint: disable=g-import-not-at-top
+  config = synthetic_tiny.get_config()
+  metrics = {"loss": np.float32(0.81234), "effective_prototypes": np.float32(41.6), "lr": np.float32(1e-4)}
+  done = loop.TrainResult(state=None, metrics=metrics, step=300, preempted=False, seconds=192.4)
+  assert train.result_line(done, config, "/tmp/w") == (
+      "done: 300 steps in 3 min 12 s; loss 0.812; effective prototypes 42 of 256; checkpoints in /tmp/w/checkpoints; "
+      "curves: tensorboard --logdir /tmp/w")
+  stopped = loop.TrainResult(state=None, metrics={}, step=40, preempted=True, seconds=9.0)
+  assert train.result_line(stopped, config, "/tmp/w").startswith(
+      "stopped at step 40 of 300 with a checkpoint (rerun the same command to resume) in 9 s; checkpoints in")

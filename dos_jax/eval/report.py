@@ -30,11 +30,14 @@ def _pct(value) -> str:
 
 
 def pretraining_seconds(workdir: str) -> Optional[float]:
-  """Wall seconds of the training loop, summed over DIR/metrics.jsonl's rows (`interval_seconds`: the time since
-  the previous row, the first step's compile included); None when the file has no such rows."""
-  rows = fileio.read_jsonl(os.path.join(workdir, "metrics.jsonl")) if os.path.exists(
-      os.path.join(workdir, "metrics.jsonl")) else []
-  times = [float(r["interval_seconds"]) for r in rows if isinstance(r.get("interval_seconds"), (int, float))]
+  """Wall seconds of the training loop, summed over DIR/metrics.jsonl's rows: `interval_seconds` (the steps since
+  the previous row, the first step's compile included) plus the in-training evaluations (`eval/<name>/seconds`);
+  None when the file has no such rows."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  rows = fileio.read_jsonl(path) if os.path.exists(path) else []
+  times = [float(v) for r in rows for k, v in r.items()
+           if (k == "interval_seconds" or (k.startswith("eval/") and k.endswith("/seconds")))
+           and isinstance(v, (int, float))]
   return sum(times) if times else None
 
 

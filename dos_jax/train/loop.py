@@ -60,13 +60,16 @@ class TrainResult:
     state: the final TrainState (on the mesh).
     metrics: the last logged metrics (averages over the last log interval), Python floats.
     step: steps completed (== state.step).
-    preempted: True when the run stopped before total_steps (SIGTERM, a multi-host preemption notice, stop_at).
+    preempted: True when the run stopped before total_steps (SIGTERM, Ctrl-C, a multi-host preemption notice,
+      stop_at).
+    seconds: wall time of this process's step loop (the first step's compile included).
   """
 
   state: Any
   metrics: Dict[str, float]
   step: int
   preempted: bool
+  seconds: float = 0.0
 
 
 def maybe_initialize_distributed() -> bool:
@@ -244,9 +247,10 @@ def _train(config, workdir, mesh, is_chief, stop_at) -> TrainResult:
   batches, writer = batches_from(start_step), None
   # Multi-host: JAX's preemption service owns SIGTERM and makes all hosts agree on the step (`reached_preemption`);
   # a Python handler here would replace its handler and let hosts stop at different steps. Single host: installed
-  # before the (long) compile, so a notice that arrives during start-up still ends in a clean exit.
-  signals = (signal.SIGTERM,) if jax.process_count() == 1 else ()
-  with checkpoint.PreemptionFlag(signals) as preemption:
+  # before the (long) compile, so a notice that arrives during start-up still ends in a clean exit. A first Ctrl-C
+  # (SIGINT) is a notice too; a second one quits at once (checkpoint.PreemptionFlag).
+  signals = (signal.SIGTERM, signal.SIGINT) if jax.process_count() == 1 else ()
+  with checkpoint.PreemptionFlag(signals, on_signal=_say_stopping) as preemption:
     try:
       batch = next(batches)
       state, restored_step = _init_or_restore(spec, int(config.seed), mesh, ckpt, batch, start_step)
@@ -280,7 +284,7 @@ def _train(config, workdir, mesh, is_chief, stop_at) -> TrainResult:
 
 class _Evals:
   """The in-training evaluators of config.evals (`dos_jax.eval.evaluators`), run on process 0 after the steps
-  they are due at; their scalars join that step's metrics line (one line per logged step)."""
+  they are due at; their scalars join that step's metrics (JSONL, TensorBoard) and one console line."""
 
   def __init__(self, config, workdir: str):
     self._config, self._workdir = config, workdir
@@ -308,26 +312,43 @@ class _Evals:
                             os.path.join(self._workdir, evaluators.CURVE_FILE))
 
 
+def _say_stopping(signum: int) -> None:
+  """One line at once when Ctrl-C asks for a stop (the step in progress, maybe the first step's compile, ends
+  first; a SIGTERM is reported when the loop sees it, as a multi-host notice is)."""
+  if signum == signal.SIGINT:
+    logging.warning("Ctrl-C: stopping after the current step, with a checkpoint of it (Ctrl-C again quits at once, "
+                    "without it)")
+
+
 def _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, preemption, start_step, total, end, is_chief,
          evaluate=None) -> TrainResult:
-  """The step loop proper (see the module docstring for what happens each step)."""
+  """The step loop proper (see the module docstring for what happens each step).
+
+  Console (process 0): one line before the first step, which compiles the step (tens of seconds on a CPU; the
+  persistent cache makes reruns quick), then a progress bar that starts after it, so its rate and ETA are those
+  of the compiled step; the logged metrics go to the bar's postfix, DIR/metrics.jsonl and TensorBoard.
+  """
   interval = _Interval()
   view_spec = batch_spec_lib.batch_spec(config)  # the masking warm-up, logged beside the step's metrics
   logged: Dict[str, float] = {}
   preempted = False
   step = start_step
-  bar = tqdm.tqdm(total=total, initial=start_step, unit="step", disable=not is_chief, dynamic_ncols=True,
-                  mininterval=1.0)
-  with bar:
+  started = time.perf_counter()
+  bar = None
+  try:
     while step < end:
       if preemption.is_set() or (step > start_step and ckpt.reached_preemption(step)):
-        logging.warning("preemption notice: stopping at step %d (with a checkpoint of it)", step)
+        if preemption.signum != signal.SIGINT:  # (Ctrl-C was answered at once by _say_stopping)
+          logging.warning("preemption notice: stopping at step %d (with a checkpoint of it)", step)
         preempted = True
         break
       if batch is None:
         batch = next(batches)
       num_points = _num_points(batch)
       rng = jax.random.fold_in(state.rng, step)
+      if bar is None and is_chief:
+        logging.info("step %d compiles the training step (once per config and machine; the progress bar starts "
+                     "after it)", step + 1)
       state, metrics = step_fn(state, sharding.shard_batch(batch, mesh), rng)
       batch = None
       interval.add(metrics, num_points)
@@ -337,21 +358,34 @@ def _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, preemption,
             f"config.nonfinite='stop'. The last checkpoint is step {ckpt.latest_step()}. Set "
             "--config.nonfinite=skip to skip such steps, or lower --config.optim.lr.")
       step += 1
-      bar.update(1)
+      if bar is None:
+        jax.block_until_ready(metrics)
+        if is_chief:
+          logging.info("step %d done in %.0f s", step, time.perf_counter() - started)
+        bar = tqdm.tqdm(total=total, initial=step, unit="step", disable=not is_chief, dynamic_ncols=True,
+                        mininterval=1.0)
+      else:
+        bar.update(1)
       eval_due = evaluate is not None and evaluate.due(step, total)
       if step % config.log_every == 0 or step == total or eval_due:
         logged = interval.flush(int(jax.device_get(state.nonfinite_count)))
         logged["mask_ratio_target"], logged["mask_cell"] = view_spec.mask_at(step - 1)
         if eval_due:
-          logged.update(evaluate(state.params, step, total))
+          scores = evaluate(state.params, step, total)
+          logged.update(scores)
           interval.restart_clock()
+          logging.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in sorted(scores.items())
+                                                      if not k.endswith("/seconds")))
         writer.write_scalars(step, logged)
-        bar.set_postfix(loss=f"{logged.get('loss', float('nan')):.4f}", pts_s=f"{logged['points_per_sec']:.0f}",
-                        refresh=False)
-        if is_chief:
-          logging.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in sorted(logged.items())))
+        bar.set_postfix(loss=f"{logged.get('loss', float('nan')):.3f}",
+                        prototypes=f"{logged.get('effective_prototypes', float('nan')):.0f}",
+                        pts_s=f"{logged['points_per_sec']:.0f}", refresh=False)
       ckpt.maybe_save(step, state)
+  finally:
+    if bar is not None:
+      bar.close()
   if step > start_step:  # else nothing new: the latest checkpoint (or the deterministic init) is this state
     ckpt.save(step, state)
   writer.flush()
-  return TrainResult(state=state, metrics=logged, step=step, preempted=preempted or step < total)
+  return TrainResult(state=state, metrics=logged, step=step, preempted=preempted or step < total,
+                     seconds=time.perf_counter() - started)

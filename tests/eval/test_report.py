@@ -18,7 +18,8 @@ def _workdir(tmp_path):
                                                                "miou": 0.105, "head": 0.355, "common": 0.032,
                                                                "tail": 0.0, "seconds": 30.0}))
   (tmp_path / "probe_topdown.png").write_bytes(b"png")
-  rows = [{"step": 10, "loss": 5.0, "interval_seconds": 70.5}, {"step": 20, "loss": 4.0, "interval_seconds": 29.5}]
+  rows = [{"step": 10, "loss": 5.0, "interval_seconds": 60.5},
+          {"step": 20, "loss": 4.0, "interval_seconds": 29.5, "eval/linear_probe/seconds": 10.0}]
   (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
   (tmp_path / "events.out.tfevents.1.host").write_bytes(b"")
   return tmp_path
@@ -27,7 +28,7 @@ def _workdir(tmp_path):
 def test_summary_table_and_paths(tmp_path):
   text = report.run_summary(str(_workdir(tmp_path)))
   lines = text.splitlines()
-  # pretraining time = the loop's logged intervals (70.5 + 29.5 s), probe time from the probe file
+  # pretraining time = the loop's logged intervals and in-training evaluations (60.5 + 29.5 + 10 s)
   assert lines[2] == "| DOS (pretrained) | 24.2 | 52.1 | 18.4 | 7.8 | 300 | 100 | 40 |"
   assert lines[3] == "| random init | 10.5 | 35.5 | 3.2 | 0.0 | - | - | 30 |"
   assert len(lines[0].split("|")) == len(lines[2].split("|"))

@@ -269,3 +269,36 @@ def test_no_intact_checkpoint_exits_2_with_one_line(straight, tmp_path):
   assert "Traceback" not in stderr and "Event loop is closed" not in stderr, stderr[-3000:]
   assert len(lines) <= len(steps) + 3, stderr[-3000:]
   assert sorted(int(n) for n in _checkpoint_names(workdir) if n.isdigit()) == steps  # nothing moved
+
+
+def test_ctrl_c_stops_with_a_checkpoint_and_the_bar_starts_after_the_compile(tmp_path, monkeypatch, caplog, capsys):
+  """A first SIGINT during step 3 ends the run after it with a checkpoint of step 3 (exit 0 in launch.train) and
+  one line at once; the console says that step 1 compiles, the progress bar starts after it (so its rate and
+  ETA are the compiled step's), and no metrics line is logged every log_every steps."""
+  import logging  # pylint: disable=g-import-not-at-top
+  original = checkpoint.Checkpointer.maybe_save
+  handler_after = []
+
+  def maybe_save(self, step, state):
+    out = original(self, step, state)
+    if step == 3:
+      os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C in the terminal
+      handler_after.append(signal.getsignal(signal.SIGINT))
+    return out
+
+  monkeypatch.setattr(checkpoint.Checkpointer, "maybe_save", maybe_save)
+  before = signal.getsignal(signal.SIGINT)
+  with caplog.at_level(logging.INFO):
+    result = loop.train_and_evaluate(_config(), str(tmp_path))
+  assert result.preempted and result.step == 3 and result.seconds > 0
+  assert handler_after == [signal.SIG_DFL] and signal.getsignal(signal.SIGINT) is before
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  assert ckpt.latest_step() == 3
+  ckpt.close()
+  assert [r["step"] for r in writers.read_metrics(str(tmp_path))] == [1, 2, 3]
+  messages = [r.getMessage() for r in caplog.records]
+  assert sum("Ctrl-C: stopping after the current step" in m for m in messages) == 1
+  assert any(m.startswith("step 1 compiles the training step") for m in messages)
+  assert not any(m.startswith("step 1: ") or "loss=" in m for m in messages)  # metrics are not log lines
+  bar = capsys.readouterr().err
+  assert "1/8" in bar and "0/8" not in bar and "loss=" in bar  # starts after step 1; metrics in its postfix
