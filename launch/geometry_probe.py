@@ -16,6 +16,7 @@ import sys
 
 from dos_jax import io as fileio
 from dos_jax import schema
+from dos_jax.errors import ConfigError, DataError
 from dos_jax.eval import geometry_probe
 from dos_jax.eval import probe as probe_lib
 from launch import cli
@@ -39,8 +40,12 @@ def main(argv):
   del argv
   console.quiet_libraries()
   f = flags.FLAGS
-  config = schema.validate(f.config)  # the gate; the effective config is what the probe reads
-  train, evals, names, groups, desc = probe_lib.probe_scenes(config, f.data, None)
+  try:
+    config = schema.validate(f.config)  # the gate; the effective config is what the probe reads
+    train, evals, names, groups, desc = probe_lib.probe_scenes(config, f.data, None)
+  except (ConfigError, DataError) as e:  # bad input: one line, exit 2
+    print(f"{type(e).__name__}: {e}", file=sys.stderr)
+    return 2
   balanced = bool(config.probe.class_balanced) and not f.unweighted
   result = geometry_probe.geometry_probe(train, evals, len(names), float(config.data.grid_size), names, groups,
                                          steps=int(f.steps), lr=float(config.probe.lr), class_balanced=balanced,

@@ -41,6 +41,11 @@ def load_plan(config_spec: str) -> List[sweep.Run]:
   spec.loader.exec_module(module)
   if not hasattr(module, "get_sweep"):
     raise ConfigError(f"--config={config_spec}: {path} has no get_sweep() (the plan of named runs)")
+  if ":" in config_spec:  # a config-argument typo stops here, not in every run's launch.train
+    try:
+      module.get_config(config_spec.split(":", 1)[1])
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"--config={config_spec}: {e}") from None
   return sweep.parse_plan(list(module.get_sweep()), where=f"{path}: get_sweep()")
 
 

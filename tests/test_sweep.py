@@ -54,6 +54,16 @@ def test_bad_plans_are_refused_with_the_entry_named():
     sweep.parse_plan([{"name": "a", "overrides": {}, "seeds": 3}])
 
 
+def test_a_config_argument_typo_stops_the_sweep_in_one_line(tmp_path, capsys):
+  """`configs/ablation_tiny.py:bogus` is refused before any run is started or any command printed."""
+  from launch import sweep as sweep_launch  # pylint: disable=g-import-not-at-top
+  config = os.path.join(ROOT, "configs", "ablation_tiny.py") + ":bogus"
+  assert sweep_launch.main([f"--config={config}", f"--workdir={tmp_path}", "--mode=commands"]) == 2
+  out = capsys.readouterr()
+  assert out.out == "" and out.err.strip() == (f"ConfigError: --config={config}: unknown config argument 'bogus'; "
+                                               "accepted: ['kind', 'recipe', 'smoke', 'steps']")
+
+
 @pytest.mark.system
 def test_commands_mode_prints_train_random_init_probe_with_the_same_overrides(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "launch.sweep", "--config=configs/ablation_tiny.py",
