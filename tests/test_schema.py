@@ -252,7 +252,7 @@ def test_the_gate_does_not_import_jax():
 # a name assigned from one of them (`d = cfg.data`) holds that group.
 _CONFIG_NAMES = {"config": "", "cfg": "", "data_cfg": "data.", "model_cfg": "model."}
 _CONFIG_METHODS = {"get", "to_dict", "to_json_best_effort", "keys", "items", "values", "update", "ignore_type",
-                   "lock", "unlock", "unlocked", "copy_and_resolve_references", "value"}
+                   "lock", "unlock", "unlocked", "copy_and_resolve_references", "value", "update_from_flattened_dict"}
 # Every group of keys, nested ones too ('data', 'evals', 'evals.linear_probe').
 _GROUPS = {".".join(k.name.split(".")[:i]) for k in schema.KEYS for i in range(1, k.name.count(".") + 1)}
 # Files whose config-rooted names are not experiment configs (tfds BuilderConfig).
