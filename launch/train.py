@@ -15,7 +15,7 @@ names its host, pid and start). Examples:
 Multi-host (SLURM GPUs, TPU pod slices): see launch/slurm_gpu.sh and launch/tpu_pod.sh; they set
 DOS_MULTIHOST=1 so that `jax.distributed.initialize()` runs before anything else. Every process runs this same
 command on the same --workdir (a shared filesystem); the global batch and the losses do not depend on the number
-of processes (README "Multi-host"). Two processes on one machine, to try it:
+of processes (docs/design.md "Multi-host"). Two processes on one machine, to try it:
 
   for i in 0 1; do DOS_MULTIHOST=1 JAX_COORDINATOR_ADDRESS=127.0.0.1:12355 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=$i \
     JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo XLA_FLAGS=--xla_force_host_platform_device_count=4 \

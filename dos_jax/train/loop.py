@@ -324,9 +324,9 @@ def _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, preemption,
          evaluate=None) -> TrainResult:
   """The step loop proper (see the module docstring for what happens each step).
 
-  Console (process 0): one line before the first step, which compiles the step (tens of seconds on a CPU; the
-  persistent cache makes reruns quick), then a progress bar that starts after it, so its rate and ETA are those
-  of the compiled step; the logged metrics go to the bar's postfix, DIR/metrics.jsonl and TensorBoard.
+  Console (process 0): one line before the first step of the process, which compiles the step (tens of seconds
+  on a CPU), then a progress bar that starts after it, so its rate and ETA are those of the compiled step; the
+  logged metrics go to the bar's postfix, DIR/metrics.jsonl and TensorBoard.
   """
   interval = _Interval()
   view_spec = batch_spec_lib.batch_spec(config)  # the masking warm-up, logged beside the step's metrics
@@ -347,8 +347,7 @@ def _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, preemption,
       num_points = _num_points(batch)
       rng = jax.random.fold_in(state.rng, step)
       if bar is None and is_chief:
-        logging.info("step %d compiles the training step (once per config and machine; the progress bar starts "
-                     "after it)", step + 1)
+        logging.info("step %d compiles the training step first (the progress bar starts after it)", step + 1)
       state, metrics = step_fn(state, sharding.shard_batch(batch, mesh), rng)
       batch = None
       interval.add(metrics, num_points)
