@@ -297,6 +297,23 @@ def flatten(config, prefix: str = "") -> Iterator[Tuple[str, Any]]:
       yield name, value
 
 
+def _tuples(value: Any) -> Any:
+  """JSON lists back to the tuples a config holds (recursively)."""
+  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def from_record(stored: Dict[str, Any]) -> ml_collections.ConfigDict:
+  """The validated config of a run from the nested dict it recorded (DIR/config.json's "config": what
+  `validate` returned, as JSON); its keys are checked like any config's (ConfigError naming a bad one)."""
+  config = default_config()
+  flat = {k: _tuples(v) for k, v in flatten(stored)}
+  unknown = sorted(set(flat) - set(SCHEMA))
+  if unknown:
+    raise _unknown_key(unknown[0])
+  config.update_from_flattened_dict(flat)
+  return validate(config)
+
+
 def _unknown_key(name: str) -> ConfigError:
   prefix, _, leaf = name.rpartition(".")
   siblings = sorted(k.name.rpartition(".")[2] for k in KEYS if k.name.rpartition(".")[0] == prefix)

@@ -42,6 +42,21 @@ def _upstream(args):
                            "type": cfg["type"]}
 
 
+def _recorded_config(workdir: str):
+  """The validated config a `launch.train` run recorded in DIR/config.json (ConfigError when absent/unreadable)."""
+  from dos_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from dos_jax import schema  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, checkpoint.CONFIG_FILE)
+  try:
+    with open(path) as f:
+      stored = json.load(f)["config"]
+  except FileNotFoundError:
+    raise ConfigError(f"{path}: not found; --workdir must be a folder that launch.train wrote") from None
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ConfigError(f"{path}: unreadable ({e})") from None
+  return schema.from_record(stored)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   source = parser.add_mutually_exclusive_group(required=True)
@@ -60,7 +75,9 @@ def main(argv=None) -> int:
   try:
     if args.workdir:
       from dos_jax.eval import features as features_lib  # pylint: disable=g-import-not-at-top
-      coord, features, summary = features_lib.workdir_features(args.workdir, args.scene, args.branch == "teacher")
+      config = _recorded_config(args.workdir)
+      coord, features, summary = features_lib.workdir_features(config, args.workdir, args.scene,
+                                                               args.branch == "teacher")
       summary["workdir"] = args.workdir
       what = f"dos_jax {summary['variant']} step {summary['step']} ({args.branch})"
     else:

@@ -463,3 +463,19 @@ def test_specs_hold_what_the_step_computes_with_and_not_the_run_identity():
   alpha = _smoke()
   alpha.zipf_alpha = 1.6
   assert specs.step_spec(schema.validate(alpha)) != spec
+
+
+def test_a_recorded_config_reads_back_as_the_same_config():
+  """schema.from_record: DIR/config.json's dict (tuples as JSON lists) -> the validated config the run used, with
+  the same fingerprint (what launch.features --workdir reads); a key the schema does not have is named."""
+  import json  # pylint: disable=g-import-not-at-top
+  from dos_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from configs import scannet  # pylint: disable=g-import-not-at-top
+  c = schema.validate(scannet.get_config())
+  stored = json.loads(json.dumps(checkpoint.config_to_dict(c)))
+  back = schema.from_record(stored)
+  assert checkpoint.config_fingerprint(back) == checkpoint.config_fingerprint(c)
+  assert back.data.packed_capacity == c.data.packed_capacity and isinstance(back.data.packed_capacity, tuple)
+  stored["model"]["bogus"] = 1
+  with pytest.raises(ConfigError, match=r"config\.model\.bogus"):
+    schema.from_record(stored)

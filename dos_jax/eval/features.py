@@ -1,14 +1,13 @@
 """Per-point features of a dos_jax run's encoder on one scene: what `python -m launch.features --workdir DIR`
-pictures (PCA to RGB). Reads the run's own files only (DIR/config.json and its latest orbax checkpoint): no torch.
+pictures (PCA to RGB). Reads the run's own checkpoint (orbax): no torch.
 
-  config = run_config(workdir)                        # the effective config the run recorded
-  coord, feats, info = workdir_features(workdir)      # f32[N, 3], f32[N, D] for every original point
+  config = schema.from_record(json.load(open(DIR/config.json))["config"])   # the config the run recorded
+  coord, feats, info = workdir_features(config, workdir)  # f32[N, 3], f32[N, D] for every original point
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
@@ -17,7 +16,6 @@ import ml_collections
 import numpy as np
 
 from dos_jax import checkpoint
-from dos_jax import schema
 from dos_jax import specs
 from dos_jax.batching import spec as spec_lib
 from dos_jax.data import catalog
@@ -28,36 +26,15 @@ from dos_jax.eval import probe
 from dos_jax.models import encoder
 
 
-def _tuples(value: Any) -> Any:
-  """JSON lists back to the tuples the config holds (recursively)."""
-  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The validated config a `launch.train` run recorded in DIR/config.json (ConfigError when absent/unreadable)."""
-  path = os.path.join(workdir, checkpoint.CONFIG_FILE)
-  try:
-    with open(path) as f:
-      stored = json.load(f)["config"]
-  except FileNotFoundError:
-    raise ConfigError(f"{path}: not found; --workdir must be a folder that launch.train wrote") from None
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ConfigError(f"{path}: unreadable ({e})") from None
-  config = schema.default_config()
-  flat = checkpoint._flat(stored)  # pylint: disable=protected-access  (the same flattening the fingerprint uses)
-  config.update_from_flattened_dict({k: _tuples(v) for k, v in flat.items()})
-  return schema.validate(config)
-
-
-def workdir_features(workdir: str, scene_dir: Optional[str] = None, use_teacher: bool = False
-                     ) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
+def workdir_features(config: ml_collections.ConfigDict, workdir: str, scene_dir: Optional[str] = None,
+                     use_teacher: bool = False) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
   """(coord f32[N, 3], features f32[N, D], info) of the run's latest checkpoint on one whole scene.
 
+  `config`: the run's validated config (its model and batching; `schema.from_record` of DIR/config.json).
   `scene_dir`: a Pointcept scene folder; default the first validation scene of the run's own data source (for
   the synthetic configs, a generated room). Features are the eval-mode encoder's (every stage carried back to the
   points, as the probe reads them) at every original point. `info`: step, branch, scene, width.
   """
-  config = run_config(workdir)
   params, step = probe.restore_params(workdir, use_teacher)
   if params is None:
     raise ConfigError(f"{os.path.join(workdir, checkpoint.CHECKPOINT_DIR)}: no checkpoint to picture")
