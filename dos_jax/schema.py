@@ -392,6 +392,9 @@ def _check_cross_keys(v: Dict[str, Any]) -> None:
   if v["model.attention"] == "cudnn" and v["model.dtype"] != "bfloat16":
     raise ConfigError("config.model.attention='cudnn' needs config.model.dtype='bfloat16' (cuDNN flash attention "
                       "has no float32 kernel).")
+  if v["data.packing"] and v["model.attention"] == "cudnn":
+    raise ConfigError("config.model.attention='cudnn' with data.packing=True: packed point sets mask attention by "
+                      "view (segment ids), which only model.attention='xla' does; set one of the two otherwise.")
   if v["data.packing"]:
     _check_packing(v)
   try:  # op names and parameters now, not in the first batch

@@ -479,3 +479,15 @@ def test_a_recorded_config_reads_back_as_the_same_config():
   stored["model"]["bogus"] = 1
   with pytest.raises(ConfigError, match=r"config\.model\.bogus"):
     schema.from_record(stored)
+
+
+def test_cudnn_attention_with_packing_stops_at_the_gate():
+  """The packed encoder masks attention by view, which cuDNN's kernel cannot: the gate names both keys instead of a
+  ValueError inside the trace (README "One GPU" lists the two options)."""
+  from configs import scannet  # pylint: disable=g-import-not-at-top
+  c = scannet.get_config()
+  c.model.dtype, c.model.attention = "bfloat16", "cudnn"
+  with pytest.raises(ConfigError, match=r"config\.model\.attention='cudnn' with data\.packing=True"):
+    schema.validate(c)
+  c.data.packing = False
+  schema.validate(c)
