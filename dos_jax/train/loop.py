@@ -312,6 +312,22 @@ class _Evals:
                             os.path.join(self._workdir, evaluators.CURVE_FILE))
 
 
+def eval_summary(scores: Dict[str, float]) -> str:
+  """One short console line of in-training evaluation scalars `eval/<name>/<metric>`: per evaluator its mIoU
+  (head/common/tail) as percentages, else its effective prototypes; the rest is in metrics.jsonl / TensorBoard."""
+  names = sorted({k.split("/")[1] for k in scores if k.startswith("eval/") and k.count("/") >= 2})
+  parts = []
+  for name in names:
+    get = lambda m, name=name: scores.get(f"eval/{name}/{m}")  # noqa: E731
+    if get("miou") is not None:
+      groups = ", ".join(f"{g} {100 * get(g):.1f}" for g in ("head", "common", "tail")
+                         if get(g) is not None and get(g) == get(g))
+      parts.append(f"{name} mIoU {100 * get('miou'):.1f}" + (f" ({groups})" if groups else ""))
+    elif get("effective_prototypes") is not None:
+      parts.append(f"{name} effective prototypes {get('effective_prototypes'):.1f}")
+  return "; ".join(parts) or "evaluated"
+
+
 def _say_stopping(signum: int) -> None:
   """One line at once when Ctrl-C asks for a stop (the step in progress, maybe the first step's compile, ends
   first; a SIGTERM is reported when the loop sees it, as a multi-host notice is)."""
@@ -373,8 +389,7 @@ def _run(config, state, step_fn, batch, batches, mesh, ckpt, writer, preemption,
           scores = evaluate(state.params, step, total)
           logged.update(scores)
           interval.restart_clock()
-          logging.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in sorted(scores.items())
-                                                      if not k.endswith("/seconds")))
+          logging.info("step %d: %s", step, eval_summary(scores))
         writer.write_scalars(step, logged)
         bar.set_postfix(loss=f"{logged.get('loss', float('nan')):.3f}",
                         prototypes=f"{logged.get('effective_prototypes', float('nan')):.0f}",

@@ -302,3 +302,11 @@ def test_ctrl_c_stops_with_a_checkpoint_and_the_bar_starts_after_the_compile(tmp
   assert not any(m.startswith("step 1: ") or "loss=" in m for m in messages)  # metrics are not log lines
   bar = capsys.readouterr().err
   assert "1/8" in bar and "0/8" not in bar and "loss=" in bar  # starts after step 1; metrics in its postfix
+
+
+def test_the_in_training_evaluation_is_one_short_console_line():
+  scores = {"eval/linear_probe/miou": 0.2133, "eval/linear_probe/head": 0.5, "eval/linear_probe/common": 0.125,
+            "eval/linear_probe/tail": float("nan"), "eval/linear_probe/effective_prototypes": 4.1,
+            "eval/linear_probe/seconds": 9.0, "eval/collapse/effective_prototypes": 12.25}
+  assert loop.eval_summary(scores) == ("collapse effective prototypes 12.2; "
+                                       "linear_probe mIoU 21.3 (head 50.0, common 12.5)")
