@@ -20,6 +20,11 @@ Implementation notes (float32/float64 inputs):
     depend on it.
   * `dos_loss` uses `zipf_softmap_kl`, which reads log T straight from the potentials (no targets written out, a
     custom VJP for the student gradient); it equals `softmap_kl(stop_gradient(zipf_sinkhorn(...)), ...)`.
+  * Padded rows may hold anything (an encoder's leftovers, even NaN or ±inf): every expression that reads an
+    N x K input selects 0 into its padded rows first (`_clean`), so no padded value reaches a valid output, the
+    loss or a gradient, and a padded entry's gradient is exactly 0. The select sits inside each fused pass (it is
+    re-built where the input is read, never stored), so it costs no N x K write; the masking that follows it stays
+    arithmetic (finite potentials, no selects).
 """
 
 from __future__ import annotations
@@ -59,6 +64,13 @@ def _log_zipf_prior(num_prototypes: int, alpha) -> jax.Array:
 # Padded rows carry this finite potential instead of -inf, so exp() gives exactly 0 there while products such as
 # T * log T stay 0 * (finite) = 0 inside fused reductions, with no select over an N x K array.
 _NEG = -1e30
+
+
+def _clean(x, valid):
+  """x: f[..., N, K] with its padded rows (valid: bool[..., N] False) set to 0, by a select: a NaN or inf there
+  must not meet the arithmetic masks below (NaN * 0 = NaN), and a select passes no gradient to padded entries.
+  Call it where x is read (inside the fused pass), not once up front: a stored copy would be an N x K write."""
+  return jnp.where(valid[..., :, None], x, jnp.zeros((), x.dtype))
 
 
 def _row_bias(valid, dtype):
@@ -125,12 +137,12 @@ class _Set:
   """Per-set quantities every Sinkhorn step reuses: validity, counts and the maxima of `scores` (one pass each)."""
 
   def __init__(self, scores, valid, axis_name):
-    self.scores, self.valid, self.axis_name = scores, valid, axis_name
+    self.raw, self.valid, self.axis_name = scores, valid, axis_name
     dtype = scores.dtype
     self.count = _count_valid(valid, axis_name)
     self.nonempty = self.count > 0                                       # [...]
     self.log_n = jnp.log(jnp.maximum(self.count, 1.0)).astype(dtype)
-    s = lax.stop_gradient(scores)
+    s = lax.stop_gradient(self.scores)
     self.row_max = jnp.max(s, axis=-1)                                   # [..., N]
     # Over ALL rows: an upper bound of the valid rows' maximum that needs no mask (padding rarely holds the
     # maximum; if it is far above the valid scores, `_bounded_lse` falls back to the exact shift).
@@ -141,6 +153,11 @@ class _Set:
     # select results rather than fusing them into its reductions.
     self.nonempty_f = self.nonempty.astype(dtype)
     self.col_max = col_max * self.nonempty_f[..., None]
+
+  @property
+  def scores(self):
+    """The scores with padded rows 0: f[..., N, K], a fresh (fusible) expression at every use."""
+    return _clean(self.raw, self.valid)
 
   def lse_points(self, u):
     """log Σ_{valid i} exp(scores_ik + u_i): f[..., K] (0 for an empty set); u holds _NEG on padded rows."""
@@ -251,8 +268,9 @@ def zipf_sinkhorn(scores: jax.Array, valid: jax.Array, alpha: float, num_iters: 
   """
   num_iters = _check_iters(num_iters)
   log_w = _log_zipf_prior(scores.shape[-1], alpha)
-  u, v = _sinkhorn_potentials(_Set(scores, valid, axis_name), log_w, num_iters)
-  return jnp.where(valid[..., :, None], jnp.exp(_log_targets(scores, u, v)), 0.0)
+  st = _Set(scores, valid, axis_name)
+  u, v = _sinkhorn_potentials(st, log_w, num_iters)
+  return jnp.where(valid[..., :, None], jnp.exp(_log_targets(st.scores, u, v)), 0.0)
 
 
 def softmap(scores: jax.Array, valid: jax.Array, *, axis_name: Optional[str] = None) -> jax.Array:
@@ -267,7 +285,7 @@ def softmap(scores: jax.Array, valid: jax.Array, *, axis_name: Optional[str] = N
     f32[..., N, K], each column sums to 1 over the valid points.
   """
   lse = _student_lse(scores, valid, axis_name)
-  return jnp.where(valid[..., :, None], jnp.exp(scores - lse[..., None, :]), 0.0)
+  return jnp.where(valid[..., :, None], jnp.exp(_clean(scores, valid) - lse[..., None, :]), 0.0)
 
 
 def softmap_kl(target: jax.Array, student_scores: jax.Array, valid: jax.Array,
@@ -284,7 +302,8 @@ def softmap_kl(target: jax.Array, student_scores: jax.Array, valid: jax.Array,
     f32[...] (a scalar for one set). A set with no valid point contributes 0.
   """
   lse = _student_lse(student_scores, valid, axis_name)
-  log_p = student_scores - lse[..., None, :]
+  log_p = _clean(student_scores, valid) - lse[..., None, :]
+  target = _clean(target, valid)
   terms = jnp.where(valid[..., :, None], jax.scipy.special.xlogy(target, target) - target * log_p, 0.0)
   kl = jnp.sum(terms, axis=(-2, -1))
   if axis_name is not None:
@@ -309,8 +328,9 @@ def clustering_targets(scores: jax.Array, valid: jax.Array, num_iters: int = 3,
     f32[..., N, K]: rows of valid points sum to 1 over prototypes, padded rows exactly 0.
   """
   num_iters = _check_iters(num_iters)
-  u, v = _clustering_potentials(_Set(scores, valid, axis_name), num_iters)
-  return jnp.where(valid[..., :, None], jnp.exp(_log_targets(scores, u, v)), 0.0)
+  st = _Set(scores, valid, axis_name)
+  u, v = _clustering_potentials(st, num_iters)
+  return jnp.where(valid[..., :, None], jnp.exp(_log_targets(st.scores, u, v)), 0.0)
 
 
 def clustering_loss(target: jax.Array, student_scores: jax.Array, valid: jax.Array,
@@ -326,8 +346,8 @@ def clustering_loss(target: jax.Array, student_scores: jax.Array, valid: jax.Arr
   Returns:
     f32[...]: mean over valid points of -Σ_k target log softmax_k(student); 0 for an empty set.
   """
-  log_p = jax.nn.log_softmax(student_scores, axis=-1)
-  ce = jnp.sum(jnp.where(valid[..., :, None], -target * log_p, 0.0), axis=(-2, -1))
+  log_p = jax.nn.log_softmax(_clean(student_scores, valid), axis=-1)
+  ce = jnp.sum(jnp.where(valid[..., :, None], -_clean(target, valid) * log_p, 0.0), axis=(-2, -1))
   n = _count_valid(valid, None)
   if axis_name is not None:
     ce, n = lax.psum(ce, axis_name), lax.psum(n, axis_name)
@@ -354,21 +374,22 @@ def zipf_softmap_kl(teacher_scores: jax.Array, student_scores: jax.Array, valid:
   num_iters = _check_iters(num_iters)
   teacher_scores = lax.stop_gradient(teacher_scores)
   log_w = _log_zipf_prior(teacher_scores.shape[-1], alpha)
-  u, v = _sinkhorn_potentials(_Set(teacher_scores, valid, axis_name), log_w, num_iters)
+  st = _Set(teacher_scores, valid, axis_name)
+  u, v = _sinkhorn_potentials(st, log_w, num_iters)
   if axis_name is None:
     kl = _kl_from_potentials(student_scores, teacher_scores, u, v, valid)
   else:
     kl = lax.psum(_kl_value(student_scores, teacher_scores, u, v, valid, axis_name)[0], axis_name)
-  targets = jnp.where(valid[..., :, None], jnp.exp(_log_targets(teacher_scores, u, v)), 0.0)
+  targets = jnp.where(valid[..., :, None], jnp.exp(_log_targets(st.scores, u, v)), 0.0)
   return kl / student_scores.shape[-1], targets
 
 
 def _kl_value(student, teacher, u, v, valid, axis_name=None):
   """Σ_ik T_ik (log T_ik - log P_ik) with log T = teacher + u + v and P = softmap(student): (f[...], lse)."""
   lse = _student_lse(student, valid, axis_name)
-  log_t = _log_targets(teacher, u, v)
-  # Padded rows: log_t ~ _NEG (finite), so exp(log_t) = 0 and their terms are exactly 0 without a select.
-  return jnp.sum(jnp.exp(log_t) * (log_t - student + lse[..., None, :]), axis=(-2, -1)), lse
+  log_t = _log_targets(_clean(teacher, valid), u, v)
+  # Padded rows: log_t ~ _NEG (finite), so exp(log_t) = 0 and their terms are exactly 0 without another select.
+  return jnp.sum(jnp.exp(log_t) * (log_t - _clean(student, valid) + lse[..., None, :]), axis=(-2, -1)), lse
 
 
 @jax.custom_vjp
@@ -391,8 +412,9 @@ def _kl_bwd(res, g):
   # forward expressions and write them out as shared N x K temporaries.
   # The row bias zeroes padded rows inside the exp (as the forward pass does): multiplying exp(student - lse) by
   # the mask instead overflows to inf * 0 = NaN when a padded logit sits ~88 above the valid ones.
-  p = jnp.exp(student + _row_bias(valid, student.dtype)[..., :, None] - lse[..., None, :]) * nonempty[..., None]
-  log_t = (teacher + v[..., None, :]) + u[..., :, None]
+  p = jnp.exp(_clean(student, valid) + _row_bias(valid, student.dtype)[..., :, None] - lse[..., None, :])
+  p = p * nonempty[..., None]
+  log_t = (_clean(teacher, valid) + v[..., None, :]) + u[..., :, None]
   grad = g[..., None, None] * (p - jnp.exp(log_t))
   return grad, jnp.zeros_like(teacher), jnp.zeros_like(u), jnp.zeros_like(v), None
 
