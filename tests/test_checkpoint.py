@@ -51,6 +51,7 @@ def _assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.system
 def test_save_restore_round_trip_and_keep_n(tmp_path):
   ckpt = checkpoint.Checkpointer(str(tmp_path), keep=2, every=2)
   states = {s: _state(s, seed=s) for s in range(1, 6)}

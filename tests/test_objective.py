@@ -213,6 +213,7 @@ def test_clustering_targets_and_loss(x64):
   np.testing.assert_allclose(loss, -(want[valid] * log_p).sum(1).mean(), rtol=1e-10)
 
 
+@pytest.mark.system
 def test_batched_and_vmap_equal_loop():
   rng = np.random.default_rng(31)
   scores = jnp.asarray(rng.normal(size=(3, 16, 8)) * 5, jnp.float32)
@@ -315,6 +316,7 @@ def _mesh():
   return jax.sharding.Mesh(np.array(jax.devices()[:8]), ("points",))
 
 
+@pytest.mark.system
 def test_sharded_points_equal_single_device():
   mesh = _mesh()
   P = jax.sharding.PartitionSpec
@@ -341,6 +343,7 @@ def test_sharded_points_equal_single_device():
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.system
 def test_sharded_dos_loss_equals_single_device():
   mesh = _mesh()
   P = jax.sharding.PartitionSpec
@@ -355,6 +358,7 @@ def test_sharded_dos_loss_equals_single_device():
   np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("extreme", [False, True])
 def test_fused_zipf_softmap_kl_equals_composition(extreme):
   rng = np.random.default_rng(53)

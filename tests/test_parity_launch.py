@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 
 from tests import conftest
 
@@ -9,6 +10,8 @@ conftest.require_torch()
 
 from dos_jax.torch_ref import parity as parity_lib  # pylint: disable=g-import-not-at-top
 from launch import parity  # pylint: disable=g-import-not-at-top
+
+pytestmark = pytest.mark.system
 
 OBJECTIVE = ["objective/zipf_prior", "objective/zipf_sinkhorn", "objective/softmap", "objective/softmap_kl",
              "objective/dos_loss", "objective/dos_loss_clustering"]

@@ -15,6 +15,8 @@ import pytest
 from dos_jax import objective
 from dos_jax import segment_objective as so
 
+pytestmark = pytest.mark.system
+
 M = 4  # segments; segment 2 stays empty
 
 

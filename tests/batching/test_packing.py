@@ -9,6 +9,8 @@ of signed terms (rows x 27 taps): bounded by 1e-4 x the leaf's largest entry (~8
 or indexing error shows up as O(1) relative differences.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,6 +77,13 @@ def _batched(tree):
   return jax.tree.map(lambda x: jnp.asarray(x)[None], tree)
 
 
+@functools.partial(jax.jit, static_argnames=("train", "spec"))
+def _apply(params, points, *, train, spec, rng=None):
+  """encoder.apply, jitted: run eagerly, the encoder dispatches (and compiles) every primitive op by op per shape,
+  which took minutes for the handful of views here."""
+  return encoder.apply(params, points, train=train, rng=rng, spec=spec)
+
+
 def test_packed_structure():
   sets, counts, packed, starts = _packed()
   assert counts[2].tolist() == [1, 1, 1]  # the single-point view stays one point at the deepest stage
@@ -97,13 +106,14 @@ def test_packed_structure():
     assert np.all(packed.stages[s + 1].segment[parent[real]] == packed.stages[s].segment[real])
 
 
+@pytest.mark.system
 def test_packed_features_and_gradients_equal_unpacked():
   sets, counts, packed, starts = _packed()
   params = encoder.init(jax.random.key(0), _batched(sets[0]), CFG)
   weights = [1.0, 2.0, 3.0, 0.5]
 
   def per_view(p, points, m, lo):
-    out = encoder.apply(p, points, train=False, spec=CFG)[0]
+    out = _apply(p, points, train=False, spec=CFG)[0]
     return out[lo:lo + counts[m, 0]]
 
   def loss_unpacked(p):
@@ -114,13 +124,13 @@ def test_packed_features_and_gradients_equal_unpacked():
     pts = _batched(packed)
     return sum(w * jnp.sum(jnp.sin(per_view(p, pts, m, starts[m]))) for m, w in enumerate(weights))
 
-  out = encoder.apply(params, _batched(packed), train=False, spec=CFG)[0]
+  out = _apply(params, _batched(packed), train=False, spec=CFG)[0]
   for m, s in enumerate(sets):
-    want = encoder.apply(params, _batched(s), train=False, spec=CFG)[0][:counts[m, 0]]
+    want = _apply(params, _batched(s), train=False, spec=CFG)[0][:counts[m, 0]]
     np.testing.assert_allclose(out[starts[m]:starts[m] + counts[m, 0]], want, atol=1e-5)
   assert np.all(np.asarray(out)[~packed.valid] == 0)
-  g_u = jax.grad(loss_unpacked)(params)
-  g_p = jax.grad(loss_packed)(params)
+  g_u = jax.jit(jax.grad(loss_unpacked))(params)
+  g_p = jax.jit(jax.grad(loss_packed))(params)
   # Entries are sums of many signed terms (cancellation), so the bound is relative to each leaf's scale.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(np.abs(b).max()) + 1e-7),
                g_p, g_u)
@@ -160,6 +170,7 @@ def test_pipeline_packs_the_unpacked_pipelines_views():
     assert np.all(t_seg[packed.cross_index[g][ok]] == s_seg[ok] // 2 * 2 + (1 - s_seg[ok] % 2))
 
 
+@pytest.mark.system
 def test_drop_path_masks_follow_the_view_not_its_place():
   """With drop path on, a view's features depend on its global index (PointSet.view_id), not on where it sits in
   a pack: the same views packed in reverse order (same ids) give each view the same features (float32 rounding,
@@ -175,8 +186,7 @@ def test_drop_path_masks_follow_the_view_not_its_place():
                                           view_ids=[10 + m for m in order])
   other, _ = packing.pack_point_sets(sets, caps, PATCH, sequence=seq, view_ids=[20, 21, 22, 23])
   params = encoder.init(jax.random.key(0), _batched(sets[0]), cfg)
-  run = lambda pts: np.asarray(encoder.apply(params, _batched(pts), train=True, rng=jax.random.key(5),
-                                             spec=cfg)[0])
+  run = lambda pts: np.asarray(_apply(params, _batched(pts), train=True, rng=jax.random.key(5), spec=cfg)[0])
   out_f, out_r, out_o = run(fwd), run(rev), run(other)
   for j, m in enumerate(order):
     a = out_f[starts[m]:starts[m] + counts[m, 0]]
@@ -186,6 +196,7 @@ def test_drop_path_masks_follow_the_view_not_its_place():
   assert np.mean(np.any(np.abs(out_o[rows] - out_f[rows]) > 1e-3, axis=1)) > 0.2
 
 
+@pytest.mark.system
 def test_per_stage_patch_sizes_are_read_by_the_packer():
   """An upstream-style model with one patch size per stage (enc_patch_size): the packer lays out each stage with
   its own patch (long views on boundaries of THAT stage's patch), and the packed features equal the per-view ones
@@ -205,9 +216,9 @@ def test_per_stage_patch_sizes_are_read_by_the_packer():
       first_slot = int(np.sum(counts[:m, s])) + sets[m].stages[s].order[0, 0]  # the view's first point in order 0
       assert offsets[m] % p == 0 and packed.stages[s].order[0, offsets[m]] == first_slot
   params = encoder.init(jax.random.key(0), _batched(sets[0]), cfg)
-  out = encoder.apply(params, _batched(packed), train=False, spec=cfg)[0]
+  out = _apply(params, _batched(packed), train=False, spec=cfg)[0]
   for m, s in enumerate(sets):
-    want = encoder.apply(params, _batched(s), train=False, spec=cfg)[0][:counts[m, 0]]
+    want = _apply(params, _batched(s), train=False, spec=cfg)[0][:counts[m, 0]]
     np.testing.assert_allclose(out[starts[m]:starts[m] + counts[m, 0]], want, atol=1e-5)
   with pytest.raises(ValueError, match="per-stage patch sizes"):
     packing.pack_point_sets(sets, list(counts.sum(0)), (64, 32), sequence=seq)

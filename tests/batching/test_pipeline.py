@@ -109,6 +109,7 @@ def test_iterator_raises_data_errors_from_workers():
       next(it)
 
 
+@pytest.mark.system
 def test_process_backend_matches_threads():
   spec = _spec(2)
   reference = pipeline.TrainIterator(spec, helpers.SCENES, num_workers=0)

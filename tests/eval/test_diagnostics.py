@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from dos_jax.eval import diagnostics
 
@@ -47,6 +48,7 @@ def test_matches_numpy_on_random_batch():
     np.testing.assert_allclose(float(got[key]), want[key], rtol=1e-5, err_msg=key)
 
 
+@pytest.mark.system
 def test_extremes():
   n, k = 8, 4
   valid = np.ones(n, bool)

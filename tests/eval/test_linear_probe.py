@@ -18,6 +18,7 @@ def _separable(num_classes=5, per_class=200, dim=8, seed=0):
   return feats.astype(np.float32), labels.astype(np.int32)
 
 
+@pytest.mark.system
 def test_separable_features_reach_miou_one():
   feats, labels = _separable()
   # Some points are unlabelled: they must be ignored in training.
@@ -42,6 +43,7 @@ def test_class_weights_balance_total_mass():
   np.testing.assert_array_equal(linear_probe.class_weights(labels, 4, False), np.ones(4))
 
 
+@pytest.mark.system
 def test_class_balanced_raises_minority_recall():
   # Overlapping 1-D classes, 95:5: the unweighted optimum sacrifices the minority; the balanced one does not.
   rng = np.random.default_rng(1)
@@ -131,6 +133,7 @@ def _labelled_scenes(num=2, n=400, seed=0):
   return scenes
 
 
+@pytest.mark.system
 def test_train_supervised_takes_specs_and_lowers_the_loss():
   """The supervised reference from decoded specs and explicit optimisation arguments (no experiment config):
   the cross-entropy on its training batch falls from the initial params' value."""

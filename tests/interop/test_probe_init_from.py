@@ -5,10 +5,13 @@ synthetic rooms."""
 import importlib
 
 import numpy as np
+import pytest
 
 from dos_jax.eval import probe as probe_lib
 from dos_jax.interop import probe_init
 from tests.interop import upstream
+
+pytestmark = pytest.mark.system
 
 
 def test_probe_init_from_upstream_checkpoint(tmp_path):

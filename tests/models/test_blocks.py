@@ -3,11 +3,14 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from dos_jax.batching import patches
 from dos_jax.batching import structs
 from dos_jax.models import blocks
 from tests.models import test_ptv3
+
+pytestmark = pytest.mark.system
 
 
 def _points():

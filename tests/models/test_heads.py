@@ -19,6 +19,7 @@ def _np_head(params, x):
   return h @ protos.T
 
 
+@pytest.mark.system
 def test_head_matches_numpy_and_is_batch_agnostic():
   head = heads.DOSHead(hidden=32, dim=8, num_prototypes=12)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 16))
@@ -33,6 +34,7 @@ def test_head_matches_numpy_and_is_batch_agnostic():
   np.testing.assert_allclose(np.asarray(flat).reshape(2, 5, 12), np.asarray(cos), atol=1e-6)
 
 
+@pytest.mark.system
 def test_prototype_scale_does_not_matter_and_zero_features_stay_finite():
   head = heads.DOSHead(hidden_dim=16, out_dim=4, num_prototypes=6)  # alias spelling
   x = jax.random.normal(jax.random.PRNGKey(2), (7, 3))

@@ -56,6 +56,7 @@ def params(scenes):
   return encoder.init(jax.random.key(0), batch(scenes[:2], 128), CFG)
 
 
+@pytest.mark.system
 def test_matches_independent_numpy_reference():
   # A custom small model: 2 blocks per stage (order cycling), capacity not a multiple of the patch (partial patch).
   spec = dict(channels=(8, 16), depths=(2, 2), heads=(2, 4), patch_size=16)
@@ -78,6 +79,7 @@ def test_matches_independent_numpy_reference():
   assert out.dtype == jnp.float32 and out.shape == (1, 40, sum(spec["channels"]))
 
 
+@pytest.mark.system
 def test_padding_and_batch_mates_do_not_change_real_outputs(params, scenes):
   apply = _apply_fn()
   a, b, c = scenes
@@ -114,6 +116,7 @@ def test_padded_slots_carry_no_information(params, scenes):
   np.testing.assert_array_equal(np.asarray(apply(params, noisy)), out)
 
 
+@pytest.mark.system
 def test_mask_token_replaces_features(params, scenes):
   apply = jax.jit(functools.partial(encoder.apply, train=False, spec=CFG))
   points = batch(scenes[:2], 128)
@@ -128,6 +131,7 @@ def test_mask_token_replaces_features(params, scenes):
   assert np.abs(plain[0, :20] - out[0, :20]).max() > 1e-3
 
 
+@pytest.mark.system
 def test_jit_compiles_once_across_batches(params, scenes):
   traces = []
 
@@ -146,6 +150,7 @@ def test_jit_compiles_once_across_batches(params, scenes):
   assert np.abs(np.asarray(out) - np.asarray(_apply_fn()(params, points))).max() > 1e-3
 
 
+@pytest.mark.system
 def test_gradients_finite_with_drop_path_and_mask_token_and_remat(params, scenes):
   points = batch(scenes[:2], 128)
   mask = jnp.asarray(np.arange(128)[None, :] % 3 == 0).repeat(2, 0)
@@ -165,6 +170,7 @@ def test_gradients_finite_with_drop_path_and_mask_token_and_remat(params, scenes
     np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max(), rtol=1e-4)
 
 
+@pytest.mark.system
 def test_bfloat16_compute_keeps_float32_params(params, scenes):
   points = batch(scenes[:2], 128)
   cfg16 = dataclasses.replace(CFG, dtype="bfloat16")
@@ -219,6 +225,7 @@ def test_cudnn_length_masking_matches_boolean_key_mask(params, scenes, monkeypat
   np.testing.assert_allclose(np.asarray(lengths), np.asarray(reference), atol=1e-6)
 
 
+@pytest.mark.system
 def test_order_shuffling_is_a_per_stage_permutation_of_the_orders():
   """With shuffle_orders, each stage's blocks use a permutation (drawn from the 'orders' key) of the order list:
   the output equals the deterministic output of a model whose order list IS that permutation (one stage, so one

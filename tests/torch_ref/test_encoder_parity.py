@@ -6,6 +6,7 @@ import math
 
 import jax
 import numpy as np
+import pytest
 
 from tests import conftest
 
@@ -17,6 +18,8 @@ from dos_jax.torch_ref import blocks as tblocks  # pylint: disable=g-import-not-
 from dos_jax.torch_ref import convert  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import encoder as tenc  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import parity  # pylint: disable=g-import-not-at-top
+
+pytestmark = pytest.mark.system
 
 CFG = ModelSpec(variant="tiny", dtype="float32", drop_path=0.0, mlp_ratio=4.0)
 

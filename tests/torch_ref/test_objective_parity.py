@@ -19,6 +19,8 @@ torch = conftest.require_torch()
 from dos_jax import objective  # pylint: disable=g-import-not-at-top
 from dos_jax.torch_ref import objective as torch_objective  # pylint: disable=g-import-not-at-top
 
+pytestmark = pytest.mark.system
+
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-10}
 
 

@@ -10,11 +10,14 @@ text, so equal texts are not vacuous.
 import functools
 
 import jax
+import pytest
 
 from dos_jax import specs
 from dos_jax.train import state as state_lib
 from dos_jax.train import step as step_lib
 from tests import train as helpers
+
+pytestmark = pytest.mark.system
 
 
 def _lowered(**overrides) -> str:

@@ -183,6 +183,7 @@ def _poison_step(monkeypatch, bad_step):
   monkeypatch.setattr(pipeline.TrainIterator, "batch_at", batch_at)
 
 
+@pytest.mark.system
 def test_nonfinite_skip_counts_and_continues(straight, tmp_path, monkeypatch):
   _poison_step(monkeypatch, bad_step=2)
   result = loop.train_and_evaluate(_config(), str(tmp_path), stop_at=4)
@@ -192,6 +193,7 @@ def test_nonfinite_skip_counts_and_continues(straight, tmp_path, monkeypatch):
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(result.state.params))
 
 
+@pytest.mark.system
 def test_nonfinite_stop_names_the_step(tmp_path, monkeypatch):
   _poison_step(monkeypatch, bad_step=2)
   with pytest.raises(loop.NonFiniteError, match=r"non-finite loss or gradient at step 2 .*nonfinite='stop'"):
@@ -236,6 +238,7 @@ def _truncate_checkpoint(workdir, step):
     os.truncate(f, os.path.getsize(f) // 2)
 
 
+@pytest.mark.system
 def test_damaged_newest_checkpoint_resume_equals_straight_run(straight, tmp_path, caplog):
   straight_dir, reference = straight
   workdir = str(tmp_path)

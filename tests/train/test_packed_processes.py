@@ -10,6 +10,7 @@ over the pack's slots) give 4.4872 vs 4.4811 here, a relative difference of 1.4e
 
 import jax
 import numpy as np
+import pytest
 
 from configs import synthetic_tiny
 from dos_jax import specs
@@ -19,6 +20,8 @@ from dos_jax.batching import spec as spec_lib
 from dos_jax.data import catalog
 from dos_jax.models import network
 from dos_jax.train import step as step_lib
+
+pytestmark = pytest.mark.system
 
 
 def test_packed_loss_with_drop_path_is_independent_of_the_process_count():

@@ -9,6 +9,7 @@ eps). Gradients: sums over <= 2k rows per leaf with cancellation, bounded by 1e-
 
 import jax
 import numpy as np
+import pytest
 
 from configs import synthetic_tiny
 from dos_jax import specs
@@ -20,6 +21,8 @@ from dos_jax.data import catalog
 from dos_jax.models import network
 from dos_jax.train import sharding
 from dos_jax.train import step as step_lib
+
+pytestmark = pytest.mark.system
 
 
 def _pieces(cfg):

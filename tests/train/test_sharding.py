@@ -128,6 +128,7 @@ def _loss_and_grads(mesh, host_state, batch):
   return float(loss), jax.device_get(grads)
 
 
+@pytest.mark.system
 def test_gradients_on_8_devices_equal_1_device(eight):
   host_state, batch = eight["host_state"], eight["batch"]
   loss1, grads1 = _loss_and_grads(sharding.make_mesh(1), host_state, batch)
@@ -138,6 +139,7 @@ def test_gradients_on_8_devices_equal_1_device(eight):
   assert sum(float(np.sum(np.abs(g))) > 0 for g in jax.tree.leaves(grads1)) > len(jax.tree.leaves(grads1)) // 2
 
 
+@pytest.mark.system
 def test_jit_mesh_8_devices_equals_1_device(eight):
   mesh = eight["mesh"]
   global_batch = sharding.shard_batch(eight["batch"], mesh)
@@ -151,6 +153,7 @@ def test_jit_mesh_8_devices_equals_1_device(eight):
   _assert_same_run(losses, helpers.run_steps.metrics[0], state, eight)
 
 
+@pytest.mark.system
 def test_shard_map_8_devices_equals_1_device(eight):
   mesh = eight["mesh"]
   step_fn = sharding.make_shard_map_step(specs.step_spec(eight["config"]), mesh, eight["shardings"])

@@ -32,6 +32,7 @@ def _tree_equal(a, b):
   return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(np.array_equal(np.asarray(x), np.asarray(y))), a, b)))
 
 
+@pytest.mark.system
 def test_loss_decreases_on_a_fixed_batch():
   config, batch, _, mesh, step_fn = helpers.reference_setup()
   ref_losses, ref_state = helpers.reference_run()
@@ -76,6 +77,7 @@ def test_teacher_is_an_ema_of_the_student():
   assert _max_diff(state.teacher_params, host_state.teacher_params) < 2 * (1 - m) * moved
 
 
+@pytest.mark.system
 def test_no_gradient_reaches_the_teacher():
   # Checked on the traced gradient program (no compile): every teacher gradient must be a literal zero
   # broadcast, i.e. identically 0 for any input, not just numerically small on one batch.
@@ -143,6 +145,7 @@ def _student_fn(config):
   return jax.jit(functools.partial(network.student_apply, train=False, spec=specs.model_spec(config)))
 
 
+@pytest.mark.system
 def test_observable_student_ignores_masked_points(scene):
   config = helpers.tiny_config()
   params = helpers.reference_setup()[2].params
@@ -156,6 +159,7 @@ def test_observable_student_ignores_masked_points(scene):
   np.testing.assert_array_equal(np.asarray(out), np.asarray(out_moved))
 
 
+@pytest.mark.system
 def test_masked_tokens_student_sees_masked_positions_not_features(scene):
   config = helpers.tiny_config(supervision="masked_tokens")
   params = helpers.reference_setup()[2].params
@@ -178,6 +182,7 @@ def test_masked_tokens_student_sees_masked_positions_not_features(scene):
 
 # ---- Optimizer ----
 
+@pytest.mark.system
 def test_optimizer_matches_a_numpy_adamw_with_clipping_and_decay_mask():
   config = helpers.tiny_config()
   config.optim.update(lr=1e-2, warmup_frac=0.0, clip_norm=1.0, b1=0.9, b2=0.999)
