@@ -5,6 +5,7 @@ import json
 import sys
 
 import jax
+import pytest
 
 from configs import synthetic_tiny
 from dos_jax import checkpoint
@@ -35,6 +36,7 @@ def _run_folder(workdir):
   return config
 
 
+@pytest.mark.system
 def test_features_of_a_workdir_without_torch(tmp_path, monkeypatch, capsys):
   config = _run_folder(tmp_path / "run")
   monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError, as without torch

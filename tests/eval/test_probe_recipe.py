@@ -19,6 +19,7 @@ from dos_jax.models import encoder
 from tests.eval.test_linear_probe import _labelled_scenes
 
 
+@pytest.mark.system
 def test_all_stages_features_are_every_stage_carried_down_and_concatenated():
   cfg = schema.validate(synthetic_tiny.get_config("smoke"))
   model_spec, batch_spec = specs.model_spec(cfg), spec_lib.batch_spec(cfg)
@@ -67,6 +68,7 @@ def test_probe_onecycle_schedule_and_plain_linear_layer():
     assert (linear_probe.predict(p, feats) == labels).mean() > 0.9
 
 
+@pytest.mark.system
 def test_run_probe_reads_the_stage_concatenation_and_scores_the_head_on_its_own_features(tmp_path):
   cfg = schema.validate(synthetic_tiny.get_config("smoke"))
   out = probe_lib.run_probe(cfg, str(tmp_path), mode="random_init", steps=5, max_train_scenes=2,

@@ -94,6 +94,7 @@ def test_padding_and_batch_mates_do_not_change_real_outputs(params, scenes):
   assert np.abs(out_ab[0, :n_a]).mean() > 0.1  # real outputs are not trivially zero
 
 
+@pytest.mark.system
 def test_invariant_to_input_point_order(params, scenes):
   apply = _apply_fn()
   (ca, fa), (cb, fb) = scenes[0], scenes[1]
@@ -104,6 +105,7 @@ def test_invariant_to_input_point_order(params, scenes):
   np.testing.assert_allclose(out_perm[0, :len(ca)], out[0, perm], atol=1e-5)
 
 
+@pytest.mark.system
 def test_padded_slots_carry_no_information(params, scenes):
   apply = _apply_fn()
   points = batch(scenes[:2], 128)
@@ -208,6 +210,7 @@ def test_argument_errors(scenes):
     encoder.init(jax.random.key(0), points, dataclasses.replace(CFG, variant="small"))
 
 
+@pytest.mark.system
 def test_cudnn_length_masking_matches_boolean_key_mask(params, scenes, monkeypatch):
   # The cuDNN path masks keys by per-patch lengths (valid keys are a prefix of each patch because the builder puts
   # real points first in every order). Check it on CPU by routing the same call to the XLA implementation.

@@ -33,6 +33,7 @@ def _loop_lowering(cfg, mesh):
   return step_fn.lower(state, sharding.shard_batch(batch, mesh), jax.random.fold_in(state.rng, 0))
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("packed", [False, True])
 def test_lowered_step_is_the_training_loops(packed):
   """The abstract-input lowering (synthetic example of one device, scaled to the mesh) is the same program text,

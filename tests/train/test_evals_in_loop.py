@@ -23,6 +23,7 @@ def test_evaluators_are_due_every_n_steps_and_at_the_end_and_off_in_ci_configs()
   assert quick == [evaluators.Evaluator("linear_probe", 50)]
 
 
+@pytest.mark.system
 def test_in_training_probe_is_launch_probes_result_on_that_checkpoint(tmp_path):
   c = synthetic_tiny.get_config("smoke")
   c.total_steps, c.log_every, c.checkpoint_every, c.num_devices = 4, 3, 2, 1

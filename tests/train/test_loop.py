@@ -274,6 +274,7 @@ def test_no_intact_checkpoint_exits_2_with_one_line(straight, tmp_path):
   assert sorted(int(n) for n in _checkpoint_names(workdir) if n.isdigit()) == steps  # nothing moved
 
 
+@pytest.mark.system
 def test_ctrl_c_stops_with_a_checkpoint_and_the_bar_starts_after_the_compile(tmp_path, monkeypatch, caplog, capsys):
   """A first SIGINT during step 3 ends the run after it with a checkpoint of step 3 (exit 0 in launch.train) and
   one line at once; the console says that step 1 compiles, the progress bar starts after it (so its rate and

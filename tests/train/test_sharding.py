@@ -174,6 +174,7 @@ def test_update_bound_is_adams():
       assert step <= adam_step_bound(0.9, 0.999, t) * (1 + 1e-12)
 
 
+@pytest.mark.system  # the `eight` fixture compiles and runs the reference step
 def test_batch_size_must_divide_over_devices(eight):
   six = jax.tree.map(lambda x: x[:6], eight["batch"])
   with pytest.raises(ConfigError, match="batch_size"):
@@ -183,6 +184,7 @@ def test_batch_size_must_divide_over_devices(eight):
 
 
 
+@pytest.mark.system  # the `eight` fixture compiles and runs the reference step
 def test_shard_map_devices_share_the_order_key_and_not_the_drop_key(eight):
   """Order shuffling draws one permutation per stage for the whole batch, so under shard_map every device must
   use the step's key (then it serializes as the 1-device step does); drop path must differ per device."""

@@ -54,6 +54,7 @@ def test_loss_decreases_on_a_fixed_batch():
   assert metrics["nonfinite"] == 0.0 and metrics["grad_norm"] > 0
 
 
+@pytest.mark.system
 def test_teacher_is_an_ema_of_the_student():
   config, batch, host_state, mesh, step_fn = helpers.reference_setup()
   assert _tree_equal(host_state.params, host_state.teacher_params)
@@ -99,6 +100,7 @@ def test_no_gradient_reaches_the_teacher():
   assert len(closed_student.jaxpr.eqns) > 2 * len(closed.jaxpr.eqns) // 3
 
 
+@pytest.mark.system
 def test_nonfinite_step_is_skipped():
   _, batch, _, mesh, step_fn = helpers.reference_setup()
   _, ref_state = helpers.reference_run()
