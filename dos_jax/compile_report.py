@@ -195,3 +195,125 @@ def one_line(r: Mapping[str, Any]) -> str:
   if r.get("compile_seconds") is not None:
     parts.append(f"compiled in {r['compile_seconds']:.0f} s")
   return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ per instruction
+_COMPUTATION = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+_ARRAY = re.compile(r"\b(pred|[suf]\d+|bf16|f8e\w+|c64|c128)\[([\d,]*)\]")
+_BITS = {"pred": 8, "bf16": 16, "c64": 64, "c128": 128}
+_CALLED = re.compile(r"\b(calls|body|condition|to_apply|branch_computations)=\{?(%[\w.\-]+(?:,\s*%[\w.\-]+)*)\}?")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+_FREE = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "after-all", "partition-id",
+         "replica-id", "opt-barrier", "while", "conditional", "call", "iota"}
+_ELEMENTWISE_FLOPS = {"add", "subtract", "multiply", "divide", "maximum", "minimum", "exponential", "log", "tanh",
+                      "rsqrt", "sqrt", "power", "erf", "compare", "select", "negate", "abs", "logistic",
+                      "exponential-minus-one", "log-plus-one", "clamp", "sine", "cosine", "floor", "ceil",
+                      "round-nearest-even", "sign", "atan2", "remainder", "and", "or", "not", "xor"}
+
+
+def _elements_and_bytes(type_text: str):
+  elements, nbytes = 0, 0
+  for dtype, dims in _ARRAY.findall(type_text):
+    n = 1
+    for d in filter(None, dims.split(",")):
+      n *= int(d)
+    bits = _BITS.get(dtype) or int(re.sub(r"\D", "", dtype.split("e")[0]) or 8)
+    elements += n
+    nbytes += n * bits // 8
+  return elements, nbytes
+
+
+def _dims(type_text: str):
+  m = _ARRAY.search(type_text)
+  return [int(d) for d in m.group(2).split(",") if d] if m else []
+
+
+def instruction_costs(hlo_text: str):
+  """Bytes and flops of each instruction that runs as its own kernel (a fusion, a gather, a custom call, ...):
+  list of dicts {name, opcode, op_name, computation, bytes, flops}.
+
+  bytes = output bytes + operand bytes (what a kernel reads and writes once: the roofline view; XLA's own
+  `bytes accessed` refines it per operand use, so the sums differ by a modest factor); flops = 2 x output x
+  contraction for dots (inside fusions too) plus one per output element of other arithmetic. Instructions of
+  while bodies / conditional branches count once, as XLA's cost analysis counts them. Custom calls (e.g. Pallas
+  kernels) carry no flops here.
+  """
+  shapes, computations, order, current = {}, {}, [], None
+  for line in hlo_text.splitlines():
+    header = _COMPUTATION.match(line)
+    if header and not line[:1].isspace():  # computation headers start at column 0, instructions are indented
+      current = header.group(2)
+      computations[current] = {"entry": bool(header.group(1)), "instructions": []}
+      order.append(current)
+      continue
+    m = _INSTRUCTION.match(line)
+    if not m or current is None:
+      continue
+    name = line.split("=", 1)[0].replace("ROOT", "").strip().lstrip("%")
+    rest = m.group(1)
+    op = _OPCODE.search(rest)
+    if not op:
+      continue
+    type_text = rest[:op.start()]
+    args = rest[op.end():]
+    depth, end = 1, 0
+    for end, ch in enumerate(args):
+      depth += (ch == "(") - (ch == ")")
+      if depth == 0:
+        break
+    operands = re.findall(r"%([\w.\-]+)", args[:end])
+    called = [c.strip().lstrip("%") for _, group in _CALLED.findall(args[end:]) for c in group.split(",")]
+    op_name = _OP_NAME.search(args[end:])
+    shapes[name] = type_text
+    computations[current]["instructions"].append(
+        {"name": name, "opcode": op.group(1), "type": type_text, "operands": operands, "called": called,
+         "attrs": args[end:], "op_name": op_name.group(1) if op_name else ""})
+
+  def own_flops(ins):
+    out_elements, _ = _elements_and_bytes(ins["type"])
+    if ins["opcode"] in ("dot", "convolution"):
+      lhs = _dims(shapes.get(ins["operands"][0], "")) if ins["operands"] else []
+      m = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", ins["attrs"])
+      contraction = 1
+      for d in (m.group(1).split(",") if m and m.group(1) else []):
+        contraction *= lhs[int(d)] if int(d) < len(lhs) else 1
+      return 2 * out_elements * contraction
+    if ins["opcode"] in ("reduce", "reduce-window"):
+      return sum(_elements_and_bytes(shapes.get(o, ""))[0] for o in ins["operands"][:1])
+    return out_elements if ins["opcode"] in _ELEMENTWISE_FLOPS else 0
+
+  def computation_flops(comp, seen=()):
+    total = 0
+    for ins in computations.get(comp, {}).get("instructions", []):
+      total += own_flops(ins)
+      if ins["opcode"] == "fusion":
+        total += sum(computation_flops(c, seen + (comp,)) for c in ins["called"] if c not in seen)
+    return total
+
+  # Computations that run as a sequence of kernels: the entry, and what while/conditional/call run.
+  runs, todo = set(), [c for c in order if computations[c]["entry"]]
+  while todo:
+    comp = todo.pop()
+    if comp in runs:
+      continue
+    runs.add(comp)
+    for ins in computations.get(comp, {}).get("instructions", []):
+      if ins["opcode"] in ("while", "conditional", "call", "async-start", "call-start"):
+        todo.extend(c for c in ins["called"] if c in computations)
+  out = []
+  for comp in order:
+    if comp not in runs:
+      continue
+    for ins in computations[comp]["instructions"]:
+      if ins["opcode"] in _FREE:
+        continue
+      nbytes = _elements_and_bytes(ins["type"])[1] + sum(_elements_and_bytes(shapes.get(o, ""))[1]
+                                                          for o in ins["operands"])
+      flops = own_flops(ins) + (sum(computation_flops(c) for c in ins["called"]) if ins["opcode"] == "fusion" else 0)
+      op_name = ins["op_name"]
+      if not op_name and ins["opcode"] == "fusion":  # the fused computation's root names it
+        body = computations.get(ins["called"][0], {}).get("instructions", []) if ins["called"] else []
+        op_name = next((i["op_name"] for i in reversed(body) if i["op_name"]), "")
+      out.append({"name": ins["name"], "opcode": ins["opcode"], "op_name": op_name, "computation": comp,
+                  "bytes": nbytes, "flops": flops})
+  return out

@@ -24,6 +24,9 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
 os.environ.pop("TPU_WORKER_HOSTNAMES", None)
+# libtpu takes a machine-wide lock file (/tmp/libtpu_lockfile) so that two processes do not drive one TPU; a
+# compile-only process drives none, and two compiles at once (a user's, a test's) must not refuse each other.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 os.environ.setdefault("TPU_STDERR_LOG_LEVEL", "3")  # libtpu's warnings about the absent TPU are not actionable
 os.environ.setdefault("TPU_MIN_LOG_LEVEL", "3")
 

@@ -109,3 +109,45 @@ def test_libtpu_compiles_smoke_for_v5e(tmp_path):
   assert report["ops"]["gathers"] > 0 and report["ops"]["collectives"] >= 1  # the gradient all-reduce
   r = _run(["--config=configs/scannet.py:smoke", "--topology=v5e:3x3"], python=python)
   assert r.returncode == 2 and "v5e:3x3" in _one_line(r.stderr)
+
+
+_KERNEL_PROBE = """
+import os
+os.environ.setdefault("JAX_PLATFORMS", "cpu"); os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+import json, jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from dos_jax.models import attention
+from dos_jax.train import aot
+mesh = Mesh(np.asarray(aot.topology_devices("v5e:2x2")), ("data",))
+x = jax.ShapeDtypeStruct((8, 256, 2, 16), jnp.float32, sharding=NamedSharding(mesh, P("data")))
+s = jax.ShapeDtypeStruct((8, 256), jnp.int32, sharding=NamedSharding(mesh, P("data")))
+def loss(q, k, v, seg, kernel):
+  ref = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=(seg[:, :, None] == seg[:, None, :])[:, None])
+  if not kernel:
+    return jnp.sum(ref(q, k, v) ** 2)
+  with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+    return jnp.sum(attention.segment_attention(q, k, v, seg, seg, ref) ** 2)
+out = {}
+for kernel in (False, True):
+  c = jax.jit(jax.grad(lambda q, k, v, seg: loss(q, k, v, seg, kernel), argnums=(0, 1, 2))).lower(x, x, x, s).compile()
+  out[str(kernel)] = {"bytes": c.cost_analysis()["bytes accessed"], "text": c.as_text()}
+scores = "f32[2,2,256,256]"  # one device's [patches, heads, P, P] score matrices
+print(json.dumps({k: {"bytes": v["bytes"], "custom": v["text"].count("tpu_custom_call"),
+                      "scores": v["text"].count(scores)} for k, v in out.items()}))
+"""
+
+
+def test_libtpu_lowers_the_attention_kernel_for_tpu():
+  """Under a mesh, compiled for TPU, patch attention is the Pallas kernel (Mosaic custom calls, no score matrix
+  in HBM, fewer bytes); XLA's formulation of the same attention holds [patches, heads, P, P] scores."""
+  python = conftest.require_tpu_python()
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  r = subprocess.run([python, "-c", _KERNEL_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+  assert r.returncode == 0, r.stderr[-2000:]
+  got = json.loads(r.stdout.strip().splitlines()[-1])
+  xla, kernel = got["False"], got["True"]
+  assert xla["custom"] == 0 and xla["scores"] > 0
+  assert kernel["custom"] >= 3  # forward, dq and dkv kernels
+  assert kernel["scores"] <= 2  # (the dq kernel takes row statistics broadcast to [., ., P, block], here P = block)
+  assert kernel["bytes"] < xla["bytes"]

@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dos_jax.models import attention
+
 # PyTorch defaults, so that a torch reference with nn.LayerNorm / nn.GELU matches to float precision.
 LN_EPS = 1e-5
 NUM_NEIGHBORS = 27
@@ -286,8 +288,11 @@ class SerializedAttention(nn.Module):
     else:
       # A fully padded patch would mask every key; let it attend to its (zero) rows instead so it stays finite.
       key_valid = key_valid | ~jnp.any(key_valid, axis=-1, keepdims=True)
-      y = jax.nn.dot_product_attention(q, k, v, mask=key_valid[:, None, None, :],
-                                       implementation=self.implementation)
+      reference = lambda q, k, v: jax.nn.dot_product_attention(  # noqa: E731
+          q, k, v, mask=key_valid[:, None, None, :], implementation=self.implementation)
+      # The same mask as segments (TPU kernel): every query in segment 0, valid keys 0, the others 1.
+      y = attention.segment_attention(q, k, v, jnp.zeros(key_valid.shape, jnp.int32),
+                                      (~key_valid).astype(jnp.int32), reference)
     y = y.reshape(b, num_patches * p, c)[:, :n]
     y = _dense(c, self.dtype, "proj")(y)
     return permute_rows(y, inverse, order)                          # back to slot order
@@ -323,8 +328,10 @@ class SerializedAttention(nn.Module):
     qkv = qs.reshape(b * num_patches, p, 3, h, c // h)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]              # [B*np, P, H, Dh]
     ss = ss.reshape(b * num_patches, p)
-    same = ss[:, :, None] == ss[:, None, :]                          # [B*np, P(query), P(key)]
-    y = jax.nn.dot_product_attention(q, k, v, mask=same[:, None], implementation=self.implementation)
+    same = lambda: ss[:, :, None] == ss[:, None, :]                  # noqa: E731  [B*np, P(query), P(key)]
+    reference = lambda q, k, v: jax.nn.dot_product_attention(  # noqa: E731
+        q, k, v, mask=same()[:, None], implementation=self.implementation)
+    y = attention.segment_attention(q, k, v, ss, ss, reference)
     y = y.reshape(b, num_patches * p, c)[:, :length]
     y = gather_one_to_one(y, inverse, order)                        # back to the slots, padding slots 0
     return _dense(c, self.dtype, "proj")(y)

@@ -131,8 +131,14 @@ def jit_train_step(spec: specs.StepSpec, mesh: Mesh, state_shardings: Any) -> Ca
     step_fn(state, global_batch, rng) -> (state, metrics); metrics replicated f32[] scalars.
   """
   rep = replicated(mesh)
-  return jax.jit(functools.partial(step_lib.train_step, spec=spec),
-                 in_shardings=(state_shardings, batch_sharding(mesh), rep),
+
+  def train_step(state, batch, rng):  # the name of the compiled program (jit_train_step), as before
+    # The mesh is in context while tracing: kernels XLA cannot partition (the TPU patch attention,
+    # `dos_jax.models.attention`) run per device under it.
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return step_lib.train_step(state, batch, rng, spec=spec)
+
+  return jax.jit(train_step, in_shardings=(state_shardings, batch_sharding(mesh), rep),
                  out_shardings=(state_shardings, rep), donate_argnums=0)
 
 

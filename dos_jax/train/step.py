@@ -55,23 +55,27 @@ def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array,
   teacher_cos = jax.lax.stop_gradient(network.teacher_apply(teacher_params, batch, spec=spec.model,
                                                             rng=teacher_rng))
   student_cos = network.student_apply(params, batch, rng=rng, train=True, spec=spec.model, order_rng=order_rng)
-  if isinstance(batch, structs.PackedTrainBatch):
-    # Packed views: the same per-view terms through segment reductions. The prototype diagnostics below then
-    # treat each pack as one set (usage statistics are unchanged; coverage/softmap entropy are per pack).
-    loss, aux = segment_objective.packed_dos_loss(
-        student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
-        batch.student.valid, batch.student.stages[0].segment, batch.view_count.shape[-1],
-        teacher_temp=schedules.teacher_temperature(spec)(step), student_temp=float(spec.student_temp),
-        alpha=float(spec.zipf_alpha), num_iters=int(spec.sinkhorn_iters), normalization=spec.normalization,
-        cross_view=bool(spec.cross_view))
-  else:
-    loss, aux = objective.dos_loss(
-        student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
-        batch.student.valid, teacher_temp=schedules.teacher_temperature(spec)(step),
-        student_temp=float(spec.student_temp), alpha=float(spec.zipf_alpha),
-        num_iters=int(spec.sinkhorn_iters), normalization=spec.normalization, cross_view=bool(spec.cross_view))
+  # Named scopes (objective, diagnostics, optimizer, ema) only label the compiled program's ops, e.g. for the
+  # per-part cost breakdown of benchmarks/tpu_breakdown.py; they change no computation.
+  with jax.named_scope("objective"):
+    if isinstance(batch, structs.PackedTrainBatch):
+      # Packed views: the same per-view terms through segment reductions. The prototype diagnostics below then
+      # treat each pack as one set (usage statistics are unchanged; coverage/softmap entropy are per pack).
+      loss, aux = segment_objective.packed_dos_loss(
+          student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
+          batch.student.valid, batch.student.stages[0].segment, batch.view_count.shape[-1],
+          teacher_temp=schedules.teacher_temperature(spec)(step), student_temp=float(spec.student_temp),
+          alpha=float(spec.zipf_alpha), num_iters=int(spec.sinkhorn_iters), normalization=spec.normalization,
+          cross_view=bool(spec.cross_view))
+    else:
+      loss, aux = objective.dos_loss(
+          student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
+          batch.student.valid, teacher_temp=schedules.teacher_temperature(spec)(step),
+          student_temp=float(spec.student_temp), alpha=float(spec.zipf_alpha),
+          num_iters=int(spec.sinkhorn_iters), normalization=spec.normalization, cross_view=bool(spec.cross_view))
   metrics = {"loss": loss, "loss_same": aux["loss_same"], "loss_cross": aux["loss_cross"]}
-  diag = diagnostics.prototype_diagnostics(aux["teacher_logits"], aux["targets"], aux["valid"])
+  with jax.named_scope("diagnostics"):
+    diag = diagnostics.prototype_diagnostics(aux["teacher_logits"], aux["targets"], aux["valid"])
   metrics.update({k: jnp.asarray(v, jnp.float32) for k, v in diag.items()})
   return loss, metrics
 
@@ -113,10 +117,12 @@ def apply_update(state: state_lib.TrainState, loss: jax.Array, grads: Any, metri
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & _all_finite(grads)
 
-  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
+  with jax.named_scope("optimizer"):
+    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
   momentum = schedules.ema_momentum(spec)(state.step)
-  new_teacher = ema.ema_update(state.teacher_params, new_params, momentum)
+  with jax.named_scope("ema"):
+    new_teacher = ema.ema_update(state.teacher_params, new_params, momentum)
 
   def keep_if_finite(new, old):
     # Select, not cond: both branches are computed anyway, and jnp.where keeps shardings simple.

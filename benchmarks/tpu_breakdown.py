@@ -1,0 +1,122 @@
+r"""Where a TPU train step's HBM bytes and flops go: per-kernel costs of the compiled program, by part of the model.
+
+  python benchmarks/tpu_breakdown.py --config configs/scannet.py --topology v5e:2x2 --config.batch_size=16 \
+      --out benchmarks/tpu_breakdown_scannet_v5e.json [--save_hlo /tmp/step.hlo.txt]
+  python benchmarks/tpu_breakdown.py --hlo /tmp/step.hlo.txt --out ...      # re-read a saved program
+
+Compiles the training step ahead of time for the topology (`dos_jax.train.aot`, libtpu; as `launch.compile`),
+then splits the compiled HLO's kernels (`compile_report.instruction_costs`: bytes = operands + output of each
+kernel, flops of its dots and arithmetic) into the parts below by the op names JAX records (Flax module paths and
+the step's named scopes). Writes one small JSON: the `launch.compile` report (when compiling), each part's bytes
+and flops with their shares, the parsed totals beside the compiler's own, and the 25 kernels moving most bytes.
+The shares are what the report is for; the parsed bytes count each kernel's operands in full, so their total is
+not the compiler's `bytes accessed`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from dos_jax import compile_report  # noqa: E402
+from dos_jax import io  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_TOPOLOGY = flags.DEFINE_string("topology", "v5e:2x2", "TPU topology as libtpu names it.")
+_HLO = flags.DEFINE_string("hlo", None, "Analyse this saved HLO text instead of compiling.")
+_SAVE_HLO = flags.DEFINE_string("save_hlo", None, "Also save the compiled HLO text here (large; not in the repo).")
+_OUT = flags.DEFINE_string("out", None, "JSON output path.")
+flags.mark_flags_as_required(["out"])
+
+# (part, test on the op name), first match wins. Attention's gathers/scatters between slot and serialization
+# order are their own part; so are the objective's Sinkhorn iterations (its while loop).
+PARTS = (
+    ("optimizer (AdamW, clipping)", lambda n: "/optimizer/" in n),
+    ("EMA teacher update", lambda n: "/ema/" in n),
+    ("Sinkhorn iterations", lambda n: "/objective/" in n and ("while" in n or "/body" in n or "/cond" in n)),
+    ("softmaps, KL, targets", lambda n: "/objective/" in n),
+    ("prototype diagnostics", lambda n: "/diagnostics/" in n),
+    ("attention: serialization gathers/scatters",
+     lambda n: "/attn/" in n and any(t in n for t in ("_take", "gather", "scatter", "permute", "roll", "_pad"))),
+    ("attention: qkv/proj matmuls", lambda n: "/attn/qkv" in n or "/attn/proj" in n),
+    ("attention: scores, softmax, PV", lambda n: "/attn/" in n),
+    ("CPE (neighbour gather + conv)", lambda n: "/cpe/" in n),
+    ("MLP", lambda n: "/mlp/" in n),
+    ("grid pooling", lambda n: "/down/" in n),
+    ("LayerNorms", lambda n: "/norm" in n),
+    ("encoder: embedding, residuals, drop path", lambda n: "PointTransformerV" in n),
+    ("head and prototypes", lambda n: "DOSHead" in n),
+)
+OTHER = "other (loss glue, metrics, collectives, unlabelled)"
+
+
+def part_of(op_name: str, opcode: str) -> str:
+  if opcode in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"):
+    return "collectives"
+  for name, test in PARTS:
+    if test(op_name):
+      return name
+  return OTHER
+
+
+def breakdown(hlo_text: str) -> dict:
+  rows = compile_report.instruction_costs(hlo_text)
+  parts = {}
+  for r in rows:
+    p = parts.setdefault(part_of(r["op_name"], r["opcode"]), {"bytes": 0, "flops": 0, "kernels": 0})
+    p["bytes"] += r["bytes"]
+    p["flops"] += r["flops"]
+    p["kernels"] += 1
+  total_bytes = sum(p["bytes"] for p in parts.values()) or 1
+  total_flops = sum(p["flops"] for p in parts.values()) or 1
+  for p in parts.values():
+    p["bytes_share"] = round(p["bytes"] / total_bytes, 4)
+    p["flops_share"] = round(p["flops"] / total_flops, 4)
+  ordered = dict(sorted(parts.items(), key=lambda kv: -kv[1]["bytes"]))
+  top = sorted(rows, key=lambda r: -r["bytes"])[:25]
+  return {"parsed_bytes": total_bytes, "parsed_flops": total_flops, "kernels": len(rows), "parts": ordered,
+          "top_kernels": [{"part": part_of(r["op_name"], r["opcode"]), "opcode": r["opcode"], "bytes": r["bytes"],
+                           "flops": r["flops"], "op_name": r["op_name"][:160]} for r in top]}
+
+
+def main(argv):
+  del argv
+  result = {}
+  if _HLO.value:
+    with open(_HLO.value) as f:
+      text = f.read()
+    result["hlo"] = _HLO.value
+  else:
+    from dos_jax import schema  # pylint: disable=g-import-not-at-top
+    from dos_jax.train import aot  # pylint: disable=g-import-not-at-top
+    config = schema.validate(_CONFIG.value)
+    compiled = aot.compile_train_step(config, aot.topology_devices(_TOPOLOGY.value))
+    text = compiled.compiled.as_text()
+    result["report"] = compile_report.build(
+        compiled.compiled, compile_report.chip_spec(_TOPOLOGY.value), devices=compiled.devices,
+        devices_per_chip=compiled.devices_per_chip, scenes_per_step=compiled.scenes_per_step, hlo_text=text,
+        config=config_flags.get_config_filename(flags.FLAGS["config"]), topology=_TOPOLOGY.value,
+        compile_seconds=round(compiled.seconds, 1))
+    if _SAVE_HLO.value:
+      io.write_text(_SAVE_HLO.value, text)
+  result["breakdown"] = breakdown(text)
+  io.write_json(_OUT.value, result)
+  for name, p in result["breakdown"]["parts"].items():
+    print(f"{name:45s} bytes {100 * p['bytes_share']:5.1f}%  flops {100 * p['flops_share']:5.1f}%  "
+          f"kernels {p['kernels']}")
+
+
+if __name__ == "__main__":
+  app.run(main)
