@@ -81,7 +81,6 @@ def scan_batches(name: str, variant: str, step: int = 0):
   from dos_jax.batching import packing, pipeline, spec as spec_lib  # pylint: disable=g-import-not-at-top
   cfg = importlib.import_module(f"configs.{name}").get_config()
   cfg.model.variant = variant
-  cfg.data.packing = True
   cfg.batch_size = int(cfg.data.pack_scenes)
   cfg = schema.validate(cfg)  # the gate, as in training: the layers below do not check the config again
   scenes, _ = scans.scene_list(cfg)

@@ -180,7 +180,10 @@ def main(argv=None):
     # process's share of its global batch of 32 on 8 accelerator processes.
     cfg = scannet.get_config()
     cfg.batch_size = 4
-    cfg.data.packing = False  # per-view batches on both sides: the direct path builds them (make_train_batch)
+    # One scene per pack at its per-view capacities on both sides: the direct path builds them (make_train_batch).
+    cfg.data.pack_scenes = 1
+    cfg.data.packed_capacity = cfg.data.packed_student_capacity = ()
+    cfg.data.packed_sequence = cfg.data.packed_student_sequence = ()
     cfg.data.feat_keys = ("coord", "color", "normal")
     source = _LazyScans(folders)
     report["workloads"]["scannet_votenet50k"] = {

@@ -1,30 +1,40 @@
 r"""How much of the encoder's work touches a real point: per-stage fill, useful FLOP fraction, compiled GFLOPs.
 
-  python benchmarks/padding.py --config configs/scannet.py [--config.key=value ...] [--scenes N]
-  python benchmarks/padding.py --config configs/scannet.py --calibrate [--quantile 1.0 --margin 1.05] \
-      [--out caps.json]          # per-stage packed capacities from the view pipeline (prints the overrides)
-  python benchmarks/padding.py --config configs/scannet.py --config.data.packing=True   # packed batches
+  python benchmarks/padding.py --config configs/scannet.py [--config.key=value ...] [--scenes N] [--split heldout]
+  python benchmarks/padding.py --config configs/scannet.py --calibrate [--fill_scenes 6 --quantile 0.5 \
+      --margin 1.0] [--split calib] [--out budgets.json]      # pack budgets from the view pipeline
 
-Runs the real view pipeline (crops, augmentation, masking, grid sampling, per-view capacities) over `--scenes`
-steps of `batch_size` scenes on one host, grouped into balanced packs of `data.pack_scenes` scenes (the batch per
-device; 0 = `batch_size`), and prints ONE JSON line:
+Runs the real training pipeline on one host over `--scenes` steps: the global example sequence (crops,
+augmentation, masking, grid sampling, per-view capacities) and the budget fill of every pack of those steps
+(`batch_size / data.pack_scenes` packs per step, each the longest prefix of its window of `data.pack_scenes`
+examples that fits the budgets), and prints ONE JSON line:
 
-  * teacher/student `fill` and `capacity` per stage: mean real points per set and the set's capacity (per view
-    unpacked; per pack with data.packing=True), so fill/capacity is the occupied fraction;
+  * teacher/student `fill` and `capacity` per stage: mean real points per pack and the pack's slot budget, so
+    fill/capacity is the occupied fraction; `sequence`: the attention sequence budget;
   * `useful_fraction`: what a real point needs over what the compiled program computes:
     sum_s real_s (d_s + a_s) / sum_s (N_s d_s + L_s a_s), with d_s the encoder's FLOPs per slot at stage s
     (dense: qkv/proj, 27-tap CPE, MLP per block, pooling, embedding and upcast), a_s the patch attention's FLOPs
-    per sequence position (QK^T and AV over P keys per block), N_s the slots and L_s the attention positions
-    (whole patches; = N_s per view and for packs without a separate sequence), teacher forward (x1) plus
-    student forward+backward (x3); per branch too;
-  * `gflops_per_step`: XLA cost analysis of one device's encoder work (teacher forward + student
-    value_and_grad), lowered, not compiled (`--flops-variant small` for a cheaper lowering), next to the
-    analytic count from c_s (`gflops_analytic`);
-  * dropped points: views that lost points to a capacity (per-view today, plus pack shrinks when packed).
+    per sequence position (QK^T and AV over P keys per block), N_s the slot budget and L_s the sequence budget
+    (whole patches), teacher forward (x1) plus student forward+backward (x3); per branch too;
+  * `scenes_per_pack` (mean, min, max), `views_per_step`, and the window examples the fill left unread;
+  * `gflops_per_step`: XLA cost analysis of one pack's encoder work (teacher forward + student value_and_grad),
+    lowered, not compiled (`--flops_variant small` for a cheaper lowering), next to the analytic count;
+  * dropped points: views that lost points to their per-view capacity (the only points ever dropped), and scenes
+    too large for an empty pack (`oversize_scenes`, skipped).
+
+Calibration (`--calibrate`): the budgets of a pack that holds `--fill_scenes` scenes: over groups of that many
+consecutive examples (steps 100000+, so measuring steps 0.. sees other draws), the `--quantile` of each stage's
+real points (slots) and layout footprint (sequence), times `--margin` (sequence budgets also times
+`--sequence_margin`: a position costs only attention, a fraction of a slot's FLOPs, and scenes smaller than the
+calibration's waste more positions on partial patches, so the slots rather than the sequence should fill up);
+every budget at least the largest single scene seen, the teacher's stage 0 at least one scene at its per-view
+capacity. Packs then hold about `--fill_scenes` scenes, more when scenes are small; the window
+`data.pack_scenes` must be larger, so small scenes can fill the budget (the fill stops at the window's end).
 
 Data: `data.root` when it exists; otherwise the real scans beside the checkout for scannet (VoteNet 50k-point
-scans) and semantickitti (4 frames), read in place. Calibration samples steps 100000+ so evaluation (steps
-0..N-1) sees packs it was not fitted on.
+scans) and semantickitti (4 frames), read in place; `--split calib|heldout` takes the calibration or the held-out
+part of them (`benchmarks/scans.py`: ScanNet rooms 0000/0002/0004 vs 0001/0003/0005; KITTI sequence 01 vs the
+spvnas frame).
 """
 
 from __future__ import annotations
@@ -45,12 +55,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from benchmarks.scans import scene_list  # noqa: E402
+from benchmarks import scans  # noqa: E402
 from dos_jax import io as io_lib  # noqa: E402
 from dos_jax import schema  # noqa: E402
 from dos_jax import variants  # noqa: E402
 from dos_jax.batching import packing  # noqa: E402
-from dos_jax.batching import patches  # noqa: E402
 from dos_jax.batching import pipeline  # noqa: E402
 from dos_jax.batching import spec as spec_lib  # noqa: E402
 from dos_jax.models import encoder  # noqa: E402
@@ -58,11 +67,14 @@ from dos_jax.models import encoder  # noqa: E402
 CALIBRATION_STEP0 = 100_000
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
-_SCENES = flags.DEFINE_integer("scenes", 4, "Steps to sample (each: batch_size scenes on one host).")
+_SCENES = flags.DEFINE_integer("scenes", 4, "Steps to sample (each: batch_size examples on one host).")
 _STEP0 = flags.DEFINE_integer("first_step", 0, "First sampled step (calibration: 100000 unless set).")
-_CALIBRATE = flags.DEFINE_bool("calibrate", False, "Write packed capacities instead of measuring.")
-_QUANTILE = flags.DEFINE_float("quantile", 1.0, "Calibration: quantile of packed footprints to cover.")
-_MARGIN = flags.DEFINE_float("margin", 1.05, "Calibration: headroom multiplier on that quantile.")
+_SPLIT = flags.DEFINE_enum("split", "all", scans.SPLITS, "Part of the shared scans to read (calib | heldout).")
+_CALIBRATE = flags.DEFINE_bool("calibrate", False, "Write pack budgets instead of measuring.")
+_FILL = flags.DEFINE_integer("fill_scenes", 0, "Calibration: scenes a budget holds (0 = data.pack_scenes // 2).")
+_QUANTILE = flags.DEFINE_float("quantile", 0.5, "Calibration: quantile of the groups' needs to cover.")
+_MARGIN = flags.DEFINE_float("margin", 1.0, "Calibration: multiplier on that quantile.")
+_SEQ_MARGIN = flags.DEFINE_float("sequence_margin", 1.25, "Calibration: extra multiplier on sequence budgets.")
 _OUT = flags.DEFINE_string("out", "", "Calibration: JSON file to write (atomically).")
 _FLOPS = flags.DEFINE_bool("flops", True, "Lower the encoder and report XLA's FLOP count.")
 _FLOPS_VARIANT = flags.DEFINE_string("flops_variant", "", "Variant for the XLA count (default: the config's).")
@@ -98,45 +110,26 @@ def positions(seq, patch_sizes):
   return np.array([-(-int(n) // min(p, int(n))) * min(p, int(n)) for n, p in zip(seq, patches_)], np.float64)
 
 
-def sample(cfg, params, scenes, steps, packed: bool):
-  """Stage counts over `steps` of a one-host run (batch_size scenes per step, the training pipeline's examples).
-
-  Returns (teacher, student, stats, per_pack, samples): counts i64[sets, S] per view (today's batching) or
-  per pack (data.packing=True); samples (None when packed): for the balanced packs the packed pipeline builds
-  from the same views, dict of i64[packs, S]: real points ('teacher_total', 'student_total') and sequence
-  footprints ('teacher_footprint', 'student_footprint'), for calibration.
-  """
-  per_pack = int(cfg.data.pack_scenes or 0) or int(cfg.batch_size)
-  batch = int(cfg.batch_size)
-  as_packed = cfg.copy_and_resolve_references()
-  as_packed.data.packing = True  # examples carry their drop counts; the views are the unpacked pipeline's
-  pipe = spec_lib.pipeline_spec(as_packed)  # its batch is `params` (packing does not change the views)
+def sample(pipe, scenes, steps):
+  """The budget-filled packs of `steps` of a one-host run: (teacher i64[packs, S], student i64[packs, S] real points
+  per pack and stage, scenes per pack i64[packs], stats: the members' drop counts plus 'oversize_scenes',
+  'examples_read')."""
   examples = pipeline.global_examples(pipe, scenes)
   stats = {}
-  teacher, student = [], []
-  samples = {k: [] for k in ("teacher_total", "student_total", "teacher_footprint", "student_footprint")}
-  patch_sizes = params.patch_sizes or params.patch_size
+  teacher, student, members = [], [], []
+  read = []
+  example_at = lambda g: read.append(g) or examples[g]
   for step in steps:
-    chosen = [examples[g] for g in range(step * batch, (step + 1) * batch)]
-    if packed:
-      for pack in pipeline.pack_examples(chosen, pipe, stats):
-        teacher.append(packing.stage_counts(pack.teacher))
-        student.append(packing.stage_counts(pack.student))
-      continue
-    for e in chosen:
-      for key, value in e.stats.items():
-        stats[key] = stats.get(key, 0) + value
-    for members in packing.assign_packs([packing.scene_load(e.views) for e in chosen], per_pack):
-      pieces = [p for i in members for p in chosen[i].views]
-      t = np.array([packing.stage_counts(p.teacher) for p in pieces])
-      s = np.array([packing.stage_counts(p.student) for p in pieces])
-      teacher.extend(t)
-      student.extend(s)
-      for name, c in (("teacher", t), ("student", s)):
-        samples[f"{name}_total"].append(c.sum(0))
-        samples[f"{name}_footprint"].append(packing.footprints(c, patch_sizes))
-  samples = None if packed else {k: np.array(v) for k, v in samples.items()}
-  return np.array(teacher), np.array(student), stats, per_pack, samples
+    for k in range(step * pipe.packs_per_step, (step + 1) * pipe.packs_per_step):
+      chosen = packing.fill_pack(example_at, k * pipe.pack.pack_scenes, pipe.pack, stats)
+      for e in chosen:
+        for key, value in e.stats.items():
+          stats[key] = stats.get(key, 0) + value
+      teacher.append(sum(e.counts("teacher").sum(0) for e in chosen))
+      student.append(sum(e.counts("student").sum(0) for e in chosen))
+      members.append(len(chosen))
+  stats["examples_read"] = len(set(read))
+  return np.array(teacher), np.array(student), np.array(members), stats
 
 
 def xla_gflops(cfg, variant, teacher_caps, student_caps, sets: int, in_channels: int, teacher_seq, student_seq):
@@ -145,22 +138,21 @@ def xla_gflops(cfg, variant, teacher_caps, student_caps, sets: int, in_channels:
   from dos_jax.models.spec import ModelSpec  # pylint: disable=g-import-not-at-top
   model = ModelSpec(variant=variant, dtype="float32", drop_path=0.0, mlp_ratio=float(cfg.model.mlp_ratio))
 
-  def fake(caps, seq, packed):
+  def fake(caps, seq):
     n0 = caps[0]
     coord = np.zeros((n0, 3), np.float32)
     st = []
     for c, n in zip(caps, seq):
       st.append(dict(grid=np.zeros((c, 3), np.int32), valid=np.zeros(c, bool),
                      order=np.zeros((4, n), np.int32), inverse=np.zeros((4, c), np.int32),
-                     neighbors=np.full((c, 27), c, np.int32), segment=np.zeros(c, np.int32) if packed else None))
+                     neighbors=np.full((c, 27), c, np.int32), segment=np.zeros(c, np.int32)))
     from dos_jax.batching import structs  # pylint: disable=g-import-not-at-top
     ps = structs.PointSet(coord=coord, feat=np.zeros((n0, in_channels), np.float32),
                           stages=tuple(structs.Stage(**d) for d in st),
                           parent=tuple(np.zeros(c, np.int32) for c in caps[:-1]), point_index=np.zeros(n0, np.int32))
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct((sets,) + x.shape, x.dtype), ps)
 
-  packed = bool(cfg.data.packing)
-  t_pts, s_pts = fake(teacher_caps, teacher_seq, packed), fake(student_caps, student_seq, packed)
+  t_pts, s_pts = fake(teacher_caps, teacher_seq), fake(student_caps, student_seq)
   small = jax.tree.map(lambda x: np.zeros((1,) + x.shape[1:], x.dtype), s_pts)
   params = jax.eval_shape(lambda: encoder.init(jax.random.key(0), small, model))
 
@@ -177,29 +169,20 @@ def xla_gflops(cfg, variant, teacher_caps, student_caps, sets: int, in_channels:
 
 
 def measure(cfg, scenes, data_name):
-  params = spec_lib.batch_spec(cfg)
-  patch_sizes = params.patch_sizes or params.patch_size
-  packed = bool(cfg.data.packing)
+  pipe = spec_lib.pipeline_spec(cfg)
+  params, spec = pipe.batch, pipe.pack
+  patch_sizes = spec.patch_size
   steps = range(_STEP0.value, _STEP0.value + _SCENES.value)
-  t_counts, s_counts, stats, per_pack, _ = sample(cfg, params, scenes, steps, packed)
+  t_counts, s_counts, members, stats = sample(pipe, scenes, steps)
   in_ch = params.feat_dim
   variant = cfg.model.variant
-  if packed:
-    spec = spec_lib.pipeline_spec(cfg).pack
-    t_caps, s_caps = list(spec.teacher), list(spec.student)
-    t_seq, s_seq = list(spec.teacher_sequence), list(spec.student_sequence)
-    sets = 1                                                        # per pack
-  else:
-    t_caps = patches.stage_capacities(params.capacity, params.num_stages, params.patch_size, params.stage_ratio)
-    s_caps = patches.stage_capacities(params.student_set_capacity, params.num_stages, params.patch_size,
-                                      params.stage_ratio)
-    t_seq, s_seq = t_caps, s_caps                                   # per view: positions are slots
-    sets = per_pack * params.num_views
+  t_caps, s_caps = list(spec.teacher), list(spec.student)
+  t_seq, s_seq = list(spec.teacher_sequence), list(spec.student_sequence)
   t_real, s_real = t_counts.mean(0), s_counts.mean(0)
   mlp = float(cfg.model.mlp_ratio)
 
   def cost(fv):
-    """(useful, compiled) FLOPs per set of each branch for variant fv."""
+    """(useful, compiled) FLOPs per pack of each branch for variant fv."""
     out = {}
     for name, real, caps, seq in (("teacher", t_real, t_caps, t_seq), ("student", s_real, s_caps, s_seq)):
       dense, attn = slot_flops(fv, mlp, in_ch, seq, patch_sizes)
@@ -212,62 +195,74 @@ def measure(cfg, scenes, data_name):
   den = c["teacher"][1] + 3 * c["student"][1]
 
   def branch(real, caps, seq):
-    out = dict(fill=[round(float(v), 1) for v in real], capacity=[int(x) for x in caps],
-               fill_fraction=[round(float(a / b), 4) for a, b in zip(real, caps)])
-    if packed:
-      out.update(sequence=[int(x) for x in seq])
-    return out
+    return dict(fill=[round(float(v), 1) for v in real], capacity=[int(x) for x in caps],
+                fill_fraction=[round(float(a / b), 4) for a, b in zip(real, caps)], sequence=[int(x) for x in seq])
 
-  out = dict(benchmark="padding", config=_CONFIG_PATH[0], data=data_name,
-             packing=packed, variant=variant, scenes_per_device=per_pack, views_per_device=per_pack * params.num_views,
-             sampled_steps=len(steps), teacher=branch(t_real, t_caps, t_seq), student=branch(s_real, s_caps, s_seq),
+  packs = len(members)
+  window = spec.pack_scenes * packs
+  out = dict(benchmark="padding", config=_CONFIG_PATH[0], data=data_name, variant=variant,
+             pack_scenes=spec.pack_scenes, packs_per_step=pipe.packs_per_step, sampled_steps=len(steps),
+             sampled_packs=packs,
+             scenes_per_pack=dict(mean=round(float(members.mean()), 3), min=int(members.min()), max=int(members.max())),
+             views_per_step=round(float(members.mean()) * pipe.packs_per_step * params.num_views, 2),
+             window_examples_unread=round(1.0 - stats["examples_read"] / window, 4),
+             teacher=branch(t_real, t_caps, t_seq), student=branch(s_real, s_caps, s_seq),
              useful_fraction=round(float(num / den), 4),
              useful_fraction_by_branch={k: round(v, 4) for k, v in useful.items()},
-             gflops_analytic=round(float(sets * den) / 1e9, 2))
+             gflops_analytic=round(float(den) / 1e9, 2))
   views = max(1, stats.get("teacher_views", 0))
   out["dropped"] = dict(
       teacher_views_frac=round(stats.get("teacher_views_dropped", 0) / views, 4),
       student_views_frac=round(stats.get("student_views_dropped", 0) / max(1, stats.get("student_views", 0)), 4),
       teacher_points_frac=round(stats.get("teacher_points_dropped", 0) / max(1, stats.get("teacher_points", 0)), 5),
       student_points_frac=round(stats.get("student_points_dropped", 0) / max(1, stats.get("student_points", 0)), 5),
-      pack_shrinks=int(stats.get("pack_shrinks", 0)))
+      oversize_scenes=int(stats.get("oversize_scenes", 0)))
   if _FLOPS.value:
     fv = _FLOPS_VARIANT.value or variant
-    gf, secs = xla_gflops(cfg, fv, t_caps, s_caps, sets, in_ch, t_seq, s_seq)
-    out.update(gflops_per_step=round(gf, 2), gflops_variant=fv, lower_seconds=round(secs, 1))
+    gf, secs = xla_gflops(cfg, fv, t_caps, s_caps, 1, in_ch, t_seq, s_seq)
+    out.update(gflops_per_step=round(gf * pipe.packs_per_step, 2), gflops_per_pack=round(gf, 2), gflops_variant=fv,
+               lower_seconds=round(secs, 1))
     if fv != variant:
       c2 = cost(fv)
-      out["gflops_analytic_flops_variant"] = round(sets * (c2["teacher"][1] + 3 * c2["student"][1]) / 1e9, 2)
+      out["gflops_analytic_flops_variant"] = round((c2["teacher"][1] + 3 * c2["student"][1]) / 1e9, 2)
   return out
 
 
 def calibrate(cfg, scenes, data_name):
-  params = spec_lib.batch_spec(cfg)
-  patch_sizes = params.patch_sizes or params.patch_size
+  pipe = spec_lib.pipeline_spec(cfg)
+  params = pipe.batch
+  patch_sizes = pipe.pack.patch_size
+  fill = _FILL.value or max(1, pipe.pack.pack_scenes // 2)
   first = _STEP0.value or CALIBRATION_STEP0
-  steps = range(first, first + _SCENES.value)
-  _, _, _, per_pack, smp = sample(cfg, params, scenes, steps, packed=False)
+  examples = pipeline.global_examples(pipe, scenes)
+  chosen = [examples[g] for g in range(first * pipe.batch_size, (first + _SCENES.value) * pipe.batch_size)]
   q, m = _QUANTILE.value, _MARGIN.value
-  sizes = {}
-  views = per_pack * params.num_views
-  stage_patch = packing.stage_patches(patch_sizes, params.num_stages)
-  for name, cap in (("teacher", params.capacity), ("student", params.student_set_capacity)):
-    # A pack never holds more than its views' per-view stage capacities (each view is cut to them first), nor
-    # needs a longer sequence where those capacities are whole patches: the margin stops there.
-    view_caps = patches.stage_capacities(cap, params.num_stages, params.patch_size, params.stage_ratio)
+  one = spec_lib.default_budgets(params, 1)
+  sizes, smp = {}, {}
+  for name in ("teacher", "student"):
+    groups = [np.concatenate([e.counts(name) for e in chosen[i:i + fill]])
+              for i in range(0, len(chosen) - fill + 1, fill)]
+    smp[f"{name}_total"] = np.array([c.sum(0) for c in groups])
+    smp[f"{name}_footprint"] = np.array([packing.footprints(c, patch_sizes) for c in groups])
+    # The largest single scene seen, so every scene like the calibration's fits an empty pack.
+    single = np.array([e.counts(name).sum(0) for e in chosen]).max(0)
+    single_fp = np.array([packing.footprints(e.counts(name), patch_sizes) for e in chosen]).max(0)
     slots = packing.calibrate(smp[f"{name}_total"], patch_sizes, q, m, kind="slots")
-    seq = packing.calibrate(smp[f"{name}_footprint"], patch_sizes, q, m, kind="sequence")
-    sizes[name] = [min(a, views * c) for a, c in zip(slots, view_caps)]
-    sizes[f"{name}_sequence"] = [min(a, views * c) if c >= p else a for a, c, p in zip(seq, view_caps, stage_patch)]
-  out = dict(benchmark="padding-calibration", config=_CONFIG_PATH[0], data=data_name, pack_scenes=per_pack,
-             sampled_steps=len(steps), sampled_packs=len(smp["teacher_total"]), quantile=q, margin=m,
+    seq = packing.calibrate(smp[f"{name}_footprint"], patch_sizes, q, m * _SEQ_MARGIN.value, kind="sequence")
+    slots = [max(a, packing.round_capacity(b)) for a, b in zip(slots, single)]
+    seq = [max(a, b) for a, b in zip(seq, packing.calibrate(single_fp[None], patch_sizes, 1.0, 1.0, "sequence"))]
+    if name == "teacher":  # the gate's floor: one scene at its per-view capacity (spec.pipeline_spec)
+      slots[0], seq[0] = max(slots[0], one["teacher"][0]), max(seq[0], one["teacher_sequence"][0])
+    sizes[name], sizes[f"{name}_sequence"] = slots, seq
+  out = dict(benchmark="padding-calibration", config=_CONFIG_PATH[0], data=data_name,
+             pack_scenes=pipe.pack.pack_scenes, fill_scenes=fill, sampled_scenes=len(chosen),
+             sampled_groups=len(smp["teacher_total"]), quantile=q, margin=m,
              packed_capacity=sizes["teacher"], packed_student_capacity=sizes["student"],
              packed_sequence=sizes["teacher_sequence"], packed_student_sequence=sizes["student_sequence"],
              real_mean={k: smp[f"{k}_total"].mean(0).round(1).tolist() for k in ("teacher", "student")},
              real_max={k: smp[f"{k}_total"].max(0).tolist() for k in ("teacher", "student")},
              footprint_mean={k: smp[f"{k}_footprint"].mean(0).round(1).tolist() for k in ("teacher", "student")},
-             footprint_max={k: smp[f"{k}_footprint"].max(0).tolist() for k in ("teacher", "student")},
-             overrides=(f"--config.data.packing=True --config.data.pack_scenes={per_pack} "
+             overrides=(f"--config.data.pack_scenes={pipe.pack.pack_scenes} "
                         f"--config.data.packed_capacity='{tuple(sizes['teacher'])}' "
                         f"--config.data.packed_student_capacity='{tuple(sizes['student'])}' "
                         f"--config.data.packed_sequence='{tuple(sizes['teacher_sequence'])}' "
@@ -284,12 +279,13 @@ _CONFIG_PATH = [""]
 def main(argv):
   del argv
   cfg = _CONFIG.value
-  if _CALIBRATE.value:  # calibration computes the packed sizes: the config need not hold them yet
+  if _CALIBRATE.value:  # calibration computes the budgets: the config need not hold them yet
     cfg = cfg.copy_and_resolve_references()
-    cfg.data.packing = False
+    for key in ("packed_capacity", "packed_student_capacity", "packed_sequence", "packed_student_sequence"):
+      cfg.data[key] = ()
   cfg = schema.validate(cfg)  # the gate, as in training: the layers below do not check the config again
   _CONFIG_PATH[0] = config_flags.get_config_filename(flags.FLAGS["config"])
-  scenes, data_name = scene_list(cfg)
+  scenes, data_name = scans.scene_list(cfg, _SPLIT.value)
   out = calibrate(cfg, scenes, data_name) if _CALIBRATE.value else measure(cfg, scenes, data_name)
   print(json.dumps(out), flush=True)
 

@@ -26,7 +26,31 @@ def shared_source(dataset: str):
   raise ValueError(f"no shared scans for dataset {dataset!r}; set --config.data.root")
 
 
-def scene_list(cfg):
+# The split of the shared scans for calibrating pack budgets on some and measuring them on others (issue 23):
+# ScanNet by room (re-scans of a room stay on one side), SemanticKITTI by sequence (the three Open3D-ML frames of
+# sequence 01 calibrate; the spvnas frame, from another sequence, is held out).
+CALIBRATION_SCANS = {"scannet": ("scene0000", "scene0002", "scene0004"), "semantickitti": ("kitti_01_",)}
+SPLITS = ("all", "calib", "heldout")
+
+
+def shared_split(scenes, dataset: str, split: str):
+  """The shared scans of `split`: 'all', 'calib' (CALIBRATION_SCANS) or 'heldout' (the others)."""
+  if split not in SPLITS:
+    raise ValueError(f"split={split!r}: expected one of {SPLITS}")
+  if split == "all":
+    return list(scenes)
+  marks = CALIBRATION_SCANS["scannet" if dataset.startswith("scannet") else dataset]
+  chosen = [s for s in scenes if any(os.path.basename(s.name).startswith(m) for m in marks) == (split == "calib")]
+  if not chosen:
+    raise ValueError(f"no shared {dataset} scans in split {split!r}")
+  return chosen
+
+
+def scene_list(cfg, split: str = "all"):
+  """(scenes, data name): the config's data when it names a folder (or synthetic data), else the shared scans
+  of `split`."""
   if cfg.data.format == "synthetic" or os.path.isdir(str(cfg.data.root)):
+    if split != "all":
+      raise ValueError("--split applies to the shared scans only (data.root is set or data is synthetic)")
     return catalog.scene_source(cfg.data, "train"), str(cfg.data.root or "synthetic")
-  return shared_source(cfg.data.dataset), f"shared:{cfg.data.dataset}"
+  return shared_split(shared_source(cfg.data.dataset), cfg.data.dataset, split), f"shared:{cfg.data.dataset}:{split}"

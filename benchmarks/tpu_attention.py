@@ -89,8 +89,6 @@ def main(argv):
   del argv
   config = schema.validate(_CONFIG.value)
   spec = spec_lib.pipeline_spec(config)
-  if spec.pack is None:
-    raise app.UsageError("the config must be packed (data.packing=True)")
   arch = variants.upstream_architecture(config.model) or variants.variant_architecture(config.model.variant)
   heads, channels, depths = arch.heads, arch.channels, arch.depths
   dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32

@@ -44,10 +44,10 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def set_packed_sizes(c: ml_collections.ConfigDict, capacity, student_capacity, sequence, student_sequence):
-  """Sets the four per-stage tuples of packed batches (one int per encoder stage): teacher and student slots
-  (data.packed_capacity, data.packed_student_capacity) and attention sequence lengths (data.packed_sequence,
-  data.packed_student_sequence), in the order `benchmarks/padding.py --calibrate` prints them. Does not switch
-  data.packing on: a config that calibrates sizes for an optional packed run keeps them off by default."""
+  """Sets the four per-stage budgets of a pack (one int per encoder stage): teacher and student slots
+  (data.packed_capacity, data.packed_student_capacity) and attention sequence positions (data.packed_sequence,
+  data.packed_student_sequence), in the order `benchmarks/padding.py --calibrate` prints them. The pipeline fills
+  each pack with as many scenes of its data.pack_scenes window as fit them."""
   c.data.packed_capacity = tuple(capacity)
   c.data.packed_student_capacity = tuple(student_capacity)
   c.data.packed_sequence = tuple(sequence)
@@ -72,7 +72,10 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.student_capacity = 512
   c.data.num_workers = 0
   c.model.variant = "tiny"
-  c.data.packing = False       # the paper configs' packed sizes are for their encoder and data, not the smoke's
+  # The paper configs' budgets are for their encoder and data, not the smoke's: one scene per pack at its
+  # per-view capacities (the per-view padded batch, as packs).
+  c.data.pack_scenes = 1
+  set_packed_sizes(c, (), (), (), ())
   c.model.head_hidden = 64
   c.model.head_dim = 32
   c.probe.steps = 20

@@ -43,7 +43,6 @@ def get_config(arg=None):
   # by this config's per-view capacities (x0.5). Before a real run: `python benchmarks/padding.py --config
   # configs/nuscenes.py --config.data.root=/data/nuscenes --scenes 16 --margin 1.1 --calibrate` and pass the
   # printed overrides (a pack that overflows shrinks its largest view: `pack_shrinks` in that command's output).
-  c.data.packing = True
   c.data.pack_scenes = 4       # scenes per device (32 over 8 GPUs)
   common.set_packed_sizes(c, capacity=(91264, 41576, 16192, 5608, 1752),
                           student_capacity=(27920, 14784, 7392, 3584, 1400),

@@ -44,7 +44,6 @@ def get_config(arg=None):
   c.data.student_capacity = 8192
   c.data.num_workers = 8
   # Packed batches (dos_jax.batching.packing): the 4 scenes x 2 views of a device in one point set per stage.
-  c.data.packing = True
   c.data.pack_scenes = 4       # scenes per device (32 over 8 GPUs)
   # Slots and attention sequence lengths per stage (teacher, student): `benchmarks/padding.py --config
   # configs/scannet.py --scenes 16 --margin 1.1 --calibrate` on the shared ScanNet scans (max of 128 balanced

@@ -29,8 +29,9 @@ def get_config(arg=None):
   c.data.mask_cell = 0.4
   c.data.capacity = 2048
   c.data.student_capacity = 1024
-  # Packed sizes (used only with --config.data.packing=True, both scenes in one pack): `benchmarks/padding.py
-  # --config configs/synthetic_tiny.py --scenes 16 --margin 1.1 --calibrate`. Packing stays off here.
+  # Both scenes of a step in one pack; budgets from `benchmarks/padding.py --config configs/synthetic_tiny.py
+  # --scenes 16 --margin 1.1 --calibrate` (every sampled pair fits: the step holds both scenes).
+  c.data.pack_scenes = 2
   common.set_packed_sizes(c, capacity=(8192, 2808, 792),
                           student_capacity=(2888, 1216, 480),
                           sequence=(8192, 3008, 960),
@@ -58,6 +59,8 @@ def get_config(arg=None):
     c.data.num_scenes = 4
     c.data.capacity = 1024
     c.data.student_capacity = 512
+    c.data.pack_scenes = 1               # one scene per pack at its per-view capacities (any device count)
+    common.set_packed_sizes(c, (), (), (), ())
     c.probe.steps = 20
     c.evals.linear_probe.every = 0   # CI: no evaluation inside training
   return common.apply_recipe(c, arg.recipe)

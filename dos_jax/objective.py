@@ -1,34 +1,30 @@
-"""The DOS objective: Zipf-Sinkhorn target softmaps and the softmap KL distillation loss.
+"""The DOS objective: Zipf-Sinkhorn target softmaps and the softmap KL distillation loss, on packed point sets.
 
-A *softmap* is, for each prototype k, a distribution over the points of one point set (one view of one scene):
-softmax over the POINT axis. The teacher's softmaps are balanced with a Sinkhorn procedure whose column marginals
-follow a Zipf prior, so prototype k receives mass w_k ∝ k^-α in the intermediate iterations; the student is
-trained to match them with a KL divergence per prototype.
+A *softmap* is, for each prototype k, a distribution over the points of one view: softmax over the POINT axis. The
+teacher's softmaps are balanced with a Sinkhorn procedure whose column marginals follow a Zipf prior, so prototype
+k receives mass w_k ∝ k^-α in the intermediate iterations; the student is trained to match them with a KL
+divergence per prototype.
 
-All functions are pure, jit-able, and vmap-able. They also accept any number of leading batch axes directly
-(`scores: f32[..., N, K]`, `valid: bool[..., N]`): the point axis is always -2 and the prototype axis -1.
+One path. Training batches are packs (`dos_jax.batching.packing`): one point axis holds several views,
+`segment: i32[N]` naming the view of each row (0..M-1; rows whose segment is outside [0, M), or not valid, belong to
+no view). Every function computes per segment: sums and log-sum-exps over points are segment reductions, sums over
+prototypes are row-wise. `packed_dos_loss` is the training loss. The DESIGN.md contract (`zipf_prior`,
+`zipf_sinkhorn`, `softmap`, `softmap_kl`, `dos_loss`) and the clustering baseline's `clustering_targets` /
+`clustering_loss` are thin one-segment forms of the same functions (a set is a pack of one view); they accept any
+number of leading batch axes (`scores: f32[..., N, K]`, `valid: bool[..., N]`).
 
-Sharded points: `zipf_sinkhorn`, `softmap`, `softmap_kl` and `clustering_*` take an optional `axis_name`. Inside
-`shard_map` with the points of each set split across that mesh axis, every sum over points becomes a psum
-(log-sum-exps use a pmax'd shift), so the result equals the unsharded one.
+Sharded points: every function takes an optional `axis_name`. Inside `shard_map` with the points of each set
+split across that mesh axis, every segment sum over points is psum'd (log-sum-exps shift by a pmax'd maximum), so
+the result equals the unsharded one.
 
-Implementation notes (float32/float64 inputs):
-  * Sinkhorn runs in the log domain on potentials, log Q_ik = s_ik + u_i + v_k, so no N x K array is written
-    inside the loop: each half-step is one fused log-sum-exp over `scores` plus a vector, shifted by a cheap upper
-    bound of its maximum (row/column maxima of `scores` computed once). If a bound is too loose for float range
-    (only for extreme score spreads), that log-sum-exp is recomputed exactly (`lax.cond`), so results never
-    depend on it.
-  * `dos_loss` uses `zipf_softmap_kl`, which reads log T straight from the potentials (no targets written out, a
-    custom VJP for the student gradient); it equals `softmap_kl(stop_gradient(zipf_sinkhorn(...)), ...)`.
-  * Padded rows may hold anything (an encoder's leftovers, even NaN or ±inf): every expression that reads an
-    N x K input selects 0 into its padded rows first (`_clean`), so no padded value reaches a valid output, the
-    loss or a gradient, and a padded entry's gradient is exactly 0. The select sits inside each fused pass (it is
-    re-built where the input is read, never stored), so it costs no N x K write; the masking that follows it stays
-    arithmetic (finite potentials, no selects).
+Numerics: log domain throughout (Sinkhorn on potentials log T = s + u + v[segment]; `lax.fori_loop`), each
+log-sum-exp over points shifted by its segment's exact maximum, so results are finite for |scores| <= 100 and
+α <= 3 and garbage in invalid rows never reaches a valid output (it is selected away before every reduction).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -61,200 +57,262 @@ def _log_zipf_prior(num_prototypes: int, alpha) -> jax.Array:
   return logits - jax.nn.logsumexp(logits)
 
 
-# Padded rows carry this finite potential instead of -inf, so exp() gives exactly 0 there while products such as
-# T * log T stay 0 * (finite) = 0 inside fused reductions, with no select over an N x K array.
-_NEG = -1e30
+def _check_iters(num_iters) -> int:
+  if not isinstance(num_iters, int) or num_iters < 0:
+    raise ValueError(f"sinkhorn_iters must be a non-negative int, got {num_iters!r}")
+  return num_iters
 
 
-def _clean(x, valid):
-  """x: f[..., N, K] with its padded rows (valid: bool[..., N] False) set to 0, by a select: a NaN or inf there
-  must not meet the arithmetic masks below (NaN * 0 = NaN), and a select passes no gradient to padded entries.
-  Call it where x is read (inside the fused pass), not once up front: a stored copy would be an N x K write."""
-  return jnp.where(valid[..., :, None], x, jnp.zeros((), x.dtype))
+# ------------------------------------------------------------------------------------------ segment reductions
+def _ids(valid: jax.Array, segment: jax.Array, num_segments: int) -> jax.Array:
+  """i32[N]: the row's segment, `num_segments` (a dropped extra segment) for invalid or out-of-range rows."""
+  ok = valid & (segment >= 0) & (segment < num_segments)
+  return jnp.where(ok, segment, num_segments).astype(jnp.int32)
 
 
-def _row_bias(valid, dtype):
-  """0 on valid rows, _NEG on padded ones: f[..., N]. Arithmetic rather than a select, so XLA:CPU can fuse its
-  broadcast into the (YNNPACK) reductions that read it instead of writing an N x K temporary."""
-  return (valid.astype(dtype) - 1) * (-_NEG)
+def _keep(ids, num_segments, ndim=2):
+  return (ids < num_segments).reshape(ids.shape + (1,) * (ndim - 1))
 
 
-def _count_valid(valid, axis_name=None):
-  n = jnp.sum(valid, axis=-1).astype(jnp.result_type(float))
-  if axis_name is not None:
-    n = lax.psum(n, axis_name)
-  return n
+def _seg_sum(x: jax.Array, ids: jax.Array, num_segments: int, axis_name=None) -> jax.Array:
+  """Σ over the rows of each segment: x f[N, ...] -> f[M, ...] (dropped rows excluded; psum over axis_name).
+  One segment (the per-set forms) is a masked dense sum: same value, no scatter."""
+  if num_segments == 1:
+    out = jnp.sum(jnp.where(_keep(ids, 1, x.ndim), x, 0), axis=0, keepdims=True)
+  else:
+    out = jax.ops.segment_sum(x, ids, num_segments=num_segments + 1)[:num_segments]
+  return out if axis_name is None else lax.psum(out, axis_name)
 
 
-def _tiny(dtype):
-  # A shifted sum-exp below this may have lost terms to underflow: fall back to the exact shift.
-  return float(jnp.finfo(dtype).tiny) * 1e8
+def _seg_max(x: jax.Array, ids: jax.Array, num_segments: int, axis_name=None) -> jax.Array:
+  """max over the rows of each segment, -inf for an empty one (pmax over axis_name)."""
+  if num_segments == 1:
+    out = jnp.max(jnp.where(_keep(ids, 1, x.ndim), x, -jnp.inf), axis=0, keepdims=True)
+  else:
+    out = jax.ops.segment_max(x, ids, num_segments=num_segments + 1)[:num_segments]
+  return out if axis_name is None else lax.pmax(out, axis_name)
 
 
-def _bounded_lse(make_x, axis, bound, check, axis_name=None):
-  """log Σ exp(x) along `axis` in ONE fused pass, shifted by a precomputed upper bound of the maximum.
+def _rows(per_segment: jax.Array, ids: jax.Array) -> jax.Array:
+  """per_segment: f[M, ...] -> f[N, ...] each row's segment value (0 for dropped rows)."""
+  if per_segment.shape[0] == 1:
+    return jnp.where(_keep(ids, 1, per_segment.ndim), per_segment[0], 0)
+  padded = jnp.concatenate([per_segment, jnp.zeros((1,) + per_segment.shape[1:], per_segment.dtype)])
+  return padded[ids]
 
-  The usual two-pass log-sum-exp (max, then sum-exp) makes XLA materialise the N x K operand that both passes
-  read; with a cheap bound (built from per-row/column maxima computed once) the sum-exp is a single fusion that
-  never writes N x K. Terms are <= 1 so nothing overflows; if the bound was too loose (some checked sum fell
-  below `_tiny`, possible only for extreme score ranges), the exact two-pass version is used instead (`lax.cond`,
-  decided jointly across `axis_name`), so results never depend on the bound.
 
-  Args:
-    make_x: () -> f[..., N, K] the operand expression (re-built inside each branch, fused by XLA).
-    axis: -2 (points; psum'd over `axis_name`) or -1 (prototypes).
-    bound: f[...] (shape of the reduction output), >= the true maximum wherever `check` holds.
-    check: bool broadcastable to the output: entries that must be accurate (empty sets / padded rows excluded).
-    axis_name: mesh axis sharding the points (only for axis=-2), or None.
+def _segment_lse(x: jax.Array, ids: jax.Array, num_segments: int, axis_name=None) -> jax.Array:
+  """log Σ_{rows i of segment m} exp(x_ik): f[M, K], 0 for an empty segment. Dropped rows are excluded before
+  the exp, so any value there (inf, nan) is ignored."""
+  x = jnp.where(_keep(ids, num_segments), x, -jnp.inf)
+  m = lax.stop_gradient(_seg_max(x, ids, num_segments, axis_name))
+  m = jnp.where(jnp.isfinite(m), m, 0.0)
+  total = _seg_sum(jnp.exp(x - _rows(m, ids)), ids, num_segments, axis_name)
+  return m + jnp.log(jnp.where(total > 0, total, 1.0))
 
-  Returns:
-    f[...] log-sum-exp; entries whose sum is 0 (empty) give `bound`.
+
+def _counts(ids, num_segments, dtype, axis_name=None):
+  return _seg_sum(jnp.ones(ids.shape, dtype), ids, num_segments, axis_name)
+
+
+# ------------------------------------------------------------------------------------ per-segment functions
+def segment_softmap(scores: jax.Array, valid: jax.Array, segment: jax.Array, num_segments: int,
+                    *, axis_name: Optional[str] = None) -> jax.Array:
+  """Softmax over each segment's valid rows, per prototype: f32[N, K], 0 at rows of no segment."""
+  ids = _ids(valid, segment, num_segments)
+  lse = _segment_lse(scores, ids, num_segments, axis_name)
+  return jnp.where(_keep(ids, num_segments), jnp.exp(scores - _rows(lse, ids)), 0.0)
+
+
+def _sinkhorn_potentials(scores, ids, num_segments, log_col_mass, num_iters, axis_name):
+  """Log-domain Sinkhorn per segment (the DESIGN.md schedule: rows -> 1/N_valid, columns -> exp(log_col_mass),
+  `num_iters` times, then every column to total 1). The initial "total mass 1" normalization is a constant the
+  first row step removes, and the last iteration's column step is overridden by the final one, so both are
+  skipped: identical result, two fewer passes.
+
+  Returns u: f[N] (0 on dropped rows), v: f[M, K]; log T = scores + u[:, None] + v[segment].
   """
-  bound = lax.stop_gradient(bound)
-  x = make_x()
-  total = jnp.sum(jnp.exp(x - jnp.expand_dims(bound, axis)), axis=axis)
-  if axis_name is not None:
-    total = lax.psum(total, axis_name)
-  bad = jnp.any(check & (total < _tiny(x.dtype)))
-  if axis_name is not None:
-    bad = lax.psum(bad.astype(jnp.int32), axis_name) > 0
-
-  def exact():
-    x = make_x()
-    m = lax.stop_gradient(jnp.max(x, axis=axis))
-    if axis_name is not None:
-      m = lax.pmax(m, axis_name)
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
-    t = jnp.sum(jnp.exp(x - jnp.expand_dims(m, axis)), axis=axis)
-    if axis_name is not None:
-      t = lax.psum(t, axis_name)
-    return m + jnp.log(jnp.where(t > 0, t, 1.0))
-
-  return lax.cond(bad, exact, lambda: bound + jnp.log(jnp.where(total > 0, total, 1.0)))
-
-
-class _Set:
-  """Per-set quantities every Sinkhorn step reuses: validity, counts and the maxima of `scores` (one pass each)."""
-
-  def __init__(self, scores, valid, axis_name):
-    self.raw, self.valid, self.axis_name = scores, valid, axis_name
-    dtype = scores.dtype
-    self.count = _count_valid(valid, axis_name)
-    self.nonempty = self.count > 0                                       # [...]
-    self.log_n = jnp.log(jnp.maximum(self.count, 1.0)).astype(dtype)
-    s = lax.stop_gradient(self.scores)
-    self.row_max = jnp.max(s, axis=-1)                                   # [..., N]
-    # Over ALL rows: an upper bound of the valid rows' maximum that needs no mask (padding rarely holds the
-    # maximum; if it is far above the valid scores, `_bounded_lse` falls back to the exact shift).
-    col_max = jnp.max(s, axis=-2)                                        # [..., K]
-    if axis_name is not None:
-      col_max = lax.pmax(col_max, axis_name)
-    # Float masks instead of selects on vectors that get broadcast to N x K: XLA:CPU materialises broadcasts of
-    # select results rather than fusing them into its reductions.
-    self.nonempty_f = self.nonempty.astype(dtype)
-    self.col_max = col_max * self.nonempty_f[..., None]
-
-  @property
-  def scores(self):
-    """The scores with padded rows 0: f[..., N, K], a fresh (fusible) expression at every use."""
-    return _clean(self.raw, self.valid)
-
-  def lse_points(self, u):
-    """log Σ_{valid i} exp(scores_ik + u_i): f[..., K] (0 for an empty set); u holds _NEG on padded rows."""
-    u_max = jnp.max(u, axis=-1)
-    if self.axis_name is not None:
-      u_max = lax.pmax(u_max, self.axis_name)
-    bound = (self.col_max + u_max[..., None]) * self.nonempty_f[..., None]
-    check = jnp.broadcast_to(self.nonempty[..., None], bound.shape)
-    lse = _bounded_lse(lambda: self.scores + u[..., :, None], -2, bound, check, self.axis_name)
-    return lse * self.nonempty_f[..., None]
-
-  def lse_protos(self, v):
-    """log Σ_k exp(scores_ik + v_k): f[..., N] (rows are never sharded: no collective)."""
-    bound = self.row_max + jnp.max(v, axis=-1)[..., None]
-    return _bounded_lse(lambda: self.scores + v[..., None, :], -1, bound, self.valid)
-
-  def masked_rows(self, u):
-    return jnp.where(self.valid, u, _NEG)
-
-
-def _sinkhorn_potentials(st: _Set, log_col_mass, num_iters):
-  """Log-domain Sinkhorn on potentials; log Q = scores + u[..., :, None] + v[..., None, :].
-
-  Runs the DESIGN.md schedule: rows -> 1/N_valid, columns -> exp(log_col_mass), `num_iters` times, then every
-  column to total 1. The initial "total mass 1" normalization is a global constant that the first row step
-  removes, and the last iteration's column step is overridden by the final column step (each column scaling
-  only resets v), so both are skipped: the result is identical, with two fewer passes over `scores`.
-
-  Returns:
-    u: f[..., N] (_NEG on padded rows), v: f[..., K].
-  """
-  dtype = st.scores.dtype
-  log_col_mass = log_col_mass.astype(dtype)
+  dtype = scores.dtype
+  keep = ids < num_segments
+  log_n = _rows(jnp.log(jnp.maximum(_counts(ids, num_segments, dtype, axis_name), 1.0)), ids)
+  k = scores.shape[-1]
 
   def row_step(v):
-    return st.masked_rows(-st.log_n[..., None] - st.lse_protos(v))
+    u = -log_n - jax.nn.logsumexp(jnp.where(keep[:, None], scores, 0.0) + _rows(v, ids), axis=-1)
+    return jnp.where(keep, u, 0.0)
 
   def col_step(u, log_mass):
-    return log_mass - st.lse_points(u)
+    return log_mass - _segment_lse(scores + u[:, None], ids, num_segments, axis_name)
 
+  log_col_mass = jnp.broadcast_to(log_col_mass.astype(dtype), (num_segments, k))
   if num_iters == 0:
-    u = st.masked_rows(jnp.zeros(st.valid.shape, dtype))
+    u = jnp.where(keep, 0.0, 0.0).astype(dtype)
   else:
-    u = row_step(jnp.zeros(st.scores.shape[:-2] + st.scores.shape[-1:], dtype))
+    u = row_step(jnp.zeros((num_segments, k), dtype))
     u = lax.fori_loop(0, num_iters - 1, lambda _, u: row_step(col_step(u, log_col_mass)), u)
   v = col_step(u, jnp.zeros((), dtype))
   return u, v
 
 
-def _clustering_potentials(st: _Set, num_iters):
-  """Transposed Sinkhorn-Knopp for the clustering baseline (SwAV/DINO schedule).
+def segment_zipf_sinkhorn(scores: jax.Array, valid: jax.Array, segment: jax.Array, num_segments: int,
+                          alpha: float, num_iters: int = 3, *, axis_name: Optional[str] = None) -> jax.Array:
+  """Zipf-Sinkhorn targets per segment: f32[N, K], each column of each segment a distribution over that
+  segment's valid rows; rows of no segment exactly 0."""
+  num_iters = _check_iters(num_iters)
+  ids = _ids(valid, segment, num_segments)
+  log_w = _log_zipf_prior(scores.shape[-1], alpha)
+  u, v = _sinkhorn_potentials(scores, ids, num_segments, log_w, num_iters, axis_name)
+  keep = _keep(ids, num_segments)
+  return jnp.where(keep, jnp.exp(jnp.where(keep, scores, 0.0) + u[:, None] + _rows(v, ids)), 0.0)
 
-  Repeat `num_iters` times: columns -> 1/K, rows -> 1/N_valid; then rows to 1. As in `_sinkhorn_potentials`,
-  the last row scaling is replaced by the final one (a row scaling only resets u).
 
-  Returns:
-    u: f[..., N] (_NEG on padded rows), v: f[..., K]; log targets = scores + u + v, rows sum to 1.
-  """
-  dtype = st.scores.dtype
-  log_k = jnp.log(jnp.asarray(st.scores.shape[-1], dtype))
+def segment_softmap_kl(target: jax.Array, student_scores: jax.Array, valid: jax.Array, segment: jax.Array,
+                       num_segments: int, *, axis_name: Optional[str] = None) -> jax.Array:
+  """f32[M]: (1/K) Σ_k KL(target[seg, k] ‖ softmap(student)[seg, k]) per segment (0 for an empty one)."""
+  ids = _ids(valid, segment, num_segments)
+  keep = _keep(ids, num_segments)
+  lse = _segment_lse(student_scores, ids, num_segments, axis_name)
+  log_p = jnp.where(keep, student_scores, 0.0) - _rows(lse, ids)
+  target = jnp.where(keep, target, 0.0)
+  terms = jnp.where(keep, jax.scipy.special.xlogy(target, target) - target * log_p, 0.0)
+  return _seg_sum(jnp.sum(terms, axis=-1), ids, num_segments, axis_name) / student_scores.shape[-1]
+
+
+def segment_clustering_targets(scores: jax.Array, valid: jax.Array, segment: jax.Array, num_segments: int,
+                               num_iters: int = 3, *, axis_name: Optional[str] = None) -> jax.Array:
+  """Uniform Sinkhorn-Knopp targets of the clustering baseline per segment (SwAV/DINO schedule: `num_iters`
+  times columns -> 1/K, rows -> 1/N_valid, then rows to 1; the last row scaling is replaced by the final one).
+  f32[N, K]: each valid row a distribution over prototypes, rows of no segment 0."""
+  num_iters = _check_iters(num_iters)
+  ids = _ids(valid, segment, num_segments)
+  keep = ids < num_segments
+  dtype = scores.dtype
+  k = scores.shape[-1]
+  log_k = jnp.log(jnp.asarray(k, dtype))
+  log_n = _rows(jnp.log(jnp.maximum(_counts(ids, num_segments, dtype, axis_name), 1.0)), ids)
+  safe = jnp.where(keep[:, None], scores, 0.0)
 
   def col_step(u):
-    return -log_k - st.lse_points(u)
+    return -log_k - _segment_lse(safe + u[:, None], ids, num_segments, axis_name)
 
   def row_step(v, log_mass):
-    return st.masked_rows(log_mass - st.lse_protos(v))
+    return jnp.where(keep, log_mass - jax.nn.logsumexp(safe + _rows(v, ids), axis=-1), 0.0)
 
-  u = st.masked_rows(jnp.zeros(st.valid.shape, dtype))
+  u = jnp.where(keep, 0.0, 0.0).astype(dtype)  # derived from the rows: varying like them inside shard_map
   if num_iters > 0:
-    u = lax.fori_loop(0, num_iters - 1, lambda _, u: row_step(col_step(u), -st.log_n[..., None]), u)
+    u = lax.fori_loop(0, num_iters - 1, lambda _, u: row_step(col_step(u), -log_n), u)
     v = col_step(u)
   else:
-    v = jnp.zeros(st.scores.shape[:-2] + st.scores.shape[-1:], dtype)
+    v = jnp.zeros((num_segments, k), dtype)
   u = row_step(v, jnp.zeros((), dtype))
-  return u, v
+  return jnp.where(keep[:, None], jnp.exp(safe + u[:, None] + _rows(v, ids)), 0.0)
 
 
-def _log_targets(scores, u, v):
-  return scores + u[..., :, None] + v[..., None, :]
+def segment_clustering_loss(target: jax.Array, student_scores: jax.Array, valid: jax.Array, segment: jax.Array,
+                            num_segments: int, *, axis_name: Optional[str] = None) -> jax.Array:
+  """f32[M]: per segment, the mean over its valid rows of -Σ_k target log softmax_k(student) (0 when empty)."""
+  ids = _ids(valid, segment, num_segments)
+  keep = ids < num_segments
+  log_p = jax.nn.log_softmax(jnp.where(keep[:, None], student_scores, 0.0), axis=-1)
+  ce = jnp.where(keep, -jnp.sum(jnp.where(keep[:, None], target, 0.0) * log_p, axis=-1), 0.0)
+  n = _counts(ids, num_segments, student_scores.dtype, axis_name)
+  return _seg_sum(ce, ids, num_segments, axis_name) / jnp.maximum(n, 1.0)
 
 
-def _student_lse(student_scores, valid, axis_name=None):
-  """log Σ_{valid i} exp(student_ik) over points: f[..., K] (0 for an empty set)."""
-  return _Set(student_scores, valid, axis_name).lse_points(_row_bias(valid, student_scores.dtype))
+def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
+  """x: f[N, K], index: i32[M'] with sentinel N -> f[M', K] (sentinel rows gather zeros)."""
+  return jnp.pad(x, ((0, 1), (0, 0)))[index]
+
+
+def packed_dos_loss(student_cos: jax.Array, teacher_cos: jax.Array, target_index: jax.Array,
+                    target_valid: jax.Array, cross_index: jax.Array, cross_valid: jax.Array,
+                    student_valid: jax.Array, segment: jax.Array, view_valid: jax.Array, *, teacher_temp,
+                    student_temp, alpha, num_iters: int = 3, normalization: str = "softmap",
+                    cross_view: bool = True, axis_name: Optional[str] = None) -> Tuple[jax.Array, Dict[str, Any]]:
+  """The DOS distillation loss of a batch of packs (THE training loss; `dos_loss` is its one-view-per-set form).
+
+  For each view m of each pack: the teacher logits (cos / τ_T) gathered at the student's target points (the same
+  view's teacher slots, `target_index`) are balanced per view by Zipf-Sinkhorn into target softmaps, and the
+  same-view term is the view's softmap KL against the student (cos / τ_S). The cross-view term does the same with
+  `cross_index` (the nearest point of the scene's other view in the same pack). Terms are weighted 1/2 each when
+  `cross_view`, else the same-view term alone. Under normalization='clustering' the targets are per-point
+  uniform Sinkhorn-Knopp distributions over prototypes and the term is their cross-entropy (the baseline).
+  Teacher targets carry no gradient.
+
+  Normalization: each term is the MEAN over the real views of the batch (`view_valid`) of the per-view values:
+  every view weighs the same whatever its size and however many views a step holds (packs filled by budget hold
+  a varying number), as the per-view batch always did, so the gradient scale does not depend on the fill.
+
+  Args:
+    student_cos: f32[G, Ns, K] (G packs). teacher_cos: f32[G, Nt, K].
+    target_index / cross_index: i32[G, Ns] slot in the pack's teacher set (sentinel Nt).
+    target_valid / cross_valid / student_valid: bool[G, Ns].
+    segment: i32[G, Ns] view of each student row within its pack (0..M-1; M or more = padding).
+    view_valid: bool[G, M] real views (M static).
+    teacher_temp: τ_T (may be traced). student_temp: τ_S. alpha: Zipf exponent. num_iters: static.
+    normalization: 'softmap' (DOS) or 'clustering'. cross_view: include the cross-view term (static).
+    axis_name: mesh axis sharding the student rows of each pack (inside shard_map), or None.
+
+  Returns:
+    (loss f32[], aux): 'loss_same', 'loss_cross' (f32[], 0 without cross_view), 'views' (f32[] real views),
+    'loss_per_view' f32[G, M] (same-view term, 0 at empty views), and for `prototype_diagnostics`
+    'teacher_logits' / 'targets' f32[G, Ns, K] (same view) and 'valid' bool[G, Ns].
+  """
+  if normalization not in NORMALIZATIONS:
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+  num_segments = view_valid.shape[-1]
+  student_logits = student_cos / student_temp
+  teacher_logits_all = lax.stop_gradient(teacher_cos) / teacher_temp
+  view_w = view_valid.astype(student_logits.dtype)
+  views = jnp.sum(view_w)
+
+  def per_pack(t, s, ok, seg):
+    if normalization == "softmap":
+      targets = lax.stop_gradient(segment_zipf_sinkhorn(t, ok, seg, num_segments, alpha, num_iters,
+                                                        axis_name=axis_name))
+      return segment_softmap_kl(targets, s, ok, seg, num_segments, axis_name=axis_name), targets
+    targets = lax.stop_gradient(segment_clustering_targets(t, ok, seg, num_segments, num_iters,
+                                                           axis_name=axis_name))
+    return segment_clustering_loss(targets, s, ok, seg, num_segments, axis_name=axis_name), targets
+
+  def one_term(index, valid):
+    logits = jax.vmap(_gather)(teacher_logits_all, index)
+    valid = valid & student_valid
+    per_view, targets = jax.vmap(per_pack)(logits, student_logits, valid, segment)
+    return per_view * view_w, logits, targets, valid
+
+  same, logits_same, targets_same, valid_same = one_term(target_index, target_valid)
+  loss_same = jnp.sum(same) / jnp.maximum(views, 1.0)
+  if cross_view:
+    loss_cross = jnp.sum(one_term(cross_index, cross_valid)[0]) / jnp.maximum(views, 1.0)
+    loss = 0.5 * (loss_same + loss_cross)
+  else:
+    loss_cross = jnp.zeros((), loss_same.dtype)
+    loss = loss_same
+  aux = dict(loss_same=loss_same, loss_cross=loss_cross, views=views, loss_per_view=same,
+             teacher_logits=logits_same, targets=targets_same, valid=valid_same)
+  return loss, aux
+
+
+# ------------------------------------------------------------------- per-set forms (one view = one segment)
+def _per_set(fn, *arrays, axis_name=None):
+  """fn(*one-set arrays, segment, 1) over any leading axes of `arrays` ([..., N, ...])."""
+  lead = arrays[0].shape[:-2]  # arrays[0] is always f[..., N, K]
+  n = arrays[0].shape[-2]
+  flat = [a.reshape((-1,) + a.shape[len(lead):]) for a in arrays]
+  one = functools.partial(fn, axis_name=axis_name)
+  out = jax.vmap(lambda *xs: one(*xs, jnp.zeros((n,), jnp.int32), 1))(*flat)
+  return out.reshape(lead + out.shape[1:])
 
 
 def zipf_sinkhorn(scores: jax.Array, valid: jax.Array, alpha: float, num_iters: int = 3,
                   *, axis_name: Optional[str] = None) -> jax.Array:
-  """Zipf-Sinkhorn target softmaps (DESIGN.md contract).
+  """Zipf-Sinkhorn target softmaps (DESIGN.md contract): `segment_zipf_sinkhorn` of one set.
 
   Start from Q = exp(scores) on valid rows (total mass 1); repeat `num_iters` times: (a) scale rows so each valid
   point has mass 1/N_valid, (b) scale columns so column k has mass w_k = zipf_prior(K, α)[k]; finally scale each
-  column to sum to 1. Runs in the log domain (finite for |scores| <= 100 and α <= 3).
-
-  The result is differentiable (the loop is a `fori_loop` with a static trip count), but the objective never
-  needs that: `dos_loss` applies `lax.stop_gradient` to the teacher logits. Callers using this directly should
-  wrap the output in `lax.stop_gradient` when it is a target.
+  column to sum to 1. Log domain, `lax.fori_loop` (finite for |scores| <= 100 and α <= 3). Differentiable, but a
+  target: wrap it in `lax.stop_gradient` (the losses do).
 
   Args:
     scores: f32[..., N, K] teacher logits (cosine / τ_T).
@@ -266,15 +324,12 @@ def zipf_sinkhorn(scores: jax.Array, valid: jax.Array, alpha: float, num_iters: 
   Returns:
     f32[..., N, K]: every column is a distribution over the valid points (sums to 1 across all shards).
   """
-  num_iters = _check_iters(num_iters)
-  log_w = _log_zipf_prior(scores.shape[-1], alpha)
-  st = _Set(scores, valid, axis_name)
-  u, v = _sinkhorn_potentials(st, log_w, num_iters)
-  return jnp.where(valid[..., :, None], jnp.exp(_log_targets(st.scores, u, v)), 0.0)
+  fn = lambda s, v, seg, m, axis_name: segment_zipf_sinkhorn(s, v, seg, m, alpha, num_iters, axis_name=axis_name)
+  return _per_set(fn, scores, valid, axis_name=axis_name)
 
 
 def softmap(scores: jax.Array, valid: jax.Array, *, axis_name: Optional[str] = None) -> jax.Array:
-  """Softmax over the POINT axis for each prototype (the student's prediction).
+  """Softmax over the POINT axis for each prototype (the student's prediction; DESIGN.md contract).
 
   Args:
     scores: f32[..., N, K] logits already divided by τ_S.
@@ -284,13 +339,12 @@ def softmap(scores: jax.Array, valid: jax.Array, *, axis_name: Optional[str] = N
   Returns:
     f32[..., N, K], each column sums to 1 over the valid points.
   """
-  lse = _student_lse(scores, valid, axis_name)
-  return jnp.where(valid[..., :, None], jnp.exp(_clean(scores, valid) - lse[..., None, :]), 0.0)
+  return _per_set(segment_softmap, scores, valid, axis_name=axis_name)
 
 
 def softmap_kl(target: jax.Array, student_scores: jax.Array, valid: jax.Array,
                *, axis_name: Optional[str] = None) -> jax.Array:
-  """(1/K) Σ_k KL(target[:, k] ‖ softmap(student_scores, valid)[:, k]), via log-softmax, 0·log 0 = 0.
+  """(1/K) Σ_k KL(target[:, k] ‖ softmap(student_scores, valid)[:, k]), via log-softmax, 0·log 0 = 0 (contract).
 
   Args:
     target: f32[..., N, K] target softmaps (columns sum to 1 over valid points; padded rows ignored).
@@ -301,208 +355,78 @@ def softmap_kl(target: jax.Array, student_scores: jax.Array, valid: jax.Array,
   Returns:
     f32[...] (a scalar for one set). A set with no valid point contributes 0.
   """
-  lse = _student_lse(student_scores, valid, axis_name)
-  log_p = _clean(student_scores, valid) - lse[..., None, :]
-  target = _clean(target, valid)
-  terms = jnp.where(valid[..., :, None], jax.scipy.special.xlogy(target, target) - target * log_p, 0.0)
-  kl = jnp.sum(terms, axis=(-2, -1))
-  if axis_name is not None:
-    kl = lax.psum(kl, axis_name)
-  return kl / student_scores.shape[-1]
-
-
-def clustering_targets(scores: jax.Array, valid: jax.Array, num_iters: int = 3,
-                       *, axis_name: Optional[str] = None) -> jax.Array:
-  """Uniform Sinkhorn-Knopp targets of the 'clustering' baseline (DINO/Sonata style).
-
-  Each valid POINT gets a distribution over prototypes; the iterations balance prototype usage to 1/K.
-  Schedule (SwAV/DINO): repeat `num_iters` times: columns -> 1/K, rows -> 1/N_valid; then rows to sum 1.
-
-  Args:
-    scores: f32[..., N, K] teacher logits (cosine / τ_T).
-    valid: bool[..., N].
-    num_iters: static int >= 0.
-    axis_name: mesh axis over which points are sharded, or None.
-
-  Returns:
-    f32[..., N, K]: rows of valid points sum to 1 over prototypes, padded rows exactly 0.
-  """
-  num_iters = _check_iters(num_iters)
-  st = _Set(scores, valid, axis_name)
-  u, v = _clustering_potentials(st, num_iters)
-  return jnp.where(valid[..., :, None], jnp.exp(_log_targets(st.scores, u, v)), 0.0)
-
-
-def clustering_loss(target: jax.Array, student_scores: jax.Array, valid: jax.Array,
-                    *, axis_name: Optional[str] = None) -> jax.Array:
-  """Cross-entropy of per-point prototype distributions, averaged over valid points.
-
-  Args:
-    target: f32[..., N, K] per-point distributions over prototypes.
-    student_scores: f32[..., N, K] student logits (softmax over prototypes per point).
-    valid: bool[..., N].
-    axis_name: mesh axis over which points are sharded, or None.
-
-  Returns:
-    f32[...]: mean over valid points of -Σ_k target log softmax_k(student); 0 for an empty set.
-  """
-  log_p = jax.nn.log_softmax(_clean(student_scores, valid), axis=-1)
-  ce = jnp.sum(jnp.where(valid[..., :, None], -_clean(target, valid) * log_p, 0.0), axis=(-2, -1))
-  n = _count_valid(valid, None)
-  if axis_name is not None:
-    ce, n = lax.psum(ce, axis_name), lax.psum(n, axis_name)
-  return ce / jnp.maximum(n, 1.0)
+  return _per_set(segment_softmap_kl, target, student_scores, valid, axis_name=axis_name)[..., 0]
 
 
 def zipf_softmap_kl(teacher_scores: jax.Array, student_scores: jax.Array, valid: jax.Array, alpha: float,
                     num_iters: int = 3, *, axis_name: Optional[str] = None) -> Tuple[jax.Array, jax.Array]:
-  """Fused `softmap_kl(stop_gradient(zipf_sinkhorn(teacher, valid, α)), student, valid)`: what `dos_loss` runs.
+  """`softmap_kl(stop_gradient(zipf_sinkhorn(teacher, valid, α)), student, valid)`: (kl f32[...], targets
+  f32[..., N, K]), what one view's DOS term computes."""
+  targets = lax.stop_gradient(zipf_sinkhorn(lax.stop_gradient(teacher_scores), valid, alpha, num_iters,
+                                            axis_name=axis_name))
+  return softmap_kl(targets, student_scores, valid, axis_name=axis_name), targets
 
-  Same value and student gradient as the composition, but the targets are never written out: the KL reads
-  log T = teacher + u + v straight from the Sinkhorn potentials, so the whole computation is a few fused passes
-  over the two N x K inputs (no log of T, no N x K temporaries).
 
-  Args:
-    teacher_scores: f32[..., N, K] teacher logits (no gradient flows into them).
-    student_scores: f32[..., N, K] student logits.
-    valid: bool[..., N].
-    alpha, num_iters, axis_name: as in `zipf_sinkhorn`.
+def clustering_targets(scores: jax.Array, valid: jax.Array, num_iters: int = 3,
+                       *, axis_name: Optional[str] = None) -> jax.Array:
+  """Uniform Sinkhorn-Knopp targets of the 'clustering' baseline (DINO/Sonata style), one set per leading index.
 
-  Returns:
-    kl: f32[...]; targets: f32[..., N, K] (= zipf_sinkhorn(...); unused outputs cost nothing under jit).
+  Returns f32[..., N, K]: rows of valid points sum to 1 over prototypes, padded rows exactly 0.
   """
-  num_iters = _check_iters(num_iters)
-  teacher_scores = lax.stop_gradient(teacher_scores)
-  log_w = _log_zipf_prior(teacher_scores.shape[-1], alpha)
-  st = _Set(teacher_scores, valid, axis_name)
-  u, v = _sinkhorn_potentials(st, log_w, num_iters)
-  if axis_name is None:
-    kl = _kl_from_potentials(student_scores, teacher_scores, u, v, valid)
-  else:
-    kl = lax.psum(_kl_value(student_scores, teacher_scores, u, v, valid, axis_name)[0], axis_name)
-  targets = jnp.where(valid[..., :, None], jnp.exp(_log_targets(st.scores, u, v)), 0.0)
-  return kl / student_scores.shape[-1], targets
+  fn = lambda s, v, seg, m, axis_name: segment_clustering_targets(s, v, seg, m, num_iters, axis_name=axis_name)
+  return _per_set(fn, scores, valid, axis_name=axis_name)
 
 
-def _kl_value(student, teacher, u, v, valid, axis_name=None):
-  """Σ_ik T_ik (log T_ik - log P_ik) with log T = teacher + u + v and P = softmap(student): (f[...], lse)."""
-  lse = _student_lse(student, valid, axis_name)
-  log_t = _log_targets(_clean(teacher, valid), u, v)
-  # Padded rows: log_t ~ _NEG (finite), so exp(log_t) = 0 and their terms are exactly 0 without another select.
-  return jnp.sum(jnp.exp(log_t) * (log_t - _clean(student, valid) + lse[..., None, :]), axis=(-2, -1)), lse
-
-
-@jax.custom_vjp
-def _kl_from_potentials(student, teacher, u, v, valid):
-  return _kl_value(student, teacher, u, v, valid)[0]
-
-
-def _kl_fwd(student, teacher, u, v, valid):
-  kl, lse = _kl_value(student, teacher, u, v, valid)
-  return kl, (student, teacher, u, v, valid, lse)
-
-
-def _kl_bwd(res, g):
-  # d/ds_ik Σ T (log T - log P) = P_ik Σ_i T_ik - T_ik, and Σ_i T_ik = 1 for every column of a non-empty set (the
-  # final Sinkhorn step normalises it), so the gradient is one fused elementwise pass with no N x K residuals.
-  # Targets are constants here (dos_loss stops their gradient), so the teacher side gets zero cotangents.
-  student, teacher, u, v, valid, lse = res
-  nonempty = jnp.any(valid, axis=-1).astype(student.dtype)[..., None]
-  # Operands are associated differently from the forward pass on purpose: XLA would otherwise CSE them with the
-  # forward expressions and write them out as shared N x K temporaries.
-  # The row bias zeroes padded rows inside the exp (as the forward pass does): multiplying exp(student - lse) by
-  # the mask instead overflows to inf * 0 = NaN when a padded logit sits ~88 above the valid ones.
-  p = jnp.exp(_clean(student, valid) + _row_bias(valid, student.dtype)[..., :, None] - lse[..., None, :])
-  p = p * nonempty[..., None]
-  log_t = (_clean(teacher, valid) + v[..., None, :]) + u[..., :, None]
-  grad = g[..., None, None] * (p - jnp.exp(log_t))
-  return grad, jnp.zeros_like(teacher), jnp.zeros_like(u), jnp.zeros_like(v), None
-
-
-_kl_from_potentials.defvjp(_kl_fwd, _kl_bwd)
-
-
-def _check_iters(num_iters) -> int:
-  if not isinstance(num_iters, int) or num_iters < 0:
-    raise ValueError(f"sinkhorn_iters must be a non-negative int, got {num_iters!r}")
-  return num_iters
-
-
-def _gather_points(x, index):
-  """x: f[..., N, K], index: i32[..., M] with sentinel N -> f[..., M, K] (sentinel rows gather zeros)."""
-  pad = [(0, 0)] * (x.ndim - 2) + [(0, 1), (0, 0)]
-  x = jnp.pad(x, pad)
-  return jnp.take_along_axis(x, index[..., None], axis=-2, mode="clip")
+def clustering_loss(target: jax.Array, student_scores: jax.Array, valid: jax.Array,
+                    *, axis_name: Optional[str] = None) -> jax.Array:
+  """Cross-entropy of per-point prototype distributions, averaged over valid points: f32[...] (0 for an empty
+  set)."""
+  return _per_set(segment_clustering_loss, target, student_scores, valid, axis_name=axis_name)[..., 0]
 
 
 def dos_loss(student_cos: jax.Array, teacher_cos: jax.Array, target_index: jax.Array, target_valid: jax.Array,
              cross_index: jax.Array, cross_valid: jax.Array, student_valid: jax.Array, *, teacher_temp,
              student_temp, alpha, num_iters: int = 3, normalization: str = "softmap", cross_view: bool = True,
              axis_name: Optional[str] = None) -> Tuple[jax.Array, Dict[str, Any]]:
-  """The DOS distillation loss for one batch of B scenes x V views.
+  """The DOS loss of B scenes x V views given per view: `packed_dos_loss` with scene b as a pack of V segments.
 
-  For view v: the teacher logits (cos / τ_T) of view v gathered at the student's target points are balanced by
-  Zipf-Sinkhorn over those points (valid = target_valid) into target softmaps; the same-view term is
-  `softmap_kl(target, student_cos / τ_S, valid)`. The cross-view term does the same with the teacher of view
-  1 - v gathered at `cross_index` (valid = cross_valid). Terms are weighted 1/2 each when `cross_view`, else the
-  same-view term alone, and averaged over B and V. Teacher targets carry no gradient.
-
-  Under normalization='clustering' the targets are `clustering_targets` (per-point distributions over
-  prototypes) and each term is `clustering_loss` instead.
+  Same terms as `packed_dos_loss`; the cross-view term of view v uses the teacher of view (v + 1) mod V (the other
+  view when V == 2, which cross_view requires). Averaged over B and V.
 
   Args:
-    student_cos: f32[B, V, Ns, K] cosine between student features and prototypes.
-    teacher_cos: f32[B, V, Nt, K] cosine between teacher features and (teacher) prototypes.
+    student_cos: f32[B, V, Ns, K]; teacher_cos: f32[B, V, Nt, K].
     target_index: i32[B, V, Ns] slot in the same view's teacher set, sentinel Nt.
-    target_valid: bool[B, V, Ns] points that receive a same-view target.
+    target_valid, cross_valid, student_valid: bool[B, V, Ns].
     cross_index: i32[B, V, Ns] slot in the other view's teacher set, sentinel Nt.
-    cross_valid: bool[B, V, Ns] points with a cross-view match.
-    student_valid: bool[B, V, Ns] real student points (target/cross validity is intersected with it).
-    teacher_temp: τ_T (scalar, may be traced, e.g. a warm-up schedule).
-    student_temp: τ_S.
-    alpha: Zipf exponent.
-    num_iters: Sinkhorn iterations (static).
-    normalization: 'softmap' (DOS) or 'clustering' (baseline).
-    cross_view: include the cross-view term (static; needs V == 2).
-    axis_name: when the Ns student points of each set are sharded across this mesh axis (inside shard_map),
-      the student arrays and index arrays hold this device's slice, while `teacher_cos` holds the full teacher
-      set on every device; sums over points then become psums.
+    teacher_temp, student_temp, alpha, num_iters, normalization, cross_view: as `packed_dos_loss`.
+    axis_name: when the Ns student points of each set are sharded across this mesh axis (inside shard_map), the
+      student and index arrays hold this device's slice and `teacher_cos` the full teacher sets.
 
   Returns:
-    loss: f32[] scalar.
-    aux: dict with 'loss_same', 'loss_cross' (f32[], 0 without cross_view) and, for `prototype_diagnostics`,
-      'teacher_logits' (f32[B, V, Ns, K], gathered same-view teacher logits), 'targets' (f32[B, V, Ns, K]) and
-      'valid' (bool[B, V, Ns]). Unused aux entries are dead code under jit.
+    (loss f32[], aux) as `packed_dos_loss`, with 'teacher_logits' / 'targets' f32[B, V, Ns, K] and 'valid'
+    bool[B, V, Ns].
   """
-  if normalization not in NORMALIZATIONS:
-    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
   if student_cos.ndim != 4 or teacher_cos.ndim != 4:
     raise ValueError(f"dos_loss expects [B, V, N, K] cosines, got student {student_cos.shape} and "
-                             f"teacher {teacher_cos.shape}")
-  num_views = student_cos.shape[1]
-  if cross_view and num_views != 2:
-    raise ValueError(f"cross_view=True needs data.num_views == 2, got {num_views} views")
+                     f"teacher {teacher_cos.shape}")
+  b, v, ns, k = student_cos.shape
+  nt = teacher_cos.shape[2]
+  if cross_view and v != 2:
+    raise ValueError(f"cross_view=True needs data.num_views == 2, got {v} views")
 
-  student_logits = student_cos / student_temp
-  teacher_logits_all = lax.stop_gradient(teacher_cos) / teacher_temp
+  def to_pack(index, view_of):
+    shifted = index + (view_of * nt)[None, :, None]
+    return jnp.where(index < nt, shifted, v * nt).reshape(b, v * ns)
 
-  def one_term(teacher_logits, index, valid):
-    logits = _gather_points(teacher_logits, index)
-    valid = valid & student_valid
-    if normalization == "softmap":
-      per_set, targets = zipf_softmap_kl(logits, student_logits, valid, alpha, num_iters, axis_name=axis_name)
-    else:
-      targets = lax.stop_gradient(clustering_targets(logits, valid, num_iters, axis_name=axis_name))
-      per_set = clustering_loss(targets, student_logits, valid, axis_name=axis_name)
-    return jnp.mean(per_set), logits, lax.stop_gradient(targets), valid
-
-  loss_same, logits_same, targets_same, valid_same = one_term(teacher_logits_all, target_index, target_valid)
-  if cross_view:
-    loss_cross = one_term(teacher_logits_all[:, ::-1], cross_index, cross_valid)[0]
-    loss = 0.5 * (loss_same + loss_cross)
-  else:
-    loss_cross = jnp.zeros((), loss_same.dtype)
-    loss = loss_same
-  aux = dict(loss_same=loss_same, loss_cross=loss_cross, teacher_logits=logits_same, targets=targets_same,
-             valid=valid_same)
+  views = jnp.arange(v)
+  segment = jnp.broadcast_to(views[None, :, None], (b, v, ns)).reshape(b, v * ns)
+  loss, aux = packed_dos_loss(
+      student_cos.reshape(b, v * ns, k), teacher_cos.reshape(b, v * nt, k), to_pack(target_index, views),
+      target_valid.reshape(b, v * ns), to_pack(cross_index, (views + 1) % v), cross_valid.reshape(b, v * ns),
+      student_valid.reshape(b, v * ns), segment, jnp.ones((b, v), bool), teacher_temp=teacher_temp,
+      student_temp=student_temp, alpha=alpha, num_iters=num_iters, normalization=normalization,
+      cross_view=cross_view, axis_name=axis_name)
+  for key in ("teacher_logits", "targets"):
+    aux[key] = aux[key].reshape(b, v, ns, k)
+  aux["valid"] = aux["valid"].reshape(b, v, ns)
   return loss, aux

@@ -86,7 +86,8 @@ FEAT_KEYS = Rule(lambda v: (isinstance(v, (tuple, list)) and len(v) > 0 and len(
                             and all(isinstance(k, str) and k in batch_spec_lib.FEATURE_DIMS for k in v)),
                  f"a non-empty tuple of distinct names from {list(batch_spec_lib.FEATURE_DIMS)}")
 CAPACITIES = Rule(lambda v: isinstance(v, (tuple, list)) and all(_number(c, True) and c >= 1 for c in v),
-                  "a tuple of positive integers, one per encoder stage (() when data.packing is off)")
+                  "a tuple of positive integers, one per encoder stage (() = data.pack_scenes scenes at their per-view "
+                  "capacities)")
 AUGMENTATIONS = Rule(lambda v: isinstance(v, (tuple, list)) and all(isinstance(o, (str, tuple, list)) for o in v),
                      "a tuple of (op name, kwargs) pairs (dos_jax.data.transforms.OPS); () = defaults of data.kind")
 
@@ -113,7 +114,9 @@ class Key:
 KEYS: Tuple[Key, ...] = (
     Key("seed", 0, SEED, "run seed: parameter init, augmentation, masking, scene order"),
     Key("total_steps", 1000, POSITIVE_INT, "optimizer steps of the run (the schedules span them)"),
-    Key("batch_size", 2, POSITIVE_INT, "scenes per step over all devices and hosts (each gives data.num_views)"),
+    Key("batch_size", 2, POSITIVE_INT,
+        "global examples (scenes) a step draws over all devices and hosts: packs per step x data.pack_scenes; the "
+        "packs hold as many of them as fit their budgets (all of them when the budgets are ())"),
     Key("log_every", 10, POSITIVE_INT, "steps between metric lines (metrics.jsonl, TensorBoard)"),
     Key("checkpoint_every", 200, NON_NEGATIVE_INT, "steps between checkpoints; 0 = only the last (and SIGTERM)"),
     Key("keep_checkpoints", 3, POSITIVE_INT, "checkpoints kept on disk"),
@@ -211,15 +214,13 @@ KEYS: Tuple[Key, ...] = (
     Key("data.token_jitter_sigma", 0.01, number(0.0),
         "token_jitter: N(0, sigma^2) per axis, metres (Sonata); 0 = masked tokens at their exact positions"),
     Key("data.token_jitter_clip", 0.02, METRES, "token_jitter: clipped to +-clip per axis, metres"),
-    Key("data.packing", False, BOOL, "views of a pack in one point set per stage (dos_jax.batching.packing)"),
-    Key("data.pack_scenes", 0, NON_NEGATIVE_INT, "scenes per pack (= per device); 0 = the whole host batch"),
+    Key("data.pack_scenes", 1, POSITIVE_INT,
+        "a pack's window of the example sequence: the most scenes one pack (device batch) holds"),
     Key("data.packed_capacity", (), CAPACITIES,
-        "per-stage teacher capacities of a pack (benchmarks/padding.py --calibrate)"),
-    Key("data.packed_student_capacity", (), CAPACITIES, "per-stage student capacities of a pack"),
-    Key("data.packed_sequence", (), CAPACITIES,
-        "per-stage teacher attention sequence lengths of a pack; () = the capacities"),
-    Key("data.packed_student_sequence", (), CAPACITIES,
-        "per-stage student attention sequence lengths of a pack; () = the capacities"),
+        "per-stage teacher slot budget of a pack (benchmarks/padding.py --calibrate)"),
+    Key("data.packed_student_capacity", (), CAPACITIES, "per-stage student slot budget of a pack"),
+    Key("data.packed_sequence", (), CAPACITIES, "per-stage teacher attention sequence budget of a pack"),
+    Key("data.packed_student_sequence", (), CAPACITIES, "per-stage student attention sequence budget of a pack"),
     Key("data.augmentations", (), AUGMENTATIONS,
         "[(op name, kwargs), ...] of dos_jax.data.transforms; () = the defaults of data.kind"),
     # --- model ---
@@ -335,12 +336,14 @@ def _check_capacity(name: str, capacity: int, patch_size: int) -> None:
         f"(model.variant), or at most one patch; e.g. {' or '.join(map(str, options))}.")
 
 
-def check_batch_split(batch_size: int, num_devices: int) -> None:
-  """batch_size must split into whole scenes over the `num_devices` devices of the data axis."""
-  if batch_size % num_devices:
-    lower = num_devices * max(1, batch_size // num_devices)
+def check_batch_split(batch_size: int, num_devices: int, pack_scenes: int = 1) -> None:
+  """The batch_size / pack_scenes packs of a step must split into whole packs over the `num_devices` devices."""
+  packs = batch_size // pack_scenes
+  if batch_size % pack_scenes or packs % num_devices:
+    lower = num_devices * max(1, packs // num_devices) * pack_scenes
     raise ConfigError(f"config.batch_size={batch_size}: must be a multiple of the {num_devices} devices on the data "
-                      f"axis (each device gets whole scenes), e.g. {lower} or {lower + num_devices}; or set "
+                      f"axis times data.pack_scenes={pack_scenes} (each device gets whole packs of that many "
+                      f"scenes at most), e.g. {lower} or {lower + num_devices * pack_scenes}; or set "
                       "--config.num_devices to use fewer devices.")
 
 
@@ -392,11 +395,11 @@ def _check_cross_keys(v: Dict[str, Any]) -> None:
   if v["model.attention"] == "cudnn" and v["model.dtype"] != "bfloat16":
     raise ConfigError("config.model.attention='cudnn' needs config.model.dtype='bfloat16' (cuDNN flash attention "
                       "has no float32 kernel).")
-  if v["data.packing"] and v["model.attention"] == "cudnn":
-    raise ConfigError("config.model.attention='cudnn' with data.packing=True: packed point sets mask attention by "
-                      "view (segment ids), which only model.attention='xla' does; set one of the two otherwise.")
-  if v["data.packing"]:
-    _check_packing(v)
+  if v["model.attention"] == "cudnn":
+    raise ConfigError("config.model.attention='cudnn': training batches are packs, whose attention is masked by view "
+                      "(segment ids), which only model.attention='xla' does (on TPU it lowers to a flash kernel); "
+                      "set --config.model.attention=xla.")
+  _check_packing(v)
   try:  # op names and parameters now, not in the first batch
     transforms.build(v["data.augmentations"] or transforms.default_augmentations(v["data.kind"]))
   except ValueError as e:
@@ -404,20 +407,17 @@ def _check_cross_keys(v: Dict[str, Any]) -> None:
 
 
 def _check_packing(v: Dict[str, Any]) -> None:
-  """data.packing=True: one capacity (and sequence length, when given) per encoder stage, and the recipe the
-  packed step implements (`dos_jax.batching.packing`, `dos_jax.segment_objective`)."""
+  """The pack budgets, when given: one entry per encoder stage (() = data.pack_scenes scenes at their per-view
+  capacities); the steps's scene window splits into packs. (That a stage-0 budget holds one scene at its per-view
+  capacities is checked where the stage capacities are computed: `dos_jax.batching.spec.pipeline_spec`.)"""
   stages = len(variants.VARIANTS[v["model.variant"]]["channels"])
-  fix = "calibrate with `python benchmarks/padding.py --config CONFIG --calibrate` or set --config.data.packing=False"
+  fix = "calibrate with `python benchmarks/padding.py --config CONFIG --calibrate`, or () for per-view capacities"
   for key in ("packed_capacity", "packed_student_capacity", "packed_sequence", "packed_student_sequence"):
     value = tuple(v[f"data.{key}"])
-    optional_ = key.endswith("sequence")
-    if (value or not optional_) and len(value) != stages:
-      raise ConfigError(f"config.data.{key}={value}: data.packing=True needs one entry per encoder stage "
-                        f"({stages} for model.variant={v['model.variant']!r}){' or ()' if optional_ else ''}; "
-                        f"{fix}")
-  if v["supervision"] != "observable" or v["normalization"] != "softmap":
-    raise ConfigError(f"config.data.packing=True supports supervision='observable' and normalization='softmap' "
-                      f"(got {v['supervision']!r}, {v['normalization']!r}); set --config.data.packing=False")
+    if value and len(value) != stages:
+      raise ConfigError(f"config.data.{key}={value}: needs one entry per encoder stage ({stages} for "
+                        f"model.variant={v['model.variant']!r}) or (); {fix}")
+  check_batch_split(v["batch_size"], 1, v["data.pack_scenes"])
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = None) -> ml_collections.ConfigDict:
@@ -440,7 +440,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
   values = _check_values(config)
   _check_cross_keys(values)
   if num_devices is not None:
-    check_batch_split(values["batch_size"], num_devices)
+    check_batch_split(values["batch_size"], num_devices, values["data.pack_scenes"])
   effective = ml_collections.ConfigDict(config.to_dict())  # placeholders become plain values (None or typed)
   d = effective.data
   if d.num_val_scenes is None:
@@ -456,11 +456,12 @@ def data_parallel_devices(config: ml_collections.ConfigDict, available: int) -> 
   """Devices on the 'data' mesh axis (`config.num_devices`, 0 = all `available`); checks batch_size splits.
 
   Raises:
-    ConfigError: num_devices > available, or batch_size not a multiple of the device count.
+    ConfigError: num_devices > available, or the packs of a step (batch_size / data.pack_scenes) not a multiple
+      of the device count.
   """
   n = int(config.num_devices) or int(available)
   if n > available:
     raise ConfigError(f"config.num_devices={config.num_devices}: only {available} devices are available; expected "
                       f"an integer in [0, {available}] (0 = all).")
-  check_batch_split(int(config.batch_size), n)
+  check_batch_split(int(config.batch_size), n, int(config.data.pack_scenes))
   return n

@@ -189,7 +189,8 @@ def test_cudnn_needs_bfloat16_and_augmentations_are_built_at_the_gate():
   with pytest.raises(ConfigError, match=r"attention='cudnn' needs config\.model\.dtype='bfloat16'"):
     schema.validate(c)
   c.model.dtype = "bfloat16"
-  schema.validate(c)
+  with pytest.raises(ConfigError, match=r"training batches are packs"):
+    schema.validate(c)
   c = _smoke()
   c.data.augmentations = (("random_spin", {}),)
   with pytest.raises(ConfigError, match=r"config\.data\.augmentations: unknown op 'random_spin'"):
@@ -388,38 +389,34 @@ def test_the_scanner_sees_reads_and_hidden_defaults():
   assert list(_string_reads(tree, names)) == [("data.views", True, 3)]
 
 
-def test_packing_needs_per_stage_capacities_and_the_dos_objective():
-  c = _smoke()
-  c.data.packing = True
-  schema.validate(c)                                # synthetic_tiny carries calibrated capacities (3 stages)
+def test_pack_budgets_need_one_entry_per_stage_and_any_recipe_packs():
+  c = importlib.import_module("configs.synthetic_tiny").get_config()
+  schema.validate(c)                                # synthetic_tiny carries calibrated budgets (3 stages)
   c.data.packed_student_capacity = (2960, 1408)
   with pytest.raises(ConfigError, match=r"config\.data\.packed_student_capacity=\(2960, 1408\).*\(3 for"):
     schema.validate(c)
-  c = _smoke()
-  c.data.packing, c.normalization = True, "clustering"
-  with pytest.raises(ConfigError, match=r"packing=True supports supervision='observable' and normalization"):
+  for overrides in ({"normalization": "clustering"}, {"supervision": "masked_tokens"},
+                    {"supervision": "token_jitter"}):  # every recipe runs on packs
+    c = importlib.import_module("configs.synthetic_tiny").get_config()
+    c.update_from_flattened_dict(overrides)
     schema.validate(c)
 
 
-# data.packing=True configs the gate refuses (the packing layers do not check them again): (dotted overrides,
-# the key the message must name, words it must contain besides the key).
+# Pack configs the gate refuses (the packing layers do not check them again): (dotted overrides, the key the
+# message must name, words it must contain besides the key).
 BAD_PACKING = [
-    ({"data.packed_capacity": ()}, "data.packed_capacity", "one entry per encoder stage"),
-    ({"data.packed_student_capacity": ()}, "data.packed_student_capacity", "one entry per encoder stage"),
     ({"data.packed_capacity": (8192, 0, 792)}, "data.packed_capacity", "positive integers"),
     ({"data.packed_student_sequence": (3136, -1, 640)}, "data.packed_student_sequence", "positive integers"),
     ({"data.packed_sequence": (8192, 3008)}, "data.packed_sequence", "one entry per encoder stage"),
     ({"data.packed_student_sequence": (3136, 1408, 640, 64)}, "data.packed_student_sequence", "or ()"),
-    ({"supervision": "masked_tokens"}, "data.packing", "supervision='observable'"),
-    ({"supervision": "token_jitter"}, "data.packing", "supervision='observable'"),
-    ({"data.pack_scenes": -1}, "data.pack_scenes", "[0, inf)"),
+    ({"data.pack_scenes": 0}, "data.pack_scenes", "[1, inf)"),
+    ({"data.pack_scenes": 3}, "batch_size", "data.pack_scenes=3"),
 ]
 
 
 @pytest.mark.parametrize("overrides,key,words", BAD_PACKING)
 def test_bad_packing_raises_config_error_naming_key(overrides, key, words):
-  c = _smoke()
-  c.data.packing = True
+  c = importlib.import_module("configs.synthetic_tiny").get_config()
   for name, value in overrides.items():
     *groups, leaf = name.split(".")
     node = c
@@ -432,14 +429,12 @@ def test_bad_packing_raises_config_error_naming_key(overrides, key, words):
   assert f"config.{key}" in str(e.value) and words in str(e.value), str(e.value)
 
 
-def test_packing_sequences_default_to_the_capacities():
-  """() sequence lengths pass the gate and decode to the slot capacities (`batching.spec.pipeline_spec`)."""
+def test_empty_budgets_are_the_per_view_capacities():
+  """() budgets pass the gate and decode to pack_scenes scenes at their per-view stage capacities."""
   from dos_jax.batching import spec as batch_spec_lib  # pylint: disable=g-import-not-at-top
   c = _smoke()
-  c.data.packing, c.data.packed_sequence, c.data.packed_student_sequence = True, (), ()
   pack = batch_spec_lib.pipeline_spec(schema.validate(c)).pack
-  assert (pack.teacher_sequence, pack.student_sequence) == (pack.teacher, pack.student) == (
-      (8192, 2808, 792), (2888, 1216, 480))
+  assert (pack.teacher, pack.student) == ((2048, 1024, 512), (1024, 512, 256)) and pack.pack_scenes == 1
 
 
 def test_specs_hold_what_the_step_computes_with_and_not_the_run_identity():
@@ -481,13 +476,13 @@ def test_a_recorded_config_reads_back_as_the_same_config():
     schema.from_record(stored)
 
 
-def test_cudnn_attention_with_packing_stops_at_the_gate():
-  """The packed encoder masks attention by view, which cuDNN's kernel cannot: the gate names both keys instead of a
-  ValueError inside the trace (README "One GPU" lists the two options)."""
+def test_cudnn_attention_stops_at_the_gate():
+  """Training batches are packs, whose attention is masked by view, which cuDNN's kernel cannot: the gate names the
+  key instead of a ValueError inside the trace."""
   from configs import scannet  # pylint: disable=g-import-not-at-top
   c = scannet.get_config()
   c.model.dtype, c.model.attention = "bfloat16", "cudnn"
-  with pytest.raises(ConfigError, match=r"config\.model\.attention='cudnn' with data\.packing=True"):
+  with pytest.raises(ConfigError, match=r"config\.model\.attention='cudnn': training batches are packs"):
     schema.validate(c)
-  c.data.packing = False
+  c.model.attention = "xla"
   schema.validate(c)

@@ -1,4 +1,8 @@
-"""Segment-aware objective == the per-set objective applied to each segment alone (float32 rounding).
+"""The objective's segment (pack) functions == the per-set forms applied to each segment alone (float32 rounding).
+
+The per-set forms are the one-segment case of the same code (a masked dense reduction instead of a segment
+scatter), and tests/test_objective.py checks them against an independent numpy reference; here the packed
+computation must keep every view to itself.
 
 Segments are interleaved (rows of different views alternate), include an empty segment, a single-point segment
 and invalid rows inside segments, so a reduction that leaked across segments or counted invalid rows would be
@@ -12,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dos_jax import objective as so
 from dos_jax import objective
-from dos_jax import segment_objective as so
 
 pytestmark = pytest.mark.system
 
@@ -59,7 +63,8 @@ def test_kl_and_gradient_match_per_set(num_iters):
     return jnp.stack(kls)
 
   def segment_total(s):
-    return so.segment_zipf_softmap_kl(teacher, s, valid, seg, M, 1.3, num_iters)[0]
+    targets = jax.lax.stop_gradient(so.segment_zipf_sinkhorn(teacher, valid, seg, M, 1.3, num_iters))
+    return so.segment_softmap_kl(targets, s, valid, seg, M)
 
   np.testing.assert_allclose(segment_total(student), per_set_total(student), rtol=2e-5, atol=1e-6)
   assert float(segment_total(student)[2]) == 0.0  # empty segment
@@ -70,8 +75,21 @@ def test_kl_and_gradient_match_per_set(num_iters):
   assert np.all(np.asarray(g_seg)[~np.asarray(valid)] == 0)
 
 
-def test_packed_dos_loss_equals_dos_loss():
-  """Two scenes x two views packed into one set give dos_loss's same and cross terms (and the total)."""
+def test_clustering_targets_and_loss_match_per_set():
+  teacher, student, valid, seg = _case(3)
+  got = so.segment_clustering_targets(teacher, valid, seg, M, 3)
+  want = sum(_per_segment(lambda ok: objective.clustering_targets(teacher, ok, 3), seg, valid))
+  np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+  loss = so.segment_clustering_loss(got, student, valid, seg, M)
+  want = jnp.stack(_per_segment(lambda ok: objective.clustering_loss(got, student, ok), seg, valid))
+  np.testing.assert_allclose(loss, want, rtol=2e-5, atol=1e-6)
+  assert float(loss[2]) == 0.0
+
+
+@pytest.mark.parametrize("normalization", ["softmap", "clustering"])
+def test_packed_dos_loss_equals_dos_loss(normalization):
+  """Two scenes x two views packed into one set give dos_loss's same and cross terms (and the total), with
+  either normalization; extra empty view segments (view_valid False) change nothing."""
   r = np.random.default_rng(2)
   k, ns, nt = 8, 12, 20
   n_s = [7, 12, 1, 9]   # student rows per view (view 1 fills its capacity, view 2 has one point)
@@ -89,7 +107,8 @@ def test_packed_dos_loss_equals_dos_loss():
     other = 2 * b + 1 - v
     c_valid[b, v, :n_s[m]] = r.random(n_s[m]) > 0.3
     c_index[b, v, :n_s[m]] = np.where(c_valid[b, v, :n_s[m]], r.integers(0, n_t[other], n_s[m]), nt)
-  kw = dict(teacher_temp=0.05, student_temp=0.1, alpha=1.3, num_iters=3, cross_view=True)
+  kw = dict(teacher_temp=0.05, student_temp=0.1, alpha=1.3, num_iters=3, cross_view=True,
+            normalization=normalization)
   want, want_aux = objective.dos_loss(jnp.asarray(student_cos), jnp.asarray(teacher_cos), t_index, s_valid, c_index,
                                       c_valid, s_valid, **kw)
   # Pack: student rows of view m at [S_m, S_m + n_m), teacher rows at [T_m, T_m + n_t[m]).
@@ -114,8 +133,11 @@ def test_packed_dos_loss_equals_dos_loss():
     ok = c_valid[b, v, :n]
     p_c_valid[0, lo:lo + n] = ok
     p_c_index[0, lo:lo + n] = np.where(ok, t_start[other] + c_index[b, v, :n], cap_t)
+  seg[seg == 4] = 6  # padding: the segment count M = 6 (views 4 and 5 empty)
+  view_valid = np.array([[True] * 4 + [False] * 2])
   got, aux = so.packed_dos_loss(jnp.asarray(ps), jnp.asarray(pt), p_t_index, p_valid, p_c_index, p_c_valid, p_valid,
-                                seg, 4, **kw)
+                                seg, view_valid, **kw)
+  assert float(aux["views"]) == 4.0 and np.all(np.asarray(aux["loss_per_view"])[0, 4:] == 0)
   np.testing.assert_allclose(got, want, rtol=2e-5)
   np.testing.assert_allclose(aux["loss_same"], want_aux["loss_same"], rtol=2e-5)
   np.testing.assert_allclose(aux["loss_cross"], want_aux["loss_cross"], rtol=2e-5)

@@ -20,24 +20,37 @@ attention needs (as upstream Pointcept batches by offsets):
     neighbours and pooling parents are the per-view ones offset by S_m, so no information crosses views and each
     view's features equal its unpacked features (tested to float32 rounding).
 
-Two numbers per stage are fixed by the config: the slot capacity N_s (`data.packed_capacity`,
-`data.packed_student_capacity`: real points of a pack plus a margin) and the sequence length L_s
-(`data.packed_sequence`, `data.packed_student_sequence`: the layout's footprint plus a margin; () = the slot
-capacity), sized from high quantiles of real packs (`calibrate`; command `benchmarks/padding.py --calibrate`).
-A pack that does not fit raises `PackOverflowError` (the pipeline then shrinks a view).
+Budgets. Two numbers per stage and branch are fixed by the config: the slot budget N_s (`data.packed_capacity`,
+`data.packed_student_capacity`) and the sequence budget L_s (`data.packed_sequence`,
+`data.packed_student_sequence`). `fill_pack` fills them: pack k reads the scenes of its window of the global
+example sequence (examples k*W .. k*W + W - 1, W = data.pack_scenes) in order and takes each scene (all its
+views, whole) that still fits every budget, until MAX_MISSES scenes in a row do not (first-fit: deterministic;
+nothing after the stop is built). So a pack holds as many views as fit, the scene count varies from pack to
+pack, and no real point is dropped beyond each view's own capacity. Budgets come from
+`benchmarks/padding.py --calibrate` (what a typical group of scenes needs, `calibrate`); a config that leaves them
+() gets `spec.default_budgets`: W scenes at their per-view capacities (every window fits whole: the per-view padded
+batch, as a pack). `pack_point_sets` raises `PackOverflowError` when a pack does not fit (the fill never builds
+one).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from dos_jax.batching import spec as spec_lib
 from dos_jax.batching import structs
-from dos_jax.errors import ConfigError, DataError
+from dos_jax.errors import DataError
+
+
+# The fill stops after this many scenes in a row that do not fit: the pack is nearly full, and every scene read
+# is built (its views computed) whether it is taken or not. Measured on the shared ScanNet scans (calibrated on
+# three rooms, measured on the other three): 1 (a prefix of the window) leaves ~3% more of the budgets empty than
+# 2; reading the whole window gains ~2% more for ~1.6x the view work.
+MAX_MISSES = 2
 
 
 class PackOverflowError(DataError):
@@ -168,8 +181,8 @@ def stage_counts(point_set: structs.PointSet) -> List[int]:
 
 def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int],
                     patch_size: Union[int, Sequence[int]], branch: str = "teacher",
-                    sequence: Optional[Sequence[int]] = None, view_ids: Optional[Sequence[int]] = None
-                    ) -> Tuple[structs.PointSet, List[int]]:
+                    sequence: Optional[Sequence[int]] = None, view_ids: Optional[Sequence[int]] = None,
+                    num_segments: Optional[int] = None) -> Tuple[structs.PointSet, List[int]]:
   """Packs unbatched per-view sets (real points first at every stage, as `patches.build_point_set` makes them).
 
   Args:
@@ -179,6 +192,8 @@ def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int],
     branch: 'teacher' | 'student' (error messages and `PackOverflowError.branch`).
     sequence: [L_0, ..., L_{S-1}] attention sequence lengths; None or () = the slot capacities.
     view_ids: M global view indices (`PointSet.view_id`, keys of the drop-path masks); None = 0, 1, ..., M-1.
+    num_segments: M' >= M segments of the packed set (static; views M..M'-1 are empty, their view_id 0);
+      None = M. Padding slots get segment M'.
 
   Returns:
     (packed PointSet with `segment` on every stage; stage s has order i32[O, L_s] (slot per position, N_s for
@@ -196,6 +211,9 @@ def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int],
                       "data.packed_student_capacity, data.packed_sequence, data.packed_student_sequence)")
   patches_ = stage_patches(patch_size, num_stages)
   m_count = len(sets)
+  m_total = m_count if num_segments is None else int(num_segments)
+  if m_total < m_count:
+    raise ValueError(f"num_segments={m_total} < {m_count} views")
   counts = np.array([stage_counts(ps) for ps in sets], dtype=np.int64)  # [M, S]
   starts = np.concatenate([np.zeros((1, num_stages), np.int64), np.cumsum(counts, axis=0)], axis=0)  # [M+1, S]
   stages = []
@@ -212,7 +230,7 @@ def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int],
     grid = np.zeros((cap, 3), np.int32)
     valid = np.zeros(cap, bool)
     valid[:total] = True
-    segment = np.full(cap, m_count, np.int32)
+    segment = np.full(cap, m_total, np.int32)
     neighbors = np.full((cap, structs.NEIGHBOR_OFFSETS.shape[0]), cap, np.int32)
     order = np.full((num_orders, length), cap, np.int32)           # gaps read the zero sentinel row
     for m, ps in enumerate(sets):
@@ -250,44 +268,40 @@ def pack_point_sets(sets: Sequence[structs.PointSet], capacities: Sequence[int],
       n, lo = int(counts[m, 0]), int(starts[m, 0])
       nb = ps.stem_neighbors[:n]
       stem[lo:lo + n] = np.where(nb >= ps.coord.shape[0], cap0, nb + lo)
-  ids = np.arange(m_count) if view_ids is None else np.asarray(view_ids, np.int64)
+  ids = np.zeros(m_total, np.int64)
+  ids[:m_count] = np.arange(m_count) if view_ids is None else np.asarray(view_ids, np.int64)
   packed = structs.PointSet(coord=coord, feat=feat, stages=tuple(stages), parent=tuple(parents),
                             point_index=point_index, stem_neighbors=stem,
                             view_id=(ids % 2**31).astype(np.int32))
   return packed, [int(v) for v in starts[:-1, 0]]
 
 
-def unpack_rows(packed: np.ndarray, starts: Sequence[int], counts: Sequence[int], capacity: int,
-                fill=0) -> np.ndarray:
-  """Rows of a packed stage-0 array back in per-view padded layout: [C, ...] -> [M, capacity, ...]."""
-  out = np.full((len(starts), capacity) + packed.shape[1:], fill, dtype=packed.dtype)
-  for m, (lo, n) in enumerate(zip(starts, counts)):
-    out[m, :n] = packed[lo:lo + n]
-  return out
-
-
 # ------------------------------------------------------------------------------------------ training batches
-def pack_train_views(pieces: Sequence[structs.TrainBatch], spec: spec_lib.PackSpec,
-                     view_ids: Optional[Sequence[int]] = None) -> structs.PackedTrainBatch:
-  """M unbatched per-view TrainBatch pieces (scene-major: scene b's view v is piece b * V + v) -> one pack.
+def pack_train_views(pieces: Sequence[structs.TrainView], spec: spec_lib.PackSpec,
+                     view_ids: Optional[Sequence[int]] = None) -> structs.TrainBatch:
+  """Per-view pieces of whole scenes (scene-major: scene b's view v is piece b * V + v) -> one pack.
 
-  spec: the packing (slot capacities, sequence lengths, patch size, V = spec.num_views).
-  view_ids: the views' global indices (`PointSet.view_id`); None = 0..M-1."""
-  v_count = spec.num_views
+  spec: the packing (budgets, patch size, V = spec.num_views, M = spec.max_views segments).
+  view_ids: the views' global indices (`PointSet.view_id`); None = 0..len(pieces)-1.
+
+  Raises:
+    PackOverflowError when the pieces exceed a budget (`fill_pack` never lets that happen).
+  """
+  v_count, m_total = spec.num_views, spec.max_views
+  if len(pieces) % v_count or len(pieces) > m_total:
+    raise ValueError(f"{len(pieces)} views: expected whole scenes of {v_count} views, at most {m_total}")
   teacher, t_starts = pack_point_sets([p.teacher for p in pieces], spec.teacher, spec.patch_size, "teacher",
-                                      spec.teacher_sequence, view_ids)
+                                      spec.teacher_sequence, view_ids, m_total)
   student, s_starts = pack_point_sets([p.student for p in pieces], spec.student, spec.patch_size, "student",
-                                      spec.student_sequence, view_ids)
+                                      spec.student_sequence, view_ids, m_total)
   cap_s, cap_t = student.coord.shape[0], teacher.coord.shape[0]
   mask_token = np.zeros(cap_s, bool)
   target_valid = np.zeros(cap_s, bool)
   cross_valid = np.zeros(cap_s, bool)
   target_index = np.full(cap_s, cap_t, np.int32)
   cross_index = np.full(cap_s, cap_t, np.int32)
-  view_count = np.zeros(len(pieces), np.int32)
   for m, piece in enumerate(pieces):
     n = int(np.count_nonzero(piece.student.valid))
-    view_count[m] = n
     lo = s_starts[m]
     other = (m // v_count) * v_count + (m % v_count + 1) % v_count
     for src, dst, valid_src, valid_dst, t in ((piece.target_index, target_index, piece.target_valid, target_valid, m),
@@ -297,105 +311,82 @@ def pack_train_views(pieces: Sequence[structs.TrainBatch], spec: spec_lib.PackSp
       dst[lo:lo + n] = np.where(hit, idx + t_starts[t], cap_t)
       valid_dst[lo:lo + n] = valid_src[:n] & hit
     mask_token[lo:lo + n] = piece.mask_token[:n]
-  return structs.PackedTrainBatch(teacher=teacher, student=student, mask_token=mask_token,
-                                  target_index=target_index, target_valid=target_valid, cross_index=cross_index,
-                                  cross_valid=cross_valid, view_count=view_count)
-
-
-def scene_load(pieces: Sequence[structs.TrainBatch]) -> int:
-  """What pack balancing equalises: real stage-0 points of a scene's views, teacher plus student."""
-  return sum(int(np.count_nonzero(p.teacher.valid)) + int(np.count_nonzero(p.student.valid)) for p in pieces)
-
-
-def assign_packs(loads: Sequence[int], per_pack: int) -> List[List[int]]:
-  """Scenes -> packs of `per_pack` with balanced total load (largest first into the lightest open pack).
-
-  Balancing cuts the spread of pack totals (what the capacities must cover) without dropping anything; the
-  step's loss is a mean over all views, so which device gets which scene does not change it. Deterministic in
-  `loads`; each pack lists its scenes ascending.
-  """
-  n = len(loads)
-  if n % per_pack:
-    raise ConfigError(f"config.data.pack_scenes={per_pack} must divide this host's {n} scenes per step "
-                      "(config.batch_size / process count)")
-  packs: List[List[int]] = [[] for _ in range(n // per_pack)]
-  totals = np.zeros(len(packs), np.int64)
-  for i in sorted(range(n), key=lambda i: (-int(loads[i]), i)):
-    open_packs = [j for j in range(len(packs)) if len(packs[j]) < per_pack]
-    j = min(open_packs, key=lambda j: (totals[j], j))
-    packs[j].append(i)
-    totals[j] += int(loads[i])
-  return [sorted(p) for p in packs]
+  return structs.TrainBatch(teacher=teacher, student=student, mask_token=mask_token,
+                            target_index=target_index, target_valid=target_valid, cross_index=cross_index,
+                            cross_valid=cross_valid, view_valid=np.arange(m_total) < len(pieces))
 
 
 @dataclasses.dataclass
 class SceneExample:
-  """One scene's views for packing, with what rebuilding them needs (data.packing=True examples).
+  """One global example of the training pipeline: a scene's V views, ready to pack.
 
   Attributes:
-    scene: the Scene.
-    rng: the example's Generator as it was BEFORE its views were drawn (rebuilding replays the same draws).
-    views: V unbatched TrainBatch pieces.
+    views: V unbatched TrainView pieces (`train_views.train_views`).
     stats: drop counts of these views (`train_views(stats=...)`).
-    index: the global example index (its views are index * V + v: `PointSet.view_id`); -1 = unknown (0..M-1
-      within each pack).
+    index: the global example index g (its views are g * V + v: `PointSet.view_id`).
   """
-  scene: object
-  rng: np.random.Generator
   views: list
   stats: dict
-  index: int = -1
+  index: int
+
+  def counts(self, branch: str) -> np.ndarray:
+    """i64[V, S] real points of each view at each stage of `branch` ('teacher' | 'student')."""
+    return np.array([stage_counts(getattr(p, branch)) for p in self.views], dtype=np.int64)
 
 
-def build_packs(examples: Sequence[SceneExample], rebuild, spec: spec_lib.PackSpec, capacity: int,
-                student_capacity: int, stats=None, max_shrinks: int = 20) -> List[structs.PackedTrainBatch]:
-  """Scenes of one host step -> balanced packs of `spec.pack_scenes` scenes each (all scenes when 0).
+def fits(teacher_counts: np.ndarray, student_counts: np.ndarray, spec: spec_lib.PackSpec) -> bool:
+  """Whether views with these per-stage counts (i64[M, S] per branch) fit every budget of `spec` (slots: the sum;
+  sequence: `layout`'s footprint, as `pack_point_sets` lays them out)."""
+  patches_ = stage_patches(spec.patch_size, teacher_counts.shape[1])
+  for counts, slots, seq in ((teacher_counts, spec.teacher, spec.teacher_sequence),
+                             (student_counts, spec.student, spec.student_sequence)):
+    for s in range(counts.shape[1]):
+      if int(counts[:, s].sum()) > slots[s] or layout(counts[:, s], min(patches_[s], seq[s]))[1] > seq[s]:
+        return False
+  return True
 
-  Packs are balanced (`assign_packs`). When a pack overflows a stage, the scene holding the largest view there
-  is rebuilt with a smaller per-view capacity (a smaller crop of the same view, as data.overflow='downsample'
-  does; the same random draws), until the pack fits. `stats` (a dict) gets the drop counts of the final views
-  plus 'views', 'views_shrunk' and 'pack_shrinks'.
 
-  Args:
-    examples: the host step's scenes, in order.
-    rebuild: (example, capacity, student_capacity, stats) -> V unbatched TrainBatch pieces.
-    spec: the packing (`dos_jax.batching.spec.PipelineSpec.pack`).
-    capacity, student_capacity: the config's per-view capacities.
+def fill_pack(example_at: Callable[[int], SceneExample], first: int, spec: spec_lib.PackSpec,
+              stats: Optional[dict] = None) -> List[SceneExample]:
+  """The scenes of the pack whose window starts at global example `first`: first-fit over examples first,
+  first + 1, ..., first + W - 1 (W = spec.pack_scenes) in order - each scene is taken when the pack still fits
+  every budget with it (`fits`) - stopping after MAX_MISSES scenes in a row that do not fit (the pack is full) or
+  at the window's end.
+
+  `example_at(g)` builds global example g; only the examples the fill reads are built. Deterministic in the
+  examples, so a pack is a pure function of (config, seed, k). A scene that does not fit even an empty pack
+  (possible only beyond the teacher's stage 0, whose budgets hold one scene at its per-view capacity:
+  `spec.pipeline_spec`) is skipped and counted in `stats['oversize_scenes']`.
+
+  Raises:
+    DataError when no scene of the window fits an empty pack.
   """
-  per_pack = spec.pack_scenes or len(examples)
-  patch = spec.patch_size if isinstance(spec.patch_size, int) else max(spec.patch_size)  # per-view caps
-  views = [list(e.views) for e in examples]
-  scene_stats = [dict(e.stats) for e in examples]
-  caps = [[capacity, student_capacity] for _ in examples]
-  packs = []
-  for members in assign_packs([scene_load(v) for v in views], per_pack):
-    for _ in range(max_shrinks + 1):
-      try:
-        ids = None
-        if all(examples[i].index >= 0 for i in members):
-          ids = [examples[i].index * spec.num_views + v for i in members for v in range(spec.num_views)]
-        packs.append(pack_train_views([p for i in members for p in views[i]], spec, ids))
-        break
-      except PackOverflowError as e:
-        worst = members[int(np.argmax(e.counts)) // spec.num_views]
-        which = 0 if e.branch == "teacher" else 1
-        n0 = max(int(np.count_nonzero(getattr(p, e.branch).valid)) for p in views[worst])
-        new = max(1, int(n0 * min(0.95, max(0.5, e.capacity / e.footprint))))
-        caps[worst][which] = new if new <= patch else new // patch * patch
-        if which == 0:
-          caps[worst][1] = min(caps[worst][1], caps[worst][0])
-        scene_stats[worst] = {}
-        views[worst] = rebuild(examples[worst], *caps[worst], scene_stats[worst])
-        if stats is not None:
-          stats["pack_shrinks"] = stats.get("pack_shrinks", 0) + 1
-    else:
-      raise DataError(f"a pack still overflows after {max_shrinks} shrinks; recalibrate data.packed_capacity / "
-                      "data.packed_student_capacity (benchmarks/padding.py --calibrate)")
-  if stats is not None:
-    for one in scene_stats:
-      for key, value in one.items():
-        stats[key] = stats.get(key, 0) + value
-    stats["views"] = stats.get("views", 0) + len(examples) * spec.num_views
-    stats["views_shrunk"] = stats.get("views_shrunk", 0) + spec.num_views * sum(
-        c != [capacity, student_capacity] for c in caps)
-  return packs
+  members: List[SceneExample] = []
+  t_counts = np.zeros((0, len(spec.teacher)), np.int64)
+  s_counts = np.zeros((0, len(spec.student)), np.int64)
+  misses = 0
+  for g in range(first, first + spec.pack_scenes):
+    example = example_at(g)
+    t, s = np.concatenate([t_counts, example.counts("teacher")]), np.concatenate([s_counts, example.counts("student")])
+    if fits(t, s, spec):
+      members.append(example)
+      t_counts, s_counts, misses = t, s, 0
+      continue
+    if not members:
+      if stats is not None:
+        stats["oversize_scenes"] = stats.get("oversize_scenes", 0) + 1
+      continue
+    misses += 1
+    if misses >= MAX_MISSES:
+      break
+  if not members:
+    raise DataError(f"no scene of global examples {first}..{first + spec.pack_scenes - 1} fits an empty pack; "
+                    "recalibrate data.packed_capacity / data.packed_student_capacity / data.packed_sequence / "
+                    "data.packed_student_sequence (benchmarks/padding.py --calibrate)")
+  return members
+
+
+def build_pack(members: Sequence[SceneExample], spec: spec_lib.PackSpec) -> structs.TrainBatch:
+  """The pack of these scenes (`pack_train_views`, views keyed by their global indices)."""
+  ids = [e.index * spec.num_views + v for e in members for v in range(spec.num_views)]
+  return pack_train_views([p for e in members for p in e.views], spec, ids)

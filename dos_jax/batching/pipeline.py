@@ -3,15 +3,18 @@
 Every function here takes the decoded `PipelineSpec` (`dos_jax.batching.spec.pipeline_spec(config)` of a config the
 gate, `dos_jax.schema.validate`, accepted); nothing here reads or re-checks the config.
 
-Global example g of a run (g = step * batch_size + j, 0 <= j < batch_size) is a pure function of (spec, seed, g):
+Global example g of a run is a pure function of (spec, seed, g):
   scene of g  = the source's scenes in a fresh permutation per epoch (seeded from (seed, epoch)),
   views of g  = `train_views(scene, spec.batch, rng_g, step=g // batch_size)` with rng_g a Philox Generator keyed
                 by (seed, g) (grain `random_map`): every host-side random draw of an example (crop, augmentation,
                 mask) comes from it; the step sets the masking warm-up (`BatchSpec.mask_at`).
-The global batch of step t is examples t*B .. t*B + B - 1. Process p of P builds the contiguous block
-t*B + p*B/P .. t*B + (p+1)*B/P - 1, which is the order `jax.make_array_from_process_local_data` concatenates process
-batches in, so the global batch - scenes and randomness - is the same for every process count, and the step is the
-whole position of the pipeline (resume = start at the step; nothing to checkpoint).
+Pack k reads the window of examples k*W .. k*W + W - 1 (W = data.pack_scenes) and holds the longest prefix of it
+that fits the pack budgets (`packing.fill_pack`); the rest of the window is never built. The global batch of step t
+is packs t*G .. t*G + G - 1 (G = batch_size / W packs per step, one or more per device). Process p of P builds the
+contiguous block of packs t*G + p*G/P .. t*G + (p+1)*G/P - 1, which is the order
+`jax.make_array_from_process_local_data` concatenates process batches in, so the global batch - scenes, packs and
+randomness - is the same for every process count, and the step is the whole position of the pipeline (resume =
+start at the step; nothing to checkpoint).
 
 Parallelism (`spec.num_workers`, `spec.worker_backend`): 0 workers build each batch in `next()`; 'thread' prefetches
 whole step batches in grain read threads; 'process' in grain worker processes (`mp_prefetch`, spawned, each owning
@@ -20,8 +23,6 @@ the batches i, i + W, ...; no GIL contention; the source must be picklable).
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import functools
 import pickle
 from typing import Optional, Sequence
@@ -82,47 +83,32 @@ def scene_indices(num_scenes: int, seed: int, examples: Sequence[int]) -> np.nda
   return np.asarray([order[int(g)] for g in examples], dtype=np.int64)
 
 
-def _example(indexed, rng: np.random.Generator, spec: spec_lib.BatchSpec, batch_size: int, packed: bool = False):
-  index, scene = indexed  # (global example index, scene), see global_examples
+def _example(indexed, rng: np.random.Generator, spec: spec_lib.BatchSpec, batch_size: int) -> packing.SceneExample:
+  index, scene = indexed
   step = index // batch_size  # the step whose batch holds example `index` (the masking warm-up is a function of it)
-  if not packed:
-    return train_views.train_views(scene, spec, rng, step=step)
-  start = copy.deepcopy(rng)  # packing may rebuild the scene smaller, replaying the same draws
   stats = {}
-  return packing.SceneExample(scene=scene, rng=start, views=train_views.train_views(scene, spec, rng, stats, step),
-                              stats=stats, index=index)
+  return packing.SceneExample(views=train_views.train_views(scene, spec, rng, stats, step), stats=stats, index=index)
 
 
 def global_examples(spec: spec_lib.PipelineSpec, source: Sequence) -> grain.MapDataset:
-  """MapDataset (unbounded in practice): entry g is global example g as a list of V TrainBatch pieces (`train_views`),
-  or a `packing.SceneExample` holding them when `spec.pack` is set (packing on)."""
-  packed = spec.pack is not None
+  """MapDataset (unbounded in practice): entry g is global example g, a `packing.SceneExample` (V TrainView pieces
+  of scene order[g], its drop counts, and g, which keys its views' drop-path masks: `PointSet.view_id`)."""
   order = scene_order(len(source), spec.seed)
-  # Each example keeps its global index: its step (g // batch_size) sets the masking warm-up, and packed, it keys
-  # its views' drop-path masks (PointSet.view_id).
   scenes = grain.MapDataset.range(MAX_EXAMPLES).map(functools.partial(_read_indexed, source, order))
-  # random_map seeds each example from its position only, so both forms draw the same views.
-  return scenes.random_map(functools.partial(_example, spec=spec.batch, batch_size=spec.batch_size, packed=packed),
+  # Each example keeps its global index: its step (g // batch_size) sets the masking warm-up, and it keys its
+  # views' drop-path masks (PointSet.view_id). random_map seeds each example from its position only.
+  return scenes.random_map(functools.partial(_example, spec=spec.batch, batch_size=spec.batch_size),
                            seed=_stream_seed(spec.seed, 1))
 
 
-def _rebuild(example: packing.SceneExample, capacity: int, student_capacity: int, stats: Optional[dict],
-             spec: spec_lib.BatchSpec, batch_size: int):
-  smaller = dataclasses.replace(spec, capacity=capacity, student_capacity=student_capacity)
-  return train_views.train_views(example.scene, smaller, copy.deepcopy(example.rng), stats,
-                                 step=example.index // batch_size if example.index >= 0 else None)
+def pack_members(spec: spec_lib.PipelineSpec, examples, k: int, stats: Optional[dict] = None):
+  """The scenes (`packing.SceneExample`s) of global pack k: the budget fill of its window (`packing.fill_pack`)."""
+  w = spec.pack.pack_scenes
+  return packing.fill_pack(lambda g: examples[g], int(k) * w, spec.pack, stats)
 
 
-def pack_examples(examples: Sequence[packing.SceneExample], spec: spec_lib.PipelineSpec,
-                  stats: Optional[dict] = None):
-  """One process's examples of a step -> list of PackedTrainBatch (balanced packs of `spec.pack`, see
-  `packing.build_packs`; `spec.pack` must be set)."""
-  return packing.build_packs(examples, functools.partial(_rebuild, spec=spec.batch, batch_size=spec.batch_size), spec.pack, spec.batch.capacity,
-                             spec.batch.student_capacity, stats)
-
-
-def _packed_batch(examples, spec: spec_lib.PipelineSpec):
-  return patches.stack_tree(pack_examples(examples, spec))
+def _pack(k, spec: spec_lib.PipelineSpec, examples):
+  return packing.build_pack(pack_members(spec, examples, k), spec.pack)
 
 
 def _read_indexed(source, order, g):
@@ -131,28 +117,30 @@ def _read_indexed(source, order, g):
 
 def process_batches(spec: spec_lib.PipelineSpec, source: Sequence, process_index: int = 0,
                     process_count: int = 1) -> grain.MapDataset:
-  """MapDataset (unbounded in practice): entry t is this process's batch of step t: a TrainBatch with leading axes
-  [B/P, V], or (packing on) a PackedTrainBatch with leading axis [packs of this process].
+  """MapDataset (unbounded in practice): entry t is this process's batch of step t, a TrainBatch with leading axis
+  [G/P] (its block of the step's packs).
 
-  Raises ConfigError when batch_size does not split over the processes (a runtime count, so not the gate's check).
+  Raises ConfigError when the packs of a step do not split over the processes (a runtime count, so not the
+  gate's check).
   """
-  batch_size = spec.batch_size
+  packs_per_step = spec.packs_per_step
   if process_count < 1 or not 0 <= process_index < process_count:
     raise ConfigError(f"process {process_index} of {process_count}: expected 0 <= index < count")
-  if batch_size < 1 or batch_size % process_count:
-    raise ConfigError(f"config.batch_size={batch_size} must be a positive multiple of the process count "
-                      f"{process_count} (each process builds an equal share of every step's batch)")
-  local = batch_size // process_count
-  # Packed: each process packs its own scenes (packs are per device, so equality across process counts holds
-  # whenever each process's scenes split into whole packs: the step's loss is the mean over all views).
-  batch_fn = functools.partial(_packed_batch, spec=spec) if spec.pack is not None else train_views.stack_batch
-  # Blocks of `local` consecutive examples: block t*P + p is process p's share of step t.
-  blocks = global_examples(spec, source).batch(local, drop_remainder=True, batch_fn=batch_fn)
+  if packs_per_step < 1 or packs_per_step % process_count:
+    raise ConfigError(f"config.batch_size={spec.batch_size} / data.pack_scenes={spec.pack.pack_scenes} = "
+                      f"{packs_per_step} packs per step must be a positive multiple of the process count "
+                      f"{process_count} (each process builds an equal share of every step's packs)")
+  local = packs_per_step // process_count
+  examples = global_examples(spec, source)
+  packs = grain.MapDataset.range(MAX_EXAMPLES // spec.pack.pack_scenes).map(
+      functools.partial(_pack, spec=spec, examples=examples))
+  # Blocks of `local` consecutive packs: block t*P + p is process p's share of step t.
+  blocks = packs.batch(local, drop_remainder=True, batch_fn=patches.stack_tree)
   return blocks[process_index::process_count]
 
 
 class TrainIterator:
-  """Iterator of this process's TrainBatch of steps start_step, start_step + 1, ... (grain underneath).
+  """Iterator of this process's TrainBatch (its packs) of steps start_step, start_step + 1, ... (grain underneath).
 
   The batch at step t is a pure function of (spec, source, t) and the process's place (index, count) - see the
   module docstring - so resuming at `start_step=t` reproduces the data exactly and there is no iterator state.

@@ -7,18 +7,23 @@ views, augmentations (() = `dos_jax.data.transforms.default_augmentations(kind)`
 mask_cell_warmup_frac, crop_ratio_max, color_range; top level: mask_ratio, mask_ratio_start, mask_ratio_warmup_frac, total_steps, supervision,
 model.variant (or the architecture of upstream's keys, `dos_jax.variants.upstream_architecture`, when
 config.model carries a loaded Pointcept checkpoint's). `pipeline_spec` adds: seed, batch_size; data.num_workers,
-data.prefetch, data.worker_backend, data.packing, data.pack_scenes, data.packed_capacity,
-data.packed_student_capacity, data.packed_sequence, data.packed_student_sequence.
+data.prefetch, data.worker_backend, data.pack_scenes, data.packed_capacity, data.packed_student_capacity,
+data.packed_sequence, data.packed_student_sequence (() = `default_budgets`), and checks what the JAX-free gate
+cannot compute: that the teacher's stage-0 budgets hold one scene at its per-view capacity (data.capacity, what
+real views reach), so every ordinary scene fits an empty pack. The student's and the deeper stages' per-view
+capacities are far above what real views reach (masking keeps ~30%; pooling ~1/4 per stage), so they are not held
+to them (`packing.fill_pack` skips a scene too large alone, and counts it).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple, Union
+from typing import Dict, Tuple, Union
 
 from dos_jax import variants
 from dos_jax.data import transforms
 from dos_jax.data import views as views_lib
+from dos_jax.errors import ConfigError
 
 # Channels contributed by each entry of data.feat_keys, concatenated in the listed order.
 FEATURE_DIMS = {"coord": 3, "color": 3, "normal": 3, "strength": 1}
@@ -104,14 +109,14 @@ def batch_spec(cfg) -> BatchSpec:
 
 @dataclasses.dataclass(frozen=True)
 class PackSpec:
-  """How `dos_jax.batching.packing` packs the views of one device's scenes into one point set per stage.
+  """How `dos_jax.batching.packing` fills and lays out one pack (the batch of one device, or one of several).
 
-  Attributes (sizes in point slots / sequence positions, one entry per encoder stage):
-    teacher, student: slot capacities N_s of a pack's teacher / student sets (data.packed_capacity,
+  Attributes (budgets in point slots / sequence positions, one entry per encoder stage):
+    teacher, student: slot budgets N_s of a pack's teacher / student sets (data.packed_capacity,
       data.packed_student_capacity).
-    teacher_sequence, student_sequence: attention sequence lengths L_s (data.packed_sequence,
-      data.packed_student_sequence; the slot capacities where the config leaves them ()).
-    pack_scenes: scenes per pack (= per device); 0 = all the scenes of the host's step.
+    teacher_sequence, student_sequence: attention sequence budgets L_s (data.packed_sequence,
+      data.packed_student_sequence).
+    pack_scenes: W, the pack's window of the global example sequence: the most scenes it can hold.
     patch_size: the model's attention patch size, an int for every stage or one per stage (BatchSpec.patch_sizes,
       else BatchSpec.patch_size).
     num_views: views per scene V (a pack of b scenes holds b * V views, scene-major).
@@ -124,6 +129,11 @@ class PackSpec:
   patch_size: Union[int, Tuple[int, ...]]
   num_views: int
 
+  @property
+  def max_views(self) -> int:
+    """M, the static number of view segments of a pack (W * V)."""
+    return self.pack_scenes * self.num_views
+
 
 @dataclasses.dataclass(frozen=True)
 class PipelineSpec:
@@ -132,8 +142,8 @@ class PipelineSpec:
   Attributes:
     batch: the views' batching (`BatchSpec`).
     seed: the run seed (scene order and every host-side random draw of an example).
-    batch_size: scenes per step over all processes (global).
-    pack: the packing (`PackSpec`); None = packing off (per-view padded batches).
+    batch_size: global examples a step draws: packs per step x pack.pack_scenes (the most scenes of a step).
+    pack: the packing (`PackSpec`).
     num_workers: batch-building workers; 0 = in the consumer's thread.
     prefetch: batches built ahead per worker.
     worker_backend: 'thread' | 'process' (WORKER_BACKENDS).
@@ -141,26 +151,76 @@ class PipelineSpec:
   batch: BatchSpec
   seed: int
   batch_size: int
-  pack: Optional[PackSpec]
+  pack: PackSpec
   num_workers: int
   prefetch: int
   worker_backend: str
+
+  @property
+  def packs_per_step(self) -> int:
+    return self.batch_size // self.pack.pack_scenes
 
 
 def _ints(values) -> Tuple[int, ...]:
   return tuple(int(c) for c in values)
 
 
+def _stage_patches(batch: BatchSpec):
+  return list(batch.patch_sizes) if batch.patch_sizes else [batch.patch_size] * batch.num_stages
+
+
+def worst_sequence(views: int, capacity: int, patch: int) -> int:
+  """The most sequence positions `views` views of at most `capacity` points each can take at a stage with
+  attention patch `patch` (`packing.layout`): a long view ceil(n / P) whole patches; short views (n <= P) go
+  first-fit into patches, where at most one patch is half full or less, so they need at most 2 * total / P + 1
+  patches (and never more than one each)."""
+  if views * capacity <= patch:
+    return views * capacity
+  if capacity > patch:
+    return views * (-(-capacity // patch)) * patch
+  return min(views, 2 * views * capacity // patch + 1) * patch
+
+
+def default_budgets(batch: BatchSpec, scenes: int) -> Dict[str, Tuple[int, ...]]:
+  """Budgets that hold `scenes` scenes at their per-view stage capacities (the per-view padded batch, as a
+  pack): {'teacher', 'student', 'teacher_sequence', 'student_sequence'} -> per-stage tuples."""
+  # Here, not at the top: the gate (dos_jax.schema) imports this module and must not pull in flax/JAX (structs).
+  from dos_jax.batching import patches  # pylint: disable=g-import-not-at-top
+  views = scenes * batch.num_views
+  out = {}
+  for name, cap in (("teacher", batch.capacity), ("student", batch.student_set_capacity)):
+    caps = patches.stage_capacities(cap, batch.num_stages, batch.patch_size, batch.stage_ratio)
+    out[name] = tuple(views * c for c in caps)
+    out[f"{name}_sequence"] = tuple(worst_sequence(views, c, p) for c, p in zip(caps, _stage_patches(batch)))
+  return out
+
+
 def pipeline_spec(cfg) -> PipelineSpec:
-  """Decodes the input-pipeline keys of a validated config (see the module docstring)."""
+  """Decodes the input-pipeline keys of a validated config (see the module docstring).
+
+  Raises:
+    ConfigError naming the key when a teacher stage-0 budget cannot hold one scene at its per-view capacity.
+  """
   d = cfg.data
   batch = batch_spec(cfg)
-  pack = None
-  if d.packing:
-    teacher, student = _ints(d.packed_capacity), _ints(d.packed_student_capacity)
-    pack = PackSpec(teacher=teacher, student=student, teacher_sequence=_ints(d.packed_sequence) or teacher,
-                    student_sequence=_ints(d.packed_student_sequence) or student, pack_scenes=int(d.pack_scenes),
-                    patch_size=batch.patch_sizes or batch.patch_size, num_views=batch.num_views)
+  scenes = int(d.pack_scenes)
+  one = default_budgets(batch, 1)
+  full = default_budgets(batch, scenes)
+  given_budgets = {"teacher": ("packed_capacity", d.packed_capacity),
+                   "student": ("packed_student_capacity", d.packed_student_capacity),
+                   "teacher_sequence": ("packed_sequence", d.packed_sequence),
+                   "student_sequence": ("packed_student_sequence", d.packed_student_sequence)}
+  budgets = {}
+  for name, (key, value) in given_budgets.items():
+    given = _ints(value)
+    budgets[name] = given or full[name]
+    if name.startswith("teacher") and budgets[name][0] < one[name][0]:
+      raise ConfigError(f"config.data.{key}={given}: stage 0 holds {budgets[name][0]}, less than one scene at its "
+                        f"per-view capacities needs ({one[name][0]}); "
+                        "recalibrate with benchmarks/padding.py --calibrate, or lower data.capacity / "
+                        "data.student_capacity")
+  pack = PackSpec(pack_scenes=scenes, patch_size=batch.patch_sizes or batch.patch_size, num_views=batch.num_views,
+                  **budgets)
   return PipelineSpec(batch=batch, seed=int(cfg.seed), batch_size=int(cfg.batch_size), pack=pack,
                       num_workers=int(d.num_workers), prefetch=int(d.prefetch),
                       worker_backend=str(d.worker_backend))

@@ -4,8 +4,9 @@ Everything irregular (grid sampling, masking, serialization, sorting, neighbour 
 host in numpy; the device sees only these pytrees of fixed-shape arrays plus validity masks, so one compiled
 function serves every batch of a config.
 
-Shapes are written for ONE point set (one view of one scene). Batches stack sets along leading axes: a batch of B
-scenes x V views has leading axes [B, V] in `TrainBatch` and the encoder sees them flattened to [B*V].
+Shapes are written for ONE point set. A training batch (`TrainBatch`) is always a stack of packs (leading axis
+[G]): each pack holds the views of several scenes in one point set per stage (segment ids), so one type serves
+every config; an evaluation batch (`LabeledBatch`) stacks single views (leading axis [B]).
 
 Padding conventions (all stages):
   * Real points occupy arbitrary slots; `valid` marks them. Padded slots hold zeros in float arrays.
@@ -93,21 +94,23 @@ class PointSet:
 
 
 @flax.struct.dataclass
-class TrainBatch:
-  """One pretraining batch: B scenes x V views (leading axes [B, V]).
+class TrainView:
+  """One training view of one scene, padded to the per-view capacities: what `train_views` builds on the host and
+  `dos_jax.batching.packing` packs. Never fed to the step (every training batch is a `TrainBatch` pack).
 
   Attributes:
-    teacher: PointSet, the full (unmasked) views, capacity N_t.
-    student: PointSet, ONLY the visible points of each view, capacity N_v (masked points are gathered out on the
-      host; their coordinates never enter the student). Under supervision='masked_tokens'|'token_jitter' the
-      student set holds the full view instead (capacity N_t) and `mask_token` marks the masked points.
+    teacher: PointSet, the full (unmasked) view, capacity N_t (data.capacity).
+    student: PointSet, ONLY the visible points of the view, capacity N_v (data.student_capacity; masked points are
+      gathered out on the host, their coordinates never enter the student). Under
+      supervision='masked_tokens'|'token_jitter' the student set holds the full view instead (capacity N_t) and
+      `mask_token` marks the masked points.
     mask_token: bool[N_student] True where the student sees a learnable mask token instead of the point's
       features (all False under 'observable').
     target_index: i32[N_student] slot in the SAME view's teacher set holding the same point (N_t if padded).
     target_valid: bool[N_student] points that receive a target (observable points under 'observable'; masked
       points under the token variants).
-    cross_index: i32[N_student] slot in the OTHER view's teacher set (view 1-v) of the point nearest to this
-      point's original position, N_t when none within the matching radius.
+    cross_index: i32[N_student] slot in the OTHER view's teacher set (view (v+1) mod V) of the point nearest to
+      this point's original position, N_t when none within the matching radius.
     cross_valid: bool[N_student] whether cross_index is a real match.
   """
 
@@ -121,20 +124,24 @@ class TrainBatch:
 
 
 @flax.struct.dataclass
-class PackedTrainBatch:
-  """A pretraining batch with the views of each pack in one point set (leading axis [G] packs).
+class TrainBatch:
+  """THE pretraining batch: packs (leading axis [G], one per device or several), each holding up to M views.
 
-  Built by `dos_jax.batching.packing`: pack g holds M = pack_scenes x V views; view m = scene b * V + view v.
-  Same meaning as `TrainBatch`, with every index into the pack's ONE teacher set:
+  Built by `dos_jax.batching.packing`: a pack holds whole scenes (all V views of each, scene-major: view m =
+  scene b * V + view v), filled by budget (`packing.fill_pack`); segments m >= the pack's real view count are
+  empty (`view_valid` False). A batch of one scene per pack at the per-view capacities is what "unpacked" means:
+  the same type. Every index points into the pack's ONE teacher set:
 
   Attributes:
-    teacher: packed PointSet (capacities data.packed_capacity), `stages[s].segment` = view of each slot.
-    student: packed PointSet of the visible points (data.packed_student_capacity).
-    mask_token, target_valid, cross_valid: bool[N_student].
+    teacher: packed PointSet (slot budget data.packed_capacity), `stages[s].segment` = view of each slot.
+    student: packed PointSet of the visible points (data.packed_student_capacity), or of the full views under
+      the token variants.
+    mask_token, target_valid, cross_valid: bool[N_student] (meaning as in `TrainView`).
     target_index: i32[N_student] slot in the packed teacher set of the same point (N_t if none).
-    cross_index: i32[N_student] slot in the packed teacher set of the nearest point of the other view of the
-      same scene (N_t if none).
-    view_count: i32[M] real student points per view (M is static: its length).
+    cross_index: i32[N_student] slot in the packed teacher set of the nearest point of the next view of the same
+      scene (N_t if none).
+    view_valid: bool[M] real views of the pack (M = data.pack_scenes x V is static: its length). The loss is the
+      mean of the per-view terms over the real views of the whole step.
   """
 
   teacher: PointSet
@@ -144,7 +151,7 @@ class PackedTrainBatch:
   target_valid: np.ndarray
   cross_index: np.ndarray
   cross_valid: np.ndarray
-  view_count: np.ndarray
+  view_valid: np.ndarray
 
 
 @flax.struct.dataclass

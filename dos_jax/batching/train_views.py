@@ -2,8 +2,9 @@
 
 Everything is host-side numpy. Shapes depend only on the `spec.BatchSpec` (capacities, stage count and patch size
 of the model variant, feature channels, views), never on the data, so one compiled step serves every batch.
-`train_views(scene, spec, rng)` is the unit the input pipeline maps over the scene sequence; `stack_batch` turns
-[B][V] pieces into one `structs.TrainBatch` with leading axes [B, V].
+`train_views(scene, spec, rng)` is the unit the input pipeline maps over the scene sequence (its `structs.TrainView`
+pieces are packed by `dos_jax.batching.packing`); `make_train_batch` is the direct form (one pack per scene);
+`stack_views` stacks [B][V] pieces along [B, V] for inspecting the views (it is not a training batch).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import scipy.spatial
 
+from dos_jax.batching import packing
 from dos_jax.batching import patches
 from dos_jax.batching import spec as spec_lib
 from dos_jax.batching import structs
@@ -118,13 +120,12 @@ def _cross_match(scene_coord: np.ndarray, student: structs.PointSet, teacher: st
 
 
 def train_views(scene, p: spec_lib.BatchSpec, rng: np.random.Generator,
-                stats: Optional[dict] = None, step: Optional[int] = None) -> List[structs.TrainBatch]:
-  """One scene -> V unbatched TrainBatch pieces (one per view), drawing every random choice from `rng`.
+                stats: Optional[dict] = None, step: Optional[int] = None) -> List[structs.TrainView]:
+  """One scene -> V TrainView pieces (one per view, padded to the per-view capacities), drawing every random
+  choice from `rng`.
 
   `step`: the training step the views are for; the masking warm-up (`BatchSpec.mask_at`) is evaluated at it.
   None = the final mask ratio and cell (no warm-up).
-
-  The pieces hold the fields of `structs.TrainBatch` without the leading [B, V] axes; `stack_batch` stacks them.
   `stats` (a dict, optional) accumulates '{teacher,student}_views', '_views_dropped' (views that lost points to
   a per-view capacity), '_points' and '_points_dropped' (student counts under supervision='observable').
   """
@@ -179,9 +180,9 @@ def train_views(scene, p: spec_lib.BatchSpec, rng: np.random.Generator,
         cross_index[~cross_valid] = n_t
     else:
       cross_index, cross_valid = np.full(n_s, n_t, dtype=np.int32), np.zeros(n_s, dtype=bool)
-    out.append(structs.TrainBatch(teacher=teachers[v], student=student, mask_token=mask_token,
-                                  target_index=target_index, target_valid=target_valid, cross_index=cross_index,
-                                  cross_valid=cross_valid))
+    out.append(structs.TrainView(teacher=teachers[v], student=student, mask_token=mask_token,
+                                 target_index=target_index, target_valid=target_valid, cross_index=cross_index,
+                                 cross_valid=cross_valid))
   return out
 
 
@@ -193,8 +194,8 @@ def _count_drops(stats: Optional[dict], branch: str, wanted: int, kept: int) -> 
     stats[f"{branch}_{key}"] = stats.get(f"{branch}_{key}", 0) + value
 
 
-def stack_batch(per_scene: List[List[structs.TrainBatch]]) -> structs.TrainBatch:
-  """[B][V] pieces -> one TrainBatch with leading axes [B, V] (a single copy of every array)."""
+def stack_views(per_scene: List[List[structs.TrainView]]) -> structs.TrainView:
+  """[B][V] pieces -> one TrainView with leading axes [B, V], to inspect the views (not a training batch)."""
   b, v = len(per_scene), len(per_scene[0])
   flat = patches.stack_tree([piece for views in per_scene for piece in views])
   return _reshape_leading(flat, (b, v))
@@ -212,10 +213,13 @@ def _reshape_leading(tree, shape):
 
 def make_train_batch(scenes: Sequence, spec: spec_lib.BatchSpec, rng: np.random.Generator,
                      step: Optional[int] = None) -> structs.TrainBatch:
-  """B scenes -> a TrainBatch with leading axes [B, V] (scenes processed in order with the one Generator).
+  """B scenes -> a TrainBatch of B packs, one scene each at its per-view capacities (`spec_lib.default_budgets`;
+  scenes processed in order with the one Generator, views keyed 0..V-1 per pack).
 
   `spec` is the decoded batch spec (`batching.spec.batch_spec(config)` of a validated config); `step` as in
-  `train_views`. The training loop's batches come from `pipeline` (one Generator per example); this is the direct
-  form.
+  `train_views`. The training loop's batches come from `pipeline` (one Generator per example, packs filled by
+  budget); this is the direct form.
   """
-  return stack_batch([train_views(s, spec, rng, step=step) for s in scenes])
+  pack = spec_lib.PackSpec(pack_scenes=1, patch_size=spec.patch_sizes or spec.patch_size, num_views=spec.num_views,
+                           **spec_lib.default_budgets(spec, 1))
+  return patches.stack_tree([packing.pack_train_views(train_views(s, spec, rng, step=step), pack) for s in scenes])

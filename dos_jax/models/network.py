@@ -1,8 +1,8 @@
 """The full DOS network as pure functions of param pytrees: encoder + projector/prototype head.
 
   params = network.init_params(rng, batch, spec)                        # {'encoder': ..., 'head': ...}
-  student_cos = network.student_apply(params, batch, rng=key, spec=spec)        # f32[B, V, Ns, K]
-  teacher_cos = network.teacher_apply(teacher_params, batch, spec=spec)         # f32[B, V, Nt, K]
+  student_cos = network.student_apply(params, batch, rng=key, spec=spec)        # f32[G, Ns, K]
+  teacher_cos = network.teacher_apply(teacher_params, batch, spec=spec)         # f32[G, Nt, K]
 
 The student and the teacher are the same functions with different params. The student runs on `batch.student`
 (ONLY the visible points under supervision='observable'; the full view with `batch.mask_token` marking the
@@ -38,7 +38,7 @@ def init_params(rng: jax.Array, batch: Any, spec: ModelSpec) -> Dict[str, Any]:
 
   Args:
     rng: PRNG key.
-    batch: TrainBatch with leading axes [B, V], or PackedTrainBatch [G] (numpy or jax; only shapes matter).
+    batch: TrainBatch [G packs] (numpy or jax; only shapes matter).
     spec: the ModelSpec.
   """
   enc_rng, head_rng = jax.random.split(rng)
@@ -79,10 +79,10 @@ def _cosines(params, points, *, train: bool, rng: Optional[jax.Array], mask_toke
 
 def student_apply(params, batch: Any, *, rng: Optional[jax.Array] = None, train: bool = True,
                   spec: ModelSpec, order_rng: Optional[jax.Array] = None) -> jax.Array:
-  """The student's cosines f32[B, V, Ns, K] on `batch.student` (drop path when `train`, keyed by `rng`).
+  """The student's cosines f32[G, Ns, K] (G packs) on `batch.student` (drop path when `train`, keyed by `rng`).
 
   Under supervision='observable' the student set holds only the visible points and `mask_token` is ignored;
-  with spec.student_mask_token `batch.mask_token: bool[B, V, Ns]` selects the points whose embedding is the
+  with spec.student_mask_token `batch.mask_token: bool[G, Ns]` selects the points whose embedding is the
   learnable mask token. With spec.shuffle_orders and `train`, the serialization orders of the blocks are shuffled per stage
   from `rng` (upstream PTv3 / Sonata training), or from `order_rng` when given: the shard_map step gives each
   device its own drop-path key but one order key, so the orders are those of the same step on one device.
@@ -94,7 +94,7 @@ def student_apply(params, batch: Any, *, rng: Optional[jax.Array] = None, train:
 
 
 def teacher_apply(params, batch: Any, *, spec: ModelSpec, rng: Optional[jax.Array] = None) -> jax.Array:
-  """The teacher's cosines f32[B, V, Nt, K] on `batch.teacher` (full views, no drop path, no mask token).
+  """The teacher's cosines f32[G, Nt, K] on `batch.teacher` (full views, no drop path, no mask token).
 
   `rng`: the step's teacher key, used only for order shuffling (spec.shuffle_orders): as upstream, the
   teacher's forward draws its own order permutations, independent of the student's. None = deterministic orders.

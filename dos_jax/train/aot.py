@@ -102,9 +102,10 @@ def devices_per_chip(devices: Sequence[Any]) -> int:
 
 def example_batch(config: ml_collections.ConfigDict, scenes: int) -> Any:
   """One device's share of a training batch (numpy; only its shapes are used): `scenes` synthetic scenes of
-  `config.data.kind` through the training pipeline of the config (views, then packing when data.packing).
+  `config.data.kind` through the training pipeline of the config (views, then packs of data.pack_scenes windows).
 
-  Returns a TrainBatch with leading [scenes, V], or a PackedTrainBatch with leading [scenes / data.pack_scenes].
+  Returns a TrainBatch with leading [scenes / data.pack_scenes] packs (its shapes are the budgets': the fill
+  does not change them).
   """
   spec = dataclasses.replace(batch_spec_lib.pipeline_spec(config), batch_size=int(scenes), num_workers=0)
   source = sources.synthetic_source(str(config.data.kind), num_scenes=int(scenes), split="train", seed=0)
@@ -126,9 +127,6 @@ def lower_train_step(config: ml_collections.ConfigDict, devices: Sequence[Any]) 
   n = schema.data_parallel_devices(config, len(devices))  # the gate's check: batch_size splits over the mesh
   mesh = sharding.make_mesh(n, devices)
   per_device = int(config.batch_size) // n
-  if config.data.packing and int(config.data.pack_scenes) and per_device % int(config.data.pack_scenes):
-    raise ConfigError(f"config.data.pack_scenes={config.data.pack_scenes} must divide the "
-                      f"{per_device} scenes per device (config.batch_size={config.batch_size} over {n} devices)")
   example = example_batch(config, per_device)
   spec = specs.step_spec(config)
   rng = jax.random.PRNGKey(int(config.seed))
@@ -163,8 +161,8 @@ def compile_train_step(config: ml_collections.ConfigDict, devices: Sequence[Any]
 
 
 def batch_unit(config: ml_collections.ConfigDict) -> int:
-  """The step of the per-device batch: data.pack_scenes scenes (one more pack) when packing, else one scene."""
-  return int(config.data.pack_scenes) if config.data.packing and int(config.data.pack_scenes) else 1
+  """The step of the per-device batch: one more pack (a window of data.pack_scenes scenes)."""
+  return int(config.data.pack_scenes)
 
 
 def with_scenes_per_device(config: ml_collections.ConfigDict, scenes: int, devices: int

@@ -17,9 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from dos_jax import objective
-from dos_jax import segment_objective
 from dos_jax import specs
-from dos_jax.batching import structs
 from dos_jax.eval import diagnostics
 from dos_jax.models import network
 from dos_jax.train import ema
@@ -38,7 +36,7 @@ def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array,
 
   Args:
     params: student params. teacher_params: teacher params (same structure).
-    batch: TrainBatch with leading [B, V].
+    batch: TrainBatch, leading [G] packs.
     rng: PRNG key for the student's drop path (and for order shuffling when `order_rng` is None).
     step: i32[] step index (teacher temperature schedule).
     spec: the StepSpec (static).
@@ -46,8 +44,9 @@ def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array,
       derive it from `rng`.
 
   Returns:
-    loss f32[] and a dict of f32[] metrics: loss, loss_same, loss_cross and the prototype diagnostics of the
-    teacher at the student's same-view target points.
+    loss f32[] (the mean over the batch's real views, `objective.packed_dos_loss`) and a dict of f32[] metrics:
+    loss, loss_same, loss_cross, views (real views in the batch) and the prototype diagnostics of the teacher at
+    the student's same-view target points.
   """
   # The teacher's own key (order shuffling only; unused without spec.model.shuffle_orders).
   order_rng = rng if order_rng is None else order_rng
@@ -58,22 +57,15 @@ def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array,
   # Named scopes (objective, diagnostics, optimizer, ema) only label the compiled program's ops, e.g. for the
   # per-part cost breakdown of benchmarks/tpu_breakdown.py; they change no computation.
   with jax.named_scope("objective"):
-    if isinstance(batch, structs.PackedTrainBatch):
-      # Packed views: the same per-view terms through segment reductions. The prototype diagnostics below then
-      # treat each pack as one set (usage statistics are unchanged; coverage/softmap entropy are per pack).
-      loss, aux = segment_objective.packed_dos_loss(
-          student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
-          batch.student.valid, batch.student.stages[0].segment, batch.view_count.shape[-1],
-          teacher_temp=schedules.teacher_temperature(spec)(step), student_temp=float(spec.student_temp),
-          alpha=float(spec.zipf_alpha), num_iters=int(spec.sinkhorn_iters), normalization=spec.normalization,
-          cross_view=bool(spec.cross_view))
-    else:
-      loss, aux = objective.dos_loss(
-          student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
-          batch.student.valid, teacher_temp=schedules.teacher_temperature(spec)(step),
-          student_temp=float(spec.student_temp), alpha=float(spec.zipf_alpha),
-          num_iters=int(spec.sinkhorn_iters), normalization=spec.normalization, cross_view=bool(spec.cross_view))
-  metrics = {"loss": loss, "loss_same": aux["loss_same"], "loss_cross": aux["loss_cross"]}
+    loss, aux = objective.packed_dos_loss(
+        student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
+        batch.student.valid, batch.student.stages[0].segment, batch.view_valid,
+        teacher_temp=schedules.teacher_temperature(spec)(step), student_temp=float(spec.student_temp),
+        alpha=float(spec.zipf_alpha), num_iters=int(spec.sinkhorn_iters), normalization=spec.normalization,
+        cross_view=bool(spec.cross_view))
+  metrics = {"loss": loss, "loss_same": aux["loss_same"], "loss_cross": aux["loss_cross"], "views": aux["views"]}
+  # The prototype diagnostics treat each pack as one set (usage statistics are per point; coverage and softmap
+  # entropy are per pack).
   with jax.named_scope("diagnostics"):
     diag = diagnostics.prototype_diagnostics(aux["teacher_logits"], aux["targets"], aux["valid"])
   metrics.update({k: jnp.asarray(v, jnp.float32) for k, v in diag.items()})
@@ -86,7 +78,7 @@ def loss_and_grads(state: state_lib.TrainState, batch, rng: jax.Array, spec: spe
 
   Args:
     state: the current TrainState.
-    batch: TrainBatch with leading [B, V] (B = this device's scenes inside shard_map).
+    batch: TrainBatch, leading [G] packs (this device's packs inside shard_map).
     rng: per-step PRNG key (drop path).
     spec: the StepSpec.
     order_rng: the order-shuffling key (see `compute_loss`); None derives it from `rng`.
@@ -153,7 +145,7 @@ def train_step(state: state_lib.TrainState, batch, rng: jax.Array, *, spec: spec
 
   Args:
     state: TrainState.
-    batch: TrainBatch, leading axes [B, V].
+    batch: TrainBatch, leading axis [G] packs.
     rng: per-step key, e.g. `jax.random.fold_in(state.rng, step)`.
     spec: the StepSpec (static: loss switches, schedules, optimizer, model).
 
@@ -172,12 +164,14 @@ def device_keys(rng: jax.Array, axis_name: str) -> Tuple[jax.Array, jax.Array]:
 
 def cross_device_step(state: state_lib.TrainState, batch, rng: jax.Array, axis_name: str, *,
                       spec: specs.StepSpec) -> Tuple[state_lib.TrainState, Metrics]:
-  """The per-device body of the shard_map variants: local loss and grads, then `lax.pmean` over
-  `axis_name`, then the same `apply_update` on every device (so replicated state stays identical).
+  """The per-device body of the shard_map variants: local loss and grads, weighted by this device's share of the
+  step's real views and summed over `axis_name` (`lax.psum`), then the same `apply_update` on every device (so
+  replicated state stays identical).
 
-  Every device holds the same number of scenes, so the mean of per-device means is the global mean the jit
-  variant computes. Metrics are averaged over devices too (for the nonlinear prototype diagnostics this is the
-  mean of per-shard values, not the value on the global batch).
+  Packs filled by budget hold different numbers of views, so a plain mean of per-device means would weigh a view
+  by its device's fill; weighting device d's mean by views_d / sum(views) gives the mean over all real views, the
+  loss the jit variant computes. Metrics get the same weights (for the nonlinear prototype diagnostics this is a
+  weighted mean of per-shard values, not the value on the global batch); 'views' is the step's total.
 
   Drop path draws per device (its key is folded with the device index, so devices do not repeat each other's
   masks); order shuffling keeps the step's key, because its permutation is one per stage for the whole batch:
@@ -185,5 +179,9 @@ def cross_device_step(state: state_lib.TrainState, batch, rng: jax.Array, axis_n
   """
   drop_rng, order_rng = device_keys(rng, axis_name)
   loss, grads, metrics = loss_and_grads(state, batch, drop_rng, spec, order_rng=order_rng)
-  loss, grads, metrics = jax.lax.pmean((loss, grads, metrics), axis_name)
+  views = metrics["views"]
+  total = jax.lax.psum(views, axis_name)
+  weight = views / jnp.maximum(total, 1.0)
+  loss, grads, metrics = jax.lax.psum(jax.tree.map(lambda x: x * weight, (loss, grads, metrics)), axis_name)
+  metrics["views"] = total
   return apply_update(state, loss, grads, metrics, spec)

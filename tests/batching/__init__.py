@@ -23,11 +23,15 @@ def room(seed, n=6000):
 
 
 def cfg(**kw):
-  """synthetic_tiny with small capacities and no workers; `kw`: dotted key -> value overrides."""
+  """synthetic_tiny with small capacities, no workers and one scene per pack at its per-view capacities (the
+  budgets ()); `kw`: dotted key -> value overrides."""
   c = synthetic_tiny.get_config()
   c.data.capacity = 512
   c.data.student_capacity = 256
   c.data.num_workers = 0
+  c.data.pack_scenes = 1
+  for key in ("packed_capacity", "packed_student_capacity", "packed_sequence", "packed_student_sequence"):
+    c.data[key] = ()
   c.update_from_flattened_dict(kw)
   return c
 
@@ -49,8 +53,14 @@ def leaves(tree, prefix=""):
       yield from leaves(getattr(tree, f.name), f"{prefix}.{f.name}")
 
 
+def view_batch(scenes, spec, rng):
+  """The views of `scenes` (one Generator, in order) stacked [B, V] for inspection (`train_views.stack_views`)."""
+  from dos_jax.batching import train_views  # pylint: disable=g-import-not-at-top
+  return train_views.stack_views([train_views.train_views(s, spec, rng) for s in scenes])
+
+
 def view(batch, b, v):
-  """The (b, v) element of a [B, V] TrainBatch as plain arrays."""
+  """The (b, v) element of [B, V] stacked TrainViews as plain arrays."""
   def pick(t):
     if t is None:
       return None

@@ -50,7 +50,6 @@ def test_layout_rules():
     assert n > 64 or off // 64 == (off + n - 1) // 64
   assert packing.layout([64, 64], 64)[1] == 128 and packing.layout([65], 64)[1] == 128
   assert packing.calibrate(np.array([[100, 5], [300, 7], [200, 9]]), 64) == [304, 16]  # max, up to 8 slots
-  assert packing.assign_packs([5, 1, 4, 2, 3, 3], 2) == [[0, 1], [2, 3], [4, 5]]  # totals 6, 6, 6
 
 
 def test_pack_overflow_names_stage():
@@ -136,38 +135,79 @@ def test_packed_features_and_gradients_equal_unpacked():
                g_p, g_u)
 
 
-def test_pipeline_packs_the_unpacked_pipelines_views():
-  """data.packing=True: the training pipeline's packed batch holds exactly the unpacked batch's views (same
-  global examples), balanced into packs of pack_scenes scenes, at the configured capacities."""
+class _Counted:
+  """A stand-in SceneExample with given per-view stage counts (what `fill_pack` reads)."""
+
+  def __init__(self, index, teacher, student):
+    self.index, self._c = index, {"teacher": np.array(teacher), "student": np.array(student)}
+
+  def counts(self, branch):
+    return self._c[branch]
+
+
+def test_fill_pack_is_first_fit_over_the_window():
+  from dos_jax.batching import spec as spec_lib
+  from dos_jax.errors import DataError
+  spec = spec_lib.PackSpec(teacher=(100, 40), student=(50, 20), teacher_sequence=(160, 64),
+                           student_sequence=(64, 32), pack_scenes=6, patch_size=16, num_views=2)
+  # Scene sizes (teacher stage 0 per view): 20, 30 (does not fit after the first two: 40 + 60 > 100), 5, 4, ...
+  sizes = {0: 20, 1: 20, 2: 30, 3: 5, 4: 40, 5: 40, 6: 60, 7: 1}
+  def example(g):
+    n = sizes[g % 8]
+    return _Counted(g, [[n, n // 4]] * 2, [[n // 2, n // 8]] * 2)
+  read = []
+  members = packing.fill_pack(lambda g: read.append(g) or example(g), 0, spec)
+  # 0, 1 fit (80 slots, 4 x 2 patches); 2 does not (140 slots); 3 fits (90 slots, 138 positions); 4 and 5 do not:
+  # two misses in a row end the fill.
+  assert [m.index for m in members] == [0, 1, 3] and read == [0, 1, 2, 3, 4, 5]
+  t = np.concatenate([m.counts("teacher") for m in members])
+  assert packing.fits(t, np.concatenate([m.counts("student") for m in members]), spec)
+  # A scene too large for an empty pack is skipped (and counted); a window of only such scenes is an error.
+  stats = {}
+  members = packing.fill_pack(lambda g: _Counted(g, [[60, 1]] * 2, [[1, 1]] * 2) if g == 6 else example(g), 6,
+                              spec, stats)
+  assert members[0].index == 7 and stats == {"oversize_scenes": 1}
+  with pytest.raises(DataError, match="no scene of global examples 6..11 fits"):
+    packing.fill_pack(lambda g: _Counted(g, [[60, 1]] * 2, [[1, 1]] * 2), 6, spec)
+  # The sequence budget binds too: two views of 17 points need 2 patches each at stage 0 (4 x 16 > 48).
+  tight = spec_lib.PackSpec(teacher=(100, 40), student=(50, 20), teacher_sequence=(48, 64),
+                            student_sequence=(64, 32), pack_scenes=2, patch_size=16, num_views=2)
+  assert not packing.fits(np.array([[17, 1], [17, 1]]), np.array([[1, 1], [1, 1]]), tight)
+  assert packing.fits(np.array([[16, 1], [16, 1]]), np.array([[1, 1], [1, 1]]), tight)
+
+
+def test_pipeline_packs_are_budget_filled_scenes():
+  """The training pipeline's packs: whole scenes of each window (first-fit), within the budgets, every view's
+  points and indices as the examples built them; targets at the same view's teacher slots, cross-view matches at
+  the other view of the same scene; empty segments marked."""
   from configs import synthetic_tiny
   from dos_jax.batching import pipeline
   from dos_jax.batching import spec as spec_lib
   from dos_jax.data import catalog
   cfg = synthetic_tiny.get_config("smoke")
-  cfg.batch_size, cfg.data.capacity, cfg.data.student_capacity = 4, 512, 256
-  source = catalog.scene_source(cfg.data, "train")
-  unpacked = pipeline.process_batches(spec_lib.pipeline_spec(cfg), source)[1]
-  cfg.data.packing, cfg.data.pack_scenes = True, 2
+  cfg.batch_size, cfg.data.capacity, cfg.data.student_capacity = 6, 512, 256
+  cfg.data.pack_scenes = 3
   cfg.data.packed_capacity, cfg.data.packed_student_capacity = (2048, 1024, 512), (1024, 512, 256)
-  packed = pipeline.process_batches(spec_lib.pipeline_spec(cfg), source)[1]
-  assert packed.teacher.coord.shape == (2, 2048, 3) and packed.student.stages[2].valid.shape == (2, 256)
-  assert packed.view_count.shape == (2, 4)
-  want = sorted(np.asarray(unpacked.teacher.coord[b, v][unpacked.teacher.valid[b, v]]).tobytes()
-                for b in range(4) for v in range(2))
-  got = []
-  for g in range(2):
-    seg = packed.teacher.stages[0].segment[g]
-    for m in range(4):
-      got.append(np.asarray(packed.teacher.coord[g][seg == m]).tobytes())
-  assert sorted(got) == want
-  # Targets point at the same view's teacher slots; cross-view matches at the other view of the same scene.
-  for g in range(2):
-    t_seg = packed.teacher.stages[0].segment[g]
-    s_seg = packed.student.stages[0].segment[g]
-    ok = packed.target_valid[g]
-    assert np.all(t_seg[packed.target_index[g][ok]] == s_seg[ok])
-    ok = packed.cross_valid[g]
-    assert np.all(t_seg[packed.cross_index[g][ok]] == s_seg[ok] // 2 * 2 + (1 - s_seg[ok] % 2))
+  source = catalog.scene_source(cfg.data, "train")
+  spec = spec_lib.pipeline_spec(cfg)
+  batch = pipeline.process_batches(spec, source)[1]
+  examples = pipeline.global_examples(spec, source)
+  assert batch.teacher.coord.shape == (2, 2048, 3) and batch.view_valid.shape == (2, 6)
+  for k, g in enumerate((2, 3)):  # step 1 = packs 2, 3
+    members = pipeline.pack_members(spec, examples, g)
+    assert 1 <= len(members) < 3  # the smoke views fill their capacities: two scenes per budget
+    assert [m.index for m in members] == list(range(3 * g, 3 * g + len(members)))
+    views = [p for m in members for p in m.views]
+    assert batch.view_valid[k].tolist() == [m < len(views) for m in range(6)]
+    seg = batch.teacher.stages[0].segment[k]
+    for m, piece in enumerate(views):
+      np.testing.assert_array_equal(batch.teacher.coord[k][seg == m], piece.teacher.coord[piece.teacher.valid])
+    assert np.all(seg[len(seg) - np.count_nonzero(seg == 6):] == 6)  # padding slots: segment M
+    t_seg, s_seg = seg, batch.student.stages[0].segment[k]
+    ok = batch.target_valid[k]
+    assert ok.any() and np.all(t_seg[batch.target_index[k][ok]] == s_seg[ok])
+    ok = batch.cross_valid[k]
+    assert ok.any() and np.all(t_seg[batch.cross_index[k][ok]] == s_seg[ok] // 2 * 2 + (1 - s_seg[ok] % 2))
 
 
 @pytest.mark.system

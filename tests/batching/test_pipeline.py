@@ -2,23 +2,31 @@
 
 The must-show of multi-host data: for steps t, the slices that 2 and 4 processes build concatenate (in process
 order, as `jax.make_array_from_process_local_data` assembles them) to the 1-process batch, array for array and
-bit for bit - scenes and every host-side random draw (crop, augmentation, mask) alike.
+bit for bit - packs, scenes and every host-side random draw (crop, augmentation, mask) alike. The test config
+has one scene per pack at its per-view capacities (batch_size packs per step), and a budget-filled variant.
 """
 
 import numpy as np
 import pytest
 
+from dos_jax.batching import packing
+from dos_jax.batching import patches
 from dos_jax.batching import pipeline
 from dos_jax.batching import spec as spec_lib
-from dos_jax.batching import train_views
 from dos_jax.data.scene import Scene
 from dos_jax.errors import ConfigError, DataError
 from tests import batching as helpers
 
 
-def _spec(batch_size: int) -> spec_lib.PipelineSpec:
-  """The decoded pipeline of the small test config with `batch_size` scenes per step."""
-  return spec_lib.pipeline_spec(helpers.cfg(batch_size=batch_size))
+def _spec(batch_size: int, **kw) -> spec_lib.PipelineSpec:
+  """The decoded pipeline of the small test config with `batch_size` examples per step."""
+  return spec_lib.pipeline_spec(helpers.cfg(batch_size=batch_size, **kw))
+
+
+# Two scenes' worth of slots at each stage (the test rooms' views fill their 512 / 256 capacities), so a window of
+# three scenes holds two of them: budget-filled packs whose scene counts are not the window.
+FILLED = {"data.pack_scenes": 3, "data.packed_capacity": (2048, 1024, 512),
+          "data.packed_student_capacity": (1024, 512, 256)}
 
 
 def _assert_same(a, b):
@@ -35,13 +43,13 @@ def _concat(batches):
   return {name: np.concatenate([f[i][1] for f in flat]) for i, (name, _) in enumerate(flat[0])}
 
 
-@pytest.mark.parametrize("steps", [(0, 2)])
-def test_process_slices_concatenate_to_the_one_process_batch(steps):
-  spec = _spec(4)
+@pytest.mark.parametrize("steps,filled", [((0, 2), False), ((1,), True)])
+def test_process_slices_concatenate_to_the_one_process_batch(steps, filled):
+  spec = _spec(12, **FILLED) if filled else _spec(4)
   one = pipeline.process_batches(spec, helpers.SCENES)
   for t in steps:  # step 2 = examples 8..11: crosses from epoch 2 into epoch 3 of the 3 scenes
     reference = dict(helpers.leaves(one[t]))
-    assert reference[".teacher.coord"].shape[:2] == (4, 2)
+    assert reference[".teacher.coord"].shape[0] == 4
     for count in (2, 4):
       parts = [pipeline.process_batches(spec, helpers.SCENES, p, count)[t] for p in range(count)]
       assert all(dict(helpers.leaves(x))[".teacher.coord"].shape[0] == 4 // count for x in parts)
@@ -49,6 +57,10 @@ def test_process_slices_concatenate_to_the_one_process_batch(steps):
       assert list(got) == list(reference)
       for name, x in reference.items():
         np.testing.assert_array_equal(got[name], x, err_msg=f"step {t}, {count} processes: {name}")
+  if filled:  # the packs hold whole scenes, fewer than their windows
+    views = reference[".view_valid"].sum(1)
+    assert np.all(views % 2 == 0) and np.all(views < 6) and np.all(views >= 2)
+    return
   # The batch is not trivially constant: steps differ, and two examples of the same scene differ (own draws).
   a, b = dict(helpers.leaves(one[0])), dict(helpers.leaves(one[1]))
   assert not np.array_equal(a[".teacher.coord"], b[".teacher.coord"])
@@ -66,12 +78,14 @@ def test_example_is_its_scene_through_train_views():
   examples = pipeline.global_examples(spec, helpers.SCENES)
   order = pipeline.scene_indices(len(helpers.SCENES), spec.seed, range(5))
   for g in (4, 1):  # out of order: nothing depends on what was built before
-    pieces = examples[g]
+    pieces = examples[g].views
+    assert examples[g].index == g
     assert pieces[0].teacher.point_index.max() < helpers.SCENES[order[g]].num_points
     ids = pieces[0].teacher.point_index[pieces[0].teacher.valid]
     assert np.unique(ids).size == ids.size
   batch = pipeline.process_batches(spec, helpers.SCENES)[2]
-  _assert_same(batch, train_views.stack_batch([examples[4], examples[5]]))
+  want = patches.stack_tree([packing.build_pack([examples[g]], spec.pack) for g in (4, 5)])
+  _assert_same(batch, want)
 
 
 def test_scene_order_visits_every_scene_once_per_epoch():
@@ -97,7 +111,7 @@ def test_iterator_is_a_pure_function_of_step():
     half = next(it)
   assert half.teacher.coord.shape[0] == 1
   np.testing.assert_array_equal(half.teacher.coord[0], batches[3].teacher.coord[1])
-  with pytest.raises(ConfigError, match="batch_size=2 must be a positive multiple of the process count 4"):
+  with pytest.raises(ConfigError, match="2 packs per step must be a positive multiple of the process count 4"):
     pipeline.TrainIterator(spec, helpers.SCENES, process_index=0, process_count=4)
 
 

@@ -1,7 +1,13 @@
 """Config decoding of the batching: `batch_spec` reads the validated config's values as they are (the gate,
-tests/test_schema.py, checks them; nothing is defaulted or re-checked here)."""
+tests/test_schema.py, checks them; nothing is defaulted or re-checked here); `pipeline_spec` decodes the pack
+budgets (() = per-view capacities) and checks the one thing the gate cannot compute."""
 
+import numpy as np
+import pytest
+
+from dos_jax.batching import packing
 from dos_jax.batching import spec
+from dos_jax.errors import ConfigError
 from dos_jax.data import transforms
 from tests import batching as helpers
 
@@ -28,10 +34,29 @@ def test_pipeline_spec_reads_the_config_values():
   cfg = helpers.cfg(**{"seed": 7, "batch_size": 4, "data.prefetch": 3, "data.worker_backend": "process"})
   p = spec.pipeline_spec(cfg)
   assert (p.seed, p.batch_size, p.num_workers, p.prefetch, p.worker_backend) == (7, 4, 0, 3, "process")
-  assert p.batch == spec.batch_spec(cfg) and p.pack is None      # packing off
-  cfg.data.packing, cfg.data.pack_scenes, cfg.data.packed_sequence = True, 2, ()
+  assert p.batch == spec.batch_spec(cfg) and p.packs_per_step == 4
+  # () budgets: one window (here one scene) at its per-view stage capacities, sequences their worst layout.
+  assert p.pack.teacher == (1024, 512, 256) and p.pack.student == (512, 256, 128)
+  assert p.pack.teacher_sequence == (1024, 512, 256) and (p.pack.pack_scenes, p.pack.max_views) == (1, 2)
+  cfg.data.pack_scenes, cfg.batch_size = 2, 4
+  cfg.data.packed_capacity, cfg.data.packed_sequence = (1500, 600, 200), (1536, 640, 256)
   pack = spec.pipeline_spec(cfg).pack
-  assert (pack.teacher, pack.student_sequence) == (tuple(cfg.data.packed_capacity),
-                                                   tuple(cfg.data.packed_student_sequence))
-  assert pack.teacher_sequence == pack.teacher                   # () = the slot capacities
-  assert (pack.pack_scenes, pack.num_views, pack.patch_size) == (2, 2, (64, 64, 64))
+  assert (pack.teacher, pack.teacher_sequence, pack.student) == ((1500, 600, 200), (1536, 640, 256), (1024, 512, 256))
+  assert (pack.pack_scenes, pack.num_views, pack.patch_size, pack.max_views) == (2, 2, (64, 64, 64), 4)
+  # The teacher's stage 0 must hold one scene at its per-view capacity (2 x 512): the key is named.
+  cfg.data.packed_capacity = (1000, 600, 200)
+  with pytest.raises(ConfigError, match="data.packed_capacity.*stage 0 holds 1000.*1024"):
+    spec.pipeline_spec(cfg)
+
+
+def test_worst_sequence_bounds_every_layout():
+  """`worst_sequence` is at least the layout footprint of any views within the capacity (checked by brute force
+  over random view sizes, with the layout the packer uses)."""
+  rng = np.random.default_rng(0)
+  for patch in (16, 64):
+    for cap in (5, 16, 40, 64, 100):
+      for views in (1, 2, 3, 7):
+        bound = spec.worst_sequence(views, cap, patch)
+        for _ in range(40):
+          counts = rng.integers(1, cap + 1, views)
+          assert packing.layout(counts, min(patch, bound))[1] <= bound, (patch, cap, views, counts)

@@ -12,8 +12,8 @@ from tests import batching as helpers
 
 def test_shapes_fixed_and_fields():
   cfg = helpers.cfg()
-  a = train_views.make_train_batch(helpers.SCENES[:2], spec_lib.batch_spec(cfg), np.random.default_rng(0))
-  b = train_views.make_train_batch(helpers.SCENES[1:], spec_lib.batch_spec(cfg), np.random.default_rng(5))
+  a = helpers.view_batch(helpers.SCENES[:2], spec_lib.batch_spec(cfg), np.random.default_rng(0))
+  b = helpers.view_batch(helpers.SCENES[1:], spec_lib.batch_spec(cfg), np.random.default_rng(5))
   shapes_a = {k: (x.shape, x.dtype) for k, x in helpers.leaves(a)}
   assert shapes_a == {k: (x.shape, x.dtype) for k, x in helpers.leaves(b)}
   assert a.teacher.coord.shape == (2, 2, 512, 3) and a.student.coord.shape == (2, 2, 256, 3)
@@ -28,8 +28,8 @@ def test_student_holds_exactly_the_visible_points():
   # exactly the teacher's points that masked_tokens marks as not masked.
   obs_spec = spec_lib.batch_spec(helpers.cfg(**{"data.student_capacity": 512}))
   tok_spec = spec_lib.batch_spec(helpers.cfg(supervision="masked_tokens"))
-  obs = train_views.make_train_batch(helpers.SCENES[:2], obs_spec, np.random.default_rng(3))
-  tok = train_views.make_train_batch(helpers.SCENES[:2], tok_spec, np.random.default_rng(3))
+  obs = helpers.view_batch(helpers.SCENES[:2], obs_spec, np.random.default_rng(3))
+  tok = helpers.view_batch(helpers.SCENES[:2], tok_spec, np.random.default_rng(3))
   for b in range(2):
     for v in range(2):
       o, t = helpers.view(obs, b, v), helpers.view(tok, b, v)
@@ -46,7 +46,7 @@ def test_student_holds_exactly_the_visible_points():
 @pytest.mark.parametrize("supervision", ["observable", "masked_tokens", "token_jitter"])
 def test_targets_and_cross_matches(supervision):
   cfg = helpers.cfg(supervision=supervision)
-  batch = train_views.make_train_batch(helpers.SCENES[:2], spec_lib.batch_spec(cfg), np.random.default_rng(1))
+  batch = helpers.view_batch(helpers.SCENES[:2], spec_lib.batch_spec(cfg), np.random.default_rng(1))
   n_t = cfg.data.capacity
   radius = cfg.data.cross_radius
   for b in range(2):
@@ -92,9 +92,9 @@ def test_targets_and_cross_matches(supervision):
 def test_overflow_error_and_downsample():
   cfg = helpers.cfg(mask_ratio=0.2, **{"data.capacity": 128, "data.student_capacity": 64, "data.overflow": "error"})
   with pytest.raises(DataError, match="room0.*data.capacity"):
-    train_views.make_train_batch(helpers.SCENES[:1], spec_lib.batch_spec(cfg), np.random.default_rng(0))
+    helpers.view_batch(helpers.SCENES[:1], spec_lib.batch_spec(cfg), np.random.default_rng(0))
   cfg.data.overflow = "downsample"
-  batch = train_views.make_train_batch(helpers.SCENES[:1], spec_lib.batch_spec(cfg), np.random.default_rng(0))
+  batch = helpers.view_batch(helpers.SCENES[:1], spec_lib.batch_spec(cfg), np.random.default_rng(0))
   assert (batch.teacher.valid.sum(-1) == 128).all()
   assert (batch.student.valid.sum(-1) == 64).all()
   x = helpers.view(batch, 0, 0)
@@ -105,7 +105,7 @@ def test_overflow_error_and_downsample():
 def test_student_overflow_error_names_key():
   cfg = helpers.cfg(mask_ratio=0.1, **{"data.capacity": 1024, "data.student_capacity": 64, "data.overflow": "error"})
   with pytest.raises(DataError, match="room0.*data.student_capacity"):
-    train_views.make_train_batch(helpers.SCENES[:1], spec_lib.batch_spec(cfg), np.random.default_rng(0))
+    helpers.view_batch(helpers.SCENES[:1], spec_lib.batch_spec(cfg), np.random.default_rng(0))
 
 
 def test_real_scan_batch():
@@ -115,7 +115,7 @@ def test_real_scan_batch():
   scene = pointcept.read_scannet_votenet(pointcept.find_scannet_votenet(root)[0])
   cfg = helpers.cfg(**{"model.variant": "base", "data.grid_size": 0.08, "data.capacity": 8192,
                 "data.student_capacity": 4096})
-  batch = train_views.make_train_batch([scene], spec_lib.batch_spec(cfg), np.random.default_rng(0))
+  batch = helpers.view_batch([scene], spec_lib.batch_spec(cfg), np.random.default_rng(0))
   assert [s.valid.shape[-1] for s in batch.teacher.stages] == [8192, 4096, 2048, 1024, 512]
   n = batch.teacher.valid.sum(-1)
   assert (n > 4000).all()  # a 60% crop of a 50k-point room at 8 cm
@@ -134,7 +134,7 @@ def test_token_jitter_is_sonatas_clipped_gaussian():
   """
   import math
   cfg = helpers.cfg(supervision="token_jitter", mask_ratio=0.7)
-  batch = train_views.make_train_batch(helpers.SCENES[:2], spec_lib.batch_spec(cfg), np.random.default_rng(5))
+  batch = helpers.view_batch(helpers.SCENES[:2], spec_lib.batch_spec(cfg), np.random.default_rng(5))
   moves = []
   for b in range(2):
     for v in range(2):
@@ -167,7 +167,7 @@ def test_duplicate_views_share_one_crop():
   for mode in ("duplicate", "independent"):
     cfg = helpers.cfg(**{"data.views": mode, "data.crop_ratio": 0.3, "data.crop_ratio_max": 0.3,
                          "data.capacity": 1024})  # a fixed crop small enough for no overflow crop
-    batch = train_views.make_train_batch([corridor] * 4, spec_lib.batch_spec(cfg), np.random.default_rng(2))
+    batch = helpers.view_batch([corridor] * 4, spec_lib.batch_spec(cfg), np.random.default_rng(2))
     frac[mode] = [helpers.view(batch, b, v).cross_valid.sum() / helpers.view(batch, b, v).student.valid.sum()
                   for b in range(4) for v in range(2)]
   assert min(frac["duplicate"]) > 0.95, frac

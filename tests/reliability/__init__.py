@@ -115,8 +115,9 @@ def check_point_set(ps: structs.PointSet, capacities, feat_dim: int, num_source_
       assert (nxt.grid[parent[:n]] == stage.grid[:n] // 2).all(), f"{at}: parent is not the pooled voxel"
 
 
-def check_train_batch(batch: structs.TrainBatch, p, reference_signature, num_source_points):
-  """Asserts the structs.py invariants of a [B, V] TrainBatch built with pipeline params `p`."""
+def check_train_batch(batch: structs.TrainView, p, reference_signature, num_source_points):
+  """Asserts the structs.py invariants of [B, V] stacked TrainViews (`train_views.stack_views`) built with
+  pipeline params `p`."""
   assert signature(batch) == reference_signature, "batch shapes/dtypes changed with the data"
   b, v = batch.mask_token.shape[:2]
   t_caps = patches.stage_capacities(p.capacity, p.num_stages, p.patch_size, p.stage_ratio)

@@ -18,7 +18,7 @@ value of every dimension), 195 hypothesis examples per run plus 2 fixed regressi
     >= num_classes, < -1, > int32 max, float, bool, wrong length: 9); instance (absent/present: 2); strength
     (absent, (N,), (N,1), NaN: 4); corruption of one file (truncated at a random byte, random bytes, pickled
     object array that would run code, .npz, empty file, header claiming 1e12 points: 6); num_classes (None, 20:
-    2). Loaded scenes then go through make_train_batch and make_labeled_batch.
+    2). Loaded scenes then go through the views (train_views) and make_labeled_batch.
   in-memory scenes (test_fuzz_in_memory_scenes_through_the_pipeline, 40 examples): the same arrays (without the
     file corruptions) as Scene fields handed straight to the batching.
   geometry (test_fuzz_geometry_through_the_pipeline, 11 x 5 examples; 28 kinds over 8 dimensions): geometry
@@ -26,7 +26,7 @@ value of every dimension), 195 hypothesis examples per run plus 2 fixed regressi
     diagonal line, a dense ball, a blob: 11); 1..400 points; labels (none, one class, all ignore, random: 4);
     normals (2); strength (2); supervision (3); overflow policy (2); views (1, 2: 2); feature sets (2). Each runs
     grid_sample at 3 voxel sizes (vs an independent voxel count) and deterministically, the indoor, outdoor and
-    all-registered-ops augmentations, make_views, block_mask (vs an independent cell count), make_train_batch
+    all-registered-ops augmentations, make_views, block_mask (vs an independent cell count), train_views
     and make_labeled_batch.
   fixed: a pickled object array in coord/color/segment (never unpickled); clusters 4 * 2**21 voxels apart.
 """
@@ -54,6 +54,11 @@ from dos_jax.errors import ConfigError, DataError
 from tests import reliability as rel
 
 pytestmark = pytest.mark.system
+
+def _view_batch(scenes, spec, rng):
+  """The scenes' training views (one Generator, in order) stacked [B, V] for the contract checks."""
+  return train_views.stack_views([train_views.train_views(s, spec, rng) for s in scenes])
+
 
 TIME_LIMIT_S = 30   # per example; the slowest valid example takes well under 2 s
 # No 'explain' phase: it reruns a failing example hundreds of times (minutes here) for little extra information.
@@ -88,18 +93,18 @@ def _reference(cfg, kind):
     ref = [_blob_scene(), _blob_scene(seed=1)]
     if kind == "train":
       spec = spec_lib.batch_spec(cfg)
-      _REFERENCE[key] = rel.signature(train_views.make_train_batch(ref, spec, np.random.default_rng(0)))
+      _REFERENCE[key] = rel.signature(_view_batch(ref, spec, np.random.default_rng(0)))
     else:
       _REFERENCE[key] = rel.signature(eval_batch.make_labeled_batch(ref, spec_lib.batch_spec(cfg))[0])
   return _REFERENCE[key]
 
 
 def _through_pipeline(scene, cfg, seed, num_classes=None):
-  """make_train_batch and make_labeled_batch on [scene, scene]: contract holds or DataError naming the scene."""
+  """The views (train_views) and make_labeled_batch on [scene, scene]: contract holds or DataError naming the scene."""
   p = spec_lib.batch_spec(cfg)
   scenes = [scene, scene]
   try:
-    batch = train_views.make_train_batch(scenes, spec_lib.batch_spec(cfg), np.random.default_rng(seed))
+    batch = _view_batch(scenes, spec_lib.batch_spec(cfg), np.random.default_rng(seed))
   except DataError as e:
     assert str(e).startswith(scene.name + ":"), str(e)
   else:

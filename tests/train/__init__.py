@@ -1,4 +1,5 @@
-"""Tests of dos_jax.train. Helpers here build tiny hand-made TrainBatches (independent of the host pipeline).
+"""Tests of dos_jax.train. Helpers here build tiny hand-made TrainBatches (independent of the host pipeline): one
+pack per scene, its two views at their per-view capacities (`spec.default_budgets` of one scene).
 
 A test scene is a set of unique voxels in a small box (so every stage fits its capacity), two views of it that
 share the points (view 1 in a shuffled slot order, so teacher slots differ between views) and one block mask per
@@ -15,7 +16,9 @@ import numpy as np
 from configs import synthetic_tiny
 from dos_jax import specs
 from dos_jax import variants
+from dos_jax.batching import packing
 from dos_jax.batching import patches
+from dos_jax.batching import spec as spec_lib
 from dos_jax.batching import structs
 from dos_jax.train import sharding
 
@@ -69,7 +72,7 @@ def _feat(coord, color):
 
 
 def build_batch(scenes, config, supervision: str = "observable") -> structs.TrainBatch:
-  """TrainBatch [B, V=2] from `Scene`s (B = len(scenes))."""
+  """TrainBatch of B = len(scenes) packs, pack b holding the two views of scene b."""
   spec = variants.decode_variant(config.model.variant)
   num_stages, patch = len(spec["channels"]), spec["patch_size"]
   student_cap = STUDENT_CAP if supervision == "observable" else TEACHER_CAP
@@ -106,11 +109,19 @@ def build_batch(scenes, config, supervision: str = "observable") -> structs.Trai
       cross_valid = np.zeros(student_cap, bool)
       cross_valid[:m] = True
       fields.append((token, target_index, target_valid, cross_index, cross_valid))
-    token, ti, tv, ci, cv = (np.stack(f) for f in zip(*fields))
-    items.append(structs.TrainBatch(teacher=patches.stack_point_sets(teachers),
-                                    student=patches.stack_point_sets(students), mask_token=token,
-                                    target_index=ti, target_valid=tv, cross_index=ci, cross_valid=cv))
+    views = [structs.TrainView(teacher=teachers[v], student=students[v], mask_token=token, target_index=ti,
+                               target_valid=tv, cross_index=ci, cross_valid=cv)
+             for v, (token, ti, tv, ci, cv) in enumerate(fields)]
+    items.append(packing.pack_train_views(views, _pack_spec(config, supervision), [2 * b, 2 * b + 1]))
   return patches.stack_tree(items)
+
+
+def _pack_spec(config, supervision):
+  cfg = config.copy_and_resolve_references()
+  cfg.supervision = supervision
+  batch = spec_lib.batch_spec(cfg)
+  return spec_lib.PackSpec(pack_scenes=1, patch_size=batch.patch_size, num_views=2,
+                           **spec_lib.default_budgets(batch, 1))
 
 
 def make_batch(config, batch_size: int, seed: int = 0, supervision: str = "observable") -> structs.TrainBatch:
@@ -126,7 +137,7 @@ REF_STEPS = 3
 
 @functools.lru_cache(maxsize=None)
 def reference_setup():
-  """(config, host batch [8, 2], host initial state, 1-device mesh, jitted 1-device step) built once."""
+  """(config, host batch [8 packs], host initial state, 1-device mesh, jitted 1-device step) built once."""
   config = tiny_config(batch_size=REF_BATCH)
   batch = make_batch(config, REF_BATCH, seed=0)
   mesh = sharding.make_mesh(1)

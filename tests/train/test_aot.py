@@ -18,8 +18,8 @@ from dos_jax.train import sharding
 def _config(packed: bool):
   cfg = synthetic_tiny.get_config("smoke")
   cfg.batch_size, cfg.data.capacity, cfg.data.student_capacity = 4, 512, 256
-  if packed:
-    cfg.data.packing, cfg.data.pack_scenes = True, 1
+  if packed:  # calibrated-style budgets; otherwise () = the per-view capacities (both are packs)
+    cfg.data.pack_scenes = 1
     cfg.data.packed_capacity, cfg.data.packed_student_capacity = (1024, 512, 256), (512, 256, 128)
   return schema.validate(cfg)
 

@@ -1,10 +1,12 @@
-"""Packed training batches give the unpacked step's loss and gradients (same scenes, views and weights).
+"""One batch type: the same views in other packs give the same loss and gradients (float32 rounding).
 
-The per-view pieces come from the real view pipeline (synthetic indoor scenes, tiny encoder, drop path 0); the
-unpacked batch stacks them at the per-view capacities (1 device); the packed one puts each scene's 2 views in one
-set per stage, 2 packs sharded over 2 devices (packing is per device), so this also checks multi-device equality.
-The loss is a mean of per-view KLs (values ~1-5) computed by different reduction orders: rtol 1e-5 (~100 float32
-eps). Gradients: sums over <= 2k rows per leaf with cancellation, bounded by 1e-4 x the leaf's largest entry.
+The views come from the real view pipeline (synthetic indoor scenes, tiny encoder, drop path 0). Layout A puts
+each scene in its own pack at its per-view capacities (what a per-view padded batch was, now a pack of one scene);
+layout B fills packs of two-scene windows by budget, so its second pack holds one scene and two empty view
+segments, and is sharded over 2 devices. The loss is the mean over the real views in both (B has fewer packs but
+the same 6 views), so loss and gradients must agree. Tolerances: the loss is a mean of 6 per-view KLs (values
+~1-5) reduced in another order: rtol 1e-5 (~100 float32 eps); gradients are sums of <= 2k rows per leaf with
+cancellation, bounded by 1e-4 x the leaf's largest entry.
 """
 
 import jax
@@ -25,52 +27,44 @@ from dos_jax.train import step as step_lib
 pytestmark = pytest.mark.system
 
 
-def _pieces(cfg):
-  params = spec_lib.batch_spec(cfg)
-  source = catalog.scene_source(cfg.data, "train")
-  stats = {}
-  pieces = [train_views.train_views(source[i], params, np.random.default_rng(10 + i), stats) for i in range(2)]
-  return params, pieces, stats
-
-
-def test_packed_loss_and_grads_equal_unpacked():
+def _config():
   cfg = synthetic_tiny.get_config("smoke")
   cfg.data.capacity, cfg.data.student_capacity, cfg.num_prototypes = 512, 256, 16
   cfg.model.head_hidden, cfg.model.head_dim = 16, 8
-  params, pieces, stats = _pieces(cfg)
-  assert stats["teacher_views"] == 4 and stats["student_views"] == 4
-  unpacked = train_views.stack_batch(pieces)
-  # Two packs of one scene each, sharded over 2 devices below. Slots: exactly the larger pack's real points;
-  # attention sequences: the larger layout footprint (longer: the sequence has gaps the slots do not).
-  flat = [[p for p in vs] for vs in pieces]
+  return cfg
 
-  def sizes(branch):
-    counts = [np.array([packing.stage_counts(getattr(p, branch)) for p in vs]) for vs in flat]
-    slots = np.max([c.sum(0) for c in counts], axis=0)
-    seq = np.max([packing.footprints(c, params.patch_size) for c in counts], axis=0)
-    return [int(c) for c in slots], [int(c) for c in seq]
 
-  (t_slots, t_seq), (s_slots, s_seq) = sizes("teacher"), sizes("student")
-  assert t_seq[1] > t_slots[1] and s_seq[0] > s_slots[0]  # the sequences have gaps
-  spec = spec_lib.PackSpec(teacher=tuple(t_slots), student=tuple(s_slots), teacher_sequence=tuple(t_seq),
-                           student_sequence=tuple(s_seq), pack_scenes=1, patch_size=params.patch_size, num_views=2)
-  packed = patches.stack_tree([packing.pack_train_views(vs, spec) for vs in flat])
-  assert packed.teacher.coord.shape[0] == 2 and packed.view_count.shape == (2, 2)
+def test_same_views_in_other_packs_give_the_same_loss_and_grads():
+  cfg = _config()
+  params = spec_lib.batch_spec(cfg)
+  source = catalog.scene_source(cfg.data, "train")
+  examples = [packing.SceneExample(views=train_views.train_views(source[i], params, np.random.default_rng(10 + i)),
+                                   stats={}, index=i) for i in range(3)]
+
+  def pack_spec(scenes):
+    return spec_lib.PackSpec(pack_scenes=scenes, patch_size=params.patch_size, num_views=2,
+                             **spec_lib.default_budgets(params, scenes))
+
+  one = patches.stack_tree([packing.build_pack([e], pack_spec(1)) for e in examples])
+  two = patches.stack_tree([packing.build_pack(examples[:2], pack_spec(2)), packing.build_pack(examples[2:], pack_spec(2))])
+  assert one.view_valid.shape == (3, 2) and one.view_valid.all()
+  assert two.view_valid.tolist() == [[True] * 4, [True, True, False, False]]
   spec = specs.step_spec(cfg)
-  net = network.init_params(jax.random.key(0), unpacked, spec.model)
+  net = network.init_params(jax.random.key(0), one, spec.model)
   teacher = jax.tree.map(lambda x: x * 1.01, net)
 
   def loss(p, batch):
     return step_lib.compute_loss(p, teacher, batch, jax.random.key(1), np.int32(3), spec)
 
-  (l_u, m_u), g_u = jax.value_and_grad(loss, has_aux=True)(net, unpacked)
-  # Packing is per device: the packed batch's leading (pack) axis is sharded like the scene axis.
+  (l_1, m_1), g_1 = jax.value_and_grad(loss, has_aux=True)(net, one)
   mesh = sharding.make_mesh(min(2, jax.device_count()))
   rep = sharding.replicated(mesh)
   grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True), in_shardings=(rep, sharding.batch_sharding(mesh)))
-  (l_p, m_p), g_p = grad_fn(jax.device_put(net, rep), sharding.shard_batch(packed, mesh))
-  np.testing.assert_allclose(l_p, l_u, rtol=1e-5)
-  np.testing.assert_allclose(m_p["loss_cross"], m_u["loss_cross"], rtol=1e-5)
-  np.testing.assert_allclose(m_p["effective_prototypes"], m_u["effective_prototypes"], rtol=1e-4)
+  (l_2, m_2), g_2 = grad_fn(jax.device_put(net, rep), sharding.shard_batch(two, mesh))
+  assert float(m_1["views"]) == float(m_2["views"]) == 6.0
+  np.testing.assert_allclose(l_2, l_1, rtol=1e-5)
+  np.testing.assert_allclose(m_2["loss_cross"], m_1["loss_cross"], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(np.abs(b).max()) + 1e-8),
-               g_p, g_u)
+               g_2, g_1)
+  # A wrong normalization (the mean over all M view segments, empty ones counted) would differ by O(1).
+  assert abs(float(l_2) * 6 / 8 - float(l_1)) > 1e-2

@@ -20,7 +20,7 @@ from dos_jax.train import step as step_lib
 from tests import train as helpers
 
 METRIC_KEYS = {"loss", "loss_same", "loss_cross", "lr", "weight_decay", "ema_momentum", "teacher_temp",
-               "grad_norm", "nonfinite", "usage_entropy", "effective_prototypes"}
+               "grad_norm", "nonfinite", "usage_entropy", "effective_prototypes", "views"}
 
 
 def _max_diff(a, b):
@@ -105,8 +105,8 @@ def test_nonfinite_step_is_skipped():
   _, batch, _, mesh, step_fn = helpers.reference_setup()
   _, ref_state = helpers.reference_run()
   feat = np.array(batch.student.feat)
-  assert batch.student.stages[0].valid[3, 1, 5]
-  feat[3, 1, 5, 0] = np.nan
+  assert batch.student.stages[0].valid[3, 5]
+  feat[3, 5, 0] = np.nan
   bad = batch.replace(student=batch.student.replace(feat=feat))
   _, state = helpers.run_steps(step_fn, ref_state, bad, mesh, 1)
   metrics = helpers.run_steps.last_metrics
@@ -157,7 +157,7 @@ def test_observable_student_ignores_masked_points(scene):
   assert not np.array_equal(batch.teacher.coord, moved.teacher.coord)
   apply = _student_fn(config)
   out, out_moved = apply(params, batch), apply(params, moved)
-  assert out.shape == (1, 2, helpers.STUDENT_CAP, config.num_prototypes)
+  assert out.shape == (1, 2 * helpers.STUDENT_CAP, config.num_prototypes)
   np.testing.assert_array_equal(np.asarray(out), np.asarray(out_moved))
 
 
