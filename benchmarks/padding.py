@@ -235,18 +235,19 @@ def calibrate(cfg, scenes, data_name):
   fill = _FILL.value or max(1, pipe.pack.pack_scenes // 2)
   first = _STEP0.value or CALIBRATION_STEP0
   examples = pipeline.global_examples(pipe, scenes)
-  chosen = [examples[g] for g in range(first * pipe.batch_size, (first + _SCENES.value) * pipe.batch_size)]
+  # Only the per-view stage counts are kept (a KITTI example's views are tens of MB).
+  chosen = [{name: e.counts(name) for name in ("teacher", "student")}
+            for e in (examples[g] for g in range(first * pipe.batch_size, (first + _SCENES.value) * pipe.batch_size))]
   q, m = _QUANTILE.value, _MARGIN.value
   one = spec_lib.default_budgets(params, 1)
   sizes, smp = {}, {}
   for name in ("teacher", "student"):
-    groups = [np.concatenate([e.counts(name) for e in chosen[i:i + fill]])
-              for i in range(0, len(chosen) - fill + 1, fill)]
+    groups = [np.concatenate([e[name] for e in chosen[i:i + fill]]) for i in range(0, len(chosen) - fill + 1, fill)]
     smp[f"{name}_total"] = np.array([c.sum(0) for c in groups])
     smp[f"{name}_footprint"] = np.array([packing.footprints(c, patch_sizes) for c in groups])
     # The largest single scene seen, so every scene like the calibration's fits an empty pack.
-    single = np.array([e.counts(name).sum(0) for e in chosen]).max(0)
-    single_fp = np.array([packing.footprints(e.counts(name), patch_sizes) for e in chosen]).max(0)
+    single = np.array([e[name].sum(0) for e in chosen]).max(0)
+    single_fp = np.array([packing.footprints(e[name], patch_sizes) for e in chosen]).max(0)
     slots = packing.calibrate(smp[f"{name}_total"], patch_sizes, q, m, kind="slots")
     seq = packing.calibrate(smp[f"{name}_footprint"], patch_sizes, q, m * _SEQ_MARGIN.value, kind="sequence")
     slots = [max(a, packing.round_capacity(b)) for a, b in zip(slots, single)]

@@ -41,9 +41,9 @@ def get_config(arg=None):
   # Packed batches (dos_jax.batching.packing): 4 scenes x 2 views per device in one point set per stage.
   # NOT calibrated on nuScenes (no nuScenes scans beside the checkout): the SemanticKITTI calibration scaled
   # by this config's per-view capacities (x0.5). Before a real run: `python benchmarks/padding.py --config
-  # configs/nuscenes.py --config.data.root=/data/nuscenes --scenes 16 --margin 1.1 --calibrate` and pass the
-  # printed overrides (a pack that overflows shrinks its largest view: `pack_shrinks` in that command's output).
-  c.data.pack_scenes = 4       # scenes per device (32 over 8 GPUs)
+  # configs/nuscenes.py --config.data.root=/data/nuscenes --calibrate --fill_scenes 3` and pass the
+  # printed overrides. These budgets hold ~4 scenes: the window is 4 (batch_size 32 = 8 packs of 4).
+  c.data.pack_scenes = 4       # a device's window: at most 4 scenes per pack
   common.set_packed_sizes(c, capacity=(91264, 41576, 16192, 5608, 1752),
                           student_capacity=(27920, 14784, 7392, 3584, 1400),
                           sequence=(94208, 45056, 19456, 9216, 2048),

@@ -23,7 +23,7 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, smoke=False, det=False)
   c = common.base_config()
   c.total_steps = 100_000
-  c.batch_size = 32            # global scenes per step (x2 views); a multiple of the device count
+  c.batch_size = 128           # examples a step draws: 8 packs (one per GPU) x data.pack_scenes windows
   c.log_every = 50
   c.checkpoint_every = 2_000
   c.keep_checkpoints = 3
@@ -43,15 +43,17 @@ def get_config(arg=None):
   c.data.capacity = 16384      # teacher points per view after grid sampling (padded; larger views downsampled)
   c.data.student_capacity = 8192
   c.data.num_workers = 8
-  # Packed batches (dos_jax.batching.packing): the 4 scenes x 2 views of a device in one point set per stage.
-  c.data.pack_scenes = 4       # scenes per device (32 over 8 GPUs)
-  # Slots and attention sequence lengths per stage (teacher, student): `benchmarks/padding.py --config
-  # configs/scannet.py --scenes 16 --margin 1.1 --calibrate` on the shared ScanNet scans (max of 128 balanced
-  # packs x 1.1). Recalibrate on your data (--config.data.root=PATH) and for another batch per host/device.
-  common.set_packed_sizes(c, capacity=(76672, 23048, 5768, 1432, 344),
-                          student_capacity=(22544, 8920, 3208, 1120, 312),
-                          sequence=(80896, 28672, 8192, 2048, 344),
-                          student_sequence=(27648, 12288, 4096, 2048, 312))
+  # Packs filled by budget (dos_jax.batching.packing): each device's pack takes scenes of its window of 16
+  # examples (both views, whole) while they fit these per-stage budgets (teacher / student slots, then attention
+  # sequence positions). Calibrated to hold ~6 rooms like the shared scans' (more of smaller ones):
+  # `benchmarks/padding.py --config configs/scannet.py --calibrate --fill_scenes 6 --scenes 2 --split calib`
+  # (rooms 0000/0002/0004; measured on the held-out rooms: benchmarks/RESULTS.md). Recalibrate on your data
+  # (--config.data.root=PATH) and for another device memory (--fill_scenes).
+  c.data.pack_scenes = 16
+  common.set_packed_sizes(c, capacity=(145616, 45296, 11656, 2824, 640),
+                          student_capacity=(43784, 17600, 6568, 2240, 576),
+                          sequence=(188416, 65536, 21504, 4096, 800),
+                          student_sequence=(63488, 29696, 10240, 3072, 720))
 
   c.model.variant = "base"
   c.model.head_hidden = 2048
