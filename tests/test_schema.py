@@ -391,7 +391,7 @@ def test_the_scanner_sees_reads_and_hidden_defaults():
 
 def test_pack_budgets_need_one_entry_per_stage_and_any_recipe_packs():
   c = importlib.import_module("configs.synthetic_tiny").get_config()
-  schema.validate(c)                                # synthetic_tiny carries calibrated budgets (3 stages)
+  schema.validate(c)                                # synthetic_tiny: () budgets (3 stages when given)
   c.data.packed_student_capacity = (2960, 1408)
   with pytest.raises(ConfigError, match=r"config\.data\.packed_student_capacity=\(2960, 1408\).*\(3 for"):
     schema.validate(c)
