@@ -120,8 +120,11 @@ def segment_softmap(scores: jax.Array, valid: jax.Array, segment: jax.Array, num
                     *, axis_name: Optional[str] = None) -> jax.Array:
   """Softmax over each segment's valid rows, per prototype: f32[N, K], 0 at rows of no segment."""
   ids = _ids(valid, segment, num_segments)
+  keep = _keep(ids, num_segments)
   lse = _segment_lse(scores, ids, num_segments, axis_name)
-  return jnp.where(_keep(ids, num_segments), jnp.exp(scores - _rows(lse, ids)), 0.0)
+  # Select before the exp: exp of a NaN/inf left in a padded row would give a NaN gradient (0 * NaN) through the
+  # outer select.
+  return jnp.where(keep, jnp.exp(jnp.where(keep, scores, 0.0) - _rows(lse, ids)), 0.0)
 
 
 def _sinkhorn_potentials(scores, ids, num_segments, log_col_mass, num_iters, axis_name):

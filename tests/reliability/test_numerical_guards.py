@@ -310,8 +310,8 @@ def _poisoned(batch, which, value):
   import dataclasses
   point_set = getattr(batch, which)
   feat = np.array(point_set.feat)
-  feat[0, 0, 0, 0] = value          # scene 0, view 0, slot 0: always a real point
-  assert point_set.valid[0, 0, 0]
+  feat[0, 0, 0] = value             # pack 0 (scene 0), slot 0 (view 0's first point): always a real point
+  assert point_set.valid[0, 0]
   return dataclasses.replace(batch, **{which: dataclasses.replace(point_set, feat=feat)})
 
 
