@@ -3,7 +3,7 @@
 Optional material and its skip policy. Three things are beside the checkout in CI but not in a user's bare clone or
 a minimal environment: `../shared` (the real scans in `../shared/data`, the upstream code in
 `../shared/reference`), torch (the PyTorch parity reference) and libtpu (the TPU compiler of `launch.compile`,
-in its own environment, which .ci/run installs and names in $DOS_TPU_PYTHON). A test that needs one asks for it
+in its own environment: the checkout's .venv-tpu, which the README's test command installs, or $DOS_TPU_PYTHON). A test that needs one asks for it
 through `require_shared(...)` / `require_torch()` / `require_tpu_python()` (or the `shared_data` fixture /
 `needs_data` marker): when it is absent the test is skipped with a one-line reason, except under CI=true (CI
 always has all three), where the absence is a failure, so a broken CI set-up can never hide tests behind skips.
@@ -59,13 +59,14 @@ def require_torch():
 
 def require_tpu_python() -> str:
   """A Python interpreter that has libtpu (the TPU compiler, for `launch.compile`): this one when libtpu is
-  importable here, else $DOS_TPU_PYTHON (.ci/run sets it to the venv it installs requirements-tpu.txt into).
-  Skips (fails under CI=true) when there is neither: libtpu is optional and lives in its own environment."""
+  importable here, else $DOS_TPU_PYTHON, else the checkout's `.venv-tpu` (the README's test command, which .ci/run
+  runs, installs requirements-tpu.txt there). Skips (fails under CI=true) when there is none of them: libtpu is
+  optional and lives in its own environment."""
   import importlib.util  # pylint: disable=g-import-not-at-top
   if importlib.util.find_spec("libtpu") is not None:
     return sys.executable
-  candidate = os.environ.get("DOS_TPU_PYTHON", "")
-  if candidate and os.access(candidate, os.X_OK):
+  candidate = os.environ.get("DOS_TPU_PYTHON", "") or os.path.join(ROOT, ".venv-tpu", "bin", "python")
+  if os.access(candidate, os.X_OK):
     return candidate
   _absent("libtpu is not installed here and $DOS_TPU_PYTHON names no interpreter "
           f"({candidate or 'unset'}); README 'Before you rent a pod' installs requirements-tpu.txt")
