@@ -37,7 +37,8 @@ def test_dry_run_writes_every_step_and_the_summary(tmp_path):
   (sink,) = summary["sinkhorn"].values()
   assert sink["GBps"] > 0 and sink["speedup_jax_over_torch"] > 0
   ts = summary["train_step"]
-  assert ts["jax_step_s"] > 0 and ts["torch_step_s"] > 0 and ts["torch_device"] == "cpu"
+  # JAX only until the torch reference step reads packs (gpu.sh passes --no-torch).
+  assert ts["jax_step_s"] > 0 and ts.get("torch_step_s") is None
 
 
 def test_summary_fields_on_a_gpu(tmp_path):
