@@ -1,6 +1,6 @@
 r"""Patch attention compiled for a TPU: XLA's formulation vs the flash kernel (`dos_jax.models.attention`), per stage.
 
-  python benchmarks/tpu_attention.py --config configs/scannet.py --topology v5e:2x2 --out benchmarks/tpu_attention.json
+  python -m benchmarks.tpu_attention --config configs/scannet.py --topology v5e:2x2 --out benchmarks/tpu_attention.json
 
 For each encoder stage of the config (packed sequence length L, heads H, head width D, patch P, blocks per
 stage), compiles for the topology (libtpu, no TPU needed) one device's attention core on its pack, exactly as
@@ -14,13 +14,11 @@ comparable to XLA's; the attention flops are 4 L P H D per forward (QK^T and PV)
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+from dos_jax import compile_only
+
+compile_only.use_compile_only_tpu()  # before JAX is imported
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -29,10 +27,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
 
 from dos_jax import io  # noqa: E402
 from dos_jax import schema  # noqa: E402

@@ -1,8 +1,8 @@
 r"""Where a TPU train step's HBM bytes and flops go: per-kernel costs of the compiled program, by part of the model.
 
-  python benchmarks/tpu_breakdown.py --config configs/scannet.py --topology v5e:2x2 --config.batch_size=16 \
+  python -m benchmarks.tpu_breakdown --config configs/scannet.py --topology v5e:2x2 --config.batch_size=16 \
       --out benchmarks/tpu_breakdown_scannet_v5e.json [--save_hlo /tmp/step.hlo.txt]
-  python benchmarks/tpu_breakdown.py --hlo /tmp/step.hlo.txt --out ...      # re-read a saved program
+  python -m benchmarks.tpu_breakdown --hlo /tmp/step.hlo.txt --out ...      # re-read a saved program
 
 Compiles the training step ahead of time for the topology (`dos_jax.train.aot`, libtpu; as `launch.compile`),
 then splits the compiled HLO's kernels (`compile_report.instruction_costs`: bytes = operands + output of each
@@ -15,20 +15,13 @@ not the compiler's `bytes accessed`.
 
 from __future__ import annotations
 
-import os
-import sys
+from dos_jax import compile_only
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+compile_only.use_compile_only_tpu()  # before JAX is imported
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
 
 from dos_jax import compile_report  # noqa: E402
 from dos_jax import io  # noqa: E402

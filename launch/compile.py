@@ -19,16 +19,9 @@ Exit codes: 0 fits HBM, 3 does not fit, 2 bad config or topology (one line), 4 l
 
 import os
 
-# Compile-only: JAX itself runs on the CPU, and libtpu must not look for TPU metadata or TPU workers (with
-# TPU_WORKER_HOSTNAMES set the process tries to join a real slice and stalls). Set before JAX is imported.
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-os.environ.pop("TPU_WORKER_HOSTNAMES", None)
-# libtpu takes a machine-wide lock file (/tmp/libtpu_lockfile) so that two processes do not drive one TPU; a
-# compile-only process drives none, and two compiles at once (a user's, a test's) must not refuse each other.
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
-os.environ.setdefault("TPU_STDERR_LOG_LEVEL", "3")  # libtpu's warnings about the absent TPU are not actionable
-os.environ.setdefault("TPU_MIN_LOG_LEVEL", "3")
+from dos_jax import compile_only
+
+compile_only.use_compile_only_tpu()  # before JAX is imported
 
 import contextlib  # noqa: E402
 import sys  # noqa: E402

@@ -112,9 +112,8 @@ def test_libtpu_compiles_smoke_for_v5e(tmp_path):
 
 
 _KERNEL_PROBE = """
-import os
-os.environ.setdefault("JAX_PLATFORMS", "cpu"); os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+from dos_jax import compile_only
+compile_only.use_compile_only_tpu()
 import json, jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from dos_jax.models import attention

@@ -11,7 +11,7 @@ whose shapes come from the training pipeline itself (`pipeline.process_batches`:
 synthetic scenes of the config's data kind. The shapes of a batch are fixed by the config (capacities, packed
 sizes, scenes per device), never by the scenes, so no dataset is needed.
 
-Processes must start JAX on the CPU (`JAX_PLATFORMS=cpu`, `TPU_SKIP_MDS_QUERY=1`; `launch.compile` sets both):
+Processes must start JAX on the CPU (`dos_jax.compile_only.use_compile_only_tpu()` before JAX is imported):
 the topology's devices are compile-only, and nothing here runs on them. libtpu and
 `jax.experimental.topologies` are imported inside `topology_devices` only, so importing this module costs nothing
 on a machine without libtpu.
