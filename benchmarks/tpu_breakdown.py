@@ -15,6 +15,8 @@ not the compiler's `bytes accessed`.
 
 from __future__ import annotations
 
+import re
+
 from dos_jax import compile_only
 
 compile_only.use_compile_only_tpu()  # before JAX is imported
@@ -38,7 +40,7 @@ flags.mark_flags_as_required(["out"])
 PARTS = (
     ("optimizer (AdamW, clipping)", lambda n: "/optimizer/" in n),
     ("EMA teacher update", lambda n: "/ema/" in n),
-    ("Sinkhorn iterations", lambda n: "/objective/" in n and ("while" in n or "/body" in n or "/cond" in n)),
+    ("Sinkhorn iterations", lambda n: "/objective/" in n and ("/while/" in n or "/body/" in n or "/cond/" in n)),
     ("softmaps, KL, targets", lambda n: "/objective/" in n),
     ("prototype diagnostics", lambda n: "/diagnostics/" in n),
     ("attention: serialization gathers/scatters",
@@ -52,16 +54,38 @@ PARTS = (
     ("encoder: embedding, residuals, drop path", lambda n: "PointTransformerV" in n),
     ("head and prototypes", lambda n: "DOSHead" in n),
 )
-OTHER = "other (loss glue, metrics, collectives, unlabelled)"
+OTHER = "other (loss glue, metrics, unlabelled)"
+MOVES = "XLA data movement (async slices/copies, layout copies; unlabelled)"
+
+
+# Opcodes of XLA's own data movement, with no op name: asynchronous slices and copies between memory spaces
+# (HBM <-> VMEM prefetches) and layout changes. Their parsed bytes count the whole operand, so they overstate.
+_MOVES = ("copy-start", "copy-done", "slice-start", "slice-done", "copy", "reshape", "transpose", "bitcast",
+          "dynamic-slice", "dynamic-update-slice")
+
+
+def _scopes(op_name: str) -> str:
+  """'/a/b/' path of an op name with JAX's transformation wrappers opened: 'jit(train_step)/jvp(objective)/exp'
+  -> '/jit/train_step/jvp/objective/exp/', so a scope matches as '/objective/' under any jvp/transpose/vmap."""
+  return "/" + "/".join(t for t in re.split(r"[/()]", op_name) if t) + "/"
 
 
 def part_of(op_name: str, opcode: str) -> str:
   if opcode in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"):
     return "collectives"
+  scopes = _scopes(op_name)
   for name, test in PARTS:
-    if test(op_name):
+    if test(scopes):
       return name
+  if opcode in _MOVES:
+    return MOVES
   return OTHER
+
+
+def stage_of(op_name: str) -> str:
+  """'enc0'..'enc4' for encoder ops, else ''."""
+  m = re.search(r"/(enc\d+)/", _scopes(op_name))
+  return m.group(1) if m else ""
 
 
 def breakdown(hlo_text: str) -> dict:
@@ -78,8 +102,20 @@ def breakdown(hlo_text: str) -> dict:
     p["bytes_share"] = round(p["bytes"] / total_bytes, 4)
     p["flops_share"] = round(p["flops"] / total_flops, 4)
   ordered = dict(sorted(parts.items(), key=lambda kv: -kv[1]["bytes"]))
+  stages = {}
+  for r in rows:
+    st = stage_of(r["op_name"])
+    if st:
+      p = stages.setdefault(st, {"bytes": 0, "flops": 0, "kernels": 0})
+      p["bytes"] += r["bytes"]
+      p["flops"] += r["flops"]
+      p["kernels"] += 1
+  for p in stages.values():
+    p["bytes_share"] = round(p["bytes"] / total_bytes, 4)
+    p["flops_share"] = round(p["flops"] / total_flops, 4)
   top = sorted(rows, key=lambda r: -r["bytes"])[:25]
   return {"parsed_bytes": total_bytes, "parsed_flops": total_flops, "kernels": len(rows), "parts": ordered,
+          "encoder_stages": dict(sorted(stages.items())),
           "top_kernels": [{"part": part_of(r["op_name"], r["opcode"]), "opcode": r["opcode"], "bytes": r["bytes"],
                            "flops": r["flops"], "op_name": r["op_name"][:160]} for r in top]}
 

@@ -170,6 +170,23 @@ def build(compiled, chip: Chip, devices: int, devices_per_chip: int = 1, scenes_
   return report
 
 
+_REQUIRED = re.compile(r"memory required for HLO temporaries \(([\d.]+)([KMGT])\)\D+available HBM \(([\d.]+)([KMGT])\)")
+
+
+def refused(error: Exception, chip: Chip, config: str, topology: str) -> Dict[str, Any]:
+  """The report of a step the TPU compiler refused for lack of HBM (`fits` False, no costs): its message and,
+  when it states them, the temporaries it needed and the HBM it had (bytes, per device)."""
+  text = str(error)
+  report = {"config": config, "topology": topology, "chip": dataclasses.asdict(chip), "fits": False,
+            "hbm_bytes_per_chip": int(chip.hbm_gib * GIB), "compiler": text[:500]}
+  m = _REQUIRED.search(text)
+  if m:
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    report["required_temp_bytes"] = int(float(m.group(1)) * scale[m.group(2)])
+    report["available_bytes"] = int(float(m.group(3)) * scale[m.group(4)])
+  return report
+
+
 def _gib(x: float) -> str:
   return f"{x / GIB:.2f}"
 
@@ -228,6 +245,26 @@ def _dims(type_text: str):
   return [int(d) for d in m.group(2).split(",") if d] if m else []
 
 
+def _convolution_contraction(ins, shapes) -> int:
+  """Multiply-adds per output element of an HLO convolution: the lhs input features (the 'f' of its dim_labels)
+  over feature_group_count, times the window taps over real input (e.g. `dim_labels=bf_io->bf`: a matmul over f;
+  `bf0_i0o->bf0, window={size=48}` on a spatial extent of 48: a matmul over f x 48)."""
+  lhs = _dims(shapes.get(ins["operands"][0], "")) if ins["operands"] else []
+  labels = re.search(r"dim_labels=(\w+)_", ins["attrs"])
+  if not labels or "f" not in labels.group(1) or len(lhs) != len(labels.group(1)):
+    return 1
+  features = lhs[labels.group(1).index("f")]
+  groups = re.search(r"feature_group_count=(\d+)", ins["attrs"])
+  features //= int(groups.group(1)) if groups else 1
+  # Each spatial dim contributes the window taps that can overlap real input (a window larger than the input, as
+  # in the transpose of a gather-then-matmul, mostly reads padding): min(window, lhs spatial size).
+  window = re.search(r"window=\{size=([\dx]+)", ins["attrs"])
+  spatial = [lhs[i] for i, ch in enumerate(labels.group(1)) if ch.isdigit()]
+  for size, extent in zip(window.group(1).split("x") if window else [], spatial):
+    features *= min(int(size), extent)
+  return max(1, features)
+
+
 def instruction_costs(hlo_text: str):
   """Bytes and flops of each instruction that runs as its own kernel (a fusion, a gather, a custom call, ...):
   list of dicts {name, opcode, op_name, computation, bytes, flops}.
@@ -271,7 +308,9 @@ def instruction_costs(hlo_text: str):
 
   def own_flops(ins):
     out_elements, _ = _elements_and_bytes(ins["type"])
-    if ins["opcode"] in ("dot", "convolution"):
+    if ins["opcode"] == "convolution":  # TPU programs express most matmuls as convolutions
+      return 2 * out_elements * _convolution_contraction(ins, shapes)
+    if ins["opcode"] == "dot":
       lhs = _dims(shapes.get(ins["operands"][0], "")) if ins["operands"] else []
       m = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", ins["attrs"])
       contraction = 1

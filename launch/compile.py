@@ -126,6 +126,8 @@ def main(argv):
       result = aot.compile_train_step(config, devices)
     except aot.OutOfMemoryError as e:
       print(f"{_config_name()} on {topology}: DOES NOT FIT HBM (the TPU compiler refused it: {e})")
+      if _JSON.value:
+        io.write_json(_JSON.value, compile_report.refused(e, chip, _config_name(), topology))
       return EXIT_DOES_NOT_FIT
     report = _report(result, chip, _config_name(), topology)
     line = compile_report.one_line(report)

@@ -33,6 +33,12 @@ if mode == "tiny":
   compile_report.CHIPS["v5e"] = compile_report.Chip("v5e", hbm_gib=1e-4, peak_tflops=197, hbm_gbps=819)
 if mode == "nolibtpu":
   aot.libtpu_installed = lambda: False
+if mode == "refused":  # the TPU compiler's own refusal, as libtpu words it
+  aot.topology_devices = lambda name: jax.devices()[:4]
+  def refuse(config, devices):
+    raise aot.OutOfMemoryError("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+                               "temporaries (40.91G) exceeds available HBM (15.75G).")
+  aot.compile_train_step = refuse
 from absl import app
 from launch import compile as launch_compile
 from launch import cli
@@ -94,6 +100,16 @@ def test_does_not_fit_exit_3_and_max_batch_zero(tmp_path):
   # Not even one scene per device fits: the search stops without another compile.
   assert report["max_batch"]["scenes_per_device"] == 0 and report["max_batch"]["probes"] == []
   assert "max batch 0 scenes/chip" in line
+
+
+def test_compiler_refusal_exit_3_with_its_numbers_in_the_json(tmp_path):
+  out = tmp_path / "r.json"
+  r = _run(SMOKE + [f"--json={out}"], mode="refused")
+  assert r.returncode == 3, r.stderr[-2000:]
+  assert "DOES NOT FIT HBM" in _one_line(r.stdout) and "40.91G" in r.stdout
+  report = json.loads(out.read_text())
+  assert report["fits"] is False and report["required_temp_bytes"] == int(40.91 * 2 ** 30)
+  assert report["topology"] == "v5e:2x2" and report["config"] == "configs/scannet.py:smoke"
 
 
 def test_libtpu_compiles_smoke_for_v5e(tmp_path):

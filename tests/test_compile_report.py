@@ -134,3 +134,51 @@ def test_build_reads_a_real_cpu_compile():
   assert r["flops_per_chip"] == pytest.approx(2 * 256 ** 3, rel=0.01)
   assert r["memory_per_chip"]["argument"] == x.nbytes and r["memory_per_chip"]["output"] == x.nbytes
   assert r["fits"] and r["ops"]["gathers"] == 0
+
+
+# Two convolutions as the TPU compiler writes matmuls (from the scannet base step): the CPE's gathered
+# neighbourhood times its kernel (a window of 48 over a spatial extent of 48: contraction 27 x 48), and the
+# transpose of that gather-then-matmul (a window of 27 over an extent of 1, padded: one tap really reads input).
+_CONV_HLO = """\
+HloModule m
+
+%fused (p0: bf16[2240,384], p1: f32[27,384,384]) -> f32[2240,27,384] {
+  %p0 = bf16[2240,384]{1,0:T(8,128)(2,1)S(1)} parameter(0)
+  %b = bf16[2240,384,1]{1,0,2:T(8,128)(2,1)} bitcast(%p0)
+  %p1 = f32[27,384,384]{2,1,0:T(8,128)S(1)} parameter(1)
+  ROOT %convolution.2 = f32[2240,27,384]{2,0,1:T(8,128)} convolution(%b, %p1), window={size=27 pad=26_26 rhs_reversal=1}, dim_labels=bf0_0oi->b0f, metadata={op_name="jit(train_step)/transpose(jvp(PointTransformerV3))/enc3/block11/cpe/conv/dot_general"}
+}
+
+ENTRY %main (a: bf16[43784,27,48], k: bf16[27,48,48], x: f32[8,64], w: f32[64,32], g: bf16[2240,384], kk: f32[27,384,384]) -> f32[43784,48,1] {
+  %a = bf16[43784,27,48]{1,0,2:T(8,128)(2,1)} parameter(0)
+  %k = bf16[27,48,48]{2,0,1:T(8,128)(2,1)} parameter(1)
+  %x = f32[8,64]{1,0} parameter(2)
+  %w = f32[64,32]{1,0} parameter(3)
+  %g = bf16[2240,384]{1,0} parameter(4)
+  %kk = f32[27,384,384]{2,1,0} parameter(5)
+  %dot.1 = f32[8,32]{1,0} dot(%x, %w), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  %fusion.1 = f32[2240,27,384]{2,0,1} fusion(%g, %kk), kind=kOutput, calls=%fused
+  ROOT %convolution.1 = f32[43784,48,1]{0,1,2:T(8,128)} convolution(%a, %k), window={size=48}, dim_labels=bf0_i0o->bf0, metadata={op_name="jit(train_step)/jvp(PointTransformerV3)/enc0/block0/cpe/conv/dot_general"}
+}
+"""
+
+
+def test_instruction_flops_of_dots_and_tpu_convolutions():
+  rows = {r["name"]: r for r in compile_report.instruction_costs(_CONV_HLO)}
+  assert rows["dot.1"]["flops"] == 2 * 8 * 32 * 64
+  assert rows["convolution.1"]["flops"] == 2 * (43784 * 48) * (27 * 48)
+  assert rows["fusion.1"]["flops"] == 2 * (2240 * 27 * 384) * 384  # not x 27: the window reads padding
+  # bytes: output plus operands, each once (bf16 2 bytes, f32 4)
+  assert rows["convolution.1"]["bytes"] == 43784 * 48 * 4 + 43784 * 27 * 48 * 2 + 27 * 48 * 48 * 2
+  assert rows["convolution.1"]["op_name"].endswith("enc0/block0/cpe/conv/dot_general")
+
+
+def test_refused_report_reads_the_compilers_numbers():
+  msg = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO temporaries (40.91G) "
+         "exceeds available HBM (15.75G).")
+  r = compile_report.refused(RuntimeError(msg), compile_report.chip_spec("v5e:2x2"), "configs/x.py", "v5e:2x2")
+  assert r["fits"] is False and r["chip"]["name"] == "v5e" and r["compiler"] == msg
+  assert r["required_temp_bytes"] == int(40.91 * 2**30) and r["available_bytes"] == int(15.75 * 2**30)
+  r = compile_report.refused(RuntimeError("RESOURCE_EXHAUSTED: other wording"), compile_report.chip_spec("v5p:2x2x1"),
+                             "c", "v5p:2x2x1")
+  assert "required_temp_bytes" not in r and r["fits"] is False

@@ -149,7 +149,7 @@ def test_fill_pack_is_first_fit_over_the_window():
   from dos_jax.batching import spec as spec_lib
   from dos_jax.errors import DataError
   spec = spec_lib.PackSpec(teacher=(100, 40), student=(50, 20), teacher_sequence=(160, 64),
-                           student_sequence=(64, 32), pack_scenes=6, patch_size=16, num_views=2)
+                           student_sequence=(64, 32), pack_scenes=8, patch_size=16, num_views=2)
   # Scene sizes (teacher stage 0 per view): 20, 30 (does not fit after the first two: 40 + 60 > 100), 5, 4, ...
   sizes = {0: 20, 1: 20, 2: 30, 3: 5, 4: 40, 5: 40, 6: 60, 7: 1}
   def example(g):
@@ -157,9 +157,10 @@ def test_fill_pack_is_first_fit_over_the_window():
     return _Counted(g, [[n, n // 4]] * 2, [[n // 2, n // 8]] * 2)
   read = []
   members = packing.fill_pack(lambda g: read.append(g) or example(g), 0, spec)
-  # 0, 1 fit (80 slots, 4 x 2 patches); 2 does not (140 slots); 3 fits (90 slots, 138 positions); 4 and 5 do not:
-  # two misses in a row end the fill.
-  assert [m.index for m in members] == [0, 1, 3] and read == [0, 1, 2, 3, 4, 5]
+  # 0, 1 fit (80 slots, 4 x 2 patches); 2 does not (140 slots); 3 fits (90 slots, 138 positions); 4, 5 and 6 do
+  # not: three misses in a row (MAX_MISSES) end the fill, so 7, which would fit, is never read.
+  assert packing.MAX_MISSES == 3
+  assert [m.index for m in members] == [0, 1, 3] and read == [0, 1, 2, 3, 4, 5, 6]
   t = np.concatenate([m.counts("teacher") for m in members])
   assert packing.fits(t, np.concatenate([m.counts("student") for m in members]), spec)
   # A scene too large for an empty pack is skipped (and counted); a window of only such scenes is an error.
@@ -167,7 +168,7 @@ def test_fill_pack_is_first_fit_over_the_window():
   members = packing.fill_pack(lambda g: _Counted(g, [[60, 1]] * 2, [[1, 1]] * 2) if g == 6 else example(g), 6,
                               spec, stats)
   assert members[0].index == 7 and stats == {"oversize_scenes": 1}
-  with pytest.raises(DataError, match="no scene of global examples 6..11 fits"):
+  with pytest.raises(DataError, match="no scene of global examples 6..13 fits"):
     packing.fill_pack(lambda g: _Counted(g, [[60, 1]] * 2, [[1, 1]] * 2), 6, spec)
   # The sequence budget binds too: two views of 17 points need 2 patches each at stage 0 (4 x 16 > 48).
   tight = spec_lib.PackSpec(teacher=(100, 40), student=(50, 20), teacher_sequence=(48, 64),
