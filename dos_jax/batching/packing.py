@@ -391,3 +391,31 @@ def build_pack(members: Sequence[SceneExample], spec: spec_lib.PackSpec) -> stru
   """The pack of these scenes (`pack_train_views`, views keyed by their global indices)."""
   ids = [e.index * spec.num_views + v for e in members for v in range(spec.num_views)]
   return pack_train_views([p for e in members for p in e.views], spec, ids)
+
+
+@dataclasses.dataclass
+class _Counted:
+  """An example reduced to what the fill reads: its index and counts(branch)."""
+  index: int
+  by_branch: dict
+
+  def counts(self, branch: str) -> np.ndarray:
+    return np.asarray(self.by_branch[branch])
+
+
+def fill_usage(counts: Sequence[dict], spec: spec_lib.PackSpec) -> dict:
+  """What the budget fill uses on examples given by their counts ({'teacher', 'student'}: i64[V, S] each, in
+  global order): the fill of every whole window (`fill_pack`), then per budget the most any pack used -
+  {'teacher', 'student'}: largest slot totals, {'teacher_sequence', 'student_sequence'}: largest footprints
+  (i64[S] each), and 'packs'. Budgets shrunk to these leave those packs unchanged (`calibrate --tighten`)."""
+  examples = [_Counted(g, c) for g, c in enumerate(counts)]
+  used = {k: [] for k in ("teacher", "student", "teacher_sequence", "student_sequence")}
+  for first in range(0, len(examples) - spec.pack_scenes + 1, spec.pack_scenes):
+    members = fill_pack(lambda g: examples[g], first, spec)
+    for name in ("teacher", "student"):
+      c = np.concatenate([m.counts(name) for m in members])
+      used[name].append(c.sum(0))
+      used[f"{name}_sequence"].append(footprints(c, spec.patch_size))
+  out = {k: np.max(v, axis=0) for k, v in used.items()}
+  out["packs"] = len(used["teacher"])
+  return out

@@ -263,3 +263,34 @@ def test_per_stage_patch_sizes_are_read_by_the_packer():
     np.testing.assert_allclose(out[starts[m]:starts[m] + counts[m, 0]], want, atol=1e-5)
   with pytest.raises(ValueError, match="per-stage patch sizes"):
     packing.pack_point_sets(sets, list(counts.sum(0)), (64, 32), sequence=seq)
+
+
+def test_fill_usage_is_the_most_any_pack_used_and_shrinking_to_it_keeps_the_packs():
+  """`calibrate --tighten`: budgets shrunk to fill_usage give the same packs on the same examples."""
+  import dataclasses
+  from dos_jax.batching import spec as spec_lib
+  spec = spec_lib.PackSpec(teacher=(400, 120), student=(200, 60), teacher_sequence=(512, 160),
+                           student_sequence=(256, 96), pack_scenes=6, patch_size=32, num_views=2)
+  rng = np.random.default_rng(0)
+  counts = []
+  for _ in range(36):
+    t = rng.integers(10, 90, size=(2, 1))
+    counts.append({"teacher": np.concatenate([t, t // 3], 1), "student": np.concatenate([t // 2, t // 6], 1)})
+  use = packing.fill_usage(counts, spec)
+  assert use["packs"] == 6
+  members = [[m.index for m in packing.fill_pack(lambda g: packing._Counted(g, counts[g]), k * 6, spec)]
+             for k in range(6)]
+  # independent: the per-pack totals and footprints recomputed from the member lists
+  for name in ("teacher", "student"):
+    totals = [sum(counts[g][name] for g in m).sum(0) for m in members]
+    assert np.array_equal(use[name], np.max(totals, axis=0))
+    fps = [packing.footprints(np.concatenate([counts[g][name] for g in m]), 32) for m in members]
+    assert np.array_equal(use[f"{name}_sequence"], np.max(fps, axis=0))
+  shrunk = dataclasses.replace(spec, teacher=tuple(int(v) for v in use["teacher"]),
+                               student=tuple(int(v) for v in use["student"]),
+                               teacher_sequence=tuple(int(v) for v in use["teacher_sequence"]),
+                               student_sequence=tuple(int(v) for v in use["student_sequence"]))
+  assert tuple(use["teacher"]) != spec.teacher  # the budgets did shrink
+  again = [[m.index for m in packing.fill_pack(lambda g: packing._Counted(g, counts[g]), k * 6, shrunk)]
+           for k in range(6)]
+  assert again == members
