@@ -259,7 +259,7 @@ def _convolution_contraction(ins, shapes) -> int:
   # Each spatial dim contributes the window taps that can overlap real input (a window larger than the input, as
   # in the transpose of a gather-then-matmul, mostly reads padding): min(window, lhs spatial size).
   window = re.search(r"window=\{size=([\dx]+)", ins["attrs"])
-  spatial = [lhs[i] for i, ch in enumerate(labels.group(1)) if ch.isdigit()]
+  spatial = [lhs[i] for _, i in sorted((ch, i) for i, ch in enumerate(labels.group(1)) if ch.isdigit())]
   for size, extent in zip(window.group(1).split("x") if window else [], spatial):
     features *= min(int(size), extent)
   return max(1, features)
