@@ -88,36 +88,34 @@ def stage_of(op_name: str) -> str:
   return m.group(1) if m else ""
 
 
+def _tally(rows, keys, total_bytes, total_flops) -> dict:
+  """{key: bytes, flops, kernels and their shares of the totals} over the rows with a non-empty key."""
+  groups = {}
+  for r, key in zip(rows, keys):
+    if key:
+      g = groups.setdefault(key, {"bytes": 0, "flops": 0, "kernels": 0})
+      g["bytes"] += r["bytes"]
+      g["flops"] += r["flops"]
+      g["kernels"] += 1
+  for g in groups.values():
+    g["bytes_share"] = round(g["bytes"] / total_bytes, 4)
+    g["flops_share"] = round(g["flops"] / total_flops, 4)
+  return groups
+
+
 def breakdown(hlo_text: str) -> dict:
   rows = compile_report.instruction_costs(hlo_text)
-  parts = {}
-  for r in rows:
-    p = parts.setdefault(part_of(r["op_name"], r["opcode"]), {"bytes": 0, "flops": 0, "kernels": 0})
-    p["bytes"] += r["bytes"]
-    p["flops"] += r["flops"]
-    p["kernels"] += 1
-  total_bytes = sum(p["bytes"] for p in parts.values()) or 1
-  total_flops = sum(p["flops"] for p in parts.values()) or 1
-  for p in parts.values():
-    p["bytes_share"] = round(p["bytes"] / total_bytes, 4)
-    p["flops_share"] = round(p["flops"] / total_flops, 4)
-  ordered = dict(sorted(parts.items(), key=lambda kv: -kv[1]["bytes"]))
-  stages = {}
-  for r in rows:
-    st = stage_of(r["op_name"])
-    if st:
-      p = stages.setdefault(st, {"bytes": 0, "flops": 0, "kernels": 0})
-      p["bytes"] += r["bytes"]
-      p["flops"] += r["flops"]
-      p["kernels"] += 1
-  for p in stages.values():
-    p["bytes_share"] = round(p["bytes"] / total_bytes, 4)
-    p["flops_share"] = round(p["flops"] / total_flops, 4)
-  top = sorted(rows, key=lambda r: -r["bytes"])[:25]
-  return {"parsed_bytes": total_bytes, "parsed_flops": total_flops, "kernels": len(rows), "parts": ordered,
-          "encoder_stages": dict(sorted(stages.items())),
-          "top_kernels": [{"part": part_of(r["op_name"], r["opcode"]), "opcode": r["opcode"], "bytes": r["bytes"],
-                           "flops": r["flops"], "op_name": r["op_name"][:160]} for r in top]}
+  parts = [part_of(r["op_name"], r["opcode"]) for r in rows]
+  total_bytes = sum(r["bytes"] for r in rows) or 1
+  total_flops = sum(r["flops"] for r in rows) or 1
+  by_part = _tally(rows, parts, total_bytes, total_flops)
+  by_stage = _tally(rows, [stage_of(r["op_name"]) for r in rows], total_bytes, total_flops)
+  top = sorted(range(len(rows)), key=lambda i: -rows[i]["bytes"])[:25]
+  return {"parsed_bytes": total_bytes, "parsed_flops": total_flops, "kernels": len(rows),
+          "parts": dict(sorted(by_part.items(), key=lambda kv: -kv[1]["bytes"])),
+          "encoder_stages": dict(sorted(by_stage.items())),
+          "top_kernels": [{"part": parts[i], "opcode": rows[i]["opcode"], "bytes": rows[i]["bytes"],
+                           "flops": rows[i]["flops"], "op_name": rows[i]["op_name"][:160]} for i in top]}
 
 
 def main(argv):
@@ -133,11 +131,9 @@ def main(argv):
     config = schema.validate(_CONFIG.value)
     compiled = aot.compile_train_step(config, aot.topology_devices(_TOPOLOGY.value))
     text = compiled.compiled.as_text()
-    result["report"] = compile_report.build(
-        compiled.compiled, compile_report.chip_spec(_TOPOLOGY.value), devices=compiled.devices,
-        devices_per_chip=compiled.devices_per_chip, scenes_per_step=compiled.scenes_per_step, hlo_text=text,
-        config=config_flags.get_config_filename(flags.FLAGS["config"]), topology=_TOPOLOGY.value,
-        compile_seconds=round(compiled.seconds, 1))
+    result["report"] = compiled.report(compile_report.chip_spec(_TOPOLOGY.value), hlo_text=text,
+                                       config=config_flags.get_config_filename(flags.FLAGS["config"]),
+                                       topology=_TOPOLOGY.value)
     if _SAVE_HLO.value:
       io.write_text(_SAVE_HLO.value, text)
   result["breakdown"] = breakdown(text)

@@ -70,12 +70,7 @@ def _config_name() -> str:
 
 
 def _report(result, chip, config_name, topology):
-  from dos_jax import compile_report  # pylint: disable=g-import-not-at-top
-  return compile_report.build(result.compiled, chip, devices=result.devices,
-                              devices_per_chip=result.devices_per_chip, scenes_per_step=result.scenes_per_step,
-                              config=config_name, topology=topology, hosts=result.hosts,
-                              scenes_per_device=result.scenes_per_device,
-                              compile_seconds=round(result.seconds, 1))
+  return result.report(chip, config=config_name, topology=topology)
 
 
 def _search_max_batch(config, devices, chip, first):

@@ -27,6 +27,7 @@ from typing import Any, Callable, List, Sequence, Tuple
 import jax
 import ml_collections
 
+from dos_jax import compile_report
 from dos_jax import schema
 from dos_jax import specs
 from dos_jax.batching import pipeline
@@ -64,6 +65,14 @@ class CompiledStep:
   hosts: int
   scenes_per_step: int
   scenes_per_device: int
+
+  def report(self, chip: compile_report.Chip, hlo_text: Any = None, **extra) -> dict:
+    """`compile_report.build` of this compiled step for `chip`, with `extra` top-level keys (config, topology)
+    first, then hosts, scenes per device and the compile seconds."""
+    keys = dict(extra, hosts=self.hosts, scenes_per_device=self.scenes_per_device,
+                compile_seconds=round(self.seconds, 1))
+    return compile_report.build(self.compiled, chip, devices=self.devices, devices_per_chip=self.devices_per_chip,
+                                scenes_per_step=self.scenes_per_step, hlo_text=hlo_text, **keys)
 
 
 def libtpu_installed() -> bool:
