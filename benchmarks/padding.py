@@ -6,8 +6,8 @@ r"""How much of the encoder's work touches a real point: per-stage fill, useful 
 
 Runs the real training pipeline on one host over `--scenes` steps: the global example sequence (crops,
 augmentation, masking, grid sampling, per-view capacities) and the budget fill of every pack of those steps
-(`batch_size / data.pack_scenes` packs per step, each the longest prefix of its window of `data.pack_scenes`
-examples that fits the budgets), and prints ONE JSON line:
+(`batch_size / data.pack_scenes` packs per step, each filled first-fit from its window of `data.pack_scenes`
+examples, `packing.fill_pack`), and prints ONE JSON line:
 
   * teacher/student `fill` and `capacity` per stage: mean real points per pack and the pack's slot budget, so
     fill/capacity is the occupied fraction; `sequence`: the attention sequence budget;
@@ -81,7 +81,7 @@ _MARGIN = flags.DEFINE_float("margin", 1.0, "Calibration: multiplier on that qua
 _SEQ_MARGIN = flags.DEFINE_float("sequence_margin", 1.25, "Calibration: extra multiplier on sequence budgets.")
 _OUT = flags.DEFINE_string("out", "", "Calibration: JSON file to write (atomically).")
 _TIGHTEN = flags.DEFINE_bool("tighten", False, "Calibration: shrink each slot budget to what the fill of the "
-                             "sampled examples uses (packs unchanged; see tighten_budgets).")
+                             "sampled examples uses (packs unchanged; packing.fill_usage).")
 _FLOPS = flags.DEFINE_bool("flops", True, "Lower the encoder and report XLA's FLOP count.")
 _FLOPS_VARIANT = flags.DEFINE_string("flops_variant", "", "Variant for the XLA count (default: the config's).")
 flags.mark_flags_as_required(["config"])
@@ -246,7 +246,7 @@ def calibrate(cfg, scenes, data_name):
             for e in (examples[g] for g in range(first * pipe.batch_size, (first + _SCENES.value) * pipe.batch_size))]
   q, m = _QUANTILE.value, _MARGIN.value
   one = spec_lib.default_budgets(params, 1)
-  sizes, smp, single_need = {}, {}, {}
+  sizes, smp, floors = {}, {}, {}
   for name in ("teacher", "student"):
     groups = [np.concatenate([e[name] for e in chosen[i:i + fill]]) for i in range(0, len(chosen) - fill + 1, fill)]
     smp[f"{name}_total"] = np.array([c.sum(0) for c in groups])
@@ -256,13 +256,13 @@ def calibrate(cfg, scenes, data_name):
     single_fp = np.array([packing.footprints(e[name], patch_sizes) for e in chosen]).max(0)
     slots = packing.calibrate(smp[f"{name}_total"], patch_sizes, q, m, kind="slots")
     seq = packing.calibrate(smp[f"{name}_footprint"], patch_sizes, q, m * _SEQ_MARGIN.value, kind="sequence")
-    single_need[name] = [packing.round_capacity(b) for b in single]
-    single_need[f"{name}_sequence"] = packing.calibrate(single_fp[None], patch_sizes, 1.0, 1.0, "sequence")
-    slots = [max(a, b) for a, b in zip(slots, single_need[name])]
-    seq = [max(a, b) for a, b in zip(seq, single_need[f"{name}_sequence"])]
+    floor = [packing.round_capacity(b) for b in single]
+    floor_seq = packing.calibrate(single_fp[None], patch_sizes, 1.0, 1.0, "sequence")
     if name == "teacher":  # the gate's floor: one scene at its per-view capacity (spec.pipeline_spec)
-      slots[0], seq[0] = max(slots[0], one["teacher"][0]), max(seq[0], one["teacher_sequence"][0])
-    sizes[name], sizes[f"{name}_sequence"] = slots, seq
+      floor[0], floor_seq[0] = max(floor[0], one["teacher"][0]), max(floor_seq[0], one["teacher_sequence"][0])
+    floors[name] = floor
+    sizes[name] = [max(a, b) for a, b in zip(slots, floor)]
+    sizes[f"{name}_sequence"] = [max(a, b) for a, b in zip(seq, floor_seq)]
   tightened = None
   if _TIGHTEN.value:
     budgets = dataclasses.replace(pipe.pack, teacher=tuple(sizes["teacher"]), student=tuple(sizes["student"]),
@@ -272,13 +272,9 @@ def calibrate(cfg, scenes, data_name):
     # Slot budgets only: sequence budgets keep their margin, since scans smaller than the calibration's need more
     # positions per point (partial patches). Shrinking them too lost 5 points of useful work on ScanNet's held-out
     # rooms (84.6 -> 79.2%); shrinking the slots alone gained (benchmarks/RESULTS.md).
-    for key in ("teacher", "student"):
-      floor = one[key] if key.startswith("teacher") else [0] * len(sizes[key])
-      # never below the largest single scene seen, nor (teacher stage 0) one scene at its per-view capacity
-      single = single_need[key]
-      used = [packing.round_capacity(v) for v in tightened[key]]
-      sizes[key] = [min(a, max(b, c, f if s == 0 else 0)) for s, (a, b, c, f) in
-                    enumerate(zip(sizes[key], used, single, floor))]
+    for name in ("teacher", "student"):  # never below the floors above
+      sizes[name] = [min(a, max(packing.round_capacity(u), f))
+                     for a, u, f in zip(sizes[name], tightened[name], floors[name])]
   out = dict(benchmark="padding-calibration", config=_CONFIG_PATH[0], data=data_name,
              pack_scenes=pipe.pack.pack_scenes, fill_scenes=fill, sampled_scenes=len(chosen),
              sampled_groups=len(smp["teacher_total"]), quantile=q, margin=m,
