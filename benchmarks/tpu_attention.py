@@ -1,12 +1,13 @@
-r"""Patch attention compiled for a TPU: XLA's formulation vs the flash kernel (`dos_jax.models.attention`), per stage.
+r"""Patch attention compiled for a TPU: XLA's formulation vs the two TPU kernels (`dos_jax.models.attention`), per stage.
 
   python -m benchmarks.tpu_attention --config configs/scannet.py --topology v5e:2x2 --out benchmarks/tpu_attention.json
 
 For each encoder stage of the config (packed sequence length L, heads H, head width D, patch P, blocks per
 stage), compiles for the topology (libtpu, no TPU needed) one device's attention core on its pack, exactly as
 `SerializedAttention._packed` calls it ([L/P patches, P, H, D], segment masks), in two programs: the teacher's
-forward and the student's forward + backward, once with XLA's `jax.nn.dot_product_attention` and once with
-`attention.segment_attention` (the kernel). Reports the compiler's bytes accessed and flops of each, and their sums
+forward or the student's forward + backward (the one the branch runs), with XLA's `jax.nn.dot_product_attention`
+and with `attention.segment_attention` under each TPU kernel: the generic Pallas flash kernel and the project's
+positions-minor `patch_kernel`. Reports the compiler's bytes accessed and flops of each, and their sums
 over the blocks of the step (teacher forward + student forward/backward per block). Note: the compiler counts a
 Pallas kernel's flops and bytes from the kernel's own cost estimate, so the flops of the kernel programs are not
 comparable to XLA's; the attention flops are 4 L P H D per forward (QK^T and PV), 2.5x that forward + backward.
@@ -50,8 +51,12 @@ def _cost(fn, args):
           "compile_s": round(time.perf_counter() - t0, 1)}
 
 
-def stage_costs(mesh, length, heads, width, patch, dtype):
-  """Compiler costs of one device's attention core at one stage: teacher forward, student forward + backward."""
+KERNELS = ("xla", "flash", "patch")  # XLA's formulation; attention.segment_attention with either TPU kernel
+
+
+def stage_costs(mesh, length, heads, width, patch, dtype, program):
+  """Compiler costs of one device's attention core at one stage, for one program: 'teacher_forward' or
+  'student_fwd_bwd' (only the one the branch runs is compiled)."""
   n = mesh.devices.size
   p = min(patch, length)
   groups = -(-length // p)
@@ -59,23 +64,25 @@ def stage_costs(mesh, length, heads, width, patch, dtype):
   x = jax.ShapeDtypeStruct((groups * n, p, heads, width), dtype, sharding=shard)
   seg = jax.ShapeDtypeStruct((groups * n, p), jnp.int32, sharding=shard)
 
-  def core(use_kernel):
+  def core(kernel):
     def attend(q, k, v, s):
       ref = lambda q, k, v: jax.nn.dot_product_attention(  # noqa: E731
           q, k, v, mask=(s[:, :, None] == s[:, None, :])[:, None])
-      if not use_kernel:
+      if kernel == "xla":
         return ref(q, k, v)
       with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-        return attention.segment_attention(q, k, v, s, s, ref)
+        return attention.segment_attention(q, k, v, s, s, ref, kernel=kernel)
     return attend
 
   out = {"length": length, "heads": heads, "width": width, "patch": p, "patches_per_device": groups}
-  for name, use_kernel in (("xla", False), ("kernel", True)):
-    attend = core(use_kernel)
-    fwd = lambda q, k, v, s, attend=attend: attend(q, k, v, s)  # noqa: E731
-    grad = jax.grad(lambda q, k, v, s, attend=attend: jnp.sum(attend(q, k, v, s).astype(jnp.float32) ** 2),
+  for kernel in KERNELS:
+    attend = core(kernel)
+    if program == "teacher_forward":
+      fn = attend
+    else:
+      fn = jax.grad(lambda q, k, v, s, attend=attend: jnp.sum(attend(q, k, v, s).astype(jnp.float32) ** 2),
                     argnums=(0, 1, 2))
-    out[name] = {"teacher_forward": _cost(fwd, (x, x, x, seg)), "student_fwd_bwd": _cost(grad, (x, x, x, seg))}
+    out[kernel] = {program: _cost(fn, (x, x, x, seg))}
   return out
 
 
@@ -88,24 +95,24 @@ def main(argv):
   dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
   mesh = Mesh(np.asarray(aot.topology_devices(_TOPOLOGY.value)), ("data",))
   packs = int(config.batch_size) // int(config.data.pack_scenes) // mesh.devices.size
-  stages, totals = [], {"xla": 0.0, "kernel": 0.0}
+  stages, totals = [], dict.fromkeys(KERNELS, 0.0)
   for s in range(len(channels)):
     width = channels[s] // heads[s]
     for branch, lengths in (("teacher", spec.pack.teacher_sequence), ("student", spec.pack.student_sequence)):
-      row = stage_costs(mesh, lengths[s] * packs, heads[s], width, arch.patch_sizes[s], dtype)
-      row.update(stage=s, branch=branch, blocks=depths[s])
       key = "teacher_forward" if branch == "teacher" else "student_fwd_bwd"
+      row = stage_costs(mesh, lengths[s] * packs, heads[s], width, arch.patch_sizes[s], dtype, key)
+      row.update(stage=s, branch=branch, blocks=depths[s])
       for name in totals:
         totals[name] += depths[s] * row[name][key]["bytes"]
       stages.append(row)
-      print(f"stage {s} {branch}: L={row['length']} H={heads[s]} D={width}: bytes per block xla "
-            f"{row['xla'][key]['bytes'] / 1e9:.3f} GB, kernel {row['kernel'][key]['bytes'] / 1e9:.3f} GB")
+      print(f"stage {s} {branch}: L={row['length']} H={heads[s]} D={width}: bytes per block "
+            + ", ".join(f"{name} {row[name][key]['bytes'] / 1e9:.3f} GB" for name in KERNELS))
   result = {"config": config_flags.get_config_filename(flags.FLAGS["config"]), "topology": _TOPOLOGY.value,
             "dtype": str(np.dtype(dtype)) if dtype != jnp.bfloat16 else "bfloat16", "packs_per_device": packs,
             "step_attention_bytes_per_device": totals, "stages": stages}
   io.write_json(_OUT.value, result)
-  print(f"attention cores per step and device: XLA {totals['xla'] / 1e9:.1f} GB, kernel "
-        f"{totals['kernel'] / 1e9:.1f} GB")
+  print("attention cores per step and device: " + ", ".join(f"{name} {totals[name] / 1e9:.1f} GB"
+                                                            for name in KERNELS))
 
 
 if __name__ == "__main__":

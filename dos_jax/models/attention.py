@@ -1,15 +1,17 @@
-"""Patch attention with segment masks: XLA's attention everywhere, a fused (flash) kernel when compiled for TPU.
+"""Patch attention with segment masks: XLA's attention everywhere, a fused kernel when compiled for TPU.
 
   y = attention.segment_attention(q, k, v, q_segment, kv_segment, reference)
 
 `reference(q, k, v)` is the caller's own XLA formulation (`jax.nn.dot_product_attention` with the caller's mask);
-it is what runs on CPU and GPU, unchanged. Compiled for a TPU, the same call lowers instead to the Pallas TPU
-flash-attention kernel (`jax.experimental.pallas.ops.tpu.flash_attention`) with segment ids, a query attending only
-to keys of its own segment, which the caller's mask also expresses: the two compute the same softmax(QK^T / sqrt(d))V
-and differ by float rounding only (the kernel accumulates an online softmax in float32).
+it is what runs on CPU and GPU, unchanged. Compiled for a TPU, the same call lowers instead to a Pallas kernel with
+segment ids, a query attending only to keys of its own segment, which the caller's mask also expresses: the two
+compute the same softmax(QK^T / sqrt(d))V and differ by float rounding only (float32 accumulation). The kernel is
+this project's `patch_kernel` (positions-minor layout, so PTv3's 16-wide heads are not padded to 128 lanes); the
+generic Pallas flash kernel (`jax.experimental.pallas.ops.tpu.flash_attention`) stays selectable for comparison
+(`tpu_kernel(..., kernel='flash')`, `benchmarks.tpu_attention`) and serves head widths the former cannot tile.
 
-Why: XLA writes the [patches, heads, P, P] float32 score and probability matrices to HBM and reads them back,
-forward and backward (P = 1024: 4 MiB per head and patch at 2 flops per byte); the kernel keeps them in VMEM.
+Why a kernel: XLA writes the [patches, heads, P, P] float32 score and probability matrices to HBM and reads them
+back, forward and backward (P = 1024: 4 MiB per head and patch at 2 flops per byte); a kernel keeps them in VMEM.
 The choice is made by `jax.lax.platform_dependent` at lowering, so a program compiled ahead of time for a TPU
 topology on a CPU machine (`dos_jax.train.aot`) gets the kernel although JAX itself runs on the CPU.
 
@@ -21,6 +23,7 @@ in context (other encoder calls) the XLA formulation runs on every platform.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -53,10 +56,25 @@ def _flash(q, k, v, q_segment, kv_segment):
   return heads_first(y)
 
 
-def _tpu(q, k, v, q_segment, kv_segment):
+def _lane_dense(q, k, v, q_segment, kv_segment):
+  """`patch_kernel.patch_attention` on [G, P, H, D] (P a multiple of 128) -> [G, P, H, D]: its positions-minor
+  layout is a transpose away, which XLA folds into the copies that gather the patches."""
+  from dos_jax.models import patch_kernel  # pylint: disable=g-import-not-at-top  (Pallas: only when compiling for TPU)
+  to_kernel = lambda t: jnp.transpose(t, (0, 2, 3, 1))  # noqa: E731  [G, P, H, D] -> [G, H, D, P]
+  y = patch_kernel.patch_attention(to_kernel(q), to_kernel(k), to_kernel(v), q_segment, kv_segment)
+  return jnp.transpose(y, (0, 3, 1, 2))
+
+
+KERNELS = {"patch": _lane_dense, "flash": _flash}
+
+
+def _tpu(q, k, v, q_segment, kv_segment, kernel="patch"):
   """Pads the patch length to a multiple of 128 with positions of their own segments, runs the kernel per device
-  under the current mesh (if any), and drops the padding."""
-  p = q.shape[1]
+  under the current mesh (if any), and drops the padding. 'patch' (the default) is this project's positions-minor
+  kernel; 'flash' the generic Pallas flash kernel, whose head-minor arrays pad a 16-wide head to 128 lanes."""
+  p, d = q.shape[1], q.shape[-1]
+  if kernel == "patch" and d % (32 // q.dtype.itemsize):  # head width must fill whole sublane tiles
+    kernel = "flash"
   pad = -p % _LANES
   if pad:
     widen = lambda t: jnp.pad(t, ((0, 0), (0, pad), (0, 0), (0, 0)))  # noqa: E731
@@ -64,16 +82,17 @@ def _tpu(q, k, v, q_segment, kv_segment):
     q_segment = jnp.pad(q_segment, ((0, 0), (0, pad)), constant_values=_PAD_QUERY)
     kv_segment = jnp.pad(kv_segment, ((0, 0), (0, pad)), constant_values=_PAD_KEY)
   mesh = jax.sharding.get_abstract_mesh()
-  run = _flash
+  run = KERNELS[kernel]
   if not all(t == jax.sharding.AxisType.Manual for t in mesh.axis_types):
     spec = PartitionSpec(tuple(mesh.axis_names))
-    run = jax.shard_map(_flash, mesh=mesh, in_specs=(spec,) * 5, out_specs=spec, check_vma=False)
+    run = jax.shard_map(run, mesh=mesh, in_specs=(spec,) * 5, out_specs=spec, check_vma=False)
   y = run(q, k, v, q_segment.astype(jnp.int32), kv_segment.astype(jnp.int32))
   return y[:, :p] if pad else y
 
 
 def segment_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment: jax.Array, kv_segment: jax.Array,
-                      reference: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]) -> jax.Array:
+                      reference: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+                      kernel: str = "patch") -> jax.Array:
   """Attention inside patches where query i sees key j iff q_segment[i] == kv_segment[j].
 
   Args:
@@ -81,6 +100,7 @@ def segment_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment: jax.A
     q_segment, kv_segment: i32[G, P].
     reference: (q, k, v) -> [G, P, H, D], the same attention written with XLA ops and the caller's mask; runs on
       every platform but TPU.
+    kernel: the TPU kernel, 'patch' (positions-minor, `patch_kernel`) or 'flash' (the generic Pallas kernel).
 
   Returns:
     [G, P, H, D] in q's dtype. Every query must have at least one key of its segment (or be discarded by the
@@ -92,11 +112,12 @@ def segment_attention(q: jax.Array, k: jax.Array, v: jax.Array, q_segment: jax.A
     # kernel would pad them to 128, and their score matrices are small anyway.
     return reference(q, k, v)
   return jax.lax.platform_dependent(q, k, v, q_segment, kv_segment,
-                                    default=lambda q, k, v, *_: reference(q, k, v), tpu=_tpu)
+                                    default=lambda q, k, v, *_: reference(q, k, v),
+                                    tpu=functools.partial(_tpu, kernel=kernel))
 
 
-def tpu_kernel(q, k, v, q_segment, kv_segment):
+def tpu_kernel(q, k, v, q_segment, kv_segment, kernel: str = "patch"):
   """The TPU branch of `segment_attention` (for tests: under `pallas.tpu.force_tpu_interpret_mode()` it runs on
-  the CPU)."""
-  return _tpu(q, k, v, q_segment, kv_segment)
+  the CPU); kernel: 'patch' (what the step uses) or 'flash' (for comparison)."""
+  return _tpu(q, k, v, q_segment, kv_segment, kernel)
 

@@ -181,7 +181,11 @@ class CPE(nn.Module):
   def __call__(self, x: jax.Array, neighbors: jax.Array) -> jax.Array:
     """x: [B, N, C], neighbors: i32[B, N, 27] (sentinel N = absent) -> [B, N, C]."""
     c = self.channels
-    y = _Conv(c, self.dtype, name="conv")(gather_rows(x, neighbors))
+    b, n, k = neighbors.shape
+    # One flat row index per (point, neighbour): a TPU stores an array's minor axis in 128-lane tiles, so an index
+    # or result with the 27 neighbours minor would be padded ~5x; flat, only the channels are minor.
+    gathered = gather_rows(x, neighbors.reshape(b, n * k)).reshape(b, n, k, x.shape[-1])
+    y = _Conv(c, self.dtype, name="conv")(gathered)
     y = _dense(c, self.dtype, "linear")(y)
     return LayerNorm(self.dtype, name="norm")(y)
 

@@ -1,5 +1,6 @@
-"""dos_jax.models.attention: the TPU flash kernel (run on the CPU in Pallas's TPU interpret mode) computes the same
-segment-masked attention as the XLA reference, forward and backward; a bfloat16 run stays within a bound derived
+"""dos_jax.models.attention: both TPU kernels, the project's positions-minor one and the generic flash kernel (run on
+the CPU in Pallas's TPU interpret mode), compute the same segment-masked attention as the XLA reference, forward and
+backward, through the TPU branch's padding to 128 positions; a bfloat16 run stays within a bound derived
 from bfloat16's precision; on CPU the dispatch runs the caller's reference unchanged."""
 
 import jax
@@ -32,13 +33,14 @@ def _loss(fn):
 
 
 @pytest.mark.system  # Pallas interpret mode: ~30 s on 2 cores
-def test_tpu_kernel_equals_the_reference_forward_and_backward():
+@pytest.mark.parametrize("which", ["patch", "flash"])
+def test_tpu_kernel_equals_the_reference_forward_and_backward(which):
   """p = 120 is padded to the kernel's 128 with positions of their own segments; the outputs of real positions,
   and the gradients, equal the reference to float32 rounding of a length-p weighted sum: |err| <= p * eps *
   max|v| (weights sum to 1; gradients: the same bound times the largest cotangent, |cos| <= 1, a few terms)."""
   q, k, v, seg = _inputs()
   ref = _reference(seg)
-  kernel = lambda q, k, v: attention.tpu_kernel(q, k, v, seg, seg)  # noqa: E731
+  kernel = lambda q, k, v: attention.tpu_kernel(q, k, v, seg, seg, which)  # noqa: E731
   with pltpu.force_tpu_interpret_mode():
     y = kernel(q, k, v)
     grads = jax.grad(_loss(kernel), argnums=(0, 1, 2))(q, k, v)
@@ -53,14 +55,15 @@ def test_tpu_kernel_equals_the_reference_forward_and_backward():
 
 
 @pytest.mark.system  # Pallas interpret mode
-def test_tpu_kernel_in_bfloat16_within_bfloat16_precision():
+@pytest.mark.parametrize("which", ["patch", "flash"])
+def test_tpu_kernel_in_bfloat16_within_bfloat16_precision(which):
   """bf16 inputs: the kernel rounds the probabilities to bf16 before P @ V (relative error <= 2^-8 per weight)
   and the output to bf16 (another 2^-8), so against the float32 reference on the same (bf16-rounded) inputs
   |err| <= 2 * 2^-8 * max|v| plus the logits' bf16 products (accumulated in f32; one more 2^-8 * max|v|)."""
   q, k, v, seg = _inputs(g=1, p=128, h=1, seed=1)
   q16, k16, v16 = (t.astype(jnp.bfloat16) for t in (q, k, v))
   with pltpu.force_tpu_interpret_mode():
-    y16 = attention.tpu_kernel(q16, k16, v16, seg, seg)
+    y16 = attention.tpu_kernel(q16, k16, v16, seg, seg, which)
   assert y16.dtype == jnp.bfloat16
   y_ref = _reference(seg)(*(t.astype(jnp.float32) for t in (q16, k16, v16)))
   err = float(jnp.max(jnp.abs(y16.astype(jnp.float32) - y_ref)))
