@@ -4,10 +4,11 @@ supply vs the step's demand, measured in one run (CPU).
   python -m benchmarks.train_step [--steps 5] [--pipeline-seconds 3] [--config-arg smoke] \
       [--out benchmarks/train_step.json]
 
-JAX: `dos_jax.train.step.train_step` jitted once (state donated), on one batch built by the real input pipeline
-(`configs/synthetic_tiny.py`: B scenes x 2 views, teacher = full views, student = visible points); compile time is
-`lower().compile()`; the step time is the median of `--steps` steps after a warm-up.
-PyTorch: the same computation at equal size with the reference modules, eager: teacher encoder + head under
+JAX: `dos_jax.train.step.train_step` jitted once (state donated), on step 0's batch from the real input pipeline
+(`configs/synthetic_tiny.py`: packs of views filled by budget, teacher = full views, student = visible points);
+compile time is `lower().compile()`; the step time is the median of `--steps` steps after a warm-up.
+PyTorch: the same views (those the budget fill put in the packs), each padded to its per-view capacities as a
+PyTorch user batches them (`per_view_batch`), through the reference modules, eager: teacher encoder + head under
 no_grad, student encoder + head, `dos_jax.torch_ref.objective.dos_loss`, backward, `torch.optim.AdamW` step and an
 EMA update of the teacher; the weights are the JAX state's, converted (`dos_jax.torch_ref.convert`), so the first
 losses agree up to drop path (off in synthetic_tiny).
@@ -40,6 +41,7 @@ from dos_jax import io as fileio  # noqa: E402
 from dos_jax import specs  # noqa: E402
 from dos_jax.batching import pipeline  # noqa: E402
 from dos_jax.batching import spec as spec_lib  # noqa: E402
+from dos_jax.batching import train_views  # noqa: E402
 
 
 class TorchHead:
@@ -63,8 +65,18 @@ class TorchHead:
     return h @ protos.T
 
 
+def per_view_batch(spec, scenes):
+  """The views of step 0's packs in the per-view padded layout a PyTorch reference takes: a TrainView with leading
+  axes [B, V] (B = the scenes the budget fill put in the packs), each view at its own capacities
+  (`train_views.stack_views`). The JAX step gets the same views as packs (`pipeline.process_batches`)."""
+  examples = pipeline.global_examples(spec, scenes)
+  members = [e for k in range(spec.packs_per_step) for e in pipeline.pack_members(spec, examples, k)]
+  return train_views.stack_views([e.views for e in members])
+
+
 def torch_step_fn(state, batch, config, device: str = "cpu"):
-  """An eager torch train step closure at the size of `state`, initialised from the JAX params, on `device`."""
+  """An eager torch train step closure at the size of `state`, initialised from the JAX params, on `device`;
+  `batch`: the step's views in the per-view layout (`per_view_batch`)."""
   import torch  # pylint: disable=g-import-not-at-top
   from dos_jax.torch_ref import convert  # pylint: disable=g-import-not-at-top
   from dos_jax.torch_ref import encoder as tenc  # pylint: disable=g-import-not-at-top
@@ -131,7 +143,8 @@ def run(config, steps: int, pipeline_seconds: float, with_torch: bool = True, to
   scenes, origin = input_pipeline._synthetic_source(config, 8)  # pylint: disable=protected-access
   batch = pipeline.process_batches(spec_lib.pipeline_spec(config), scenes)[0]
   result = {"config": "synthetic_tiny", "variant": config.model.variant, "batch_size": int(config.batch_size),
-            "student_capacity": int(batch.student.valid.shape[-1]), "teacher_capacity": int(batch.teacher.valid.shape[-1]),
+            "packs": int(batch.student.valid.shape[0]), "views_in_packs": int(np.sum(batch.view_valid)),
+            "student_slots": int(batch.student.valid.shape[-1]), "teacher_slots": int(batch.teacher.valid.shape[-1]),
             "num_prototypes": int(config.num_prototypes), "scene_source": origin, "cpu_count": os.cpu_count(),
             "load_average_start": round(os.getloadavg()[0], 2), "jax_version": jax.__version__}
 
@@ -140,7 +153,11 @@ def run(config, steps: int, pipeline_seconds: float, with_torch: bool = True, to
   batch_j = jax.device_put(batch)
   step_fn = jax.jit(functools.partial(step_lib.train_step, spec=spec), donate_argnums=0)
   rng = jax.random.key(1)
-  torch_step = torch_step_fn(state, batch, config, torch_device) if with_torch else None  # before donation consumes params
+  torch_step = None
+  if with_torch:  # before donation consumes the params
+    views = per_view_batch(spec_lib.pipeline_spec(config), scenes)
+    result["torch_views"] = int(np.prod(views.student.valid.shape[:2]))
+    torch_step = torch_step_fn(state, views, config, torch_device)
   start = time.perf_counter()
   compiled = step_fn.lower(state, batch_j, rng).compile()
   result["jax_compile_s"] = round(time.perf_counter() - start, 3)
