@@ -171,3 +171,48 @@ def test_libtpu_lowers_the_attention_kernels_for_tpu():
   assert patch["custom"] >= 2 and patch["scores"] == 0  # forward and backward kernels
   assert flash["width16_minor"] > 0 and patch["width16_minor"] == 0
   assert patch["bytes"] < flash["bytes"] < xla["bytes"]
+
+
+_SHAPES_PROBE = """
+from dos_jax import compile_only
+compile_only.use_compile_only_tpu()
+import importlib, json, jax, jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from dos_jax import schema, variants
+from dos_jax.batching import spec as spec_lib
+from dos_jax.models import patch_kernel
+from dos_jax.train import aot
+shapes = set()
+for name in ("scannet", "semantickitti", "nuscenes", "s3dis"):
+  config = schema.validate(importlib.import_module("configs." + name).get_config(None))
+  pack = spec_lib.pipeline_spec(config).pack
+  arch = variants.variant_architecture(config.model.variant)
+  for s, (heads, channels, patch) in enumerate(zip(arch.heads, arch.channels, arch.patch_sizes)):
+    for lengths in (pack.teacher_sequence, pack.student_sequence):
+      p = min(patch, lengths[s])
+      if p >= 128:  # shorter patches take XLA's formulation
+        shapes.add((heads, channels // heads, p + -p % 128))
+sharding = NamedSharding(Mesh(aot.topology_devices("v5e:2x2")[:1], ("d",)), P())
+loss = lambda q, k, v, seg: jnp.sum(patch_kernel.patch_attention(q, k, v, seg, seg).astype(jnp.float32) ** 2)
+done = []
+for heads, width, p in sorted(shapes):
+  for dtype in (jnp.float32, jnp.bfloat16):
+    x = jax.ShapeDtypeStruct((2, heads, width, p), dtype, sharding=sharding)
+    seg = jax.ShapeDtypeStruct((2, p), jnp.int32, sharding=sharding)
+    jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, x, x, seg).compile()
+    done.append([heads, width, p, jnp.dtype(dtype).name])
+print(json.dumps(done))
+"""
+
+
+def test_libtpu_lowers_the_patch_kernel_at_every_stage_shape_of_the_paper_configs():
+  """Mosaic accepts the kernel (forward and backward, float32 and bfloat16) at each (heads, head width, padded
+  patch) the paper configs' packs give their stages: a shape it rejects would otherwise surface only ~20 minutes
+  into a full-step compile. Includes the deep stages' partial patches (640-896 positions, 128-wide query blocks)."""
+  python = conftest.require_tpu_python()
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  r = subprocess.run([python, "-c", _SHAPES_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+  assert r.returncode == 0, r.stderr[-3000:]
+  done = json.loads(r.stdout.strip().splitlines()[-1])
+  assert {tuple(x[:3]) for x in done} >= {(3, 16, 1024), (32, 16, 896)}  # scannet's first and KITTI's last stage
+  assert len(done) >= 2 * 6

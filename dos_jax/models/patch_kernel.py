@@ -60,8 +60,8 @@ def _probabilities_t(k, q, key_col, q_row, lse, scale):
 def _forward_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, *, scale, block):
   heads, _, p = q_ref.shape[1:]
   key_col = _key_column(kv_seg_ref)
-
-  def head(h, carry):
+  # Heads and query blocks are unrolled: Mosaic stores rows of lse only at static sublane offsets.
+  for h in range(heads):
     k, v = k_ref[0, h], v_ref[0, h]                                    # [D, P]
     for start in range(0, p, block):
       q = q_ref[0, h, :, start:start + block]                           # [D, bq]
@@ -73,18 +73,14 @@ def _forward_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, 
       total = jnp.sum(e, axis=0, keepdims=True)
       o = jnp.dot(v.astype(jnp.float32), e, preferred_element_type=jnp.float32) / total
       o_ref[0, h, :, start:start + block] = o.astype(o_ref.dtype)
-      lse_ref[0, pl.ds(h, 1), start:start + block] = m + jnp.log(total)
-    return carry
-
-  jax.lax.fori_loop(0, heads, head, 0)
+      lse_ref[0, h:h + 1, start:start + block] = m + jnp.log(total)
 
 
 def _backward_kernel(q_ref, k_ref, v_ref, o_ref, do_ref, lse_ref, q_seg_ref, kv_seg_ref, dq_ref, dk_ref, dv_ref,
                      *, scale, block):
   heads, d, p = q_ref.shape[1:]
   key_col = _key_column(kv_seg_ref)
-
-  def head(h, carry):
+  for h in range(heads):
     k, v = k_ref[0, h], v_ref[0, h]                                    # [D, P]
     dk = jnp.zeros((d, p), jnp.float32)
     dv = jnp.zeros((d, p), jnp.float32)
@@ -93,7 +89,7 @@ def _backward_kernel(q_ref, k_ref, v_ref, o_ref, do_ref, lse_ref, q_seg_ref, kv_
       q, do = q_ref[0, h, :, cols], do_ref[0, h, :, cols]              # [D, bq]
       o = o_ref[0, h, :, cols].astype(jnp.float32)
       delta = jnp.sum(do.astype(jnp.float32) * o, axis=0, keepdims=True)   # [1, bq]
-      prob = _probabilities_t(k, q, key_col, q_seg_ref[0, :, cols], lse_ref[0, pl.ds(h, 1), cols], scale)
+      prob = _probabilities_t(k, q, key_col, q_seg_ref[0, :, cols], lse_ref[0, h:h + 1, cols], scale)
       dv = dv + _dot(do.astype(jnp.float32), prob, 1, 1)               # [D, P]
       dprob = _dot(v, do, 0, 0)                                         # [P, bq]
       ds = prob * (dprob - delta) * scale
@@ -102,9 +98,6 @@ def _backward_kernel(q_ref, k_ref, v_ref, o_ref, do_ref, lse_ref, q_seg_ref, kv_
       dk = dk + _dot(q.astype(jnp.float32), ds, 1, 1)
     dk_ref[0, h] = dk.astype(dk_ref.dtype)
     dv_ref[0, h] = dv.astype(dv_ref.dtype)
-    return carry
-
-  jax.lax.fori_loop(0, heads, head, 0)
 
 
 def _heads_per_step(h: int, d: int, p: int, itemsize: int) -> int:
