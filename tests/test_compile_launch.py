@@ -195,8 +195,10 @@ for name in ("scannet", "semantickitti", "nuscenes", "s3dis"):
 sharding = NamedSharding(Mesh(aot.topology_devices("v5e:2x2")[:1], ("d",)), P())
 loss = lambda q, k, v, seg: jnp.sum(patch_kernel.patch_attention(q, k, v, seg, seg).astype(jnp.float32) ** 2)
 done = []
-for heads, width, p in sorted(shapes):
-  for dtype in (jnp.float32, jnp.bfloat16):
+shapes = sorted(shapes)
+for heads, width, p in shapes:
+  # bf16 (16-row sublane tiles) at the first and last shapes: the fewest and the most heads per grid step.
+  for dtype in (jnp.float32, jnp.bfloat16) if (heads, width, p) in (shapes[0], shapes[-1]) else (jnp.float32,):
     x = jax.ShapeDtypeStruct((2, heads, width, p), dtype, sharding=sharding)
     seg = jax.ShapeDtypeStruct((2, p), jnp.int32, sharding=sharding)
     jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(x, x, x, seg).compile()
@@ -207,7 +209,7 @@ print(json.dumps(done))
 
 def test_libtpu_lowers_the_patch_kernel_at_every_stage_shape_of_the_paper_configs():
   """Mosaic accepts the kernel (forward and backward, float32 and bfloat16) at each (heads, head width, padded
-  patch) the paper configs' packs give their stages: a shape it rejects would otherwise surface only ~20 minutes
+  patch) the paper configs' packs give their stages (f32; bf16 at two of them): a shape it rejects would otherwise surface only ~20 minutes
   into a full-step compile. Includes the deep stages' partial patches (640-896 positions, 128-wide query blocks)."""
   python = conftest.require_tpu_python()
   env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
@@ -215,4 +217,4 @@ def test_libtpu_lowers_the_patch_kernel_at_every_stage_shape_of_the_paper_config
   assert r.returncode == 0, r.stderr[-3000:]
   done = json.loads(r.stdout.strip().splitlines()[-1])
   assert {tuple(x[:3]) for x in done} >= {(3, 16, 1024), (32, 16, 896)}  # scannet's first and KITTI's last stage
-  assert len(done) >= 2 * 6
+  assert len(done) >= 6 + 2 and sum(x[3] == "bfloat16" for x in done) == 2
