@@ -141,7 +141,8 @@ def run(config, steps: int, pipeline_seconds: float, with_torch: bool = True, to
   from dos_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from dos_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
   scenes, origin = input_pipeline._synthetic_source(config, 8)  # pylint: disable=protected-access
-  batch = pipeline.process_batches(spec_lib.pipeline_spec(config), scenes)[0]
+  pipeline_spec = spec_lib.pipeline_spec(config)
+  batch = pipeline.process_batches(pipeline_spec, scenes)[0]
   result = {"config": "synthetic_tiny", "variant": config.model.variant, "batch_size": int(config.batch_size),
             "packs": int(batch.student.valid.shape[0]), "views_in_packs": int(np.sum(batch.view_valid)),
             "student_slots": int(batch.student.valid.shape[-1]), "teacher_slots": int(batch.teacher.valid.shape[-1]),
@@ -155,7 +156,7 @@ def run(config, steps: int, pipeline_seconds: float, with_torch: bool = True, to
   rng = jax.random.key(1)
   torch_step = None
   if with_torch:  # before donation consumes the params
-    views = per_view_batch(spec_lib.pipeline_spec(config), scenes)
+    views = per_view_batch(pipeline_spec, scenes)
     result["torch_views"] = int(np.prod(views.student.valid.shape[:2]))
     torch_step = torch_step_fn(state, views, config, torch_device)
   start = time.perf_counter()

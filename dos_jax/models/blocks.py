@@ -40,7 +40,12 @@ def gather_rows(x: jax.Array, index: jax.Array) -> jax.Array:
     [B, ..., C] with the dtype of x.
   """
   padded = jnp.pad(x, ((0, 0), (0, 1), (0, 0)))
-  return jax.vmap(lambda rows, idx: rows[idx])(padded, index)
+  # Through one flat row index: a TPU stores an array's minor axis in 128-lane tiles, so an index or result with
+  # a short trailing axis minor (the CPE's 27 neighbours, the stem's 125) would be padded ~5x; flat, only the
+  # channels are minor.
+  flat = index.reshape(index.shape[0], -1)
+  rows = jax.vmap(lambda rows, idx: rows[idx])(padded, flat)
+  return rows.reshape(index.shape + x.shape[-1:])
 
 
 def _take(x: jax.Array, index: jax.Array) -> jax.Array:
@@ -181,11 +186,7 @@ class CPE(nn.Module):
   def __call__(self, x: jax.Array, neighbors: jax.Array) -> jax.Array:
     """x: [B, N, C], neighbors: i32[B, N, 27] (sentinel N = absent) -> [B, N, C]."""
     c = self.channels
-    b, n, k = neighbors.shape
-    # One flat row index per (point, neighbour): a TPU stores an array's minor axis in 128-lane tiles, so an index
-    # or result with the 27 neighbours minor would be padded ~5x; flat, only the channels are minor.
-    gathered = gather_rows(x, neighbors.reshape(b, n * k)).reshape(b, n, k, x.shape[-1])
-    y = _Conv(c, self.dtype, name="conv")(gathered)
+    y = _Conv(c, self.dtype, name="conv")(gather_rows(x, neighbors))
     y = _dense(c, self.dtype, "linear")(y)
     return LayerNorm(self.dtype, name="norm")(y)
 

@@ -50,11 +50,9 @@ def _key_column(kv_seg_ref):
   return jnp.transpose(kv_seg_ref[0])[:, :1]
 
 
-def _probabilities_t(k, q, key_col, q_row, lse, scale):
-  """p_T[j, i] = exp(scale k_j . q_i - lse_i) where segments match, else 0: f32[P, bq]."""
-  s = _dot(k, q, 0, 0) * scale
-  s = jnp.where(key_col == q_row, s, _MASKED)
-  return jnp.exp(s - lse)
+def _scores_t(k, q, key_col, q_row, scale):
+  """s_T[j, i] = scale k_j . q_i where key j and query i share a segment, else _MASKED: f32[P, bq]."""
+  return jnp.where(key_col == q_row, _dot(k, q, 0, 0) * scale, _MASKED)
 
 
 def _forward_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, *, scale, block):
@@ -66,8 +64,7 @@ def _forward_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, 
     for start in range(0, p, block):
       q = q_ref[0, h, :, start:start + block]                           # [D, bq]
       q_row = q_seg_ref[0, :, start:start + block]                       # [1, bq]
-      s = _dot(k, q, 0, 0) * scale                                       # [P, bq]
-      s = jnp.where(key_col == q_row, s, _MASKED)
+      s = _scores_t(k, q, key_col, q_row, scale)                         # [P, bq]
       m = jnp.max(s, axis=0, keepdims=True)
       e = jnp.exp(s - m)
       total = jnp.sum(e, axis=0, keepdims=True)
@@ -89,7 +86,7 @@ def _backward_kernel(q_ref, k_ref, v_ref, o_ref, do_ref, lse_ref, q_seg_ref, kv_
       q, do = q_ref[0, h, :, cols], do_ref[0, h, :, cols]              # [D, bq]
       o = o_ref[0, h, :, cols].astype(jnp.float32)
       delta = jnp.sum(do.astype(jnp.float32) * o, axis=0, keepdims=True)   # [1, bq]
-      prob = _probabilities_t(k, q, key_col, q_seg_ref[0, :, cols], lse_ref[0, h:h + 1, cols], scale)
+      prob = jnp.exp(_scores_t(k, q, key_col, q_seg_ref[0, :, cols], scale) - lse_ref[0, h:h + 1, cols])
       dv = dv + _dot(do.astype(jnp.float32), prob, 1, 1)               # [D, P]
       dprob = _dot(v, do, 0, 0)                                         # [P, bq]
       ds = prob * (dprob - delta) * scale
