@@ -1,16 +1,19 @@
-r"""Where a TPU train step's HBM bytes and flops go: per-kernel costs of the compiled program, by part of the model.
+r"""Where a TPU train step's time, HBM bytes and flops go: per-kernel costs of the compiled program, by part of the model.
 
   python -m benchmarks.tpu_breakdown --config configs/scannet.py --topology v5e:2x2 --config.batch_size=16 \
       --out benchmarks/tpu_breakdown_scannet_v5e.json [--save_hlo /tmp/step.hlo.txt]
   python -m benchmarks.tpu_breakdown --hlo /tmp/step.hlo.txt --out ...      # re-read a saved program
 
 Compiles the training step ahead of time for the topology (`dos_jax.train.aot`, libtpu; as `launch.compile`),
-then splits the compiled HLO's kernels (`compile_report.instruction_costs`: bytes = operands + output of each
-kernel, flops of its dots and arithmetic) into the parts below by the op names JAX records (Flax module paths and
-the step's named scopes). Writes one small JSON: the `launch.compile` report (when compiling), each part's bytes
-and flops with their shares, the parsed totals beside the compiler's own, and the 25 kernels moving most bytes.
-The shares are what the report is for; the parsed bytes count each kernel's operands in full, so their total is
-not the compiler's `bytes accessed`.
+then splits the compiled HLO's kernels (`compile_report.instruction_costs`) into the parts below by the op names
+JAX records (Flax module paths and the step's named scopes). Per part:
+- cycles: the TPU compiler's own per-kernel estimate (`estimated_cycles`; fusions only: gathers, Pallas kernels
+  and memory-space copies carry none). Where the compiler's cost model puts the step's time.
+- hbm_bytes: each kernel's operands and output that live in HBM, once (arrays placed in VMEM excluded).
+- bytes: the same in any memory space; flops: of its dots and arithmetic.
+Writes one small JSON: the `launch.compile` report (when compiling), each part's totals and shares, the parsed
+totals beside the compiler's own, and the 25 kernels with the most estimated cycles. The shares are what the
+report is for: the compiler's `bytes accessed` also counts VMEM reads and re-reads, so no parsed total equals it.
 """
 
 from __future__ import annotations
@@ -88,34 +91,40 @@ def stage_of(op_name: str) -> str:
   return m.group(1) if m else ""
 
 
-def _tally(rows, keys, total_bytes, total_flops) -> dict:
-  """{key: bytes, flops, kernels and their shares of the totals} over the rows with a non-empty key."""
+_SUMMED = ("bytes", "hbm_bytes", "flops", "cycles")
+
+
+def _tally(rows, keys, totals) -> dict:
+  """{key: bytes, hbm_bytes, flops, cycles, kernels and their shares of the totals} over the rows with a
+  non-empty key."""
   groups = {}
   for r, key in zip(rows, keys):
     if key:
-      g = groups.setdefault(key, {"bytes": 0, "flops": 0, "kernels": 0})
-      g["bytes"] += r["bytes"]
-      g["flops"] += r["flops"]
+      g = groups.setdefault(key, dict.fromkeys(_SUMMED + ("kernels",), 0))
+      for k in _SUMMED:
+        g[k] += r[k]
       g["kernels"] += 1
   for g in groups.values():
-    g["bytes_share"] = round(g["bytes"] / total_bytes, 4)
-    g["flops_share"] = round(g["flops"] / total_flops, 4)
+    for k in _SUMMED:
+      g[f"{k}_share"] = round(g[k] / (totals[k] or 1), 4)
   return groups
 
 
 def breakdown(hlo_text: str) -> dict:
   rows = compile_report.instruction_costs(hlo_text)
   parts = [part_of(r["op_name"], r["opcode"]) for r in rows]
-  total_bytes = sum(r["bytes"] for r in rows) or 1
-  total_flops = sum(r["flops"] for r in rows) or 1
-  by_part = _tally(rows, parts, total_bytes, total_flops)
-  by_stage = _tally(rows, [stage_of(r["op_name"]) for r in rows], total_bytes, total_flops)
-  top = sorted(range(len(rows)), key=lambda i: -rows[i]["bytes"])[:25]
-  return {"parsed_bytes": total_bytes, "parsed_flops": total_flops, "kernels": len(rows),
-          "parts": dict(sorted(by_part.items(), key=lambda kv: -kv[1]["bytes"])),
+  totals = {k: sum(r[k] for r in rows) for k in _SUMMED}
+  by_part = _tally(rows, parts, totals)
+  by_stage = _tally(rows, [stage_of(r["op_name"]) for r in rows], totals)
+  top = sorted(range(len(rows)), key=lambda i: -rows[i]["cycles"])[:25]
+  return {"parsed_bytes": totals["bytes"], "parsed_hbm_bytes": totals["hbm_bytes"],
+          "parsed_flops": totals["flops"], "estimated_cycles": totals["cycles"],
+          "kernels": len(rows), "kernels_with_cycles": sum(1 for r in rows if r["cycles"]),
+          "parts": dict(sorted(by_part.items(), key=lambda kv: -kv[1]["cycles"])),
           "encoder_stages": dict(sorted(by_stage.items())),
-          "top_kernels": [{"part": parts[i], "opcode": rows[i]["opcode"], "bytes": rows[i]["bytes"],
-                           "flops": rows[i]["flops"], "op_name": rows[i]["op_name"][:160]} for i in top]}
+          "top_kernels": [{"part": parts[i], "opcode": rows[i]["opcode"], "cycles": rows[i]["cycles"],
+                           "bytes": rows[i]["bytes"], "hbm_bytes": rows[i]["hbm_bytes"], "flops": rows[i]["flops"],
+                           "op_name": rows[i]["op_name"][:160]} for i in top]}
 
 
 def main(argv):
@@ -139,8 +148,8 @@ def main(argv):
   result["breakdown"] = breakdown(text)
   io.write_json(_OUT.value, result)
   for name, p in result["breakdown"]["parts"].items():
-    print(f"{name:45s} bytes {100 * p['bytes_share']:5.1f}%  flops {100 * p['flops_share']:5.1f}%  "
-          f"kernels {p['kernels']}")
+    print(f"{name:45s} cycles {100 * p['cycles_share']:5.1f}%  HBM bytes {100 * p['hbm_bytes_share']:5.1f}%  "
+          f"bytes {100 * p['bytes_share']:5.1f}%  flops {100 * p['flops_share']:5.1f}%  kernels {p['kernels']}")
 
 
 if __name__ == "__main__":

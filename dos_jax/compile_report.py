@@ -156,13 +156,22 @@ def build(compiled, chip: Chip, devices: int, devices_per_chip: int = 1, scenes_
   optimal = cost.get("optimal_seconds")
   hbm = int(chip.hbm_gib * GIB)
   line = roofline(flops, bytes_accessed, chip)
+  text = compiled.as_text() if hlo_text is None else hlo_text
+  rows = instruction_costs(text)
+  parsed_hbm = sum(r["hbm_bytes"] for r in rows) * dpc
   report = dict(extra)
   report.update({
       "chip": dataclasses.asdict(chip), "devices": int(devices), "chips": chips, "devices_per_chip": dpc,
       "fits": mem["total"] <= hbm, "hbm_bytes_per_chip": hbm, "memory_per_chip": mem,
       "flops_per_chip": flops, "bytes_accessed_per_chip": bytes_accessed,
       "optimal_seconds": float(optimal) if optimal is not None and float(optimal) > 0 else None,
-      "roofline": line, "ops": op_summary(compiled.as_text() if hlo_text is None else hlo_text)})
+      "roofline": line, "ops": op_summary(text),
+      # From the compiled HLO (`instruction_costs`): HBM traffic with each kernel touching its HBM arrays once
+      # (VMEM-resident arrays excluded; the compiler's bytes accessed counts those too), the roofline on it (a
+      # lower bound), and the sum of the compiler's per-kernel cycle estimates (fusions only).
+      "parsed": {"hbm_bytes_per_chip": parsed_hbm, "roofline_hbm": roofline(flops, parsed_hbm, chip),
+                 "estimated_cycles": sum(r["cycles"] for r in rows),
+                 "kernels_with_cycles": sum(1 for r in rows if r["cycles"]), "kernels": len(rows)}})
   if scenes_per_step is not None:
     report["scenes_per_step"] = int(scenes_per_step)
     report["scenes_per_chip"] = int(scenes_per_step) / chips
@@ -203,6 +212,10 @@ def one_line(r: Mapping[str, Any]) -> str:
       f"{r['flops_per_chip'] / 1e12:.3g} TFLOP and {r['bytes_accessed_per_chip'] / 1e9:.4g} GB accessed per chip "
       "and step",
       f"roofline {line['step_s']:.4g} s/step ({line['bound']}-bound), MFU <= {100 * line['mfu']:.1f}%"]
+  if r.get("parsed"):
+    parts.append(f"HBM traffic parsed from the program {r['parsed']['hbm_bytes_per_chip'] / 1e9:.4g} GB "
+                 f"(roofline {r['parsed']['roofline_hbm']['step_s']:.4g} s), compiler-estimated "
+                 f"{r['parsed']['estimated_cycles'] / 1e6:.4g} M cycles")
   if r.get("optimal_seconds"):
     parts.append(f"compiler optimal {r['optimal_seconds']:.4g} s")
   if r.get("scenes_per_s_per_chip") is not None:
@@ -226,6 +239,29 @@ _ELEMENTWISE_FLOPS = {"add", "subtract", "multiply", "divide", "maximum", "minim
                       "rsqrt", "sqrt", "power", "erf", "compare", "select", "negate", "abs", "logistic",
                       "exponential-minus-one", "log-plus-one", "clamp", "sine", "cosine", "floor", "ceil",
                       "round-nearest-even", "sign", "atan2", "remainder", "and", "or", "not", "xor"}
+
+
+# An array's memory space follows its layout's tiles, e.g. `{1,0:T(8,128)S(1)}`: S(1) is the TPU core's VMEM,
+# S(2) its scalar memory; no S(..) (or S(0)) is HBM.
+_ARRAY_IN_SPACE = re.compile(r"\b(pred|[suf]\d+|bf16|f8e\w+|c64|c128)\[([\d,]*)\](\{[^}]*\})?")
+_ON_CHIP = re.compile(r"S\([1-9]\d*\)")
+
+
+_CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
+_TRANSFER_START = {"copy-start", "slice-start"}
+
+
+def _estimated_cycles(attrs: str) -> int:
+  """The TPU compiler's own estimate of a kernel's cycles (its backend config), 0 where it gives none."""
+  m = _CYCLES.search(attrs)
+  return int(m.group(1)) if m else 0
+_TRANSFER_DONE = {"copy-done", "slice-done"}
+
+
+def _hbm_bytes(type_text: str) -> int:
+  """Bytes of the arrays in `type_text` that live in HBM (arrays placed in VMEM / scalar memory excluded)."""
+  return sum(_elements_and_bytes(f"{dtype}[{dims}]")[1] for dtype, dims, layout in _ARRAY_IN_SPACE.findall(type_text)
+             if not _ON_CHIP.search(layout or ""))
 
 
 def _elements_and_bytes(type_text: str):
@@ -269,8 +305,14 @@ def instruction_costs(hlo_text: str):
   """Bytes and flops of each instruction that runs as its own kernel (a fusion, a gather, a custom call, ...):
   list of dicts {name, opcode, op_name, computation, bytes, flops}.
 
-  bytes = output bytes + operand bytes (what a kernel reads and writes once: the roofline view; XLA's own
-  `bytes accessed` refines it per operand use, so the sums differ by a modest factor); flops = 2 x output x
+  bytes = output bytes + operand bytes (what a kernel reads and writes once, in any memory space); hbm_bytes = the
+  same restricted to arrays in HBM (a compiled TPU program places some arrays in the core's VMEM, `S(1)` in their
+  layouts, and moves them with async copies/slices: a `*-start` counts the array it transfers once, for both, and
+  its `*-done` nothing). XLA's own `bytes accessed` counts every operand read in any memory space, re-reads
+  included, so it exceeds both sums; hbm_bytes is the traffic the HBM sees if each kernel touches each of its
+  HBM arrays once (a lower bound: tiled kernels may re-read). cycles = the TPU compiler's cost-model estimate
+  for the kernel (`estimated_cycles` in its backend config; 0 where it gives none: gathers, custom calls such as
+  Pallas kernels, reshapes and copies between memory spaces). flops = 2 x output x
   contraction for dots (inside fusions too) plus one per output element of other arithmetic. Instructions of
   while bodies / conditional branches count once, as XLA's cost analysis counts them. Custom calls (e.g. Pallas
   kernels) carry no flops here.
@@ -346,13 +388,24 @@ def instruction_costs(hlo_text: str):
     for ins in computations[comp]["instructions"]:
       if ins["opcode"] in _FREE:
         continue
-      nbytes = _elements_and_bytes(ins["type"])[1] + sum(_elements_and_bytes(shapes.get(o, ""))[1]
-                                                          for o in ins["operands"])
+      opcode = ins["opcode"]
+      if opcode in _TRANSFER_DONE:  # the transfer was counted at its start
+        nbytes = hbm = 0
+      elif opcode in _TRANSFER_START:
+        # (source, destination, context): the destination is what moves (a slice reads only its part).
+        moved = _ARRAY_IN_SPACE.findall(ins["type"])
+        dest = moved[1] if len(moved) > 1 else (moved[0] if moved else None)
+        nbytes = 2 * _elements_and_bytes(f"{dest[0]}[{dest[1]}]")[1] if dest else 0
+        hbm = nbytes // 2
+      else:
+        nbytes = _elements_and_bytes(ins["type"])[1] + sum(_elements_and_bytes(shapes.get(o, ""))[1]
+                                                            for o in ins["operands"])
+        hbm = _hbm_bytes(ins["type"]) + sum(_hbm_bytes(shapes.get(o, "")) for o in ins["operands"])
       flops = own_flops(ins) + (sum(computation_flops(c) for c in ins["called"]) if ins["opcode"] == "fusion" else 0)
       op_name = ins["op_name"]
       if not op_name and ins["opcode"] == "fusion":  # the fused computation's root names it
         body = computations.get(ins["called"][0], {}).get("instructions", []) if ins["called"] else []
         op_name = next((i["op_name"] for i in reversed(body) if i["op_name"]), "")
       out.append({"name": ins["name"], "opcode": ins["opcode"], "op_name": op_name, "computation": comp,
-                  "bytes": nbytes, "flops": flops})
+                  "bytes": nbytes, "hbm_bytes": hbm, "flops": flops, "cycles": _estimated_cycles(ins["attrs"])})
   return out

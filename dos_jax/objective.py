@@ -80,7 +80,7 @@ def _seg_sum(x: jax.Array, ids: jax.Array, num_segments: int, axis_name=None) ->
   if num_segments == 1:
     out = jnp.sum(jnp.where(_keep(ids, 1, x.ndim), x, 0), axis=0, keepdims=True)
   else:
-    out = jax.ops.segment_sum(x, ids, num_segments=num_segments + 1)[:num_segments]
+    out = jax.ops.segment_sum(x, ids, num_segments=num_segments)  # ids == num_segments (dropped rows) drop out
   return out if axis_name is None else lax.psum(out, axis_name)
 
 
@@ -89,7 +89,7 @@ def _seg_max(x: jax.Array, ids: jax.Array, num_segments: int, axis_name=None) ->
   if num_segments == 1:
     out = jnp.max(jnp.where(_keep(ids, 1, x.ndim), x, -jnp.inf), axis=0, keepdims=True)
   else:
-    out = jax.ops.segment_max(x, ids, num_segments=num_segments + 1)[:num_segments]
+    out = jax.ops.segment_max(x, ids, num_segments=num_segments)
   return out if axis_name is None else lax.pmax(out, axis_name)
 
 
@@ -97,8 +97,7 @@ def _rows(per_segment: jax.Array, ids: jax.Array) -> jax.Array:
   """per_segment: f[M, ...] -> f[N, ...] each row's segment value (0 for dropped rows)."""
   if per_segment.shape[0] == 1:
     return jnp.where(_keep(ids, 1, per_segment.ndim), per_segment[0], 0)
-  padded = jnp.concatenate([per_segment, jnp.zeros((1,) + per_segment.shape[1:], per_segment.dtype)])
-  return padded[ids]
+  return per_segment.at[ids].get(mode="fill", fill_value=0, wrap_negative_indices=False)
 
 
 def _segment_lse(x: jax.Array, ids: jax.Array, num_segments: int, axis_name=None) -> jax.Array:
@@ -224,7 +223,8 @@ def segment_clustering_loss(target: jax.Array, student_scores: jax.Array, valid:
 
 def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
   """x: f[N, K], index: i32[M'] with sentinel N -> f[M', K] (sentinel rows gather zeros)."""
-  return jnp.pad(x, ((0, 1), (0, 0)))[index]
+  # Fill mode, not an appended zero row: the append would copy all of x (see blocks.take_rows).
+  return x.at[index].get(mode="fill", fill_value=0, wrap_negative_indices=False)
 
 
 def packed_dos_loss(student_cos: jax.Array, teacher_cos: jax.Array, target_index: jax.Array,

@@ -182,3 +182,41 @@ def test_refused_report_reads_the_compilers_numbers():
   r = compile_report.refused(RuntimeError("RESOURCE_EXHAUSTED: other wording"), compile_report.chip_spec("v5p:2x2x1"),
                              "c", "v5p:2x2x1")
   assert "required_temp_bytes" not in r and r["fits"] is False
+
+
+_SPACES_HLO = """\
+HloModule spaces
+
+%fused (p0: f32[4096,1024], p1: f32[1024,1024]) -> bf16[4096,1024] {
+  %p0 = f32[4096,1024]{1,0} parameter(0)
+  %p1 = f32[1024,1024]{1,0} parameter(1)
+  ROOT %d = bf16[4096,1024]{1,0} convert(%p0)
+}
+
+ENTRY %main (x: f32[4096,1024], w: f32[1024,1024], k: f32[27,384,384]) -> f32[] {
+  %w = f32[1024,1024]{1,0:T(8,128)} parameter(1)
+  %x = f32[4096,1024]{1,0:T(8,128)} parameter(0)
+  %k = f32[27,384,384]{2,1,0:T(8,128)} parameter(2)
+  %copy-start = (f32[1024,1024]{1,0:T(8,128)S(1)}, f32[1024,1024]{1,0:T(8,128)}, u32[]{:S(2)}) copy-start(%w)
+  %copy-done = f32[1024,1024]{1,0:T(8,128)S(1)} copy-done(%copy-start)
+  %slice-start = ((f32[27,384,384]{2,1,0:T(8,128)}), f32[7,384,384]{2,1,0:T(8,128)S(1)}, s32[]{:S(2)}) slice-start(%k), slice={[0:7], [0:384], [0:384]}
+  %slice-done = f32[7,384,384]{2,1,0:T(8,128)S(1)} slice-done(%slice-start)
+  %fusion.2 = bf16[4096,1024]{1,0:T(8,128)(2,1)S(1)} fusion(%x, %copy-done), kind=kOutput, calls=%fused, backend_config={"flag_configs":[],"window_config":{"estimated_cycles":"101624","iteration_bounds":["1","6","1"]}}
+  ROOT %fusion.1 = f32[]{:T(128)} fusion(%x, %fusion.2, %slice-done), kind=kLoop, calls=%fused
+}
+"""
+
+
+def test_instruction_hbm_bytes_follow_memory_spaces_and_transfers():
+  """HBM bytes skip arrays placed in VMEM (S(1)); a copy/slice into VMEM counts the array it moves once (a slice
+  only its part, not the whole source), its -done nothing; cycles are the compiler's per-kernel estimate."""
+  rows = {r["name"]: r for r in compile_report.instruction_costs(_SPACES_HLO)}
+  x, w, part = 4096 * 1024 * 4, 1024 * 1024 * 4, 7 * 384 * 384 * 4
+  assert rows["copy-start"]["hbm_bytes"] == w and rows["copy-done"]["hbm_bytes"] == 0
+  assert rows["slice-start"]["hbm_bytes"] == part and rows["slice-done"]["hbm_bytes"] == 0
+  assert rows["slice-start"]["bytes"] == 2 * part  # read from HBM, written to VMEM
+  # fusion.2 reads x from HBM; w (copied) and its bf16 output live in VMEM
+  assert rows["fusion.2"]["hbm_bytes"] == x
+  assert rows["fusion.2"]["bytes"] == x + w + 4096 * 1024 * 2
+  assert rows["fusion.1"]["hbm_bytes"] == x + 4  # the f32[] result has no memory space: HBM
+  assert rows["fusion.2"]["cycles"] == 101624 and rows["fusion.1"]["cycles"] == 0
