@@ -198,7 +198,9 @@ class PointTransformerV3(nn.Module):
     up = feats[-1]
     lowest = num_stages - 1 - self.levels
     for s in range(num_stages - 2, -1, -1):
-      carried = blocks.gather_rows(up, points.parent[s])
+      # Fill mode (no appended zero row): one parent row per child, and the pad copied all of `up` (the whole
+      # upcast's widest array; on a TPU 21.7 -> 8.5 M estimated cycles forward at scannet's stage 1 -> 0).
+      carried = blocks.take_rows(up, points.parent[s])
       up = jnp.concatenate([feats[s], carried], axis=-1) if s >= lowest else carried
     aux["upcast_concat"] = up
     if not self.upcast_projection:
