@@ -18,8 +18,6 @@ report is for: the compiler's `bytes accessed` also counts VMEM reads and re-rea
 
 from __future__ import annotations
 
-import re
-
 from dos_jax import compile_only
 
 compile_only.use_compile_only_tpu()  # before JAX is imported
@@ -28,6 +26,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from benchmarks.tpu_parts import part_of, stage_of  # noqa: E402
 from dos_jax import compile_report  # noqa: E402
 from dos_jax import io  # noqa: E402
 
@@ -37,59 +36,6 @@ _HLO = flags.DEFINE_string("hlo", None, "Analyse this saved HLO text instead of 
 _SAVE_HLO = flags.DEFINE_string("save_hlo", None, "Also save the compiled HLO text here (large; not in the repo).")
 _OUT = flags.DEFINE_string("out", None, "JSON output path.")
 flags.mark_flags_as_required(["out"])
-
-# (part, test on the op name), first match wins. Attention's gathers/scatters between slot and serialization
-# order are their own part; so are the objective's Sinkhorn iterations (its while loop).
-PARTS = (
-    ("optimizer (AdamW, clipping)", lambda n: "/optimizer/" in n),
-    ("EMA teacher update", lambda n: "/ema/" in n),
-    ("Sinkhorn iterations", lambda n: "/objective/" in n and ("/while/" in n or "/body/" in n or "/cond/" in n)),
-    ("softmaps, KL, targets", lambda n: "/objective/" in n),
-    ("prototype diagnostics", lambda n: "/diagnostics/" in n),
-    ("attention: serialization gathers/scatters",
-     lambda n: "/attn/" in n and any(t in n for t in ("_take", "gather", "scatter", "permute", "roll", "_pad"))),
-    ("attention: qkv/proj matmuls", lambda n: "/attn/qkv" in n or "/attn/proj" in n),
-    ("attention: scores, softmax, PV", lambda n: "/attn/" in n),
-    ("CPE (neighbour gather + conv)", lambda n: "/cpe/" in n),
-    ("MLP", lambda n: "/mlp/" in n),
-    ("grid pooling", lambda n: "/down/" in n),
-    ("LayerNorms", lambda n: "/norm" in n),
-    ("encoder: embedding, residuals, drop path", lambda n: "PointTransformerV" in n),
-    ("head and prototypes", lambda n: "DOSHead" in n),
-)
-OTHER = "other (loss glue, metrics, unlabelled)"
-MOVES = "XLA data movement (async slices/copies, layout copies; unlabelled)"
-
-
-# Opcodes of XLA's own data movement, with no op name: asynchronous slices and copies between memory spaces
-# (HBM <-> VMEM prefetches) and layout changes. Their parsed bytes count the whole operand, so they overstate.
-_MOVES = ("copy-start", "copy-done", "slice-start", "slice-done", "copy", "reshape", "transpose", "bitcast",
-          "dynamic-slice", "dynamic-update-slice")
-
-
-def _scopes(op_name: str) -> str:
-  """'/a/b/' path of an op name with JAX's transformation wrappers opened: 'jit(train_step)/jvp(objective)/exp'
-  -> '/jit/train_step/jvp/objective/exp/', so a scope matches as '/objective/' under any jvp/transpose/vmap."""
-  return "/" + "/".join(t for t in re.split(r"[/()]", op_name) if t) + "/"
-
-
-def part_of(op_name: str, opcode: str) -> str:
-  if opcode in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"):
-    return "collectives"
-  scopes = _scopes(op_name)
-  for name, test in PARTS:
-    if test(scopes):
-      return name
-  if opcode in _MOVES:
-    return MOVES
-  return OTHER
-
-
-def stage_of(op_name: str) -> str:
-  """'enc0'..'enc4' for encoder ops, else ''."""
-  m = re.search(r"/(enc\d+)/", _scopes(op_name))
-  return m.group(1) if m else ""
-
 
 _SUMMED = ("bytes", "hbm_bytes", "flops", "cycles")
 

@@ -218,3 +218,26 @@ def test_libtpu_lowers_the_patch_kernel_at_every_stage_shape_of_the_paper_config
   done = json.loads(r.stdout.strip().splitlines()[-1])
   assert {tuple(x[:3]) for x in done} >= {(3, 16, 1024), (32, 16, 896)}  # scannet's first and KITTI's last stage
   assert len(done) >= 6 + 2 and sum(x[3] == "bfloat16" for x in done) == 2
+
+
+def test_libtpu_block_costs_have_estimated_cycles_and_no_sequence_pads(tmp_path):
+  """`benchmarks.tpu_block` on the smoke config: each stage's block compiles for v5e (teacher forward, student
+  forward + backward) with the compiler's estimated cycles split by part, and the packed attention leaves no `pad`
+  op (a pad copies the whole sequence: the sentinel reads go through the gather's fill mode, the partial-patch
+  fill through the order; round 7's program had one per gather)."""
+  python = conftest.require_tpu_python()
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  out = tmp_path / "block.json"
+  r = subprocess.run([python, "-m", "benchmarks.tpu_block", "--config", "configs/scannet.py:smoke",
+                      "--config.batch_size=4", "--topology", "v5e:2x2", "--stages", "0", "--out", str(out)],
+                     cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+  assert r.returncode == 0, r.stderr[-2000:]
+  stage = json.loads(out.read_text())["stages"]["0"]
+  for program in ("teacher_forward", "student_fwd_bwd"):
+    costs = stage[program]
+    assert costs["estimated_cycles"] > 0 and costs["estimated_cycles"] == sum(costs["cycles_by_part"].values())
+    assert costs["cycles_by_part"].get("attention: serialization gathers/scatters", 0) > 0
+    assert costs["cycles_by_part"].get("CPE (neighbour gather + conv)", 0) > 0
+    assert costs["attention_pads"] == 0
+    assert 0 < costs["hbm_bytes"] and costs["flops"] > 0
+  assert stage["student_fwd_bwd"]["flops"] > stage["teacher_forward"]["flops"] * 0.5 * stage["student_slots"] / stage["teacher_slots"]
