@@ -251,10 +251,14 @@ _CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
 _TRANSFER_START = {"copy-start", "slice-start"}
 
 
+_NO_ESTIMATE = 2 ** 62  # some kernels carry int64-max-like values: "unknown", not a cost (seen on v5p)
+
+
 def _estimated_cycles(attrs: str) -> int:
   """The TPU compiler's own estimate of a kernel's cycles (its backend config), 0 where it gives none."""
   m = _CYCLES.search(attrs)
-  return int(m.group(1)) if m else 0
+  cycles = int(m.group(1)) if m else 0
+  return cycles if cycles < _NO_ESTIMATE else 0
 _TRANSFER_DONE = {"copy-done", "slice-done"}
 
 

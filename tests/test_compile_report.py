@@ -202,7 +202,7 @@ ENTRY %main (x: f32[4096,1024], w: f32[1024,1024], k: f32[27,384,384]) -> f32[] 
   %slice-start = ((f32[27,384,384]{2,1,0:T(8,128)}), f32[7,384,384]{2,1,0:T(8,128)S(1)}, s32[]{:S(2)}) slice-start(%k), slice={[0:7], [0:384], [0:384]}
   %slice-done = f32[7,384,384]{2,1,0:T(8,128)S(1)} slice-done(%slice-start)
   %fusion.2 = bf16[4096,1024]{1,0:T(8,128)(2,1)S(1)} fusion(%x, %copy-done), kind=kOutput, calls=%fused, backend_config={"flag_configs":[],"window_config":{"estimated_cycles":"101624","iteration_bounds":["1","6","1"]}}
-  ROOT %fusion.1 = f32[]{:T(128)} fusion(%x, %fusion.2, %slice-done), kind=kLoop, calls=%fused
+  ROOT %fusion.1 = f32[]{:T(128)} fusion(%x, %fusion.2, %slice-done), kind=kLoop, calls=%fused, backend_config={"window_config":{"estimated_cycles":"9223372036854775807"}}
 }
 """
 
@@ -219,4 +219,5 @@ def test_instruction_hbm_bytes_follow_memory_spaces_and_transfers():
   assert rows["fusion.2"]["hbm_bytes"] == x
   assert rows["fusion.2"]["bytes"] == x + w + 4096 * 1024 * 2
   assert rows["fusion.1"]["hbm_bytes"] == x + 4  # the f32[] result has no memory space: HBM
-  assert rows["fusion.2"]["cycles"] == 101624 and rows["fusion.1"]["cycles"] == 0
+  assert rows["fusion.2"]["cycles"] == 101624
+  assert rows["fusion.1"]["cycles"] == 0  # int64 max: the compiler's "unknown" (v5p programs carry it), not a cost
