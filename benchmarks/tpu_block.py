@@ -61,8 +61,9 @@ def program_costs(compiled) -> dict:
     # A block compiled alone has no model path in its op names: prefix one so part_of reads the module scopes.
     parts[tpu_parts.part_of("PointTransformerV3/enc0/block0/" + r["op_name"].split("Block/", 1)[-1],
                                 r["opcode"])] += r["cycles"]
+  parsed = compile_report.parsed_totals(rows)
   return {"bytes_accessed": float(cost["bytes accessed"]), "flops": float(cost["flops"]),
-          "estimated_cycles": sum(r["cycles"] for r in rows), "hbm_bytes": sum(r["hbm_bytes"] for r in rows),
+          "estimated_cycles": parsed["estimated_cycles"], "hbm_bytes": parsed["hbm_bytes"],
           "cycles_by_part": dict(parts.most_common()),
           "attention_pads": sum(1 for r in rows if r["opcode"] == "pad" and "attn._packed" in r["op_name"])}
 

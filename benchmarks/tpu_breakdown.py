@@ -63,9 +63,10 @@ def breakdown(hlo_text: str) -> dict:
   by_part = _tally(rows, parts, totals)
   by_stage = _tally(rows, [stage_of(r["op_name"]) for r in rows], totals)
   top = sorted(range(len(rows)), key=lambda i: -rows[i]["cycles"])[:25]
-  return {"parsed_bytes": totals["bytes"], "parsed_hbm_bytes": totals["hbm_bytes"],
-          "parsed_flops": totals["flops"], "estimated_cycles": totals["cycles"],
-          "kernels": len(rows), "kernels_with_cycles": sum(1 for r in rows if r["cycles"]),
+  parsed = compile_report.parsed_totals(rows)
+  return {"parsed_bytes": totals["bytes"], "parsed_hbm_bytes": parsed["hbm_bytes"],
+          "parsed_flops": totals["flops"], "estimated_cycles": parsed["estimated_cycles"],
+          "kernels": parsed["kernels"], "kernels_with_cycles": parsed["kernels_with_cycles"],
           "parts": dict(sorted(by_part.items(), key=lambda kv: -kv[1]["cycles"])),
           "encoder_stages": dict(sorted(by_stage.items())),
           "top_kernels": [{"part": parts[i], "opcode": rows[i]["opcode"], "cycles": rows[i]["cycles"],

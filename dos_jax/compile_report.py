@@ -157,8 +157,8 @@ def build(compiled, chip: Chip, devices: int, devices_per_chip: int = 1, scenes_
   hbm = int(chip.hbm_gib * GIB)
   line = roofline(flops, bytes_accessed, chip)
   text = compiled.as_text() if hlo_text is None else hlo_text
-  rows = instruction_costs(text)
-  parsed_hbm = sum(r["hbm_bytes"] for r in rows) * dpc
+  totals = parsed_totals(instruction_costs(text))
+  parsed_hbm = totals["hbm_bytes"] * dpc
   report = dict(extra)
   report.update({
       "chip": dataclasses.asdict(chip), "devices": int(devices), "chips": chips, "devices_per_chip": dpc,
@@ -170,8 +170,8 @@ def build(compiled, chip: Chip, devices: int, devices_per_chip: int = 1, scenes_
       # (VMEM-resident arrays excluded; the compiler's bytes accessed counts those too), the roofline on it (a
       # lower bound), and the sum of the compiler's per-kernel cycle estimates (fusions only).
       "parsed": {"hbm_bytes_per_chip": parsed_hbm, "roofline_hbm": roofline(flops, parsed_hbm, chip),
-                 "estimated_cycles": sum(r["cycles"] for r in rows),
-                 "kernels_with_cycles": sum(1 for r in rows if r["cycles"]), "kernels": len(rows)}})
+                 "estimated_cycles": totals["estimated_cycles"], "kernels_with_cycles": totals["kernels_with_cycles"],
+                 "kernels": totals["kernels"]}})
   if scenes_per_step is not None:
     report["scenes_per_step"] = int(scenes_per_step)
     report["scenes_per_chip"] = int(scenes_per_step) / chips
@@ -243,14 +243,12 @@ _ELEMENTWISE_FLOPS = {"add", "subtract", "multiply", "divide", "maximum", "minim
 
 # An array's memory space follows its layout's tiles, e.g. `{1,0:T(8,128)S(1)}`: S(1) is the TPU core's VMEM,
 # S(2) its scalar memory; no S(..) (or S(0)) is HBM.
-_ARRAY_IN_SPACE = re.compile(r"\b(pred|[suf]\d+|bf16|f8e\w+|c64|c128)\[([\d,]*)\](\{[^}]*\})?")
+_ARRAY_IN_SPACE = re.compile(_ARRAY.pattern + r"(\{[^}]*\})?")
 _ON_CHIP = re.compile(r"S\([1-9]\d*\)")
-
-
-_CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
+# Asynchronous transfers between memory spaces: the start moves the array, the done only waits for it.
 _TRANSFER_START = {"copy-start", "slice-start"}
-
-
+_TRANSFER_DONE = {"copy-done", "slice-done"}
+_CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
 _NO_ESTIMATE = 2 ** 62  # some kernels carry int64-max-like values: "unknown", not a cost (seen on v5p)
 
 
@@ -259,25 +257,35 @@ def _estimated_cycles(attrs: str) -> int:
   m = _CYCLES.search(attrs)
   cycles = int(m.group(1)) if m else 0
   return cycles if cycles < _NO_ESTIMATE else 0
-_TRANSFER_DONE = {"copy-done", "slice-done"}
 
 
-def _hbm_bytes(type_text: str) -> int:
-  """Bytes of the arrays in `type_text` that live in HBM (arrays placed in VMEM / scalar memory excluded)."""
-  return sum(_elements_and_bytes(f"{dtype}[{dims}]")[1] for dtype, dims, layout in _ARRAY_IN_SPACE.findall(type_text)
-             if not _ON_CHIP.search(layout or ""))
+def _array_elements_and_bytes(dtype: str, dims: str):
+  n = 1
+  for d in filter(None, dims.split(",")):
+    n *= int(d)
+  bits = _BITS.get(dtype) or int(re.sub(r"\D", "", dtype.split("e")[0]) or 8)
+  return n, n * bits // 8
 
 
 def _elements_and_bytes(type_text: str):
   elements, nbytes = 0, 0
   for dtype, dims in _ARRAY.findall(type_text):
-    n = 1
-    for d in filter(None, dims.split(",")):
-      n *= int(d)
-    bits = _BITS.get(dtype) or int(re.sub(r"\D", "", dtype.split("e")[0]) or 8)
+    n, b = _array_elements_and_bytes(dtype, dims)
     elements += n
-    nbytes += n * bits // 8
+    nbytes += b
   return elements, nbytes
+
+
+def _hbm_bytes(type_text: str) -> int:
+  """Bytes of the arrays in `type_text` that live in HBM (arrays placed in VMEM / scalar memory excluded)."""
+  return sum(_array_elements_and_bytes(dtype, dims)[1] for dtype, dims, layout in _ARRAY_IN_SPACE.findall(type_text)
+             if not _ON_CHIP.search(layout))
+
+
+def parsed_totals(rows) -> Dict[str, int]:
+  """Totals of `instruction_costs` rows: HBM bytes, estimated cycles, kernels with a cycle estimate, kernels."""
+  return {"hbm_bytes": sum(r["hbm_bytes"] for r in rows), "estimated_cycles": sum(r["cycles"] for r in rows),
+          "kernels_with_cycles": sum(1 for r in rows if r["cycles"]), "kernels": len(rows)}
 
 
 def _dims(type_text: str):
@@ -397,10 +405,10 @@ def instruction_costs(hlo_text: str):
         nbytes = hbm = 0
       elif opcode in _TRANSFER_START:
         # (source, destination, context): the destination is what moves (a slice reads only its part).
-        moved = _ARRAY_IN_SPACE.findall(ins["type"])
+        moved = _ARRAY.findall(ins["type"])
         dest = moved[1] if len(moved) > 1 else (moved[0] if moved else None)
-        nbytes = 2 * _elements_and_bytes(f"{dest[0]}[{dest[1]}]")[1] if dest else 0
-        hbm = nbytes // 2
+        hbm = _array_elements_and_bytes(*dest)[1] if dest else 0
+        nbytes = 2 * hbm
       else:
         nbytes = _elements_and_bytes(ins["type"])[1] + sum(_elements_and_bytes(shapes.get(o, ""))[1]
                                                             for o in ins["operands"])

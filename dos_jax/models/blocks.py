@@ -309,9 +309,10 @@ def fill_partial_patch_index(order: jax.Array, vs: jax.Array, ss: jax.Array, inv
   length = order.shape[1]
   fill, prev_seg = _fill_rule(vs, p, ss)
   order = jnp.where(fill, jnp.roll(order, p, axis=1), order)
-  # Slot s at position i is read again at i + p exactly when that position is filled.
+  # Slot s at position i is read again at i + p exactly when that position is filled (a slot at no position,
+  # inverse >= L, lands past the end and reads False).
   second = inverse + p
-  read_again = take_rows(fill, jnp.where(inverse < length, second, length), False)
+  read_again = take_rows(fill, second, False)
   repeat = jnp.where(read_again, second, length).astype(jnp.int32)
   return order, vs | fill, jnp.where(fill, prev_seg, ss), repeat
 
