@@ -80,7 +80,7 @@ def model_spec(config) -> ModelSpec:
   m = config.model
   return ModelSpec(
       variant=str(m.variant), dtype=str(m.dtype), attention=str(m.attention), remat=bool(m.remat),
-      drop_path=float(m.drop_path), mlp_ratio=float(m.mlp_ratio), shuffle_orders=bool(m.shuffle_orders),
+      scan_blocks=bool(m.scan_blocks), drop_path=float(m.drop_path), mlp_ratio=float(m.mlp_ratio), shuffle_orders=bool(m.shuffle_orders),
       up_cast_level=int(m.up_cast_level), upcast_projection=bool(m.upcast_projection),
       head_hidden=int(m.head_hidden), head_dim=int(m.head_dim), num_prototypes=int(config.num_prototypes),
       student_mask_token=config.supervision != "observable", architecture=variants.upstream_architecture(m))

@@ -163,25 +163,29 @@ def _dense(features: int, dtype: Any, name: str, use_bias: bool = True) -> nn.De
 class DropPath(nn.Module):
   """Stochastic depth per point (as PTv3, whose DropPath acts on the [N, C] feature rows).
 
-  A dropped row is zeroed; kept rows are scaled by 1 / (1 - rate). Uses the 'dropout' rng stream: one draw
-  over the slots, or, with `noise_id: i32[B, N, 2]` (packed sets: the view's global index and the point's rank
-  among its view's slots), one draw per point keyed by those two numbers, so a view's mask does not depend on
-  where it is packed.
+  A dropped row is zeroed; kept rows are scaled by 1 / (1 - rate). The key is `key` when given (the encoder
+  stage derives one per block), else the 'dropout' rng stream; `rate: f32[]` given at call time (a stage's
+  scanned blocks) replaces the static `rate`. One draw over the slots, or, with `noise_id: i32[B, N, 2]` (packed
+  sets: the view's global index and the point's rank among its view's slots), one draw per point keyed by those
+  two numbers, so a view's mask does not depend on where it is packed.
   """
   rate: float
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool, noise_id: Optional[jax.Array] = None) -> jax.Array:
-    if not train or self.rate <= 0.0:
+  def __call__(self, x: jax.Array, train: bool, noise_id: Optional[jax.Array] = None,
+               key: Optional[jax.Array] = None, rate: Optional[jax.Array] = None) -> jax.Array:
+    if not train or (rate is None and self.rate <= 0.0):
       return x
-    keep = 1.0 - self.rate
-    if noise_id is not None:
+    keep = 1.0 - (self.rate if rate is None else rate)
+    if key is None:
       key = self.make_rng("dropout")
+    if noise_id is not None:
       draw = lambda ids: jax.random.bernoulli(jax.random.fold_in(jax.random.fold_in(key, ids[0]), ids[1]), keep)
       mask = jax.vmap(jax.vmap(draw))(noise_id)[..., None]
     else:
-      mask = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape[:-1] + (1,))
-    return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
+      mask = jax.random.bernoulli(key, keep, x.shape[:-1] + (1,))
+    # A traced keep of exactly 1 (a rate-0 block inside a scan) keeps every row unscaled: x / 1 == x.
+    return jnp.where(mask, x / jnp.asarray(keep, jnp.float32).astype(x.dtype), jnp.zeros((), x.dtype))
 
 
 class Embedding(nn.Module):
@@ -451,9 +455,11 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, stage: Any, train: bool,
-               order_id: Optional[jax.Array] = None, noise_id: Optional[jax.Array] = None) -> jax.Array:
+               order_id: Optional[jax.Array] = None, noise_id: Optional[jax.Array] = None,
+               key: Optional[jax.Array] = None, rate: Optional[jax.Array] = None) -> jax.Array:
     """x: [B, N, C] (0 at padded slots), stage: batched `structs.Stage`, order_id: i32[] or None, noise_id:
-    i32[B, N, 2] or None (`DropPath`) -> x [B, N, C]."""
+    i32[B, N, 2] or None, key: the block's drop-path PRNG key or None (the 'dropout' stream), rate: f32[]
+    drop-path rate or None (the static `drop_path`) (`DropPath`) -> x [B, N, C]."""
     valid = stage.valid
     if order_id is None:
       o = self.order_index % stage.order.shape[1]
@@ -461,16 +467,17 @@ class Block(nn.Module):
     else:
       order = jnp.take(stage.order, order_id, axis=1)
       inverse = jnp.take(stage.inverse, order_id, axis=1)
+    key1, key2 = (None, None) if key is None else (jax.random.fold_in(key, 1), jax.random.fold_in(key, 2))
     x = x + CPE(self.channels, self.dtype, name="cpe")(x, stage.neighbors)
     attn = SerializedAttention(self.channels, self.heads, self.patch_size, self.dtype, self.attention, name="attn")
     y = attn(LayerNorm(self.dtype, name="norm1")(x), valid, order, inverse, stage.segment)
     if self.layer_scale:
       y = y * self.param("ls1", nn.initializers.constant(1e-5), (self.channels,), jnp.float32).astype(y.dtype)
-    x = x + DropPath(self.drop_path, name="drop_path1")(y, train, noise_id)
+    x = x + DropPath(self.drop_path, name="drop_path1")(y, train, noise_id, key1, rate)
     y = MLP(self.channels, self.mlp_ratio, self.dtype, name="mlp")(LayerNorm(self.dtype, name="norm2")(x))
     if self.layer_scale:
       y = y * self.param("ls2", nn.initializers.constant(1e-5), (self.channels,), jnp.float32).astype(y.dtype)
-    x = x + DropPath(self.drop_path, name="drop_path2")(y, train, noise_id)
+    x = x + DropPath(self.drop_path, name="drop_path2")(y, train, noise_id, key2, rate)
     return zero_padded(x, valid)
 
 

@@ -41,7 +41,7 @@ def build(spec: ModelSpec) -> ptv3.PointTransformerV3:
   return ptv3.PointTransformerV3(
       channels=tuple(arch.channels), depths=tuple(arch.depths), heads=tuple(arch.heads),
       patch_size=tuple(arch.patch_sizes), mlp_ratio=float(spec.mlp_ratio), drop_path=float(spec.drop_path),
-      dtype=_DTYPES[spec.dtype], attention=_ATTENTION[spec.attention], remat=bool(spec.remat),
+      dtype=_DTYPES[spec.dtype], attention=_ATTENTION[spec.attention], remat=bool(spec.remat), scan_blocks=bool(spec.scan_blocks),
       orders=tuple(structs.ORDERS.index(o) for o in arch.orders), shuffle_orders=bool(spec.shuffle_orders),
       embedding="conv" if m1 else "linear", pool_norm="batch" if m1 else "layer", mask_token=bool(arch.mask_token),
       layer_scale=bool(arch.layer_scale), up_cast_level=int(spec.up_cast_level) or None,

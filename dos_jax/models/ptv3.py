@@ -52,7 +52,12 @@ class EncoderStage(nn.Module):
   """One stage: optional grid pooling from the previous stage, then `depth` blocks.
 
   Block i uses serialization order `orders[i % len(orders)]` (indices into `structs.ORDERS`), or, when the
-  traced `order_ids: i32[len(orders)]` is given (training-time shuffling), `order_ids[i % len(orders)]`.
+  traced `order_ids: i32[len(orders)]` is given (training-time shuffling), `order_ids[i % len(orders)]`. Its
+  drop-path key is `fold_in(k, i)` of one key k the stage draws from the 'dropout' stream.
+
+  With `scan` (and depth > 1) the blocks run as one `lax.scan` over their params stacked on the fly, so the
+  compiler sees one block per stage instead of `depth` copies (the TPU compile time); the params keep their
+  `block{i}` names, are created unrolled at init, and the values equal the unrolled blocks'.
   """
   channels: int
   depth: int
@@ -67,6 +72,7 @@ class EncoderStage(nn.Module):
   orders: Tuple[int, ...] = (0, 1, 2, 3)
   pool_norm: str = "layer"
   layer_scale: bool = False
+  scan: bool = True
 
   @nn.compact
   def __call__(self, x, stage, parent, train: bool, order_ids: Optional[jax.Array] = None,
@@ -74,16 +80,39 @@ class EncoderStage(nn.Module):
     """x: [B, N_{s-1}, C_{s-1}] (or [B, N_s, C_s] without pooling) -> [B, N_s, C_s]; noise_id: see Block."""
     if self.pool:
       x = blocks.GridPooling(self.channels, self.dtype, norm=self.pool_norm, name="down")(x, parent, stage.valid)
-    # Rematerialisation recomputes each block's activations in the backward pass (memory for compute);
-    # argument 3 of Block.__call__ (self, x, stage, train, order_id) is the Python bool `train`.
-    block_cls = nn.remat(blocks.Block, static_argnums=(3,)) if self.remat else blocks.Block
     num_orders = len(self.orders)
-    for i in range(self.depth):
-      block = block_cls(self.channels, self.heads, self.patch_size, order_index=self.orders[i % num_orders],
-                        mlp_ratio=self.mlp_ratio, drop_path=self.drop_path[i], dtype=self.dtype,
-                        attention=self.attention, layer_scale=self.layer_scale, name=f"block{i}")
-      order_id = None if order_ids is None else order_ids[i % num_orders]
-      x = block(x, stage, train, order_id, noise_id)
+    dropping = train and max(self.drop_path, default=0.0) > 0.0
+    key = self.make_rng("dropout") if dropping else None
+    keys = [None if key is None else jax.random.fold_in(key, i) for i in range(self.depth)]
+    if order_ids is None:
+      order_ids = [None] * num_orders
+    if not self.scan or self.depth < 2 or self.is_initializing():
+      # Rematerialisation recomputes each block's activations in the backward pass (memory for compute);
+      # argument 3 of Block.__call__ (self, x, stage, train, ...) is the Python bool `train`.
+      block_cls = nn.remat(blocks.Block, static_argnums=(3,)) if self.remat else blocks.Block
+      for i in range(self.depth):
+        block = block_cls(self.channels, self.heads, self.patch_size, order_index=self.orders[i % num_orders],
+                          mlp_ratio=self.mlp_ratio, drop_path=self.drop_path[i], dtype=self.dtype,
+                          attention=self.attention, layer_scale=self.layer_scale, name=f"block{i}")
+        x = block(x, stage, train, order_ids[i % num_orders], noise_id, keys[i])
+      return x
+    params = self.variables["params"]
+    xs = {"params": jax.tree.map(lambda *p: jnp.stack(p), *[params[f"block{i}"] for i in range(self.depth)]),
+          "order": jnp.stack([jnp.asarray(self.orders[i % num_orders] if order_ids[i % num_orders] is None
+                                          else order_ids[i % num_orders], jnp.int32) for i in range(self.depth)])}
+    if dropping:
+      xs["key"] = jnp.stack(keys)
+      xs["rate"] = jnp.asarray(self.drop_path, jnp.float32)
+    # Unbound (parent=None): applied to each block's params in turn; order, key and rate come per block.
+    block = blocks.Block(self.channels, self.heads, self.patch_size, order_index=0, mlp_ratio=self.mlp_ratio,
+                         dtype=self.dtype, attention=self.attention, layer_scale=self.layer_scale, parent=None)
+
+    def body(h, one):
+      h = block.apply({"params": one["params"]}, h, stage, train, one["order"], noise_id, one.get("key"),
+                      one.get("rate"))
+      return h, None
+
+    x, _ = jax.lax.scan(jax.checkpoint(body) if self.remat else body, x, xs)
     return x
 
 
@@ -138,6 +167,7 @@ class PointTransformerV3(nn.Module):
   layer_scale: bool = False
   up_cast_level: Optional[int] = None
   upcast_projection: bool = True
+  scan_blocks: bool = True
 
   @property
   def levels(self) -> int:
@@ -185,7 +215,7 @@ class PointTransformerV3(nn.Module):
           self.channels[s], self.depths[s], self.heads[s], patch_sizes[s], self.mlp_ratio,
           tuple(rates[start:start + self.depths[s]]), pool=s > 0, dtype=self.dtype, attention=self.attention,
           remat=self.remat, orders=tuple(self.orders), pool_norm=self.pool_norm, layer_scale=self.layer_scale,
-          name=f"enc{s}")
+          scan=self.scan_blocks, name=f"enc{s}")
       start += self.depths[s]
       noise = None
       if train and self.drop_path > 0 and getattr(points, "view_id", None) is not None:

@@ -30,6 +30,8 @@ class ModelSpec:
     dtype: compute dtype name, 'float32' | 'bfloat16' (params stay float32).
     attention: patch attention kernel, 'xla' | 'cudnn'.
     remat: recompute block activations in the backward pass.
+    scan_blocks: run each stage's blocks as one lax.scan over their stacked params (same values, same param
+      tree; the compiled program holds one block per stage, not one per block).
     drop_path: student stochastic-depth rate in [0, 1) (used only when training).
     mlp_ratio: MLP width / channels in each block.
     shuffle_orders: shuffle the serialization orders per stage in training (upstream PTv3).
@@ -45,6 +47,7 @@ class ModelSpec:
   dtype: str = "float32"
   attention: str = "xla"
   remat: bool = False
+  scan_blocks: bool = True
   drop_path: float = 0.0
   mlp_ratio: float = 4.0
   shuffle_orders: bool = False
