@@ -7,7 +7,7 @@ For each stage of the config, builds that stage's `blocks.Block` (channels, head
 and compiles for the topology (libtpu, no TPU needed), on one device's pack of a synthetic batch, two programs:
 the teacher's forward and the student's forward + backward (grads of params and input). Per program it reports
 the compiler's bytes accessed and flops, the sum of its per-kernel estimated cycles, the parsed HBM bytes
-(`compile_report.instruction_costs`), the estimated cycles by part (CPE, serialization gathers, attention, ...:
+(`hlo_costs.instruction_costs`), the estimated cycles by part (CPE, serialization gathers, attention, ...:
 `benchmarks.tpu_parts.part_of`) and how many `pad` ops the attention's serialization left (a pad of a
 sequence copies it whole; round 8 removed them). A block compiles in ~1 minute, a full step in 16-30, so this
 is the loop for trying a change to the block. The blocks' sum is not the step (no fusion across blocks, no
@@ -31,7 +31,7 @@ from jax.sharding import Mesh  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from benchmarks import tpu_parts  # noqa: E402
-from dos_jax import compile_report  # noqa: E402
+from dos_jax import hlo_costs  # noqa: E402
 from dos_jax import io  # noqa: E402
 from dos_jax import schema  # noqa: E402
 from dos_jax import variants  # noqa: E402
@@ -55,13 +55,13 @@ def program_costs(compiled) -> dict:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   text = compiled.as_text()
-  rows = compile_report.instruction_costs(text)
+  rows = hlo_costs.instruction_costs(text)
   parts = collections.Counter()
   for r in rows:
     # A block compiled alone has no model path in its op names: prefix one so part_of reads the module scopes.
     parts[tpu_parts.part_of("PointTransformerV3/enc0/block0/" + r["op_name"].split("Block/", 1)[-1],
                                 r["opcode"])] += r["cycles"]
-  parsed = compile_report.parsed_totals(rows)
+  parsed = hlo_costs.parsed_totals(rows)
   return {"bytes_accessed": float(cost["bytes accessed"]), "flops": float(cost["flops"]),
           "estimated_cycles": parsed["estimated_cycles"], "hbm_bytes": parsed["hbm_bytes"],
           "cycles_by_part": dict(parts.most_common()),

@@ -5,7 +5,7 @@ r"""Where a TPU train step's time, HBM bytes and flops go: per-kernel costs of t
   python -m benchmarks.tpu_breakdown --hlo /tmp/step.hlo.txt --out ...      # re-read a saved program
 
 Compiles the training step ahead of time for the topology (`dos_jax.train.aot`, libtpu; as `launch.compile`),
-then splits the compiled HLO's kernels (`compile_report.instruction_costs`) into the parts below by the op names
+then splits the compiled HLO's kernels (`hlo_costs.instruction_costs`) into the parts below by the op names
 JAX records (Flax module paths and the step's named scopes). Per part:
 - cycles: the TPU compiler's own per-kernel estimate (`estimated_cycles`; fusions only: gathers, Pallas kernels
   and memory-space copies carry none). Where the compiler's cost model puts the step's time.
@@ -28,6 +28,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from benchmarks.tpu_parts import part_of, stage_of  # noqa: E402
 from dos_jax import compile_report  # noqa: E402
+from dos_jax import hlo_costs  # noqa: E402
 from dos_jax import io  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -57,13 +58,13 @@ def _tally(rows, keys, totals) -> dict:
 
 
 def breakdown(hlo_text: str) -> dict:
-  rows = compile_report.instruction_costs(hlo_text)
+  rows = hlo_costs.instruction_costs(hlo_text)
   parts = [part_of(r["op_name"], r["opcode"]) for r in rows]
   totals = {k: sum(r[k] for r in rows) for k in _SUMMED}
   by_part = _tally(rows, parts, totals)
   by_stage = _tally(rows, [stage_of(r["op_name"]) for r in rows], totals)
   top = sorted(range(len(rows)), key=lambda i: -rows[i]["cycles"])[:25]
-  parsed = compile_report.parsed_totals(rows)
+  parsed = hlo_costs.parsed_totals(rows)
   return {"parsed_bytes": totals["bytes"], "parsed_hbm_bytes": parsed["hbm_bytes"],
           "parsed_flops": totals["flops"], "estimated_cycles": parsed["estimated_cycles"],
           "kernels": parsed["kernels"], "kernels_with_cycles": parsed["kernels_with_cycles"],

@@ -16,6 +16,7 @@ from typing import Any, Optional, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from dos_jax.models import attention
 
@@ -416,7 +417,8 @@ class SerializedAttention(nn.Module):
     same = lambda: ss[:, :, None] == ss[:, None, :]                  # noqa: E731  [B*np, P(query), P(key)]
     reference = lambda q, k, v: jax.nn.dot_product_attention(  # noqa: E731
         q, k, v, mask=same()[:, None], implementation=self.implementation)
-    y = attention.segment_attention(q, k, v, ss, ss, reference)
+    # Named for the scanned stages' checkpoint policy (`ptv3.SCAN_POLICY`): kept, not recomputed, in the backward.
+    y = checkpoint_name(attention.segment_attention(q, k, v, ss, ss, reference), "patch_attention")
     y = y.reshape(b, num_patches * p, c)[:, :length]
     y = gather_one_to_one(y, inverse, order)                        # back to the slots, padding slots 0
     return _dense(c, self.dtype, "proj")(y)

@@ -31,7 +31,7 @@ class ModelSpec:
     attention: patch attention kernel, 'xla' | 'cudnn'.
     remat: recompute block activations in the backward pass.
     scan_blocks: run each stage's blocks as one lax.scan over their stacked params (same values, same param
-      tree; the compiled program holds one block per stage, not one per block).
+      tree; the compiled program holds one block per stage, not one per block: a faster compile, a slower step).
     drop_path: student stochastic-depth rate in [0, 1) (used only when training).
     mlp_ratio: MLP width / channels in each block.
     shuffle_orders: shuffle the serialization orders per stage in training (upstream PTv3).
@@ -47,7 +47,7 @@ class ModelSpec:
   dtype: str = "float32"
   attention: str = "xla"
   remat: bool = False
-  scan_blocks: bool = True
+  scan_blocks: bool = False
   drop_path: float = 0.0
   mlp_ratio: float = 4.0
   shuffle_orders: bool = False
