@@ -51,7 +51,7 @@ from dos_jax.models import blocks
 # What a scanned stage keeps for its backward pass: matmul outputs and the patch attention's, nothing else. The
 # rest (the CPE's 27-neighbour gather, [N, 27C]; the serialization gathers; norms and activations) is recomputed
 # from them, as XLA does by fusion in unrolled blocks; saved, each would be written per block into a stacked
-# residual the loop cannot fuse away (scannet's bf16 step on v5e: temporaries 11.0 GiB with everything saved,
+# residual the loop cannot fuse away (scannet's bf16 step on v5e: temporaries 10.2 GiB with everything saved,
 # 4.2 with this policy, 5.1 unrolled).
 SCAN_POLICY = jax.checkpoint_policies.save_from_both_policies(
     jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
