@@ -177,7 +177,7 @@ HloModule loops
   %xb = f32[8,64]{1,0} get-tuple-element(%pb), index=1
   %wb = f32[64,32]{1,0} get-tuple-element(%pb), index=2
   %fusion.b = f32[8,32]{1,0} fusion(%xb, %wb), kind=kOutput, calls=%fused_dot
-  %inner = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) while(%pb), condition=%cond_c, body=%body_c
+  %inner = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) while(%pb), condition=%cond_in, body=%body_c
   ROOT %tb = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) tuple(%ib, %xb, %wb)
 }
 
@@ -202,6 +202,21 @@ HloModule loops
   ROOT %tc = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) tuple(%ic, %xc, %wc)
 }
 
+%cond_in (ci: (s32[], f32[8,64], f32[64,32])) -> pred[] {
+  %ci = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) parameter(0)
+  %constant.4 = s32[] constant(4)
+  %gi = s32[] get-tuple-element(%ci), index=0
+  ROOT %lt.4 = pred[] compare(%gi, %constant.4), direction=LT
+}
+
+%body_f (pf: (s32[], f32[8,64], f32[64,32])) -> (s32[], f32[8,64], f32[64,32]) {
+  %pf = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) parameter(0)
+  %xf = f32[8,64]{1,0} get-tuple-element(%pf), index=1
+  %wf = f32[64,32]{1,0} get-tuple-element(%pf), index=2
+  %fusion.f = f32[8,32]{1,0} fusion(%xf, %wf), kind=kOutput, calls=%fused_dot
+  ROOT %tf = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) tuple(%if, %xf, %wf)
+}
+
 %cond_c (cc: (s32[], f32[8,64], f32[64,32])) -> pred[] {
   %cc = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) parameter(0)
   %gc = s32[] get-tuple-element(%cc), index=0
@@ -222,6 +237,7 @@ ENTRY %main (x: f32[8,64], w: f32[64,32]) -> f32[8,32] {
   %loop_a = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) while(%init), condition=%cond_a, body=%body_a
   %loop_b = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) while(%init), condition=%cond_b, body=%body_b
   %loop_d = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) while(%init), condition=%cond_x, body=%body_d, backend_config={"known_induction_variable":{"tuple_index":"0"},"known_trip_count":{"n":"5"}}
+  %loop_f = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) while(%init), condition=%cond_c, body=%body_f
   ROOT %fusion.e = f32[8,32]{1,0} fusion(%x, %w), kind=kOutput, calls=%fused_dot
 }
 """
@@ -233,8 +249,9 @@ def test_loop_bodies_count_once_per_iteration():
   counts once. Its bytes, flops and cycles are per step."""
   rows = {r["name"]: r for r in hlo_costs.instruction_costs(_LOOP_HLO)}
   dot_flops = 2 * 8 * 32 * 64
-  assert {n: rows[n]["runs"] for n in ("fusion.a", "fusion.b", "fusion.c", "fusion.d", "fusion.e")} == {
-      "fusion.a": 12, "fusion.b": 3, "fusion.c": 3, "fusion.d": 5, "fusion.e": 1}
+  names = ("fusion.a", "fusion.b", "fusion.c", "fusion.d", "fusion.e", "fusion.f")
+  assert {n: rows[n]["runs"] for n in names} == {
+      "fusion.a": 12, "fusion.b": 3, "fusion.c": 3 * 4, "fusion.d": 5, "fusion.e": 1, "fusion.f": 1}
   assert rows["fusion.a"]["flops"] == 12 * dot_flops and rows["fusion.e"]["flops"] == dot_flops
   assert rows["fusion.a"]["cycles"] == 12 * 100
   assert rows["fusion.a"]["bytes"] == 12 * 4 * (8 * 32 + 8 * 64 + 64 * 32)
