@@ -118,8 +118,10 @@ def build(compiled, chip: Chip, devices: int, devices_per_chip: int = 1, scenes_
   # its flops); scale its totals by the parsed program's per-step / once-per-loop ratio (1 without loops).
   once = {k: sum(r[k] / r["runs"] for r in rows) for k in ("flops", "bytes")}
   loop_scale = {k: (sum(r[k] for r in rows) / once[k]) if once[k] else 1.0 for k in once}
-  flops = float(cost.get("flops", 0.0)) * dpc * loop_scale["flops"]
-  bytes_accessed = float(cost.get("bytes accessed", 0.0)) * dpc * loop_scale["bytes"]
+  compiler = {"flops_per_chip": float(cost.get("flops", 0.0)) * dpc,
+              "bytes_accessed_per_chip": float(cost.get("bytes accessed", 0.0)) * dpc, "loop_scale": loop_scale}
+  flops = compiler["flops_per_chip"] * loop_scale["flops"]
+  bytes_accessed = compiler["bytes_accessed_per_chip"] * loop_scale["bytes"]
   optimal = cost.get("optimal_seconds")
   hbm = int(chip.hbm_gib * GIB)
   line = roofline(flops, bytes_accessed, chip)
@@ -129,9 +131,7 @@ def build(compiled, chip: Chip, devices: int, devices_per_chip: int = 1, scenes_
       "chip": dataclasses.asdict(chip), "devices": int(devices), "chips": chips, "devices_per_chip": dpc,
       "fits": mem["total"] <= hbm, "hbm_bytes_per_chip": hbm, "memory_per_chip": mem,
       "flops_per_chip": flops, "bytes_accessed_per_chip": bytes_accessed,
-      "compiler_loop_bodies_once": {"flops_per_chip": float(cost.get("flops", 0.0)) * dpc,
-                                    "bytes_accessed_per_chip": float(cost.get("bytes accessed", 0.0)) * dpc,
-                                    "loop_scale": loop_scale},
+      "compiler_loop_bodies_once": compiler,
       "optimal_seconds": float(optimal) if optimal is not None and float(optimal) > 0 else None,
       "roofline": line, "ops": hlo_costs.op_summary(text),
       # From the compiled HLO (`instruction_costs`): HBM traffic with each kernel touching its HBM arrays once

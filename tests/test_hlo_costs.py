@@ -148,98 +148,77 @@ def test_instruction_hbm_bytes_follow_memory_spaces_and_transfers():
 
 # While loops as the TPU compiler writes lax.scan (no recorded trip count: the condition's root compares the
 # counter with a constant, bare or wrapped in a fusion) and as the CPU compiler does (`known_trip_count`).
-_LOOP_HLO = """\
+_STATE = "(s32[], f32[8,64]{1,0}, f32[64,32]{1,0})"
+
+
+def _loop_body(tag, extra=""):
+  """A while body `%body_<tag>` that runs one matmul kernel `%fusion.<tag>` (then `extra` lines)."""
+  return f"""%body_{tag} (p{tag}: (s32[], f32[8,64], f32[64,32])) -> (s32[], f32[8,64], f32[64,32]) {{
+  %p{tag} = {_STATE} parameter(0)
+  %x{tag} = f32[8,64]{{1,0}} get-tuple-element(%p{tag}), index=1
+  %w{tag} = f32[64,32]{{1,0}} get-tuple-element(%p{tag}), index=2
+  %fusion.{tag} = f32[8,32]{{1,0}} fusion(%x{tag}, %w{tag}), kind=kOutput, calls=%fused_dot{extra}
+  ROOT %t{tag} = {_STATE} tuple(%i{tag}, %x{tag}, %w{tag})
+}}
+"""
+
+
+_LOOP_HLO = f"""\
 HloModule loops
 
-%fused_dot (p0: f32[8,64], p1: f32[64,32]) -> f32[8,32] {
-  %p0 = f32[8,64]{1,0} parameter(0)
-  %p1 = f32[64,32]{1,0} parameter(1)
-  ROOT %d = f32[8,32]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
-}
+%fused_dot (p0: f32[8,64], p1: f32[64,32]) -> f32[8,32] {{
+  %p0 = f32[8,64]{{1,0}} parameter(0)
+  %p1 = f32[64,32]{{1,0}} parameter(1)
+  ROOT %d = f32[8,32]{{1,0}} dot(%p0, %p1), lhs_contracting_dims={{1}}, rhs_contracting_dims={{0}}
+}}
 
-%body_a (pa: (s32[], f32[8,64], f32[64,32])) -> (s32[], f32[8,64], f32[64,32]) {
-  %pa = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) parameter(0)
-  %xa = f32[8,64]{1,0} get-tuple-element(%pa), index=1
-  %wa = f32[64,32]{1,0} get-tuple-element(%pa), index=2
-  %fusion.a = f32[8,32]{1,0} fusion(%xa, %wa), kind=kOutput, calls=%fused_dot, backend_config={"window_config":{"estimated_cycles":"100"}}
-  ROOT %ta = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) tuple(%ia, %xa, %wa)
-}
+{_loop_body("a", ', backend_config={"window_config":{"estimated_cycles":"100"}}')}
+%cond_a (ca: (s32[], f32[8,64], f32[64,32])) -> pred[] {{
+  %ca = {_STATE} parameter(0)
+  %constant.12 = s32[]{{:T(128)}} constant(12)
+  %ga = s32[]{{:T(128)}} get-tuple-element(%ca), index=0
+  ROOT %lt.1 = pred[]{{:T(512)}} compare(%ga, %constant.12), direction=LT
+}}
 
-%cond_a (ca: (s32[], f32[8,64], f32[64,32])) -> pred[] {
-  %ca = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) parameter(0)
-  %constant.12 = s32[]{:T(128)} constant(12)
-  %ga = s32[]{:T(128)} get-tuple-element(%ca), index=0
-  ROOT %lt.1 = pred[]{:T(512)} compare(%ga, %constant.12), direction=LT
-}
-
-%body_b (pb: (s32[], f32[8,64], f32[64,32])) -> (s32[], f32[8,64], f32[64,32]) {
-  %pb = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) parameter(0)
-  %xb = f32[8,64]{1,0} get-tuple-element(%pb), index=1
-  %wb = f32[64,32]{1,0} get-tuple-element(%pb), index=2
-  %fusion.b = f32[8,32]{1,0} fusion(%xb, %wb), kind=kOutput, calls=%fused_dot
-  %inner = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) while(%pb), condition=%cond_in, body=%body_c
-  ROOT %tb = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) tuple(%ib, %xb, %wb)
-}
-
-%wrapped_lt (l: s32[], r: s32[]) -> pred[] {
+{_loop_body("b", chr(10) + f"  %inner = {_STATE} while(%pb), condition=%cond_in, body=%body_c")}
+%wrapped_lt (l: s32[], r: s32[]) -> pred[] {{
   %l = s32[] parameter(0)
   %r = s32[] parameter(1)
   ROOT %lt.2 = pred[] compare(%l, %r), direction=LT
-}
+}}
 
-%cond_b (cb: (s32[], f32[8,64], f32[64,32])) -> pred[] {
-  %cb = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) parameter(0)
+%cond_b (cb: (s32[], f32[8,64], f32[64,32])) -> pred[] {{
+  %cb = {_STATE} parameter(0)
   %constant.3 = s32[] constant(3)
   %gb = s32[] get-tuple-element(%cb), index=0
   ROOT %wrapped_compare = pred[] fusion(%gb, %constant.3), kind=kLoop, calls=%wrapped_lt
-}
+}}
 
-%body_c (pc: (s32[], f32[8,64], f32[64,32])) -> (s32[], f32[8,64], f32[64,32]) {
-  %pc = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) parameter(0)
-  %xc = f32[8,64]{1,0} get-tuple-element(%pc), index=1
-  %wc = f32[64,32]{1,0} get-tuple-element(%pc), index=2
-  %fusion.c = f32[8,32]{1,0} fusion(%xc, %wc), kind=kOutput, calls=%fused_dot
-  ROOT %tc = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) tuple(%ic, %xc, %wc)
-}
-
-%cond_in (ci: (s32[], f32[8,64], f32[64,32])) -> pred[] {
-  %ci = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) parameter(0)
+{_loop_body("c")}
+%cond_in (ci: (s32[], f32[8,64], f32[64,32])) -> pred[] {{
+  %ci = {_STATE} parameter(0)
   %constant.4 = s32[] constant(4)
   %gi = s32[] get-tuple-element(%ci), index=0
   ROOT %lt.4 = pred[] compare(%gi, %constant.4), direction=LT
-}
+}}
 
-%body_f (pf: (s32[], f32[8,64], f32[64,32])) -> (s32[], f32[8,64], f32[64,32]) {
-  %pf = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) parameter(0)
-  %xf = f32[8,64]{1,0} get-tuple-element(%pf), index=1
-  %wf = f32[64,32]{1,0} get-tuple-element(%pf), index=2
-  %fusion.f = f32[8,32]{1,0} fusion(%xf, %wf), kind=kOutput, calls=%fused_dot
-  ROOT %tf = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) tuple(%if, %xf, %wf)
-}
-
-%cond_c (cc: (s32[], f32[8,64], f32[64,32])) -> pred[] {
-  %cc = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) parameter(0)
+{_loop_body("f")}
+%cond_c (cc: (s32[], f32[8,64], f32[64,32])) -> pred[] {{
+  %cc = {_STATE} parameter(0)
   %gc = s32[] get-tuple-element(%cc), index=0
   ROOT %ne = pred[] compare(%gc, %gc), direction=NE
-}
+}}
 
-%body_d (pd: (s32[], f32[8,64], f32[64,32])) -> (s32[], f32[8,64], f32[64,32]) {
-  %pd = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) parameter(0)
-  %xd = f32[8,64]{1,0} get-tuple-element(%pd), index=1
-  %wd = f32[64,32]{1,0} get-tuple-element(%pd), index=2
-  %fusion.d = f32[8,32]{1,0} fusion(%xd, %wd), kind=kOutput, calls=%fused_dot
-  ROOT %td = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) tuple(%id, %xd, %wd)
-}
-
-ENTRY %main (x: f32[8,64], w: f32[64,32]) -> f32[8,32] {
-  %x = f32[8,64]{1,0} parameter(0)
-  %w = f32[64,32]{1,0} parameter(1)
-  %loop_a = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) while(%init), condition=%cond_a, body=%body_a
-  %loop_b = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) while(%init), condition=%cond_b, body=%body_b
-  %loop_d = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) while(%init), condition=%cond_x, body=%body_d, backend_config={"known_induction_variable":{"tuple_index":"0"},"known_trip_count":{"n":"5"}}
-  %loop_f = (s32[], f32[8,64]{1,0}, f32[64,32]{1,0}) while(%init), condition=%cond_c, body=%body_f
-  ROOT %fusion.e = f32[8,32]{1,0} fusion(%x, %w), kind=kOutput, calls=%fused_dot
-}
+{_loop_body("d")}
+ENTRY %main (x: f32[8,64], w: f32[64,32]) -> f32[8,32] {{
+  %x = f32[8,64]{{1,0}} parameter(0)
+  %w = f32[64,32]{{1,0}} parameter(1)
+  %loop_a = {_STATE} while(%init), condition=%cond_a, body=%body_a
+  %loop_b = {_STATE} while(%init), condition=%cond_b, body=%body_b
+  %loop_d = {_STATE} while(%init), condition=%cond_x, body=%body_d, backend_config={{"known_induction_variable":{{"tuple_index":"0"}},"known_trip_count":{{"n":"5"}}}}
+  %loop_f = {_STATE} while(%init), condition=%cond_c, body=%body_f
+  ROOT %fusion.e = f32[8,32]{{1,0}} fusion(%x, %w), kind=kOutput, calls=%fused_dot
+}}
 """
 
 

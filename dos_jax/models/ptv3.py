@@ -97,28 +97,31 @@ class EncoderStage(nn.Module):
     dropping = train and max(self.drop_path, default=0.0) > 0.0
     key = self.make_rng("dropout") if dropping else None
     keys = [None if key is None else jax.random.fold_in(key, i) for i in range(self.depth)]
-    if order_ids is None:
-      order_ids = [None] * num_orders
+    # Block i's static order index, and its traced one under training-time shuffling (else None).
+    static_orders = [self.orders[i % num_orders] for i in range(self.depth)]
+    traced_orders = [None if order_ids is None else order_ids[i % num_orders] for i in range(self.depth)]
+
+    def new_block(cls, **kw):
+      return cls(self.channels, self.heads, self.patch_size, mlp_ratio=self.mlp_ratio, dtype=self.dtype,
+                 attention=self.attention, layer_scale=self.layer_scale, **kw)
+
     if not self.scan or self.depth < 2 or self.is_initializing():
       # Rematerialisation recomputes each block's activations in the backward pass (memory for compute);
       # argument 3 of Block.__call__ (self, x, stage, train, ...) is the Python bool `train`.
       block_cls = nn.remat(blocks.Block, static_argnums=(3,)) if self.remat else blocks.Block
       for i in range(self.depth):
-        block = block_cls(self.channels, self.heads, self.patch_size, order_index=self.orders[i % num_orders],
-                          mlp_ratio=self.mlp_ratio, drop_path=self.drop_path[i], dtype=self.dtype,
-                          attention=self.attention, layer_scale=self.layer_scale, name=f"block{i}")
-        x = block(x, stage, train, order_ids[i % num_orders], noise_id, keys[i])
+        block = new_block(block_cls, order_index=static_orders[i], drop_path=self.drop_path[i], name=f"block{i}")
+        x = block(x, stage, train, traced_orders[i], noise_id, keys[i])
       return x
     params = self.variables["params"]
     xs = {"params": jax.tree.map(lambda *p: jnp.stack(p), *[params[f"block{i}"] for i in range(self.depth)]),
-          "order": jnp.stack([jnp.asarray(self.orders[i % num_orders] if order_ids[i % num_orders] is None
-                                          else order_ids[i % num_orders], jnp.int32) for i in range(self.depth)])}
+          "order": jnp.stack([jnp.asarray(s if t is None else t, jnp.int32)
+                              for s, t in zip(static_orders, traced_orders)])}
     if dropping:
       xs["key"] = jnp.stack(keys)
       xs["rate"] = jnp.asarray(self.drop_path, jnp.float32)
     # Unbound (parent=None): applied to each block's params in turn; order, key and rate come per block.
-    block = blocks.Block(self.channels, self.heads, self.patch_size, order_index=0, mlp_ratio=self.mlp_ratio,
-                         dtype=self.dtype, attention=self.attention, layer_scale=self.layer_scale, parent=None)
+    block = new_block(blocks.Block, order_index=0, parent=None)
 
     def body(h, one):
       h = block.apply({"params": one["params"]}, h, stage, train, one["order"], noise_id, one.get("key"),
