@@ -6,8 +6,8 @@ r"""How much of the encoder's work touches a real point: per-stage fill, useful 
 
 Runs the real training pipeline on one host over `--scenes` steps: the global example sequence (crops,
 augmentation, masking, grid sampling, per-view capacities) and the budget fill of every pack of those steps
-(`batch_size / data.pack_scenes` packs per step, each filled first-fit from its window of `data.pack_scenes`
-examples, `packing.fill_pack`), and prints ONE JSON line:
+(`batch_size / data.pack_scenes` packs per step, each filled from its window of `data.pack_scenes` examples,
+`packing.fill_pack`), and prints ONE JSON line:
 
   * teacher/student `fill` and `capacity` per stage: mean real points per pack and the pack's slot budget, so
     fill/capacity is the occupied fraction; `sequence`: the attention sequence budget;

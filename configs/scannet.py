@@ -43,8 +43,8 @@ def get_config(arg=None):
   c.data.capacity = 16384      # teacher points per view after grid sampling (padded; larger views downsampled)
   c.data.student_capacity = 8192
   c.data.num_workers = 8
-  # Packs filled by budget (dos_jax.batching.packing): each device's pack takes scenes of its window of 16
-  # examples (both views, whole) while they fit these per-stage budgets (teacher / student slots, then attention
+  # Packs filled by budget (dos_jax.batching.packing): each device's pack takes the scenes of its window of 16
+  # examples (both views, whole) that fill these per-stage budgets best (teacher / student slots, then attention
   # sequence positions). Calibrated to hold ~6 rooms like the shared scans' (more of smaller ones):
   # `benchmarks/padding.py --config configs/scannet.py --calibrate --fill_scenes 6 --scenes 2 --split calib`
   # (rooms 0000/0002/0004; measured on the held-out rooms: benchmarks/RESULTS.md; `--tighten` gained nothing on

@@ -8,8 +8,8 @@ Global example g of a run is a pure function of (spec, seed, g):
   views of g  = `train_views(scene, spec.batch, rng_g, step=g // batch_size)` with rng_g a Philox Generator keyed
                 by (seed, g) (grain `random_map`): every host-side random draw of an example (crop, augmentation,
                 mask) comes from it; the step sets the masking warm-up (`BatchSpec.mask_at`).
-Pack k reads the window of examples k*W .. k*W + W - 1 (W = data.pack_scenes) and holds the longest prefix of it
-that fits the pack budgets (`packing.fill_pack`); the rest of the window is never built. The global batch of step t
+Pack k builds the window of examples k*W .. k*W + W - 1 (W = data.pack_scenes) and holds the scenes of it that
+fill the pack budgets best (`packing.fill_pack`: the fullest of a fixed set of first-fit passes). The global batch of step t
 is packs t*G .. t*G + G - 1 (G = batch_size / W packs per step, one or more per device). Process p of P builds the
 contiguous block of packs t*G + p*G/P .. t*G + (p+1)*G/P - 1, which is the order
 `jax.make_array_from_process_local_data` concatenates process batches in, so the global batch - scenes, packs and
