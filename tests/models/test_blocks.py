@@ -80,3 +80,35 @@ def test_fill_on_indices_equals_fill_on_features():
     np.testing.assert_array_equal(a, b)
   grad = lambda f: jax.grad(lambda v: jnp.sum(f(v)[0] * w))(x)  # noqa: E731
   np.testing.assert_array_equal(grad(by_features), grad(by_index))
+
+
+def test_neighbor_conv_backward_equals_autodiff_of_the_gather():
+  """`neighbor_conv`'s hand-written backward (the flipped-kernel convolution of dy, a gather) against plain
+  autodiff of gather + matmul (a scatter-add), on the symmetric tables the batching builds, single-view and
+  packed, at every stage. Both sum the same products in another order: per entry the error is at most
+  ~n eps x (the same sum over absolute values), n = the terms per entry (27 taps x channels), float32 eps."""
+  from tests.batching import test_packing
+  packed = test_packing._packed()[2]
+  sets = [(s.neighbors, s.valid) for s in _points().stages]
+  sets += [(s.neighbors[None], s.valid[None]) for s in packed.stages]
+  plain = lambda x, nbr, w: blocks._neighbor_conv(x, nbr, w)
+  eps = float(np.finfo(np.float32).eps)
+  for b, (nbr, valid) in enumerate(sets):
+    nbr = jnp.asarray(nbr)
+    assert all(structs.neighbors_symmetric(t) for t in np.asarray(nbr))
+    cin, cout = 6, 5
+    x = jax.random.normal(jax.random.key(b), nbr.shape[:2] + (cin,)) * jnp.asarray(valid)[..., None]
+    w = jax.random.normal(jax.random.key(100 + b), (27, cin, cout))
+    dy = jax.random.normal(jax.random.key(200 + b), nbr.shape[:2] + (cout,))
+    y, vjp = jax.vjp(lambda x_, w_: blocks.neighbor_conv(x_, nbr, w_), x, w)
+    y_ref, vjp_ref = jax.vjp(lambda x_, w_: plain(x_, nbr, w_), x, w)
+    np.testing.assert_array_equal(y, y_ref)  # the forward is the same computation
+    (dx, dw), (dx_ref, dw_ref) = vjp(dy), vjp_ref(dy)
+    # Bounds: the same sums over absolute values (dx: the flipped convolution of |dy|; dw: |gathered x|^T |dy|).
+    dx_abs = plain(jnp.abs(dy), nbr, jnp.abs(jnp.swapaxes(w[::-1], 1, 2)))
+    np.testing.assert_array_less(jnp.abs(dx - dx_ref), 2 * 27 * cout * eps * dx_abs + 1e-30)
+    g = blocks.gather_rows(jnp.abs(x), nbr).reshape(nbr.shape[:2] + (27 * cin,))
+    dw_abs = jnp.einsum("bni,bno->io", g, jnp.abs(dy)).reshape(w.shape)
+    rows = nbr.shape[0] * nbr.shape[1]
+    np.testing.assert_array_less(jnp.abs(dw - dw_ref), 2 * rows * eps * dw_abs + 1e-30)
+    assert float(jnp.abs(dx).max()) > 0.1  # not vacuous: real gradients flow
