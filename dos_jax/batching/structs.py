@@ -33,16 +33,6 @@ NEIGHBOR_OFFSETS = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], inde
 STEM_OFFSETS = np.stack(np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij"), -1).reshape(125, 3)
 
 
-def neighbors_symmetric(neighbors: np.ndarray) -> bool:
-  """Whether a neighbour table i32[N, K] over NEIGHBOR_OFFSETS or STEM_OFFSETS (sentinel N) is symmetric:
-  neighbors[i, k] = j exactly when neighbors[j, K-1-k] = i (offset K-1-k is offset k negated). Every table the
-  batching builds is (one point per voxel); the CPE's backward pass relies on it (`blocks.neighbor_conv`)."""
-  neighbors = np.asarray(neighbors)
-  n, k = neighbors.shape
-  i, t = np.nonzero(neighbors < n)
-  return bool(np.array_equal(neighbors[neighbors[i, t], k - 1 - t], i))
-
-
 @flax.struct.dataclass
 class Stage:
   """One resolution level of a padded point set (capacity N_s, a multiple of that stage's patch size).

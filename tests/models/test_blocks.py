@@ -82,33 +82,33 @@ def test_fill_on_indices_equals_fill_on_features():
   np.testing.assert_array_equal(grad(by_features), grad(by_index))
 
 
-def test_neighbor_conv_backward_equals_autodiff_of_the_gather():
-  """`neighbor_conv`'s hand-written backward (the flipped-kernel convolution of dy, a gather) against plain
-  autodiff of gather + matmul (a scatter-add), on the symmetric tables the batching builds, single-view and
-  packed, at every stage. Both sum the same products in another order: per entry the error is at most
-  ~n eps x (the same sum over absolute values), n = the terms per entry (27 taps x channels), float32 eps."""
-  from tests.batching import test_packing
-  packed = test_packing._packed()[2]
-  sets = [(s.neighbors, s.valid) for s in _points().stages]
-  sets += [(s.neighbors[None], s.valid[None]) for s in packed.stages]
-  plain = lambda x, nbr, w: blocks._neighbor_conv(x, nbr, w)
-  eps = float(np.finfo(np.float32).eps)
-  for b, (nbr, valid) in enumerate(sets):
-    nbr = jnp.asarray(nbr)
-    assert all(structs.neighbors_symmetric(t) for t in np.asarray(nbr))
-    cin, cout = 6, 5
-    x = jax.random.normal(jax.random.key(b), nbr.shape[:2] + (cin,)) * jnp.asarray(valid)[..., None]
-    w = jax.random.normal(jax.random.key(100 + b), (27, cin, cout))
-    dy = jax.random.normal(jax.random.key(200 + b), nbr.shape[:2] + (cout,))
-    y, vjp = jax.vjp(lambda x_, w_: blocks.neighbor_conv(x_, nbr, w_), x, w)
-    y_ref, vjp_ref = jax.vjp(lambda x_, w_: plain(x_, nbr, w_), x, w)
-    np.testing.assert_array_equal(y, y_ref)  # the forward is the same computation
-    (dx, dw), (dx_ref, dw_ref) = vjp(dy), vjp_ref(dy)
-    # Bounds: the same sums over absolute values (dx: the flipped convolution of |dy|; dw: |gathered x|^T |dy|).
-    dx_abs = plain(jnp.abs(dy), nbr, jnp.abs(jnp.swapaxes(w[::-1], 1, 2)))
-    np.testing.assert_array_less(jnp.abs(dx - dx_ref), 2 * 27 * cout * eps * dx_abs + 1e-30)
-    g = blocks.gather_rows(jnp.abs(x), nbr).reshape(nbr.shape[:2] + (27 * cin,))
-    dw_abs = jnp.einsum("bni,bno->io", g, jnp.abs(dy)).reshape(w.shape)
-    rows = nbr.shape[0] * nbr.shape[1]
-    np.testing.assert_array_less(jnp.abs(dw - dw_ref), 2 * rows * eps * dw_abs + 1e-30)
-    assert float(jnp.abs(dx).max()) > 0.1  # not vacuous: real gradients flow
+def test_cpe_conv_in_bfloat16_is_float32_within_bf16_precision():
+  """The CPE's conv casts x to the compute dtype before gathering, so in bfloat16 the input gradient (the gather's
+  transpose) sums each point's <= 27 cotangents in bfloat16. Against float32 (same params, same inputs), per entry:
+  rounding dy, the kernel and each tap's product to bfloat16 (3 units) plus 27 bfloat16 additions, each at most
+  u = 2^-8 of the sum of absolute values: |dx16 - dx32| <= 30 u (|dy| |W|^T, scattered). Forward: x, the kernel
+  and the output rounded to bfloat16 once each, the 27 C products accumulated in float32: <= (3 u + 27 C eps32)
+  of the sum of absolute values."""
+  points = _points()
+  nbr = jnp.asarray(points.stages[0].neighbors)
+  valid = jnp.asarray(points.stages[0].valid)[..., None]
+  cin = cout = 8
+  x = jax.random.normal(jax.random.key(0), nbr.shape[:2] + (cin,)) * valid
+  dy = jax.random.normal(jax.random.key(1), nbr.shape[:2] + (cout,)) * valid
+  conv = lambda dtype: blocks._Conv(cout, dtype)
+  params = conv(jnp.float32).init(jax.random.key(2), x, nbr)
+  w = params["params"]["kernel"]
+  outs = {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    y, vjp = jax.vjp(lambda v: conv(dtype).apply(params, v, nbr), x)
+    outs[dtype] = (y.astype(jnp.float32), vjp(dy.astype(y.dtype))[0])
+    assert outs[dtype][1].dtype == jnp.float32
+  (y32, dx32), (y16, dx16) = outs[jnp.float32], outs[jnp.bfloat16]
+  u, u32 = 2.0 ** -8, float(np.finfo(np.float32).eps)
+  gathered_abs = blocks.gather_rows(jnp.abs(x), nbr).reshape(nbr.shape[:2] + (27 * cin,))
+  y_abs = gathered_abs @ jnp.abs(w).reshape(27 * cin, cout)
+  np.testing.assert_array_less(jnp.abs(y16 - y32), (3 * u + 27 * cin * u32) * y_abs + 1e-30)
+  dg_abs = jnp.einsum("bno,kio->bnki", jnp.abs(dy), jnp.abs(w))
+  dx_abs = jax.vjp(lambda v: blocks.gather_rows(v, nbr), x)[1](dg_abs)[0]
+  np.testing.assert_array_less(jnp.abs(dx16 - dx32), 30 * u * dx_abs + 1e-30)
+  assert float(jnp.abs(dx16 - dx32).max()) > 0  # bfloat16 really ran
