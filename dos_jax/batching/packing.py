@@ -25,7 +25,7 @@ Budgets. Two numbers per stage and branch are fixed by the config: the slot budg
 `data.packed_student_sequence`). `fill_pack` fills them: pack k builds the scenes of its window of the global
 example sequence (examples k*W .. k*W + W - 1, W = data.pack_scenes) and takes the fullest of FILL_ORDERS + 1
 first-fit passes over them (window order, then fixed permutations seeded by k): each pass takes every scene (all
-its views, whole) that still fits every budget, and 'fullest' sums the fraction of every budget used. A pack is
+its views, whole) that still fits every budget, and 'fullest' sums the fraction of every slot budget used. A pack is
 therefore a deterministic function of its window, it holds as many views as fit, the scene count varies from
 pack to pack, and no real point is dropped beyond each view's own capacity. Budgets come from
 `benchmarks/padding.py --calibrate` (what a typical group of scenes needs, `calibrate`); a config that leaves them

@@ -9,9 +9,9 @@ Global example g of a run is a pure function of (spec, seed, g):
                 by (seed, g) (grain `random_map`): every host-side random draw of an example (crop, augmentation,
                 mask) comes from it; the step sets the masking warm-up (`BatchSpec.mask_at`).
 Pack k builds the window of examples k*W .. k*W + W - 1 (W = data.pack_scenes) and holds the scenes of it that
-fill the pack budgets best (`packing.fill_pack`: the fullest of a fixed set of first-fit passes). The global batch of step t
-is packs t*G .. t*G + G - 1 (G = batch_size / W packs per step, one or more per device). Process p of P builds the
-contiguous block of packs t*G + p*G/P .. t*G + (p+1)*G/P - 1, which is the order
+fill the pack budgets best (`packing.fill_pack`: the fullest of a fixed set of first-fit passes). The global
+batch of step t is packs t*G .. t*G + G - 1 (G = batch_size / W packs per step, one or more per device). Process
+p of P builds the contiguous block of packs t*G + p*G/P .. t*G + (p+1)*G/P - 1, which is the order
 `jax.make_array_from_process_local_data` concatenates process batches in, so the global batch - scenes, packs and
 randomness - is the same for every process count, and the step is the whole position of the pipeline (resume =
 start at the step; nothing to checkpoint).
