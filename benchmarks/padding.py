@@ -16,7 +16,7 @@ augmentation, masking, grid sampling, per-view capacities) and the budget fill o
     (dense: qkv/proj, 27-tap CPE, MLP per block, pooling, embedding and upcast), a_s the patch attention's FLOPs
     per sequence position (QK^T and AV over P keys per block), N_s the slot budget and L_s the sequence budget
     (whole patches), teacher forward (x1) plus student forward+backward (x3); per branch too;
-  * `scenes_per_pack` (mean, min, max), `views_per_step`, and the window examples the fill left unread;
+  * `scenes_per_pack` (mean, min, max) and `views_per_step` (the fill builds every example of each window);
   * `gflops_per_step`: XLA cost analysis of one pack's encoder work (teacher forward + student value_and_grad),
     lowered, not compiled (`--flops_variant small` for a cheaper lowering), next to the analytic count;
   * dropped points: views that lost points to their per-view capacity (the only points ever dropped), and scenes
@@ -118,23 +118,19 @@ def positions(seq, patch_sizes):
 
 def sample(pipe, scenes, steps):
   """The budget-filled packs of `steps` of a one-host run: (teacher i64[packs, S], student i64[packs, S] real points
-  per pack and stage, scenes per pack i64[packs], stats: the members' drop counts plus 'oversize_scenes',
-  'examples_read')."""
+  per pack and stage, scenes per pack i64[packs], stats: the members' drop counts plus 'oversize_scenes')."""
   examples = pipeline.global_examples(pipe, scenes)
   stats = {}
   teacher, student, members = [], [], []
-  read = []
-  example_at = lambda g: read.append(g) or examples[g]
   for step in steps:
     for k in range(step * pipe.packs_per_step, (step + 1) * pipe.packs_per_step):
-      chosen = packing.fill_pack(example_at, k * pipe.pack.pack_scenes, pipe.pack, stats)
+      chosen = pipeline.pack_members(pipe, examples, k, stats)
       for e in chosen:
         for key, value in e.stats.items():
           stats[key] = stats.get(key, 0) + value
       teacher.append(sum(e.counts("teacher").sum(0) for e in chosen))
       student.append(sum(e.counts("student").sum(0) for e in chosen))
       members.append(len(chosen))
-  stats["examples_read"] = len(set(read))
   return np.array(teacher), np.array(student), np.array(members), stats
 
 
@@ -205,13 +201,11 @@ def measure(cfg, scenes, data_name):
                 fill_fraction=[round(float(a / b), 4) for a, b in zip(real, caps)], sequence=[int(x) for x in seq])
 
   packs = len(members)
-  window = spec.pack_scenes * packs
   out = dict(benchmark="padding", config=_CONFIG_PATH[0], data=data_name, variant=variant,
              pack_scenes=spec.pack_scenes, packs_per_step=pipe.packs_per_step, sampled_steps=len(steps),
              sampled_packs=packs,
              scenes_per_pack=dict(mean=round(float(members.mean()), 3), min=int(members.min()), max=int(members.max())),
              views_per_step=round(float(members.mean()) * pipe.packs_per_step * params.num_views, 2),
-             window_examples_unread=round(1.0 - stats["examples_read"] / window, 4),
              teacher=branch(t_real, t_caps, t_seq), student=branch(s_real, s_caps, s_seq),
              useful_fraction=round(float(num / den), 4),
              useful_fraction_by_branch={k: round(v, 4) for k, v in useful.items()},
