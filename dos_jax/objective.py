@@ -221,8 +221,9 @@ def segment_clustering_loss(target: jax.Array, student_scores: jax.Array, valid:
   return _seg_sum(ce, ids, num_segments, axis_name) / jnp.maximum(n, 1.0)
 
 
-def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
-  """x: f[N, K], index: i32[M'] with sentinel N -> f[M', K] (sentinel rows gather zeros)."""
+def gather_rows(x: jax.Array, index: jax.Array) -> jax.Array:
+  """x: f[N, K], index: i32[M'] with sentinel N -> f[M', K] (sentinel rows gather zeros): the teacher's rows at
+  the student's target slots."""
   # Fill mode, not an appended zero row: the append would copy all of x (see blocks.take_rows).
   return x.at[index].get(mode="fill", fill_value=0, wrap_negative_indices=False)
 
@@ -240,7 +241,8 @@ def packed_dos_loss(student_cos: jax.Array, teacher_cos: jax.Array, target_index
   `cross_index` (the nearest point of the scene's other view in the same pack). Terms are weighted 1/2 each when
   `cross_view`, else the same-view term alone. Under normalization='clustering' the targets are per-point
   uniform Sinkhorn-Knopp distributions over prototypes and the term is their cross-entropy (the baseline).
-  Teacher targets carry no gradient.
+  Teacher targets carry no gradient. This is `packed_dos_loss_at_rows` of the teacher's cosines gathered at
+  `target_index` / `cross_index`; the train step gives that function the teacher evaluated at those slots alone.
 
   Normalization: each term is the MEAN over the real views of the batch (`view_valid`) of the per-view values:
   every view weighs the same whatever its size and however many views a step holds (packs filled by budget hold
@@ -261,11 +263,34 @@ def packed_dos_loss(student_cos: jax.Array, teacher_cos: jax.Array, target_index
     'loss_per_view' f32[G, M] (same-view term, 0 at empty views), and for `prototype_diagnostics`
     'teacher_logits' / 'targets' f32[G, Ns, K] (same view) and 'valid' bool[G, Ns].
   """
+  at = lambda index: jax.vmap(gather_rows)(teacher_cos, index)  # noqa: E731
+  return packed_dos_loss_at_rows(
+      student_cos, at(target_index), target_valid, at(cross_index) if cross_view else None, cross_valid,
+      student_valid, segment, view_valid, teacher_temp=teacher_temp, student_temp=student_temp, alpha=alpha,
+      num_iters=num_iters, normalization=normalization, axis_name=axis_name)
+
+
+def packed_dos_loss_at_rows(student_cos: jax.Array, teacher_same: jax.Array, target_valid: jax.Array,
+                            teacher_cross: Optional[jax.Array], cross_valid: jax.Array, student_valid: jax.Array,
+                            segment: jax.Array, view_valid: jax.Array, *, teacher_temp, student_temp, alpha,
+                            num_iters: int = 3, normalization: str = "softmap",
+                            axis_name: Optional[str] = None) -> Tuple[jax.Array, Dict[str, Any]]:
+  """`packed_dos_loss` given the teacher's cosines already at the student's rows.
+
+  Args:
+    student_cos: f32[G, Ns, K].
+    teacher_same: f32[G, Ns, K] the teacher's cosines at each student row's target slot (any value where
+      `target_valid` is False). teacher_cross: the same at the cross-view slots, or None for no cross-view term.
+    target_valid / cross_valid / student_valid, segment, view_valid, teacher_temp, student_temp, alpha, num_iters,
+      normalization, axis_name: as `packed_dos_loss`.
+
+  Returns:
+    (loss, aux) as `packed_dos_loss`.
+  """
   if normalization not in NORMALIZATIONS:
     raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
   num_segments = view_valid.shape[-1]
   student_logits = student_cos / student_temp
-  teacher_logits_all = lax.stop_gradient(teacher_cos) / teacher_temp
   view_w = view_valid.astype(student_logits.dtype)
   views = jnp.sum(view_w)
 
@@ -278,16 +303,16 @@ def packed_dos_loss(student_cos: jax.Array, teacher_cos: jax.Array, target_index
                                                            axis_name=axis_name))
     return segment_clustering_loss(targets, s, ok, seg, num_segments, axis_name=axis_name), targets
 
-  def one_term(index, valid):
-    logits = jax.vmap(_gather)(teacher_logits_all, index)
+  def one_term(teacher, valid):
+    logits = lax.stop_gradient(teacher) / teacher_temp
     valid = valid & student_valid
     per_view, targets = jax.vmap(per_pack)(logits, student_logits, valid, segment)
     return per_view * view_w, logits, targets, valid
 
-  same, logits_same, targets_same, valid_same = one_term(target_index, target_valid)
+  same, logits_same, targets_same, valid_same = one_term(teacher_same, target_valid)
   loss_same = jnp.sum(same) / jnp.maximum(views, 1.0)
-  if cross_view:
-    loss_cross = jnp.sum(one_term(cross_index, cross_valid)[0]) / jnp.maximum(views, 1.0)
+  if teacher_cross is not None:
+    loss_cross = jnp.sum(one_term(teacher_cross, cross_valid)[0]) / jnp.maximum(views, 1.0)
     loss = 0.5 * (loss_same + loss_cross)
   else:
     loss_cross = jnp.zeros((), loss_same.dtype)

@@ -78,7 +78,7 @@ def init(rng: jax.Array, points: Any, spec: ModelSpec) -> Dict[str, Any]:
 
 def apply_with_aux(params: Dict[str, Any], points: Any, *, train: bool, rng: Optional[jax.Array] = None,
                    mask_token: Optional[jax.Array] = None, order_rng: Optional[jax.Array] = None,
-                   spec: ModelSpec) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+                   spec: ModelSpec, rows: Optional[jax.Array] = None) -> Tuple[jax.Array, Dict[str, jax.Array]]:
   """Like `apply`, also returning the aux dict (per-stage features `enc{s}`, `upcast_concat`)."""
   model = build(spec)
   _check_points(model, points)
@@ -88,13 +88,13 @@ def apply_with_aux(params: Dict[str, Any], points: Any, *, train: bool, rng: Opt
       raise ValueError("encoder.apply(train=True) with drop_path > 0 needs an rng")
     rngs["dropout"] = rng
   return model.apply({"params": params}, points, train=train, mask_token=mask_token, order_key=order_rng,
-                     rngs=rngs)
+                     rows=rows, rngs=rngs)
 
 
 def apply(params: Dict[str, Any], points: Any, *, train: bool, rng: Optional[jax.Array] = None,
           mask_token: Optional[jax.Array] = None, order_rng: Optional[jax.Array] = None,
-          spec: ModelSpec) -> jax.Array:
-  """Dense features f32[B, N_0, D] of every stage-0 slot (exactly 0 at padded slots).
+          spec: ModelSpec, rows: Optional[jax.Array] = None) -> jax.Array:
+  """Dense features f32[B, N_0, D] of every stage-0 slot (exactly 0 at padded slots), or f32[B, R, D] at `rows`.
 
   Args:
     params: from `init`.
@@ -107,9 +107,12 @@ def apply(params: Dict[str, Any], points: Any, *, train: bool, rng: Optional[jax
       (evaluation).
     spec: the ModelSpec (`dos_jax.specs.model_spec(config)`, or `dos_jax.interop.pointcept.model_spec` of a
       loaded upstream checkpoint's model config).
+    rows: optional i32[B, R] stage-0 slots (sentinel N_0) at which to return the features (0 at the sentinel and
+      at padded slots): what gathering them from the full output gives, with the up-cast's last level and
+      projection computed at those rows only (the teacher's targets are read at the student's points alone).
   """
   return apply_with_aux(params, points, train=train, rng=rng, mask_token=mask_token, order_rng=order_rng,
-                        spec=spec)[0]
+                        spec=spec, rows=rows)[0]
 
 
 def param_count(variant: str, in_channels: int = 9, mlp_ratio: float = 4.0) -> int:

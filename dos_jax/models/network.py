@@ -3,6 +3,7 @@
   params = network.init_params(rng, batch, spec)                        # {'encoder': ..., 'head': ...}
   student_cos = network.student_apply(params, batch, rng=key, spec=spec)        # f32[G, Ns, K]
   teacher_cos = network.teacher_apply(teacher_params, batch, spec=spec)         # f32[G, Nt, K]
+  at_rows = network.teacher_apply(teacher_params, batch, spec=spec, rows=index)  # f32[G, R, K] at index
 
 The student and the teacher are the same functions with different params. The student runs on `batch.student`
 (ONLY the visible points under supervision='observable'; the full view with `batch.mask_token` marking the
@@ -21,6 +22,7 @@ from typing import Any, Dict, Optional
 import jax
 import jax.numpy as jnp
 
+from dos_jax.models import blocks
 from dos_jax.models import encoder
 from dos_jax.models import heads
 from dos_jax.models.spec import ModelSpec
@@ -59,16 +61,19 @@ def _order_rng(rng: Optional[jax.Array], spec: ModelSpec) -> Optional[jax.Array]
 
 
 def _cosines(params, points, *, train: bool, rng: Optional[jax.Array], mask_token: Optional[jax.Array],
-             spec: ModelSpec, order_rng: Optional[jax.Array] = None) -> jax.Array:
+             spec: ModelSpec, order_rng: Optional[jax.Array] = None, rows: Optional[jax.Array] = None) -> jax.Array:
   """points: PointSet with leading [B, V] (or [G] packs) -> f32[B, V, N, K] ([G, N, K]) cosines to the
-  prototypes (0 at padded slots)."""
+  prototypes (0 at padded slots); with rows (i32[..., R], sentinel N), f32[..., R, K] at those slots only."""
   lead = tuple(points.coord.shape[:-2])
   flat = jax.tree.map(lambda x: x.reshape((-1,) + tuple(x.shape[len(lead):])), points)
   if mask_token is not None:
     mask_token = mask_token.reshape((-1,) + tuple(mask_token.shape[len(lead):]))
+  if rows is not None:
+    rows = rows.reshape((-1,) + tuple(rows.shape[len(lead):]))
   feat = encoder.apply(params["encoder"], flat, train=train, rng=rng, mask_token=mask_token,
-                       order_rng=order_rng, spec=spec)
-  valid = flat.valid[..., None]
+                       order_rng=order_rng, spec=spec, rows=rows)
+  valid = flat.valid if rows is None else blocks.take_rows(flat.valid, rows, False)
+  valid = valid[..., None]
   # Padded slots carry exactly-zero features; an L2 normalisation of a zero row has a NaN gradient that survives
   # the masking below (0 * inf), so the head sees a harmless constant there instead.
   feat = jnp.where(valid, feat, jnp.ones((), feat.dtype))
@@ -93,11 +98,16 @@ def student_apply(params, batch: Any, *, rng: Optional[jax.Array] = None, train:
                   order_rng=_order_rng(order_source, spec) if train else None)
 
 
-def teacher_apply(params, batch: Any, *, spec: ModelSpec, rng: Optional[jax.Array] = None) -> jax.Array:
+def teacher_apply(params, batch: Any, *, spec: ModelSpec, rng: Optional[jax.Array] = None,
+                  rows: Optional[jax.Array] = None) -> jax.Array:
   """The teacher's cosines f32[G, Nt, K] on `batch.teacher` (full views, no drop path, no mask token).
 
   `rng`: the step's teacher key, used only for order shuffling (spec.shuffle_orders): as upstream, the
   teacher's forward draws its own order permutations, independent of the student's. None = deterministic orders.
+  `rows`: optional i32[G, R] teacher slots (sentinel Nt): returns f32[G, R, K], the cosines at those slots (0 at
+  the sentinel and padded slots), equal to gathering them from the full output. The encoder runs on the whole
+  view; its up-cast's last level, projection and the head run on the R rows only (the train step passes the
+  student's target slots, the only teacher points the loss reads).
   """
   return _cosines(params, batch.teacher, train=False, rng=None, mask_token=None, spec=spec,
-                  order_rng=_order_rng(rng, spec))
+                  order_rng=_order_rng(rng, spec), rows=rows)

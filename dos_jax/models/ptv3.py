@@ -197,10 +197,15 @@ class PointTransformerV3(nn.Module):
 
   @nn.compact
   def __call__(self, points, *, train: bool = False, mask_token: Optional[jax.Array] = None,
-               order_key: Optional[jax.Array] = None) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+               order_key: Optional[jax.Array] = None,
+               rows: Optional[jax.Array] = None) -> Tuple[jax.Array, Dict[str, jax.Array]]:
     """points: batched PointSet (leading [B]); mask_token: bool[B, N_0] or None; order_key: PRNG key of the
     block-order permutations (used only with `shuffle_orders`; stage s draws
-    `jax.random.permutation(fold_in(order_key, s), len(orders))`) -> (f32[B, N_0, D], aux)."""
+    `jax.random.permutation(fold_in(order_key, s), len(orders))`) -> (f32[B, N_0, D], aux).
+
+    rows: optional i32[B, R] stage-0 slots (sentinel N_0): the output is then f32[B, R, D], the features of those
+    slots only (0 at the sentinel and at padded slots), the same values as gathering them from the full output.
+    The stages run on every point; the up-cast's last level and its projection run on the R rows alone."""
     num_stages = len(self.channels)
     if train and (self.embedding != "linear" or self.pool_norm != "layer"):
       raise ValueError("PT-v3m1 (conv stem, BatchNorm) runs in evaluation mode only: dos_jax implements its "
@@ -243,16 +248,26 @@ class PointTransformerV3(nn.Module):
     # concatenated level the features are only carried down (Sonata's up_cast_level, then its probe's gather).
     up = feats[-1]
     lowest = num_stages - 1 - self.levels
+    valid = points.valid
+    if rows is not None:
+      valid = blocks.take_rows(points.valid, rows, False)
+      if num_stages == 1:
+        up = blocks.take_rows(up, rows)
     for s in range(num_stages - 2, -1, -1):
       # Fill mode (no appended zero row): one parent row per child, and the pad copied all of `up` (the whole
       # upcast's widest array; on a TPU 21.7 -> 8.5 M estimated cycles forward at scannet's stage 1 -> 0).
-      carried = blocks.take_rows(up, points.parent[s])
-      up = jnp.concatenate([feats[s], carried], axis=-1) if s >= lowest else carried
+      parent, feat = points.parent[s], feats[s]
+      if s == 0 and rows is not None:
+        # The requested rows' own features and their parents' (a parent's sentinel is N_1, read as zeros below).
+        parent = blocks.take_rows(parent, rows, up.shape[1])
+        feat = blocks.take_rows(feat, rows)
+      carried = blocks.take_rows(up, parent)
+      up = jnp.concatenate([feat, carried], axis=-1) if s >= lowest else carried
     aux["upcast_concat"] = up
     if not self.upcast_projection:
-      return blocks.zero_padded(up.astype(jnp.float32), points.valid), aux
+      return blocks.zero_padded(up.astype(jnp.float32), valid), aux
     y = _Upcast(self.out_dim, self.dtype, name="upcast")(up)
-    return blocks.zero_padded(y.astype(jnp.float32), points.valid), aux
+    return blocks.zero_padded(y.astype(jnp.float32), valid), aux
 
 
 class _Upcast(nn.Module):

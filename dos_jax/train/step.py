@@ -51,18 +51,31 @@ def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array,
   # The teacher's own key (order shuffling only; unused without spec.model.shuffle_orders).
   order_rng = rng if order_rng is None else order_rng
   teacher_rng = jax.random.fold_in(order_rng, 0x7EA)
-  teacher_cos = jax.lax.stop_gradient(network.teacher_apply(teacher_params, batch, spec=spec.model,
-                                                            rng=teacher_rng))
+  # The loss reads the teacher only at the student's target slots (same view, and the other view's for the
+  # cross-view term), so its up-cast projection and head run at those rows alone: [G, 2 Ns] instead of [G, Nt]
+  # (a 70%-masked student has Ns ~ 0.3 Nt), with the values of the full teacher's rows. Where the rows are more
+  # than the teacher's slots (a student holding the whole view, the token variants), the teacher runs on its
+  # slots and the rows are gathered from its output.
+  cross_view = bool(spec.cross_view)
+  rows = batch.target_index
+  if cross_view:
+    rows = jnp.concatenate([batch.target_index, batch.cross_index], axis=1)
+  if rows.shape[1] <= batch.teacher.valid.shape[1]:
+    teacher_at = network.teacher_apply(teacher_params, batch, spec=spec.model, rng=teacher_rng, rows=rows)
+  else:
+    teacher_at = jax.vmap(objective.gather_rows)(
+        network.teacher_apply(teacher_params, batch, spec=spec.model, rng=teacher_rng), rows)
+  teacher_at = jax.lax.stop_gradient(teacher_at)
+  ns = batch.target_index.shape[1]
   student_cos = network.student_apply(params, batch, rng=rng, train=True, spec=spec.model, order_rng=order_rng)
   # Named scopes (objective, diagnostics, optimizer, ema) only label the compiled program's ops, e.g. for the
   # per-part cost breakdown of benchmarks/tpu_breakdown.py; they change no computation.
   with jax.named_scope("objective"):
-    loss, aux = objective.packed_dos_loss(
-        student_cos, teacher_cos, batch.target_index, batch.target_valid, batch.cross_index, batch.cross_valid,
-        batch.student.valid, batch.student.stages[0].segment, batch.view_valid,
+    loss, aux = objective.packed_dos_loss_at_rows(
+        student_cos, teacher_at[:, :ns], batch.target_valid, teacher_at[:, ns:] if cross_view else None,
+        batch.cross_valid, batch.student.valid, batch.student.stages[0].segment, batch.view_valid,
         teacher_temp=schedules.teacher_temperature(spec)(step), student_temp=float(spec.student_temp),
-        alpha=float(spec.zipf_alpha), num_iters=int(spec.sinkhorn_iters), normalization=spec.normalization,
-        cross_view=bool(spec.cross_view))
+        alpha=float(spec.zipf_alpha), num_iters=int(spec.sinkhorn_iters), normalization=spec.normalization)
   metrics = {"loss": loss, "loss_same": aux["loss_same"], "loss_cross": aux["loss_cross"], "views": aux["views"]}
   # The prototype diagnostics treat each pack as one set (usage statistics are per point; coverage and softmap
   # entropy are per pack).

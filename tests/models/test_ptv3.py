@@ -291,3 +291,26 @@ def test_scanned_blocks_equal_unrolled_blocks(remat):
   # Drop path acted (else the per-block keys and rates would be untested): the eval output differs.
   plain = scanned.apply({"params": params}, points)[0]
   assert np.abs(np.asarray(plain) - np.asarray(out_s)).max() > 1e-3
+
+
+@pytest.mark.parametrize("up_cast_level, projection", [(0, True), (1, False)])
+def test_features_at_rows_equal_the_full_output_gathered(params, scenes, up_cast_level, projection):
+  # The teacher's targets are read at the student's slots only, so the train step asks the encoder for those rows
+  # (`rows`): the up-cast's last level and its projection then run on them alone. Every op after the stages is
+  # row-wise (gathers, concat, Linear, LayerNorm), so each row must be what the full output holds there; only a
+  # matmul's summation order may differ, bounded by float32 eps x the reduction length (D = sum of widths).
+  spec = dataclasses.replace(CFG, up_cast_level=up_cast_level, upcast_projection=projection)
+  points = batch(scenes[:2], 128)
+  full = np.asarray(encoder.apply(params, points, train=False, spec=spec))
+  r = np.random.default_rng(3)
+  n = points.coord.shape[1]
+  rows = r.integers(0, n + 1, size=(2, 50)).astype(np.int32)   # real, padded and sentinel slots, repeats
+  rows[:, :3] = n                                                # the sentinel reads zeros
+  at = np.asarray(jax.jit(functools.partial(encoder.apply, train=False, spec=spec))(params, points, rows=rows))
+  assert at.shape == (2, 50, full.shape[-1])
+  expected = np.concatenate([full, np.zeros_like(full[:, :1])], axis=1)[np.arange(2)[:, None], rows]
+  width = full.shape[-1]
+  np.testing.assert_allclose(at, expected, rtol=0, atol=4 * width * np.finfo(np.float32).eps * np.abs(full).max())
+  assert np.all(at[:, :3] == 0)
+  padded = ~np.asarray(points.valid)[np.arange(2)[:, None], np.minimum(rows, n - 1)] | (rows == n)
+  assert np.all(at[padded] == 0) and np.abs(at[~padded]).mean() > 0.1
