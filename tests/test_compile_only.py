@@ -28,7 +28,9 @@ def test_imports_nothing_that_could_start_jax():
 
 def test_every_compile_only_entry_point_uses_it():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  for path in ("launch/compile.py", "benchmarks/tpu_breakdown.py", "benchmarks/tpu_attention.py", "benchmarks/tpu_block.py"):
+  for path in (
+      "launch/compile.py", "benchmarks/tpu_breakdown.py", "benchmarks/tpu_attention.py", "benchmarks/tpu_block.py",
+      "benchmarks/tpu_gather_cost.py"):
     text = open(os.path.join(root, path)).read()
     assert text.index("compile_only.use_compile_only_tpu()") < text.index("from absl"), path
     assert "TPU_SKIP_MDS_QUERY" not in text, path  # one place sets the environment
