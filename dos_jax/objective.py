@@ -20,6 +20,8 @@ the result equals the unsharded one.
 Numerics: log domain throughout (Sinkhorn on potentials log T = s + u + v[segment]; `lax.fori_loop`), each
 log-sum-exp over points shifted by its segment's exact maximum, so results are finite for |scores| <= 100 and
 α <= 3 and garbage in invalid rows never reaches a valid output (it is selected away before every reduction).
+Given a static bound on the logits small enough for float32 (the train step's teacher: 1 / min τ_T), Sinkhorn's
+iterations run instead as matrix products (`dos_jax.sinkhorn_matmul`), the same potentials to float32 rounding.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from dos_jax import choices
+from dos_jax import segments
+from dos_jax import sinkhorn_matmul
 
 NORMALIZATIONS = choices.NORMALIZATIONS
 
@@ -63,55 +67,9 @@ def _check_iters(num_iters) -> int:
   return num_iters
 
 
-# ------------------------------------------------------------------------------------------ segment reductions
-def _ids(valid: jax.Array, segment: jax.Array, num_segments: int) -> jax.Array:
-  """i32[N]: the row's segment, `num_segments` (a dropped extra segment) for invalid or out-of-range rows."""
-  ok = valid & (segment >= 0) & (segment < num_segments)
-  return jnp.where(ok, segment, num_segments).astype(jnp.int32)
-
-
-def _keep(ids, num_segments, ndim=2):
-  return (ids < num_segments).reshape(ids.shape + (1,) * (ndim - 1))
-
-
-def _seg_sum(x: jax.Array, ids: jax.Array, num_segments: int, axis_name=None) -> jax.Array:
-  """Σ over the rows of each segment: x f[N, ...] -> f[M, ...] (dropped rows excluded; psum over axis_name).
-  One segment (the per-set forms) is a masked dense sum: same value, no scatter."""
-  if num_segments == 1:
-    out = jnp.sum(jnp.where(_keep(ids, 1, x.ndim), x, 0), axis=0, keepdims=True)
-  else:
-    out = jax.ops.segment_sum(x, ids, num_segments=num_segments)  # ids == num_segments (dropped rows) drop out
-  return out if axis_name is None else lax.psum(out, axis_name)
-
-
-def _seg_max(x: jax.Array, ids: jax.Array, num_segments: int, axis_name=None) -> jax.Array:
-  """max over the rows of each segment, -inf for an empty one (pmax over axis_name)."""
-  if num_segments == 1:
-    out = jnp.max(jnp.where(_keep(ids, 1, x.ndim), x, -jnp.inf), axis=0, keepdims=True)
-  else:
-    out = jax.ops.segment_max(x, ids, num_segments=num_segments)
-  return out if axis_name is None else lax.pmax(out, axis_name)
-
-
-def _rows(per_segment: jax.Array, ids: jax.Array) -> jax.Array:
-  """per_segment: f[M, ...] -> f[N, ...] each row's segment value (0 for dropped rows)."""
-  if per_segment.shape[0] == 1:
-    return jnp.where(_keep(ids, 1, per_segment.ndim), per_segment[0], 0)
-  return per_segment.at[ids].get(mode="fill", fill_value=0, wrap_negative_indices=False)
-
-
-def _segment_lse(x: jax.Array, ids: jax.Array, num_segments: int, axis_name=None) -> jax.Array:
-  """log Σ_{rows i of segment m} exp(x_ik): f[M, K], 0 for an empty segment. Dropped rows are excluded before
-  the exp, so any value there (inf, nan) is ignored."""
-  x = jnp.where(_keep(ids, num_segments), x, -jnp.inf)
-  m = lax.stop_gradient(_seg_max(x, ids, num_segments, axis_name))
-  m = jnp.where(jnp.isfinite(m), m, 0.0)
-  total = _seg_sum(jnp.exp(x - _rows(m, ids)), ids, num_segments, axis_name)
-  return m + jnp.log(jnp.where(total > 0, total, 1.0))
-
-
-def _counts(ids, num_segments, dtype, axis_name=None):
-  return _seg_sum(jnp.ones(ids.shape, dtype), ids, num_segments, axis_name)
+# Segment reductions (dos_jax.segments) under the short names this module uses.
+_ids, _keep, _seg_sum, _seg_max = segments.row_ids, segments.keep, segments.seg_sum, segments.seg_max
+_rows, _segment_lse, _counts = segments.rows, segments.segment_lse, segments.counts
 
 
 # ------------------------------------------------------------------------------------ per-segment functions
@@ -157,13 +115,22 @@ def _sinkhorn_potentials(scores, ids, num_segments, log_col_mass, num_iters, axi
 
 
 def segment_zipf_sinkhorn(scores: jax.Array, valid: jax.Array, segment: jax.Array, num_segments: int,
-                          alpha: float, num_iters: int = 3, *, axis_name: Optional[str] = None) -> jax.Array:
+                          alpha: float, num_iters: int = 3, *, axis_name: Optional[str] = None,
+                          logit_bound: Optional[float] = None) -> jax.Array:
   """Zipf-Sinkhorn targets per segment: f32[N, K], each column of each segment a distribution over that
-  segment's valid rows; rows of no segment exactly 0."""
+  segment's valid rows; rows of no segment exactly 0.
+
+  logit_bound: a static bound on |scores| at valid rows, or None. When given and small enough for float32
+  (`sinkhorn_matmul.usable`: 1/τ_T up to ~30 for the teacher's cosines), the iterations run as matrix products
+  (`dos_jax.sinkhorn_matmul`): the same potentials to float32 rounding, without the per-iteration passes of exp
+  over [N, K]. The final targets are computed from the potentials as in the log domain either way."""
   num_iters = _check_iters(num_iters)
   ids = _ids(valid, segment, num_segments)
   log_w = _log_zipf_prior(scores.shape[-1], alpha)
-  u, v = _sinkhorn_potentials(scores, ids, num_segments, log_w, num_iters, axis_name)
+  if num_iters > 0 and logit_bound is not None and sinkhorn_matmul.usable(logit_bound, *scores.shape):
+    u, v = sinkhorn_matmul.potentials(scores, ids, num_segments, log_w, num_iters, axis_name)
+  else:
+    u, v = _sinkhorn_potentials(scores, ids, num_segments, log_w, num_iters, axis_name)
   keep = _keep(ids, num_segments)
   return jnp.where(keep, jnp.exp(jnp.where(keep, scores, 0.0) + u[:, None] + _rows(v, ids)), 0.0)
 
@@ -274,8 +241,13 @@ def packed_dos_loss_at_rows(student_cos: jax.Array, teacher_same: jax.Array, tar
                             teacher_cross: Optional[jax.Array], cross_valid: jax.Array, student_valid: jax.Array,
                             segment: jax.Array, view_valid: jax.Array, *, teacher_temp, student_temp, alpha,
                             num_iters: int = 3, normalization: str = "softmap",
-                            axis_name: Optional[str] = None) -> Tuple[jax.Array, Dict[str, Any]]:
+                            axis_name: Optional[str] = None,
+                            min_teacher_temp: Optional[float] = None) -> Tuple[jax.Array, Dict[str, Any]]:
   """`packed_dos_loss` given the teacher's cosines already at the student's rows.
+
+  `min_teacher_temp`: a static lower bound on `teacher_temp` (the schedule's smallest), or None. With it the
+  teacher logits are bounded by 1 / min_teacher_temp (cosines), and Zipf-Sinkhorn's iterations run as matrix
+  products where that bound allows (`segment_zipf_sinkhorn(logit_bound=...)`): same targets to float32 rounding.
 
   Args:
     student_cos: f32[G, Ns, K].
@@ -297,11 +269,14 @@ def packed_dos_loss_at_rows(student_cos: jax.Array, teacher_same: jax.Array, tar
   def per_pack(t, s, ok, seg):
     if normalization == "softmap":
       targets = lax.stop_gradient(segment_zipf_sinkhorn(t, ok, seg, num_segments, alpha, num_iters,
-                                                        axis_name=axis_name))
+                                                        axis_name=axis_name, logit_bound=bound))
       return segment_softmap_kl(targets, s, ok, seg, num_segments, axis_name=axis_name), targets
     targets = lax.stop_gradient(segment_clustering_targets(t, ok, seg, num_segments, num_iters,
                                                            axis_name=axis_name))
     return segment_clustering_loss(targets, s, ok, seg, num_segments, axis_name=axis_name), targets
+
+  # |cos| <= 1 up to rounding: 1 + 1e-6 covers it.
+  bound = None if min_teacher_temp is None else (1.0 + 1e-6) / float(min_teacher_temp)
 
   def one_term(teacher, valid):
     logits = lax.stop_gradient(teacher) / teacher_temp

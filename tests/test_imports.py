@@ -17,7 +17,7 @@ ROOT = _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the run directory's checkpoints (`checkpoint`: the trainer writes them, the probe reads them). `specs` (the typed
 # specs decoded from a validated config) imports only models.spec, so eval and train may both take specs.
 RANKS = {"errors": 0, "io": 0, "compile_report": 0, "hlo_costs": 0, "compile_only": 0, "choices": 0, "variants": 0, "checkpoint": 0, "data": 1, "batching": 2,
-         "models": 3, "objective": 4, "specs": 4, "torch_ref": 4, "eval": 5, "schema": 6,
+         "models": 3, "objective": 4, "segments": 4, "sinkhorn_matmul": 4, "specs": 4, "torch_ref": 4, "eval": 5, "schema": 6,
          "train": 7, "interop": 7}
 # Wrong-way imports that exist, named so that none is added silently (an entry that no longer exists fails too).
 KNOWN_WRONG_WAY = set()

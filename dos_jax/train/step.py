@@ -75,7 +75,8 @@ def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array,
         student_cos, teacher_at[:, :ns], batch.target_valid, teacher_at[:, ns:] if cross_view else None,
         batch.cross_valid, batch.student.valid, batch.student.stages[0].segment, batch.view_valid,
         teacher_temp=schedules.teacher_temperature(spec)(step), student_temp=float(spec.student_temp),
-        alpha=float(spec.zipf_alpha), num_iters=int(spec.sinkhorn_iters), normalization=spec.normalization)
+        alpha=float(spec.zipf_alpha), num_iters=int(spec.sinkhorn_iters), normalization=spec.normalization,
+        min_teacher_temp=min(float(spec.teacher_temp_start), float(spec.teacher_temp_end)))
   metrics = {"loss": loss, "loss_same": aux["loss_same"], "loss_cross": aux["loss_cross"], "views": aux["views"]}
   # The prototype diagnostics treat each pack as one set (usage statistics are per point; coverage and softmap
   # entropy are per pack).

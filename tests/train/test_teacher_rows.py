@@ -1,5 +1,6 @@
-"""The train step evaluates the teacher only at the slots its loss reads (`teacher_apply(rows=...)`): same loss,
-same gradients and same metrics as the full teacher gathered by the objective (`packed_dos_loss`)."""
+"""The train step evaluates the teacher only at the slots its loss reads (`teacher_apply(rows=...)`) and runs
+Zipf-Sinkhorn's iterations as matrix products (`min_teacher_temp`, dos_jax.sinkhorn_matmul): same loss, same
+gradients and same metrics as the full teacher gathered by the objective (`packed_dos_loss`) in the log domain."""
 
 import jax
 import jax.numpy as jnp
@@ -58,9 +59,10 @@ def test_step_loss_and_grads_equal_the_full_teacher_path():
                                                                 spec), has_aux=True))
   (loss_new, metrics), grads_new = new(host_state.params)
   (loss_old, (aux, diag)), grads_old = old(host_state.params)
-  # The targets differ from the full path's only by the teacher's cosine rounding (test above), amplified by
-  # 1/τ_T <= 25 in the logits and carried through Sinkhorn and the KL (both smooth, O(1) Lipschitz in the logits):
-  # float32 eps x a few hundred.
+  # The targets differ from the full path's by the teacher's cosine rounding (test above), amplified by
+  # 1/τ_T <= 25 in the logits, and by the potentials' rounding in the other Sinkhorn form (tests/
+  # test_sinkhorn_matmul.py: (L + 3 X) eps per step, L = 128 rows here); both are carried through the KL, which is
+  # smooth and O(1) Lipschitz in the log-targets: float32 eps x a few hundred.
   tol = 512 * np.finfo(np.float32).eps
   np.testing.assert_allclose(loss_new, loss_old, rtol=tol)
   np.testing.assert_allclose(metrics["loss_same"], aux["loss_same"], rtol=tol)
