@@ -84,11 +84,12 @@ def segment_softmap(scores: jax.Array, valid: jax.Array, segment: jax.Array, num
   return jnp.where(keep, jnp.exp(jnp.where(keep, scores, 0.0) - _rows(lse, ids)), 0.0)
 
 
-def _sinkhorn_potentials(scores, ids, num_segments, log_col_mass, num_iters, axis_name):
-  """Log-domain Sinkhorn per segment (the DESIGN.md schedule: rows -> 1/N_valid, columns -> exp(log_col_mass),
-  `num_iters` times, then every column to total 1). The initial "total mass 1" normalization is a constant the
-  first row step removes, and the last iteration's column step is overridden by the final one, so both are
-  skipped: identical result, two fewer passes.
+def _sinkhorn_potentials(scores, ids, num_segments, log_col_mass, num_iters, axis_name, matmul=False):
+  """Sinkhorn per segment on log potentials (the DESIGN.md schedule: rows -> 1/N_valid, columns ->
+  exp(log_col_mass), `num_iters` times, then every column to total 1). The initial "total mass 1" normalization
+  is a constant the first row step removes, and the last iteration's column step is overridden by the final one,
+  so both are skipped: identical result, two fewer passes. Each step is a log-sum-exp, over [N, K] in the log
+  domain, or with `matmul` a matrix product (`sinkhorn_matmul.steps`, for logits of bounded range).
 
   Returns u: f[N] (0 on dropped rows), v: f[M, K]; log T = scores + u[:, None] + v[segment].
   """
@@ -103,6 +104,9 @@ def _sinkhorn_potentials(scores, ids, num_segments, log_col_mass, num_iters, axi
 
   def col_step(u, log_mass):
     return log_mass - _segment_lse(scores + u[:, None], ids, num_segments, axis_name)
+
+  if matmul:
+    row_step, col_step = sinkhorn_matmul.steps(scores, ids, num_segments, log_n, axis_name)
 
   log_col_mass = jnp.broadcast_to(log_col_mass.astype(dtype), (num_segments, k))
   if num_iters == 0:
@@ -127,10 +131,8 @@ def segment_zipf_sinkhorn(scores: jax.Array, valid: jax.Array, segment: jax.Arra
   num_iters = _check_iters(num_iters)
   ids = _ids(valid, segment, num_segments)
   log_w = _log_zipf_prior(scores.shape[-1], alpha)
-  if num_iters > 0 and logit_bound is not None and sinkhorn_matmul.usable(logit_bound, *scores.shape):
-    u, v = sinkhorn_matmul.potentials(scores, ids, num_segments, log_w, num_iters, axis_name)
-  else:
-    u, v = _sinkhorn_potentials(scores, ids, num_segments, log_w, num_iters, axis_name)
+  matmul = logit_bound is not None and sinkhorn_matmul.usable(logit_bound, *scores.shape)
+  u, v = _sinkhorn_potentials(scores, ids, num_segments, log_w, num_iters, axis_name, matmul=matmul)
   keep = _keep(ids, num_segments)
   return jnp.where(keep, jnp.exp(jnp.where(keep, scores, 0.0) + u[:, None] + _rows(v, ids)), 0.0)
 
@@ -188,9 +190,8 @@ def segment_clustering_loss(target: jax.Array, student_scores: jax.Array, valid:
   return _seg_sum(ce, ids, num_segments, axis_name) / jnp.maximum(n, 1.0)
 
 
-def gather_rows(x: jax.Array, index: jax.Array) -> jax.Array:
-  """x: f[N, K], index: i32[M'] with sentinel N -> f[M', K] (sentinel rows gather zeros): the teacher's rows at
-  the student's target slots."""
+def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
+  """x: f[N, K], index: i32[M'] with sentinel N -> f[M', K] (sentinel rows gather zeros)."""
   # Fill mode, not an appended zero row: the append would copy all of x (see blocks.take_rows).
   return x.at[index].get(mode="fill", fill_value=0, wrap_negative_indices=False)
 
@@ -230,7 +231,7 @@ def packed_dos_loss(student_cos: jax.Array, teacher_cos: jax.Array, target_index
     'loss_per_view' f32[G, M] (same-view term, 0 at empty views), and for `prototype_diagnostics`
     'teacher_logits' / 'targets' f32[G, Ns, K] (same view) and 'valid' bool[G, Ns].
   """
-  at = lambda index: jax.vmap(gather_rows)(teacher_cos, index)  # noqa: E731
+  at = lambda index: jax.vmap(_gather)(teacher_cos, index)  # noqa: E731
   return packed_dos_loss_at_rows(
       student_cos, at(target_index), target_valid, at(cross_index) if cross_view else None, cross_valid,
       student_valid, segment, view_valid, teacher_temp=teacher_temp, student_temp=student_temp, alpha=alpha,

@@ -1,4 +1,4 @@
-"""Zipf-Sinkhorn's potentials by matrix products: `objective`'s log-domain schedule for logits of bounded range.
+"""Zipf-Sinkhorn's steps by matrix products: `objective`'s log-domain schedule for logits of bounded range.
 
 Per iteration the log-domain form (`objective.segment_zipf_sinkhorn`) takes a log-sum-exp over prototypes per row
 and one over rows per segment: passes of exp over [N, K], each reading the scores and the rows' segment potentials
@@ -35,26 +35,23 @@ def usable(bound: float, num_points: int, num_prototypes: int) -> bool:
   return 2.0 * float(bound) + math.log(max(num_points, num_prototypes, 1)) <= math.log(f.eps / f.tiny)
 
 
-def potentials(scores: jax.Array, ids: jax.Array, num_segments: int, log_col_mass: jax.Array, num_iters: int,
-               axis_name=None):
-  """The schedule of `objective._sinkhorn_potentials` (same arguments and result) by matrix products.
+def steps(scores: jax.Array, ids: jax.Array, num_segments: int, log_n: jax.Array, axis_name=None):
+  """The row and column steps of `objective._sinkhorn_potentials`'s schedule, as matrix products.
 
   Args:
     scores: f32[N, K] logits (anything at dropped rows). ids: i32[N] from `segments.row_ids`.
-    num_segments: M. log_col_mass: f32[K] log column masses of the iterations. num_iters: static int >= 1.
-    axis_name: mesh axis sharding the rows (inside shard_map), or None.
+    num_segments: M. log_n: f32[N] log of each row's segment size. axis_name: mesh axis sharding the rows
+      (inside shard_map), or None.
 
   Returns:
-    u: f32[N] (0 on dropped rows), v: f32[M, K]; log T = scores + u[:, None] + v[segment].
+    (row_step, col_step): row_step(v f32[M, K]) -> u f32[N] (0 on dropped rows); col_step(u, log_mass) ->
+    v f32[M, K]; both the log domain's steps on log T = scores + u[:, None] + v[segment].
   """
-  dtype = scores.dtype
   keep = ids < num_segments
-  k = scores.shape[-1]
   safe = jnp.where(keep[:, None], scores, 0.0)
   a = jnp.max(safe, axis=-1)
   e = jnp.where(keep[:, None], jnp.exp(safe - a[:, None]), 0.0)                       # [N, K] in [0, 1]
   member = ids[:, None] == jnp.arange(num_segments, dtype=ids.dtype)[None, :]         # [N, M]; dropped rows: none
-  log_n = segments.rows(jnp.log(jnp.maximum(segments.counts(ids, num_segments, dtype, axis_name), 1.0)), ids)
   highest = lax.Precision.HIGHEST
 
   def row_step(v):
@@ -74,7 +71,4 @@ def potentials(scores: jax.Array, ids: jax.Array, num_segments: int, log_col_mas
       total = lax.psum(total, axis_name)
     return log_mass - c[:, None] - jnp.log(jnp.where(total > 0, total, 1.0))
 
-  log_col_mass = jnp.broadcast_to(log_col_mass.astype(dtype), (num_segments, k))
-  u = row_step(jnp.zeros((num_segments, k), dtype))
-  u = lax.fori_loop(0, num_iters - 1, lambda _, u: row_step(col_step(u, log_col_mass)), u)
-  return u, col_step(u, jnp.zeros((), dtype))
+  return row_step, col_step

@@ -70,15 +70,21 @@ def _cosines(params, points, *, train: bool, rng: Optional[jax.Array], mask_toke
     mask_token = mask_token.reshape((-1,) + tuple(mask_token.shape[len(lead):]))
   if rows is not None:
     rows = rows.reshape((-1,) + tuple(rows.shape[len(lead):]))
+  # More rows than slots (a student holding the whole view, the token variants): the head is cheaper on the slots,
+  # and its rows are gathered after.
+  gather_after = rows is not None and rows.shape[-1] > flat.valid.shape[-1]
+  at = None if gather_after else rows
   feat = encoder.apply(params["encoder"], flat, train=train, rng=rng, mask_token=mask_token,
-                       order_rng=order_rng, spec=spec, rows=rows)
-  valid = flat.valid if rows is None else blocks.take_rows(flat.valid, rows, False)
+                       order_rng=order_rng, spec=spec, rows=at)
+  valid = flat.valid if at is None else blocks.take_rows(flat.valid, at, False)
   valid = valid[..., None]
   # Padded slots carry exactly-zero features; an L2 normalisation of a zero row has a NaN gradient that survives
   # the masking below (0 * inf), so the head sees a harmless constant there instead.
   feat = jnp.where(valid, feat, jnp.ones((), feat.dtype))
   cos = _head(spec).apply({"params": params["head"]}, feat)
   cos = jnp.where(valid, cos, 0.0)
+  if gather_after:
+    cos = blocks.take_rows(cos, rows)
   return cos.reshape(lead + tuple(cos.shape[1:]))
 
 
@@ -106,8 +112,8 @@ def teacher_apply(params, batch: Any, *, spec: ModelSpec, rng: Optional[jax.Arra
   teacher's forward draws its own order permutations, independent of the student's. None = deterministic orders.
   `rows`: optional i32[G, R] teacher slots (sentinel Nt): returns f32[G, R, K], the cosines at those slots (0 at
   the sentinel and padded slots), equal to gathering them from the full output. The encoder runs on the whole
-  view; its up-cast's last level, projection and the head run on the R rows only (the train step passes the
-  student's target slots, the only teacher points the loss reads).
+  view; its up-cast's last level, projection and the head run on the R rows only when R <= Nt, else on the slots
+  before the gather (the train step passes the student's target slots, the only teacher points the loss reads).
   """
   return _cosines(params, batch.teacher, train=False, rng=None, mask_token=None, spec=spec,
                   order_rng=_order_rng(rng, spec), rows=rows)

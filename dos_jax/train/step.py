@@ -53,19 +53,13 @@ def compute_loss(params, teacher_params, batch, rng: jax.Array, step: jax.Array,
   teacher_rng = jax.random.fold_in(order_rng, 0x7EA)
   # The loss reads the teacher only at the student's target slots (same view, and the other view's for the
   # cross-view term), so its up-cast projection and head run at those rows alone: [G, 2 Ns] instead of [G, Nt]
-  # (a 70%-masked student has Ns ~ 0.3 Nt), with the values of the full teacher's rows. Where the rows are more
-  # than the teacher's slots (a student holding the whole view, the token variants), the teacher runs on its
-  # slots and the rows are gathered from its output.
+  # (a 70%-masked student has Ns ~ 0.3 Nt), with the values of the full teacher's rows.
   cross_view = bool(spec.cross_view)
   rows = batch.target_index
   if cross_view:
     rows = jnp.concatenate([batch.target_index, batch.cross_index], axis=1)
-  if rows.shape[1] <= batch.teacher.valid.shape[1]:
-    teacher_at = network.teacher_apply(teacher_params, batch, spec=spec.model, rng=teacher_rng, rows=rows)
-  else:
-    teacher_at = jax.vmap(objective.gather_rows)(
-        network.teacher_apply(teacher_params, batch, spec=spec.model, rng=teacher_rng), rows)
-  teacher_at = jax.lax.stop_gradient(teacher_at)
+  teacher_at = jax.lax.stop_gradient(network.teacher_apply(teacher_params, batch, spec=spec.model,
+                                                           rng=teacher_rng, rows=rows))
   ns = batch.target_index.shape[1]
   student_cos = network.student_apply(params, batch, rng=rng, train=True, spec=spec.model, order_rng=order_rng)
   # Named scopes (objective, diagnostics, optimizer, ema) only label the compiled program's ops, e.g. for the

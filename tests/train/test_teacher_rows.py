@@ -46,6 +46,12 @@ def test_teacher_at_rows_equals_the_full_teacher_gathered():
   np.testing.assert_allclose(at, expected, rtol=0, atol=8 * longest * np.finfo(np.float32).eps)
   assert np.all(at[rows == nt] == 0)
   assert np.abs(at[rows < nt]).mean() > 0.05
+  # More rows than slots (the token variants' student holds the whole view): the head runs on the slots and the
+  # rows are gathered after, the same values.
+  twice = np.concatenate([rows, rows], axis=1)
+  assert twice.shape[1] > nt
+  at2 = np.asarray(network.teacher_apply(teacher, batch, spec=spec.model, rows=twice))
+  np.testing.assert_array_equal(at2, np.concatenate([expected, expected], axis=1))
 
 
 def test_step_loss_and_grads_equal_the_full_teacher_path():
