@@ -123,9 +123,10 @@ def test_packed_features_and_gradients_equal_unpacked():
     pts = _batched(packed)
     return sum(w * jnp.sum(jnp.sin(per_view(p, pts, m, starts[m]))) for m, w in enumerate(weights))
 
-  out = _apply(params, _batched(packed), train=False, spec=CFG)[0]
+  forward = jax.jit(lambda p, points: _apply(p, points, train=False, spec=CFG)[0])
+  out = forward(params, _batched(packed))
   for m, s in enumerate(sets):
-    want = _apply(params, _batched(s), train=False, spec=CFG)[0][:counts[m, 0]]
+    want = forward(params, _batched(s))[:counts[m, 0]]
     np.testing.assert_allclose(out[starts[m]:starts[m] + counts[m, 0]], want, atol=1e-5)
   assert np.all(np.asarray(out)[~packed.valid] == 0)
   g_u = jax.jit(jax.grad(loss_unpacked))(params)

@@ -56,7 +56,7 @@ def test_same_views_in_other_packs_give_the_same_loss_and_grads():
   def loss(p, batch):
     return step_lib.compute_loss(p, teacher, batch, jax.random.key(1), np.int32(3), spec)
 
-  (l_1, m_1), g_1 = jax.value_and_grad(loss, has_aux=True)(net, one)
+  (l_1, m_1), g_1 = jax.jit(jax.value_and_grad(loss, has_aux=True))(net, one)
   mesh = sharding.make_mesh(min(2, jax.device_count()))
   rep = sharding.replicated(mesh)
   grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True), in_shardings=(rep, sharding.batch_sharding(mesh)))
