@@ -10,6 +10,9 @@ Compiled for the topology (libtpu, no TPU needed), on one device's pack of the c
   [N, 27 C] x [27 C, C] matmul) against the same matmul on a dense [N, 27 C] input: the teacher's forward and the
   student's forward + backward, each per block and per step (x the stage's depth). The difference is what the
   gather (and its transpose) is charged.
+- `forms`: other ways to write stage 0's teacher gather + conv in XLA, each the same function of x, for what the
+  compiler charges them (bytes) and estimates (cycles): the source padded to 128 lanes, gathered along lanes of
+  x^T, whole 8-row tiles, C-long slices of the flattened array, and the push (scatter-add) form.
 The sum over stages is the share of the train step's `bytes accessed` (benchmarks/RESULTS.md) that is the CPE's
 gathers. These are the compiler's cost-model numbers, not measurements.
 """
@@ -69,6 +72,49 @@ def row_costs(n: int, sharding) -> list:
   return out
 
 
+def _flat_slices(flat, starts, size):
+  """flat[starts[i] : starts[i] + size] for each i: a gather of C-long slices from a 1-D array."""
+  dims = jax.lax.GatherDimensionNumbers(offset_dims=(1,), collapsed_slice_dims=(), start_index_map=(0,))
+  return jax.lax.gather(flat, starts[:, None], dims, slice_sizes=(size,), mode="promise_in_bounds")
+
+
+def form_costs(n: int, c: int, dtype, sharding) -> dict:
+  """Stage 0's teacher gather + conv, x[n, C], neighbours i32[n, 27] -> [n, C], written several ways (forward)."""
+  k = blocks.NUM_NEIGHBORS
+
+  def padded(x):
+    return jnp.pad(x, ((0, 1), (0, 0)))
+
+  def rows(x, nb, w):      # the model's form
+    return padded(x)[nb.reshape(-1)].reshape(n, k * c) @ w
+
+  def rows_128(x, nb, w):  # source rows padded to one 128-lane tile row
+    return jnp.pad(x, ((0, 1), (0, 128 - c)))[nb.reshape(-1)][:, :c].reshape(n, k * c) @ w
+
+  def lanes(x, nb, w):     # x^T [C, n], gathered along its lanes
+    g = jnp.take(padded(x).T, nb.T.reshape(-1), axis=1).reshape(c * k, n)
+    return (w.reshape(k, c, c).transpose(1, 0, 2).reshape(c * k, c).T @ g).T
+
+  def flat(x, nb, w):      # C-long slices of the flattened array
+    return _flat_slices(padded(x).reshape(-1), nb.reshape(-1) * c, c).reshape(n, k * c) @ w
+
+  def push(x, nb, w):      # y[j, k] = x[j] W_k, scattered to the point whose k-neighbour j is (mirror offset)
+    y = jnp.einsum("nc,kcd->nkd", x, w.reshape(k, c, c))
+    out = jnp.zeros((n + 1, c), x.dtype).at[nb[:, ::-1].reshape(-1)].add(y.reshape(n * k, c), mode="drop")
+    return out[:n]
+
+  shapes = (((n, c), dtype), ((n, k), jnp.int32), ((k * c, c), dtype))
+  out = {name: _costs(fn, *shapes, sharding=sharding)
+         for name, fn in (("rows", rows), ("rows_padded_to_128_lanes", rows_128), ("lanes_of_transpose", lanes),
+                          ("flat_slices", flat), ("push_scatter_add", push))}
+  # Whole (8, C) tiles: the charge per gathered unit when the unit is a tile (not the same function: 27 n / 8 tiles).
+  out["whole_8_row_tiles_gather_only"] = _costs(lambda x, i: x.reshape(n // 8, 8, c)[i], ((n // 8 * 8, c), dtype),
+                                                ((k * n // 8,), jnp.int32), sharding=sharding)
+  out["rows_gather_only"] = _costs(lambda x, i: x[i], ((n, c), dtype), ((k * n,), jnp.int32), sharding=sharding)
+  out["dense_conv"] = _costs(lambda d, w: d @ w, ((n, k * c), dtype), ((k * c, c), dtype), sharding=sharding)
+  return out
+
+
 def stage_costs(config, sharding) -> dict:
   devices = aot.topology_devices(_TOPOLOGY.value)
   n_dev = schema.data_parallel_devices(config, len(devices))
@@ -107,8 +153,11 @@ def main(argv):
   stages = stage_costs(config, sharding)
   n0 = stages[0]["teacher"]["slots"]
   total = sum(r[b]["gather_charged_per_step"] for r in stages.values() for b in ("teacher", "student"))
+  dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
+  forms = form_costs(n0, stages[0]["channels"], dtype, sharding)
   result = {"config": config_flags.get_config_filename(flags.FLAGS["config"]), "topology": _TOPOLOGY.value,
             "dtype": str(config.model.dtype), "rows": row_costs(n0, sharding), "stages": stages,
+            "forms": forms,
             "cpe_gathers_charged_per_step": total,
             "note": "compiler cost model (bytes accessed), not measurements; teacher: forward, student: forward "
                     "+ backward (the gather's transpose is a scatter-add)"}
@@ -120,6 +169,8 @@ def main(argv):
     print(f"stage {s}: CPE gather charged {r['teacher']['gather_charged_per_step'] / 1e9:.1f} GB (teacher) + "
           f"{r['student']['gather_charged_per_step'] / 1e9:.1f} GB (student) per step, {r['blocks']} blocks")
   print(f"CPE gathers charged per step: {total / 1e9:.1f} GB")
+  for name, c in forms.items():
+    print(f"stage-0 teacher form {name}: {c['bytes_accessed'] / 1e9:.2f} GB, {c['estimated_cycles'] / 1e6:.2f} M cycles")
 
 
 if __name__ == "__main__":
