@@ -80,13 +80,3 @@ def shared_data() -> str:
 
 # Marks a test that reads ../shared/data: `@conftest.needs_data`.
 needs_data = pytest.mark.usefixtures("shared_data")
-
-
-def pytest_collection_modifyitems(config, items):
-  """Files holding `system` tests (the long ones) are collected first. Under `pytest -n 2 --dist loadfile` (the
-  test command) each file goes whole to the next free worker in collection order, so the long files start early
-  and the many short files even out the two workers at the end; otherwise a long file collected last ran alone
-  while the other worker idled (~2.5 min of CI's wall time). Order within a file is kept (a stable sort)."""
-  del config
-  system_files = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("system")}
-  items.sort(key=lambda item: item.nodeid.split("::")[0] not in system_files)
