@@ -10,9 +10,10 @@ Compiled for the topology (libtpu, no TPU needed), on one device's pack of the c
   [N, 27 C] x [27 C, C] matmul) against the same matmul on a dense [N, 27 C] input: the teacher's forward and the
   student's forward + backward, each per block and per step (x the stage's depth). The difference is what the
   gather (and its transpose) is charged.
-- `forms`: other ways to write stage 0's teacher gather + conv in XLA, each the same function of x, for what the
-  compiler charges them (bytes) and estimates (cycles): the source padded to 128 lanes, gathered along lanes of
-  x^T, whole 8-row tiles, C-long slices of the flattened array, and the push (scatter-add) form.
+- `forms`: stage 0's teacher gather + conv as the model runs it (`stages`' entry) and other ways to write it in
+  XLA, each the same function of x, for what the compiler charges them (bytes) and estimates (cycles): without
+  the batch axis, the source padded to 128 lanes, gathered along lanes of x^T, whole 8-row tiles, C-long slices
+  of the flattened array, and the push (scatter-add) form.
 The sum over stages is the share of the train step's `bytes accessed` (benchmarks/RESULTS.md) that is the CPE's
 gathers. These are the compiler's cost-model numbers, not measurements.
 """
@@ -78,17 +79,20 @@ def _flat_slices(flat, starts, size):
   return jax.lax.gather(flat, starts[:, None], dims, slice_sizes=(size,), mode="promise_in_bounds")
 
 
-def form_costs(n: int, c: int, dtype, sharding) -> dict:
-  """Stage 0's teacher gather + conv, x[n, C], neighbours i32[n, 27] -> [n, C], written several ways (forward)."""
+def form_costs(n: int, c: int, dtype, sharding, model: dict, dense: dict) -> dict:
+  """Stage 0's teacher gather + conv, x[n, C], neighbours i32[n, 27] -> [n, C], written several ways (forward).
+
+  `model` and `dense` are `stage_costs`' stage-0 teacher entries (the model's batched form, the dense conv),
+  reported beside the other forms, not compiled again."""
   k = blocks.NUM_NEIGHBORS
 
   def padded(x):
     return jnp.pad(x, ((0, 1), (0, 0)))
 
-  def rows(x, nb, w):      # the model's form
+  def rows(x, nb, w):      # the model's form without its batch axis
     return padded(x)[nb.reshape(-1)].reshape(n, k * c) @ w
 
-  def rows_128(x, nb, w):  # source rows padded to one 128-lane tile row
+  def rows_128(x, nb, w):  # rows_unbatched with the source rows padded to one 128-lane tile row
     return jnp.pad(x, ((0, 1), (0, 128 - c)))[nb.reshape(-1)][:, :c].reshape(n, k * c) @ w
 
   def lanes(x, nb, w):     # x^T [C, n], gathered along its lanes
@@ -104,14 +108,15 @@ def form_costs(n: int, c: int, dtype, sharding) -> dict:
     return out[:n]
 
   shapes = (((n, c), dtype), ((n, k), jnp.int32), ((k * c, c), dtype))
-  out = {name: _costs(fn, *shapes, sharding=sharding)
-         for name, fn in (("rows", rows), ("rows_padded_to_128_lanes", rows_128), ("lanes_of_transpose", lanes),
-                          ("flat_slices", flat), ("push_scatter_add", push))}
+  out = {"model": model}
+  out.update({name: _costs(fn, *shapes, sharding=sharding)
+              for name, fn in (("rows_unbatched", rows), ("rows_padded_to_128_lanes", rows_128),
+                               ("lanes_of_transpose", lanes), ("flat_slices", flat), ("push_scatter_add", push))})
   # Whole (8, C) tiles: the charge per gathered unit when the unit is a tile (not the same function: 27 n / 8 tiles).
   out["whole_8_row_tiles_gather_only"] = _costs(lambda x, i: x.reshape(n // 8, 8, c)[i], ((n // 8 * 8, c), dtype),
                                                 ((k * n // 8,), jnp.int32), sharding=sharding)
   out["rows_gather_only"] = _costs(lambda x, i: x[i], ((n, c), dtype), ((k * n,), jnp.int32), sharding=sharding)
-  out["dense_conv"] = _costs(lambda d, w: d @ w, ((n, k * c), dtype), ((k * c, c), dtype), sharding=sharding)
+  out["dense_conv"] = dense
   return out
 
 
@@ -154,7 +159,8 @@ def main(argv):
   n0 = stages[0]["teacher"]["slots"]
   total = sum(r[b]["gather_charged_per_step"] for r in stages.values() for b in ("teacher", "student"))
   dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
-  forms = form_costs(n0, stages[0]["channels"], dtype, sharding)
+  forms = form_costs(n0, stages[0]["channels"], dtype, sharding, stages[0]["teacher"]["gather_conv"],
+                     stages[0]["teacher"]["dense_conv"])
   result = {"config": config_flags.get_config_filename(flags.FLAGS["config"]), "topology": _TOPOLOGY.value,
             "dtype": str(config.model.dtype), "rows": row_costs(n0, sharding), "stages": stages,
             "forms": forms,
