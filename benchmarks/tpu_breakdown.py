@@ -10,6 +10,7 @@ JAX records (Flax module paths and the step's named scopes). Per part:
 - cycles: the TPU compiler's own per-kernel estimate (`estimated_cycles`; fusions only: gathers, Pallas kernels
   and memory-space copies carry none). Where the compiler's cost model puts the step's time.
 - hbm_bytes: each kernel's operands and output that live in HBM, once (arrays placed in VMEM excluded).
+  The totals also give them at their tiled sizes (`parsed_hbm_tiled_bytes`: a 48-channel row moves 128 lanes).
 - bytes: the same in any memory space; flops: of its dots and arithmetic.
 Writes one small JSON: the `launch.compile` report (when compiling), each part's totals and shares, the parsed
 totals beside the compiler's own, and the 25 kernels with the most estimated cycles. The shares are what the
@@ -66,6 +67,7 @@ def breakdown(hlo_text: str) -> dict:
   top = sorted(range(len(rows)), key=lambda i: -rows[i]["cycles"])[:25]
   parsed = hlo_costs.parsed_totals(rows)
   return {"parsed_bytes": totals["bytes"], "parsed_hbm_bytes": parsed["hbm_bytes"],
+          "parsed_hbm_tiled_bytes": parsed["hbm_tiled_bytes"],
           "parsed_flops": totals["flops"], "estimated_cycles": parsed["estimated_cycles"],
           "kernels": parsed["kernels"], "kernels_with_cycles": parsed["kernels_with_cycles"],
           "parts": dict(sorted(by_part.items(), key=lambda kv: -kv[1]["cycles"])),

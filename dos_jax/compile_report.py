@@ -126,6 +126,7 @@ def build(compiled, chip: Chip, devices: int, devices_per_chip: int = 1, scenes_
   hbm = int(chip.hbm_gib * GIB)
   line = roofline(flops, bytes_accessed, chip)
   parsed_hbm = totals["hbm_bytes"] * dpc
+  parsed_tiled = totals["hbm_tiled_bytes"] * dpc
   report = dict(extra)
   report.update({
       "chip": dataclasses.asdict(chip), "devices": int(devices), "chips": chips, "devices_per_chip": dpc,
@@ -136,8 +137,10 @@ def build(compiled, chip: Chip, devices: int, devices_per_chip: int = 1, scenes_
       "roofline": line, "ops": hlo_costs.op_summary(text),
       # From the compiled HLO (`instruction_costs`): HBM traffic with each kernel touching its HBM arrays once
       # (VMEM-resident arrays excluded; the compiler's bytes accessed counts those too), the roofline on it (a
-      # lower bound), and the sum of the compiler's per-kernel cycle estimates (fusions only).
+      # lower bound), the same at the arrays' tiled sizes (what HBM moves: a 48-channel row fills 128 lanes), and
+      # the sum of the compiler's per-kernel cycle estimates (fusions only).
       "parsed": {"hbm_bytes_per_chip": parsed_hbm, "roofline_hbm": roofline(flops, parsed_hbm, chip),
+                 "hbm_tiled_bytes_per_chip": parsed_tiled, "roofline_hbm_tiled": roofline(flops, parsed_tiled, chip),
                  "estimated_cycles": totals["estimated_cycles"], "kernels_with_cycles": totals["kernels_with_cycles"],
                  "kernels": totals["kernels"]}})
   if scenes_per_step is not None:
@@ -181,8 +184,11 @@ def one_line(r: Mapping[str, Any]) -> str:
       "and step",
       f"roofline {line['step_s']:.4g} s/step ({line['bound']}-bound), MFU <= {100 * line['mfu']:.1f}%"]
   if r.get("parsed"):
+    tiled = r["parsed"].get("hbm_tiled_bytes_per_chip")
+    tiles = (f", {tiled / 1e9:.4g} GB in whole tiles: roofline {r['parsed']['roofline_hbm_tiled']['step_s']:.4g} s"
+             if tiled is not None else "")
     parts.append(f"HBM traffic parsed from the program {r['parsed']['hbm_bytes_per_chip'] / 1e9:.4g} GB "
-                 f"(roofline {r['parsed']['roofline_hbm']['step_s']:.4g} s), compiler-estimated "
+                 f"(roofline {r['parsed']['roofline_hbm']['step_s']:.4g} s{tiles}), compiler-estimated "
                  f"{r['parsed']['estimated_cycles'] / 1e6:.4g} M cycles")
   if r.get("optimal_seconds"):
     parts.append(f"compiler optimal {r['optimal_seconds']:.4g} s")

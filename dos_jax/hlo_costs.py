@@ -112,9 +112,40 @@ def _hbm_bytes(type_text: str) -> int:
              if not _ON_CHIP.search(layout))
 
 
+_TILE = re.compile(r"T\(([\d,]+)\)")
+
+
+def tiled_bytes(dtype: str, dims: str, layout: str) -> int:
+  """Bytes an array occupies in its tiled layout, e.g. bf16[N, 48]{1,0:T(8,128)(2,1)}: the most minor dims (in
+  the layout's minor-to-major order) padded to the first tile's shape (48 lanes -> 128). Logical bytes where the
+  layout names no tile."""
+  n, nbytes = _array_elements_and_bytes(dtype, dims)
+  tile = _TILE.search(layout or "")
+  minor_to_major = (layout or "{").lstrip("{").split(":")[0]
+  shape = [int(d) for d in dims.split(",") if d]
+  if not n or not tile or not shape or not minor_to_major:
+    return nbytes
+  order = [int(d) for d in minor_to_major.split(",") if d]
+  padded = list(shape)
+  for axis, size in zip(order, reversed([int(t) for t in tile.group(1).split(",")])):
+    padded[axis] = -(-padded[axis] // size) * size
+  elements = 1
+  for d in padded:
+    elements *= d
+  return elements * nbytes // n
+
+
+def _hbm_tiled_bytes(type_text: str) -> int:
+  """`_hbm_bytes` at each array's tiled size: what the HBM holds and moves, tile padding included."""
+  return sum(tiled_bytes(dtype, dims, layout) for dtype, dims, layout in _ARRAY_IN_SPACE.findall(type_text)
+             if not _ON_CHIP.search(layout))
+
+
 def parsed_totals(rows) -> Dict[str, int]:
   """Totals of `instruction_costs` rows: HBM bytes, estimated cycles, kernels with a cycle estimate, kernels."""
-  return {"hbm_bytes": sum(r["hbm_bytes"] for r in rows), "estimated_cycles": sum(r["cycles"] for r in rows),
+  return {"hbm_bytes": sum(r["hbm_bytes"] for r in rows),
+          "hbm_tiled_bytes": sum(r["hbm_tiled_bytes"] for r in rows),
+          "estimated_cycles": sum(r["cycles"] for r in rows),
           "kernels_with_cycles": sum(1 for r in rows if r["cycles"]), "kernels": len(rows)}
 
 
@@ -152,7 +183,8 @@ def instruction_costs(hlo_text: str):
   layouts, and moves them with async copies/slices: a `*-start` counts the array it transfers once, for both, and
   its `*-done` nothing). XLA's own `bytes accessed` counts every operand read in any memory space, re-reads
   included, so it exceeds both sums; hbm_bytes is the traffic the HBM sees if each kernel touches each of its
-  HBM arrays once (a lower bound: tiled kernels may re-read). cycles = the TPU compiler's cost-model estimate
+  HBM arrays once (a lower bound: tiled kernels may re-read); hbm_tiled_bytes = hbm_bytes at each array's tiled
+  size (`tiled_bytes`: a [N, 48] array in (8, 128) tiles holds and moves 128 lanes per row). cycles = the TPU compiler's cost-model estimate
   for the kernel (`estimated_cycles` in its backend config; 0 where it gives none: gathers, custom calls such as
   Pallas kernels, reshapes and copies between memory spaces). flops = 2 x output x
   contraction for dots (inside fusions too) plus one per output element of other arithmetic. runs = how many
@@ -257,17 +289,19 @@ def instruction_costs(hlo_text: str):
         continue
       opcode = ins["opcode"]
       if opcode in _TRANSFER_DONE:  # the transfer was counted at its start
-        nbytes = hbm = 0
+        nbytes = hbm = hbm_tiled = 0
       elif opcode in _TRANSFER_START:
         # (source, destination, context): the destination is what moves (a slice reads only its part).
-        moved = _ARRAY.findall(ins["type"])
+        moved = _ARRAY_IN_SPACE.findall(ins["type"])
         dest = moved[1] if len(moved) > 1 else (moved[0] if moved else None)
-        hbm = _array_elements_and_bytes(*dest)[1] if dest else 0
+        hbm = _array_elements_and_bytes(*dest[:2])[1] if dest else 0
+        hbm_tiled = tiled_bytes(*dest) if dest else 0
         nbytes = 2 * hbm
       else:
         nbytes = _elements_and_bytes(ins["type"])[1] + sum(_elements_and_bytes(shapes.get(o, ""))[1]
                                                             for o in ins["operands"])
         hbm = _hbm_bytes(ins["type"]) + sum(_hbm_bytes(shapes.get(o, "")) for o in ins["operands"])
+        hbm_tiled = _hbm_tiled_bytes(ins["type"]) + sum(_hbm_tiled_bytes(shapes.get(o, "")) for o in ins["operands"])
       flops = own_flops(ins) + (sum(computation_flops(c) for c in ins["called"]) if ins["opcode"] == "fusion" else 0)
       op_name = ins["op_name"]
       if not op_name and ins["opcode"] == "fusion":  # the fused computation's root names it
@@ -275,6 +309,7 @@ def instruction_costs(hlo_text: str):
         op_name = next((i["op_name"] for i in reversed(body) if i["op_name"]), "")
       times = runs[comp]
       out.append({"name": ins["name"], "opcode": ins["opcode"], "op_name": op_name, "computation": comp,
-                  "runs": times, "bytes": times * nbytes, "hbm_bytes": times * hbm, "flops": times * flops,
+                  "runs": times, "bytes": times * nbytes, "hbm_bytes": times * hbm,
+                  "hbm_tiled_bytes": times * hbm_tiled, "flops": times * flops,
                   "cycles": times * _estimated_cycles(ins["attrs"])})
   return out

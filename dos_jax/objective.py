@@ -67,21 +67,16 @@ def _check_iters(num_iters) -> int:
   return num_iters
 
 
-# Segment reductions (dos_jax.segments) under the short names this module uses.
-_ids, _keep, _seg_sum, _seg_max = segments.row_ids, segments.keep, segments.seg_sum, segments.seg_max
-_rows, _segment_lse, _counts = segments.rows, segments.segment_lse, segments.counts
-
-
 # ------------------------------------------------------------------------------------ per-segment functions
 def segment_softmap(scores: jax.Array, valid: jax.Array, segment: jax.Array, num_segments: int,
                     *, axis_name: Optional[str] = None) -> jax.Array:
   """Softmax over each segment's valid rows, per prototype: f32[N, K], 0 at rows of no segment."""
-  ids = _ids(valid, segment, num_segments)
-  keep = _keep(ids, num_segments)
-  lse = _segment_lse(scores, ids, num_segments, axis_name)
+  ids = segments.row_ids(valid, segment, num_segments)
+  keep = segments.keep(ids, num_segments)
+  lse = segments.segment_lse(scores, ids, num_segments, axis_name)
   # Select before the exp: exp of a NaN/inf left in a padded row would give a NaN gradient (0 * NaN) through the
   # outer select.
-  return jnp.where(keep, jnp.exp(jnp.where(keep, scores, 0.0) - _rows(lse, ids)), 0.0)
+  return jnp.where(keep, jnp.exp(jnp.where(keep, scores, 0.0) - segments.rows(lse, ids)), 0.0)
 
 
 def _sinkhorn_potentials(scores, ids, num_segments, log_col_mass, num_iters, axis_name, matmul=False):
@@ -95,15 +90,15 @@ def _sinkhorn_potentials(scores, ids, num_segments, log_col_mass, num_iters, axi
   """
   dtype = scores.dtype
   keep = ids < num_segments
-  log_n = _rows(jnp.log(jnp.maximum(_counts(ids, num_segments, dtype, axis_name), 1.0)), ids)
+  log_n = segments.rows(jnp.log(jnp.maximum(segments.counts(ids, num_segments, dtype, axis_name), 1.0)), ids)
   k = scores.shape[-1]
 
   def row_step(v):
-    u = -log_n - jax.nn.logsumexp(jnp.where(keep[:, None], scores, 0.0) + _rows(v, ids), axis=-1)
+    u = -log_n - jax.nn.logsumexp(jnp.where(keep[:, None], scores, 0.0) + segments.rows(v, ids), axis=-1)
     return jnp.where(keep, u, 0.0)
 
   def col_step(u, log_mass):
-    return log_mass - _segment_lse(scores + u[:, None], ids, num_segments, axis_name)
+    return log_mass - segments.segment_lse(scores + u[:, None], ids, num_segments, axis_name)
 
   if matmul:
     row_step, col_step = sinkhorn_matmul.steps(scores, ids, num_segments, log_n, axis_name)
@@ -129,24 +124,24 @@ def segment_zipf_sinkhorn(scores: jax.Array, valid: jax.Array, segment: jax.Arra
   (`dos_jax.sinkhorn_matmul`): the same potentials to float32 rounding, without the per-iteration passes of exp
   over [N, K]. The final targets are computed from the potentials as in the log domain either way."""
   num_iters = _check_iters(num_iters)
-  ids = _ids(valid, segment, num_segments)
+  ids = segments.row_ids(valid, segment, num_segments)
   log_w = _log_zipf_prior(scores.shape[-1], alpha)
   matmul = logit_bound is not None and sinkhorn_matmul.usable(logit_bound, *scores.shape)
   u, v = _sinkhorn_potentials(scores, ids, num_segments, log_w, num_iters, axis_name, matmul=matmul)
-  keep = _keep(ids, num_segments)
-  return jnp.where(keep, jnp.exp(jnp.where(keep, scores, 0.0) + u[:, None] + _rows(v, ids)), 0.0)
+  keep = segments.keep(ids, num_segments)
+  return jnp.where(keep, jnp.exp(jnp.where(keep, scores, 0.0) + u[:, None] + segments.rows(v, ids)), 0.0)
 
 
 def segment_softmap_kl(target: jax.Array, student_scores: jax.Array, valid: jax.Array, segment: jax.Array,
                        num_segments: int, *, axis_name: Optional[str] = None) -> jax.Array:
   """f32[M]: (1/K) Σ_k KL(target[seg, k] ‖ softmap(student)[seg, k]) per segment (0 for an empty one)."""
-  ids = _ids(valid, segment, num_segments)
-  keep = _keep(ids, num_segments)
-  lse = _segment_lse(student_scores, ids, num_segments, axis_name)
-  log_p = jnp.where(keep, student_scores, 0.0) - _rows(lse, ids)
+  ids = segments.row_ids(valid, segment, num_segments)
+  keep = segments.keep(ids, num_segments)
+  lse = segments.segment_lse(student_scores, ids, num_segments, axis_name)
+  log_p = jnp.where(keep, student_scores, 0.0) - segments.rows(lse, ids)
   target = jnp.where(keep, target, 0.0)
   terms = jnp.where(keep, jax.scipy.special.xlogy(target, target) - target * log_p, 0.0)
-  return _seg_sum(jnp.sum(terms, axis=-1), ids, num_segments, axis_name) / student_scores.shape[-1]
+  return segments.seg_sum(jnp.sum(terms, axis=-1), ids, num_segments, axis_name) / student_scores.shape[-1]
 
 
 def segment_clustering_targets(scores: jax.Array, valid: jax.Array, segment: jax.Array, num_segments: int,
@@ -155,19 +150,19 @@ def segment_clustering_targets(scores: jax.Array, valid: jax.Array, segment: jax
   times columns -> 1/K, rows -> 1/N_valid, then rows to 1; the last row scaling is replaced by the final one).
   f32[N, K]: each valid row a distribution over prototypes, rows of no segment 0."""
   num_iters = _check_iters(num_iters)
-  ids = _ids(valid, segment, num_segments)
+  ids = segments.row_ids(valid, segment, num_segments)
   keep = ids < num_segments
   dtype = scores.dtype
   k = scores.shape[-1]
   log_k = jnp.log(jnp.asarray(k, dtype))
-  log_n = _rows(jnp.log(jnp.maximum(_counts(ids, num_segments, dtype, axis_name), 1.0)), ids)
+  log_n = segments.rows(jnp.log(jnp.maximum(segments.counts(ids, num_segments, dtype, axis_name), 1.0)), ids)
   safe = jnp.where(keep[:, None], scores, 0.0)
 
   def col_step(u):
-    return -log_k - _segment_lse(safe + u[:, None], ids, num_segments, axis_name)
+    return -log_k - segments.segment_lse(safe + u[:, None], ids, num_segments, axis_name)
 
   def row_step(v, log_mass):
-    return jnp.where(keep, log_mass - jax.nn.logsumexp(safe + _rows(v, ids), axis=-1), 0.0)
+    return jnp.where(keep, log_mass - jax.nn.logsumexp(safe + segments.rows(v, ids), axis=-1), 0.0)
 
   u = jnp.where(keep, 0.0, 0.0).astype(dtype)  # derived from the rows: varying like them inside shard_map
   if num_iters > 0:
@@ -176,18 +171,18 @@ def segment_clustering_targets(scores: jax.Array, valid: jax.Array, segment: jax
   else:
     v = jnp.zeros((num_segments, k), dtype)
   u = row_step(v, jnp.zeros((), dtype))
-  return jnp.where(keep[:, None], jnp.exp(safe + u[:, None] + _rows(v, ids)), 0.0)
+  return jnp.where(keep[:, None], jnp.exp(safe + u[:, None] + segments.rows(v, ids)), 0.0)
 
 
 def segment_clustering_loss(target: jax.Array, student_scores: jax.Array, valid: jax.Array, segment: jax.Array,
                             num_segments: int, *, axis_name: Optional[str] = None) -> jax.Array:
   """f32[M]: per segment, the mean over its valid rows of -Σ_k target log softmax_k(student) (0 when empty)."""
-  ids = _ids(valid, segment, num_segments)
+  ids = segments.row_ids(valid, segment, num_segments)
   keep = ids < num_segments
   log_p = jax.nn.log_softmax(jnp.where(keep[:, None], student_scores, 0.0), axis=-1)
   ce = jnp.where(keep, -jnp.sum(jnp.where(keep[:, None], target, 0.0) * log_p, axis=-1), 0.0)
-  n = _counts(ids, num_segments, student_scores.dtype, axis_name)
-  return _seg_sum(ce, ids, num_segments, axis_name) / jnp.maximum(n, 1.0)
+  n = segments.counts(ids, num_segments, student_scores.dtype, axis_name)
+  return segments.seg_sum(ce, ids, num_segments, axis_name) / jnp.maximum(n, 1.0)
 
 
 def _gather(x: jax.Array, index: jax.Array) -> jax.Array:
@@ -266,6 +261,8 @@ def packed_dos_loss_at_rows(student_cos: jax.Array, teacher_same: jax.Array, tar
   student_logits = student_cos / student_temp
   view_w = view_valid.astype(student_logits.dtype)
   views = jnp.sum(view_w)
+  # |cos| <= 1 up to rounding: 1 + 1e-6 covers it.
+  bound = None if min_teacher_temp is None else (1.0 + 1e-6) / float(min_teacher_temp)
 
   def per_pack(t, s, ok, seg):
     if normalization == "softmap":
@@ -275,9 +272,6 @@ def packed_dos_loss_at_rows(student_cos: jax.Array, teacher_same: jax.Array, tar
     targets = lax.stop_gradient(segment_clustering_targets(t, ok, seg, num_segments, num_iters,
                                                            axis_name=axis_name))
     return segment_clustering_loss(targets, s, ok, seg, num_segments, axis_name=axis_name), targets
-
-  # |cos| <= 1 up to rounding: 1 + 1e-6 covers it.
-  bound = None if min_teacher_temp is None else (1.0 + 1e-6) / float(min_teacher_temp)
 
   def one_term(teacher, valid):
     logits = lax.stop_gradient(teacher) / teacher_temp

@@ -142,8 +142,38 @@ def test_instruction_hbm_bytes_follow_memory_spaces_and_transfers():
   assert rows["fusion.2"]["hbm_bytes"] == x
   assert rows["fusion.2"]["bytes"] == x + w + 4096 * 1024 * 2
   assert rows["fusion.1"]["hbm_bytes"] == x + 4  # the f32[] result has no memory space: HBM
+  assert rows["slice-start"]["hbm_tiled_bytes"] == part and rows["fusion.1"]["hbm_tiled_bytes"] == x + 4
   assert rows["fusion.2"]["cycles"] == 101624
   assert rows["fusion.1"]["cycles"] == 0  # int64 max: the compiler's "unknown" (v5p programs carry it), not a cost
+
+
+def test_tiled_bytes_pad_the_minor_dims_to_the_first_tile():
+  # bf16 [100, 48] in (8, 128) tiles: rows to 104, lanes to 128; the (2, 1) sub-tile adds nothing.
+  assert hlo_costs.tiled_bytes("bf16", "100,48", "{1,0:T(8,128)(2,1)}") == 104 * 128 * 2
+  # minor-to-major {1,2,0}: axis 1 is the most minor (to 128), axis 2 next (to 2).
+  assert hlo_costs.tiled_bytes("s32", "1,1000,2", "{1,2,0:T(2,128)}") == 1 * 1024 * 2 * 4
+  assert hlo_costs.tiled_bytes("s32", "1000", "{0:T(1024)S(1)}") == 1024 * 4
+  assert hlo_costs.tiled_bytes("f32", "", "{:T(128)}") == 4  # a scalar: no axis to pad
+  assert hlo_costs.tiled_bytes("f32", "3,5", "") == 3 * 5 * 4  # no layout: logical bytes
+  assert hlo_costs.tiled_bytes("f32", "4096,1024", "{1,0:T(8,128)}") == 4096 * 1024 * 4  # already whole tiles
+
+
+def test_instruction_hbm_tiled_bytes_count_hbm_arrays_at_their_tiled_size():
+  hlo = """\
+HloModule t
+
+ENTRY %main (x: bf16[100,48]) -> bf16[100,48] {
+  %x = bf16[100,48]{1,0:T(8,128)(2,1)} parameter(0)
+  %v = bf16[100,48]{1,0:T(8,128)(2,1)S(1)} negate(%x)
+  ROOT %y = bf16[100,48]{1,0:T(8,128)(2,1)} negate(%v)
+}
+"""
+  rows = {r["name"]: r for r in hlo_costs.instruction_costs(hlo)}
+  tile = 104 * 128 * 2
+  assert rows["v"]["hbm_bytes"] == 100 * 48 * 2 and rows["v"]["hbm_tiled_bytes"] == tile  # its output is in VMEM
+  assert rows["y"]["hbm_bytes"] == 100 * 48 * 2 and rows["y"]["hbm_tiled_bytes"] == tile
+  totals = hlo_costs.parsed_totals(list(rows.values()))
+  assert totals["hbm_tiled_bytes"] == 2 * tile and totals["hbm_bytes"] == 2 * 100 * 48 * 2
 
 
 # While loops as the TPU compiler writes lax.scan (no recorded trip count: the condition's root compares the
