@@ -185,8 +185,9 @@ def one_line(r: Mapping[str, Any]) -> str:
       f"roofline {line['step_s']:.4g} s/step ({line['bound']}-bound), MFU <= {100 * line['mfu']:.1f}%"]
   if r.get("parsed"):
     tiled = r["parsed"].get("hbm_tiled_bytes_per_chip")
-    tiles = (f", {tiled / 1e9:.4g} GB in whole tiles: roofline {r['parsed']['roofline_hbm_tiled']['step_s']:.4g} s"
-             if tiled is not None else "")
+    tiled_line = r["parsed"].get("roofline_hbm_tiled") or {}
+    tiles = (f", {tiled / 1e9:.4g} GB in whole tiles: roofline {tiled_line['step_s']:.4g} s, MFU <= "
+             f"{100 * tiled_line['mfu']:.1f}%" if tiled is not None else "")
     parts.append(f"HBM traffic parsed from the program {r['parsed']['hbm_bytes_per_chip'] / 1e9:.4g} GB "
                  f"(roofline {r['parsed']['roofline_hbm']['step_s']:.4g} s{tiles}), compiler-estimated "
                  f"{r['parsed']['estimated_cycles'] / 1e6:.4g} M cycles")

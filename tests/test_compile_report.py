@@ -63,6 +63,17 @@ def test_build_per_chip_totals_and_the_fits_boundary():
   line = compile_report.one_line(compile_report.build(exact, chip, devices=4, config="c", topology="t"))
   assert line.startswith("c on t (4 chips): FITS HBM") and "gathers 1, scatters 1, sorts 1, while loops 1" in line
   assert "\n" not in line
+  # The parsed HBM traffic, logical and at tiled sizes, each with its roofline (per chip: x devices per chip).
+  from dos_jax import hlo_costs  # pylint: disable=g-import-not-at-top
+  totals = hlo_costs.parsed_totals(hlo_costs.instruction_costs(_HLO))
+  assert 0 < totals["hbm_bytes"] <= totals["hbm_tiled_bytes"]
+  for report, per_chip in ((r, 1), (r2, 2)):
+    p = report["parsed"]
+    assert p["hbm_bytes_per_chip"] == per_chip * totals["hbm_bytes"]
+    assert p["hbm_tiled_bytes_per_chip"] == per_chip * totals["hbm_tiled_bytes"]
+    assert p["roofline_hbm_tiled"] == compile_report.roofline(report["flops_per_chip"], p["hbm_tiled_bytes_per_chip"],
+                                                              chip)
+  assert f"{totals['hbm_tiled_bytes'] / 1e9:.4g} GB in whole tiles" in line
 
 
 def test_build_reads_a_real_cpu_compile():
