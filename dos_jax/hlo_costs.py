@@ -184,14 +184,14 @@ def instruction_costs(hlo_text: str):
   its `*-done` nothing). XLA's own `bytes accessed` counts every operand read in any memory space, re-reads
   included, so it exceeds both sums; hbm_bytes is the traffic the HBM sees if each kernel touches each of its
   HBM arrays once (a lower bound: tiled kernels may re-read); hbm_tiled_bytes = hbm_bytes at each array's tiled
-  size (`tiled_bytes`: a [N, 48] array in (8, 128) tiles holds and moves 128 lanes per row). cycles = the TPU compiler's cost-model estimate
-  for the kernel (`estimated_cycles` in its backend config; 0 where it gives none: gathers, custom calls such as
-  Pallas kernels, reshapes and copies between memory spaces). flops = 2 x output x
+  size (`tiled_bytes`: a [N, 48] array in (8, 128) tiles holds and moves 128 lanes per row). cycles = the TPU
+  compiler's cost-model estimate for the kernel (`estimated_cycles` in its backend config; 0 where it gives none:
+  gathers, custom calls such as Pallas kernels, reshapes and copies between memory spaces). flops = 2 x output x
   contraction for dots (inside fusions too) plus one per output element of other arithmetic. runs = how many
   times the kernel runs per step: a while body's kernels once per iteration (the trip count read from the loop's
-  condition, `i < N`), and bytes, hbm_bytes, flops and cycles are per step (x runs). XLA's own cost analysis
-  counts a loop body once (`build` adds the other iterations). Custom calls (e.g. Pallas kernels) carry no flops
-  here.
+  condition, `i < N`), and bytes, hbm_bytes, hbm_tiled_bytes, flops and cycles are per step (x runs). XLA's own
+  cost analysis counts a loop body once (`build` adds the other iterations). Custom calls (e.g. Pallas kernels)
+  carry no flops here.
   """
   shapes, computations, order, current = {}, {}, [], None
   for line in hlo_text.splitlines():
