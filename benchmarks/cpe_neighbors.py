@@ -43,28 +43,23 @@ CENTER = len(structs.NEIGHBOR_OFFSETS) // 2
 QUANTILES = (0.99, 0.999, 1.0)
 
 
-def distances(neighbors: np.ndarray, valid: np.ndarray, position: np.ndarray) -> np.ndarray:
-  """|position[j] - position[i]| over present non-centre entries j = neighbors[i, k] of real slots i.
-
-  neighbors: i32[N, 27] (N = absent); valid: bool[N]; position: i64[N] each slot's place in an order."""
-  n = len(valid)
-  nb = np.delete(neighbors[valid], CENTER, axis=1)
-  rows = np.broadcast_to(position[valid][:, None], nb.shape)
-  present = nb < n
-  return np.abs(position[np.where(present, nb, 0)] - rows)[present]
-
-
 def stage_stats(stage: structs.Stage) -> dict:
-  """Sparsity and locality of one stage's table (one pack): counts and raw distances, merged over packs later."""
+  """Sparsity and locality of one stage's table (one pack): counts and raw distances, merged over packs later.
+
+  count: present entries (centre included) per real slot; dist[order]: |pos(j) - pos(i)| over the present
+  non-centre entries j = neighbors[i, k] of real slots i, for the slot order and each serialization order."""
   valid = np.asarray(stage.valid)
   n = len(valid)
-  nb = np.asarray(stage.neighbors)
-  count = (nb[valid] < n).sum(1)
-  orders = {"slots": np.arange(n)}
+  nb = np.asarray(stage.neighbors)[valid]
+  others = np.delete(nb, CENTER, axis=1)
+  present = others < n
+  slot = np.nonzero(valid)[0][np.nonzero(present)[0]]  # the slot i of each present entry
+  neighbour = others[present]
   # A packed stage's `inverse` maps each slot to its sequence position in that serialization order.
-  for o, name in enumerate(structs.ORDERS):
-    orders[name] = np.asarray(stage.inverse[o]).astype(np.int64)
-  return {"count": count, "dist": {name: distances(nb, valid, pos) for name, pos in orders.items()}}
+  positions = {"slots": np.arange(n), **{name: np.asarray(stage.inverse[o]).astype(np.int64)
+                                         for o, name in enumerate(structs.ORDERS)}}
+  return {"count": (nb < n).sum(1),
+          "dist": {name: np.abs(pos[neighbour] - pos[slot]) for name, pos in positions.items()}}
 
 
 def summarize(per_pack) -> dict:

@@ -11,9 +11,10 @@ as well as CPU ones. `dos_jax.compile_report` puts these numbers beside the comp
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
-from typing import Dict
+from typing import Dict, Tuple
 
 
 # ------------------------------------------------------------------------------------------------ HLO op counts
@@ -106,12 +107,6 @@ def _elements_and_bytes(type_text: str):
   return elements, nbytes
 
 
-def _hbm_bytes(type_text: str) -> int:
-  """Bytes of the arrays in `type_text` that live in HBM (arrays placed in VMEM / scalar memory excluded)."""
-  return sum(_array_elements_and_bytes(dtype, dims)[1] for dtype, dims, layout in _ARRAY_IN_SPACE.findall(type_text)
-             if not _ON_CHIP.search(layout))
-
-
 _TILE = re.compile(r"T\(([\d,]+)\)")
 
 
@@ -126,19 +121,17 @@ def tiled_bytes(dtype: str, dims: str, layout: str) -> int:
   if not n or not tile or not shape or not minor_to_major:
     return nbytes
   order = [int(d) for d in minor_to_major.split(",") if d]
-  padded = list(shape)
   for axis, size in zip(order, reversed([int(t) for t in tile.group(1).split(",")])):
-    padded[axis] = -(-padded[axis] // size) * size
-  elements = 1
-  for d in padded:
-    elements *= d
-  return elements * nbytes // n
+    shape[axis] = -(-shape[axis] // size) * size  # padded to whole tiles
+  return math.prod(shape) * nbytes // n
 
 
-def _hbm_tiled_bytes(type_text: str) -> int:
-  """`_hbm_bytes` at each array's tiled size: what the HBM holds and moves, tile padding included."""
-  return sum(tiled_bytes(dtype, dims, layout) for dtype, dims, layout in _ARRAY_IN_SPACE.findall(type_text)
-             if not _ON_CHIP.search(layout))
+def _hbm_bytes(type_text: str) -> Tuple[int, int]:
+  """(logical, tiled) bytes of the arrays in `type_text` that live in HBM (arrays placed in VMEM / scalar memory
+  excluded); tiled: at their tiled sizes (`tiled_bytes`), what the HBM holds and moves."""
+  arrays = [a for a in _ARRAY_IN_SPACE.findall(type_text) if not _ON_CHIP.search(a[2])]
+  logical = sum(_array_elements_and_bytes(dtype, dims)[1] for dtype, dims, _ in arrays)
+  return logical, sum(tiled_bytes(*a) for a in arrays)
 
 
 def parsed_totals(rows) -> Dict[str, int]:
@@ -300,8 +293,8 @@ def instruction_costs(hlo_text: str):
       else:
         nbytes = _elements_and_bytes(ins["type"])[1] + sum(_elements_and_bytes(shapes.get(o, ""))[1]
                                                             for o in ins["operands"])
-        hbm = _hbm_bytes(ins["type"]) + sum(_hbm_bytes(shapes.get(o, "")) for o in ins["operands"])
-        hbm_tiled = _hbm_tiled_bytes(ins["type"]) + sum(_hbm_tiled_bytes(shapes.get(o, "")) for o in ins["operands"])
+        arrays = [ins["type"], *(shapes.get(o, "") for o in ins["operands"])]
+        hbm, hbm_tiled = map(sum, zip(*map(_hbm_bytes, arrays)))
       flops = own_flops(ins) + (sum(computation_flops(c) for c in ins["called"]) if ins["opcode"] == "fusion" else 0)
       op_name = ins["op_name"]
       if not op_name and ins["opcode"] == "fusion":  # the fused computation's root names it
